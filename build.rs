@@ -1,0 +1,19 @@
+//! Compiles the gRPC contract in proto/ with protox, so no system protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/countersign/v1/types.proto",
+        "proto/countersign/v1/teller.proto",
+        "proto/countersign/v1/supervisor.proto",
+        "proto/countersign/v1/audit.proto",
+    ];
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    Ok(())
+}

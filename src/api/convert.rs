@@ -1,0 +1,364 @@
+//! Protobuf <-> domain. Incoming messages are destructured field by field, so a new proto field
+//! does not compile until someone decides what it means; every rule failure names its field.
+
+use crate::domain::validate::{self, FieldError};
+use crate::domain::{
+    CustomerIdentity, Decision, DocumentType, IdVerification, ImageHash, ImageKind, ImageRef,
+    MediaType, Money, Request, RequestId, State, TellerSerial, Timestamp, Transaction, Verdict,
+};
+
+use super::ApiLimits;
+use super::pb;
+
+/// An image as uploaded and checked, not yet stored.
+pub type Upload = (ImageKind, MediaType, Vec<u8>);
+
+/// A checked Submit, with images not yet stored.
+pub struct SubmitInput {
+    pub serial: TellerSerial,
+    pub transaction: Transaction,
+    pub customer: CustomerIdentity,
+    pub images: Vec<Upload>,
+    pub note: String,
+}
+
+pub fn submit(
+    req: pb::SubmitRequest,
+    now: Timestamp,
+    limits: &ApiLimits,
+) -> Result<SubmitInput, FieldError> {
+    let pb::SubmitRequest {
+        teller_serial,
+        transaction,
+        customer,
+        images,
+        note,
+    } = req;
+    validate::teller_serial("teller_serial", &teller_serial)?;
+    let transaction = self::transaction(
+        transaction.ok_or_else(|| FieldError::new("transaction", "is required"))?,
+    )?;
+    let customer = self::customer(
+        customer.ok_or_else(|| FieldError::new("customer", "is required"))?,
+        now,
+    )?;
+    if images.is_empty() {
+        return Err(FieldError::new("images", "at least one image is required"));
+    }
+    let images = uploads("images", images, limits)?;
+    validate::text("note", &note, validate::TEXT_CHARS_MAX, false, true)?;
+    Ok(SubmitInput {
+        serial: TellerSerial::new(teller_serial),
+        transaction,
+        customer,
+        images,
+        note,
+    })
+}
+
+fn transaction(t: pb::Transaction) -> Result<Transaction, FieldError> {
+    let pb::Transaction {
+        code,
+        amount,
+        account,
+        counterparty,
+        attributes,
+    } = t;
+    let pb::Money {
+        minor_units,
+        currency,
+    } = amount.ok_or_else(|| FieldError::new("transaction.amount", "is required"))?;
+    let t = Transaction {
+        code,
+        amount: Money {
+            minor_units,
+            currency,
+        },
+        account,
+        counterparty: (!counterparty.is_empty()).then_some(counterparty),
+        attributes: attributes.into_iter().collect(),
+    };
+    validate::transaction(&t)?;
+    Ok(t)
+}
+
+fn customer(c: pb::CustomerIdentity, now: Timestamp) -> Result<CustomerIdentity, FieldError> {
+    let pb::CustomerIdentity {
+        document_type,
+        document_number,
+        name,
+        expiry_date,
+        verification,
+    } = c;
+    let document_type = match pb::DocumentType::try_from(document_type) {
+        Ok(pb::DocumentType::PrcResidentId) => DocumentType::PrcResidentId,
+        Ok(pb::DocumentType::Passport) => DocumentType::Passport,
+        Ok(pb::DocumentType::HkMacaoPermit) => DocumentType::HkMacaoPermit,
+        Ok(pb::DocumentType::TaiwanPermit) => DocumentType::TaiwanPermit,
+        Ok(pb::DocumentType::ForeignPermanentResident) => DocumentType::ForeignPermanentResident,
+        Ok(pb::DocumentType::Other) => DocumentType::Other,
+        Ok(pb::DocumentType::Unspecified) | Err(_) => {
+            return Err(FieldError::new(
+                "customer.document_type",
+                "must be set to a known document type",
+            ));
+        }
+    };
+    let verification = match pb::IdVerification::try_from(verification) {
+        Ok(pb::IdVerification::Matched) => IdVerification::Matched,
+        Ok(pb::IdVerification::Mismatched) => IdVerification::Mismatched,
+        Ok(pb::IdVerification::NotChecked) => IdVerification::NotChecked,
+        Ok(pb::IdVerification::Unspecified) | Err(_) => {
+            return Err(FieldError::new("customer.verification", "must be set"));
+        }
+    };
+    let c = CustomerIdentity {
+        document_type,
+        document_number,
+        name,
+        expiry_date: (!expiry_date.is_empty()).then_some(expiry_date),
+        verification,
+    };
+    validate::customer(&c, now)?;
+    Ok(c)
+}
+
+/// Checks uploaded images: count, size, and that the content's magic bytes agree with the
+/// declared media type (the declaration alone is never trusted).
+pub fn uploads(
+    field: &str,
+    images: Vec<pb::ImageUpload>,
+    limits: &ApiLimits,
+) -> Result<Vec<Upload>, FieldError> {
+    if images.len() > limits.images_per_request_max {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "at most {} images are allowed",
+                limits.images_per_request_max
+            ),
+        ));
+    }
+    images
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let pb::ImageUpload {
+                kind,
+                media_type,
+                content,
+            } = img;
+            let f = |name: &str| format!("{field}[{i}].{name}");
+            let kind = match pb::ImageKind::try_from(kind) {
+                Ok(pb::ImageKind::Voucher) => ImageKind::Voucher,
+                Ok(pb::ImageKind::IdFront) => ImageKind::IdFront,
+                Ok(pb::ImageKind::IdBack) => ImageKind::IdBack,
+                Ok(pb::ImageKind::Photo) => ImageKind::Photo,
+                Ok(pb::ImageKind::Other) => ImageKind::Other,
+                Ok(pb::ImageKind::Unspecified) | Err(_) => {
+                    return Err(FieldError::new(
+                        f("kind"),
+                        "must be set to a known image kind",
+                    ));
+                }
+            };
+            if content.is_empty() {
+                return Err(FieldError::new(f("content"), "is empty"));
+            }
+            if content.len() > limits.image_bytes_max {
+                return Err(FieldError::new(
+                    f("content"),
+                    format!(
+                        "is {} bytes; at most {} are allowed",
+                        content.len(),
+                        limits.image_bytes_max
+                    ),
+                ));
+            }
+            let declared = MediaType::from_mime(&media_type).ok_or_else(|| {
+                FieldError::new(
+                    f("media_type"),
+                    "must be image/jpeg, image/png, image/tiff or application/pdf",
+                )
+            })?;
+            match MediaType::sniff(&content) {
+                Some(actual) if actual == declared => Ok((kind, declared, content)),
+                Some(actual) => Err(FieldError::new(
+                    f("media_type"),
+                    format!(
+                        "declares {media_type} but the content is {}",
+                        actual.as_mime()
+                    ),
+                )),
+                None => Err(FieldError::new(
+                    f("content"),
+                    "is not a JPEG, PNG, TIFF or PDF",
+                )),
+            }
+        })
+        .collect()
+}
+
+pub fn request_id(field: &str, s: &str) -> Result<RequestId, FieldError> {
+    RequestId::parse(s).ok_or_else(|| FieldError::new(field, "is not a request id"))
+}
+
+pub fn image_hash(field: &str, s: &str) -> Result<ImageHash, FieldError> {
+    ImageHash::parse_hex(s)
+        .ok_or_else(|| FieldError::new(field, "must be 64 lowercase hex characters"))
+}
+
+/// A supervisor's decision, with the reasons each decision needs.
+pub fn verdict(decision: i32, reason_code: String, comment: String) -> Result<Verdict, FieldError> {
+    let decision = match pb::Decision::try_from(decision) {
+        Ok(pb::Decision::Approve) => Decision::Approve,
+        Ok(pb::Decision::Reject) => Decision::Reject,
+        Ok(pb::Decision::Return) => Decision::Return,
+        Ok(pb::Decision::Unspecified) | Err(_) => {
+            return Err(FieldError::new(
+                "decision",
+                "must be APPROVE, REJECT or RETURN",
+            ));
+        }
+    };
+    if decision != Decision::Approve || !reason_code.is_empty() {
+        validate::reason_code("reason_code", &reason_code)?;
+    }
+    validate::text(
+        "comment",
+        &comment,
+        validate::TEXT_CHARS_MAX,
+        decision == Decision::Return,
+        true,
+    )?;
+    Ok(Verdict {
+        decision,
+        reason_code,
+        comment,
+    })
+}
+
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.0.div_euclid(1000),
+        nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn state(s: State) -> pb::RequestState {
+    match s {
+        State::Queued => pb::RequestState::Queued,
+        State::Offered => pb::RequestState::Offered,
+        State::InReview => pb::RequestState::InReview,
+        State::Approved => pb::RequestState::Approved,
+        State::Rejected => pb::RequestState::Rejected,
+        State::Returned => pb::RequestState::Returned,
+        State::Cancelled => pb::RequestState::Cancelled,
+        State::Expired => pb::RequestState::Expired,
+    }
+}
+
+fn decision(d: Decision) -> pb::Decision {
+    match d {
+        Decision::Approve => pb::Decision::Approve,
+        Decision::Reject => pb::Decision::Reject,
+        Decision::Return => pb::Decision::Return,
+    }
+}
+
+fn image_kind(k: ImageKind) -> pb::ImageKind {
+    match k {
+        ImageKind::Voucher => pb::ImageKind::Voucher,
+        ImageKind::IdFront => pb::ImageKind::IdFront,
+        ImageKind::IdBack => pb::ImageKind::IdBack,
+        ImageKind::Photo => pb::ImageKind::Photo,
+        ImageKind::Other => pb::ImageKind::Other,
+    }
+}
+
+fn document_type(d: DocumentType) -> pb::DocumentType {
+    match d {
+        DocumentType::PrcResidentId => pb::DocumentType::PrcResidentId,
+        DocumentType::Passport => pb::DocumentType::Passport,
+        DocumentType::HkMacaoPermit => pb::DocumentType::HkMacaoPermit,
+        DocumentType::TaiwanPermit => pb::DocumentType::TaiwanPermit,
+        DocumentType::ForeignPermanentResident => pb::DocumentType::ForeignPermanentResident,
+        DocumentType::Other => pb::DocumentType::Other,
+    }
+}
+
+fn verification(v: IdVerification) -> pb::IdVerification {
+    match v {
+        IdVerification::Matched => pb::IdVerification::Matched,
+        IdVerification::Mismatched => pb::IdVerification::Mismatched,
+        IdVerification::NotChecked => pb::IdVerification::NotChecked,
+    }
+}
+
+pub fn image_ref(i: &ImageRef) -> pb::ImageRef {
+    pb::ImageRef {
+        kind: image_kind(i.kind) as i32,
+        media_type: i.media_type.as_mime().into(),
+        sha256: i.hash.to_hex(),
+        size_bytes: i.size,
+    }
+}
+
+/// The request as tellers, supervisors and auditors see it.
+pub fn request(r: &Request) -> pb::AuthorizationRequest {
+    let s = &r.submission;
+    let t = &s.transaction;
+    let c = &s.customer;
+    pb::AuthorizationRequest {
+        request_id: r.id.to_string(),
+        teller_id: r.teller.to_string(),
+        branch_id: r.branch.to_string(),
+        teller_serial: s.serial.to_string(),
+        transaction: Some(pb::Transaction {
+            code: t.code.clone(),
+            amount: Some(pb::Money {
+                minor_units: t.amount.minor_units,
+                currency: t.amount.currency.clone(),
+            }),
+            account: t.account.clone(),
+            counterparty: t.counterparty.clone().unwrap_or_default(),
+            attributes: t.attributes.clone().into_iter().collect(),
+        }),
+        customer: Some(pb::CustomerIdentity {
+            document_type: document_type(c.document_type) as i32,
+            document_number: c.document_number.clone(),
+            name: c.name.clone(),
+            expiry_date: c.expiry_date.clone().unwrap_or_default(),
+            verification: verification(c.verification) as i32,
+        }),
+        images: s.images.iter().map(image_ref).collect(),
+        note: s.note.clone(),
+        state: state(r.state) as i32,
+        assigned_supervisor_id: r
+            .assignee
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        returns: r
+            .returns
+            .iter()
+            .map(|e| pb::ReturnRecord {
+                supervisor_id: e.supervisor.to_string(),
+                reason_code: e.reason_code.clone(),
+                comment: e.comment.clone(),
+                returned_at: Some(timestamp(e.at)),
+                resubmit_note: e.resubmit_note.clone().unwrap_or_default(),
+            })
+            .collect(),
+        decision: r.decision.as_ref().map(|d| pb::DecisionRecord {
+            decision: decision(d.verdict.decision) as i32,
+            supervisor_id: d.supervisor.to_string(),
+            reason_code: d.verdict.reason_code.clone(),
+            comment: d.verdict.comment.clone(),
+            decided_at: Some(timestamp(d.at)),
+        }),
+        submitted_at: Some(timestamp(r.submitted_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+        version: r.version,
+    }
+}

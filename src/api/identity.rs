@@ -1,0 +1,126 @@
+//! Who is calling: the principal directory maps the SHA-256 of a client certificate (DER) to a
+//! principal, and every RPC checks that principal's role before doing anything.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+use crate::domain::{BranchId, Principal, PrincipalId, Role};
+
+/// The principal directory, loaded and checked at start.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    by_fingerprint: HashMap<[u8; 32], Principal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryFile {
+    principals: Vec<PrincipalFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalFile {
+    id: String,
+    name: String,
+    role: String,
+    branch: String,
+    cert_sha256: String,
+    level: Option<u8>,
+}
+
+impl Directory {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read principal directory {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("principal directory {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: DirectoryFile = toml::from_str(text).context("parse principal directory")?;
+        let mut by_fingerprint = HashMap::new();
+        let mut ids = HashSet::new();
+        for (i, p) in file.principals.into_iter().enumerate() {
+            let at = format!("principals[{i}] ({})", p.id);
+            let id_ok = !p.id.is_empty()
+                && p.id.len() <= 64
+                && p.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !id_ok || p.id == "system" {
+                bail!("{at}: id must be 1 to 64 of A-Z a-z 0-9 - _ . and not \"system\"");
+            }
+            if !ids.insert(p.id.clone()) {
+                bail!("{at}: id is listed twice");
+            }
+            if p.branch.trim().is_empty() {
+                bail!("{at}: branch is required");
+            }
+            let role = match p.role.as_str() {
+                "teller" => Role::Teller,
+                "supervisor" => Role::Supervisor,
+                "auditor" => Role::Auditor,
+                "admin" => Role::Admin,
+                other => bail!("{at}: unknown role {other:?}"),
+            };
+            let level = match (role, p.level) {
+                (Role::Supervisor, Some(l)) if (1..=9).contains(&l) => l,
+                (Role::Supervisor, _) => bail!("{at}: a supervisor needs a level from 1 to 9"),
+                (_, Some(_)) => bail!("{at}: only supervisors have a level"),
+                (_, None) => 0,
+            };
+            let mut fp = [0u8; 32];
+            hex::decode_to_slice(&p.cert_sha256, &mut fp)
+                .with_context(|| format!("{at}: cert_sha256 must be 64 hex characters"))?;
+            let principal = Principal {
+                id: PrincipalId::new(p.id),
+                name: p.name,
+                role,
+                branch: BranchId::new(p.branch),
+                level,
+            };
+            if by_fingerprint.insert(fp, principal).is_some() {
+                bail!("{at}: the certificate is already mapped to another principal");
+            }
+        }
+        Ok(Directory { by_fingerprint })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_fingerprint.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fingerprint.is_empty()
+    }
+
+    /// The caller's principal, if their certificate is known and their role is one of `roles`.
+    pub fn authorize<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let cert = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let fp: [u8; 32] = Sha256::digest(cert.as_ref()).into();
+        let Some(p) = self.by_fingerprint.get(&fp) else {
+            tracing::warn!(cert_sha256 = %hex::encode(fp), "certificate not in the principal directory");
+            return Err(Status::unauthenticated(
+                "the client certificate is not in the principal directory",
+            ));
+        };
+        if !roles.contains(&p.role) {
+            tracing::warn!(principal = %p.id, role = ?p.role, "access denied: wrong role for this service");
+            return Err(Status::permission_denied(format!(
+                "principal {} has role {:?}, which may not call this service",
+                p.id, p.role
+            )));
+        }
+        Ok(p.clone())
+    }
+}

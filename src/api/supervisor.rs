@@ -1,0 +1,176 @@
+//! SupervisorService: presence through Attend, and fenced actions on offers.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::domain::Role;
+use crate::engine::{EngineHandle, SessionGuard, SupervisorEvent};
+
+use super::Directory;
+use super::convert;
+use super::pb::{self, supervisor_service_server::SupervisorService};
+use super::status::invalid;
+
+pub struct SupervisorApi {
+    pub engine: EngineHandle,
+    pub directory: Directory,
+}
+
+/// The Attend stream. Dropping it (the console went away) drops the guard, which signs the
+/// supervisor out and puts what they held back in the queue.
+pub struct AttendStream {
+    rx: mpsc::Receiver<SupervisorEvent>,
+    _guard: SessionGuard,
+    done: bool,
+}
+
+impl Stream for AttendStream {
+    type Item = Result<pb::AttendResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let ev = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(ev) => ev,
+        };
+        let item = match ev {
+            Some(SupervisorEvent::Offer {
+                request,
+                epoch,
+                accept_by,
+                pool_size,
+            }) => Ok(pb::AttendResponse {
+                event: Some(pb::attend_response::Event::Offer(pb::Offer {
+                    request_id: request.id.to_string(),
+                    epoch,
+                    accept_by: Some(convert::timestamp(accept_by)),
+                    request: Some(convert::request(&request)),
+                    candidate_pool_size: pool_size,
+                })),
+            }),
+            Some(SupervisorEvent::Withdrawn {
+                request,
+                epoch,
+                reason,
+            }) => Ok(pb::AttendResponse {
+                event: Some(pb::attend_response::Event::Withdrawn(pb::OfferWithdrawn {
+                    request_id: request.to_string(),
+                    epoch,
+                    reason: reason.into(),
+                })),
+            }),
+            Some(SupervisorEvent::Superseded) => {
+                self.done = true;
+                Err(Status::aborted(
+                    "a newer Attend stream of the same supervisor replaced this one",
+                ))
+            }
+            None => {
+                // The engine ended the session: it stopped or could not deliver to us.
+                self.done = true;
+                Err(Status::unavailable(
+                    "the session ended; reconnect to attend again",
+                ))
+            }
+        };
+        Poll::Ready(Some(item))
+    }
+}
+
+#[tonic::async_trait]
+impl SupervisorService for SupervisorApi {
+    type AttendStream = AttendStream;
+
+    async fn attend(
+        &self,
+        req: Request<pb::AttendRequest>,
+    ) -> Result<Response<AttendStream>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::AttendRequest {} = req.into_inner();
+        let (guard, rx) = self.engine.attend(supervisor).await?;
+        Ok(Response::new(AttendStream {
+            rx,
+            _guard: guard,
+            done: false,
+        }))
+    }
+
+    async fn accept(
+        &self,
+        req: Request<pb::AcceptRequest>,
+    ) -> Result<Response<pb::AcceptResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::AcceptRequest { request_id, epoch } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let r = self.engine.accept(&supervisor.id, &id, epoch).await?;
+        Ok(Response::new(pb::AcceptResponse {
+            request: Some(convert::request(&r)),
+        }))
+    }
+
+    async fn decline(
+        &self,
+        req: Request<pb::DeclineRequest>,
+    ) -> Result<Response<pb::DeclineResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::DeclineRequest {
+            request_id,
+            epoch,
+            reason,
+        } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        crate::domain::validate::text(
+            "reason",
+            &reason,
+            crate::domain::validate::TEXT_CHARS_MAX,
+            false,
+            true,
+        )
+        .map_err(invalid)?;
+        self.engine
+            .decline(&supervisor.id, &id, epoch, reason)
+            .await?;
+        Ok(Response::new(pb::DeclineResponse {}))
+    }
+
+    async fn decide(
+        &self,
+        req: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::DecideResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::DecideRequest {
+            request_id,
+            epoch,
+            decision,
+            reason_code,
+            comment,
+        } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let verdict = convert::verdict(decision, reason_code, comment).map_err(invalid)?;
+        let r = self.engine.decide(&supervisor, &id, epoch, verdict).await?;
+        Ok(Response::new(pb::DecideResponse {
+            request: Some(convert::request(&r)),
+        }))
+    }
+
+    async fn get_offer_image(
+        &self,
+        req: Request<pb::GetOfferImageRequest>,
+    ) -> Result<Response<pb::GetOfferImageResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::GetOfferImageRequest { request_id, sha256 } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let hash = convert::image_hash("sha256", &sha256).map_err(invalid)?;
+        let (media, content) = self.engine.offer_image(&supervisor.id, &id, hash).await?;
+        Ok(Response::new(pb::GetOfferImageResponse {
+            media_type: media.as_mime().into(),
+            content,
+        }))
+    }
+}

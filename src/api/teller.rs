@@ -1,0 +1,148 @@
+//! TellerService: submit, follow, cancel and resubmit one's own requests.
+
+use std::pin::Pin;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Role, Submission};
+use crate::engine::EngineHandle;
+
+use super::convert;
+use super::pb::{self, teller_service_server::TellerService};
+use super::status::invalid;
+use super::{ApiLimits, Directory};
+
+pub struct TellerApi {
+    pub engine: EngineHandle,
+    pub directory: Directory,
+    pub limits: ApiLimits,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TellerService for TellerApi {
+    #[tracing::instrument(skip_all, fields(teller, request_id))]
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        tracing::Span::current().record("teller", teller.id.as_str());
+        let input =
+            convert::submit(req.into_inner(), self.engine.now(), &self.limits).map_err(invalid)?;
+        // Images are made durable before the record that names them is appended.
+        let images = self
+            .engine
+            .store_images(input.images)
+            .await
+            .map_err(crate::engine::SubmitError::from)?;
+        let submission = Submission {
+            serial: input.serial,
+            transaction: input.transaction,
+            customer: input.customer,
+            images,
+            note: input.note,
+        };
+        let done = self.engine.submit(teller, submission).await?;
+        tracing::Span::current().record("request_id", done.request.id.as_str());
+        Ok(Response::new(pb::SubmitResponse {
+            request: Some(convert::request(&done.request)),
+            replayed: done.replayed,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        let pb::GetRequest { request_id } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let r = self.engine.get(&teller.id, &id).await?;
+        Ok(Response::new(pb::GetResponse {
+            request: Some(convert::request(&r)),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        let pb::WatchRequest { request_id } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let (current, rx) = self.engine.watch(&teller.id, &id).await?;
+        let view = |r: crate::domain::Request| {
+            Ok(pb::WatchResponse {
+                request: Some(convert::request(&r)),
+            })
+        };
+        let first = tokio_stream::once(view(current));
+        let stream: WatchStream = match rx {
+            Some(rx) => Box::pin(first.chain(ReceiverStream::new(rx).map(view))),
+            None => Box::pin(first),
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        let pb::CancelRequest { request_id, reason } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        crate::domain::validate::text(
+            "reason",
+            &reason,
+            crate::domain::validate::TEXT_CHARS_MAX,
+            false,
+            true,
+        )
+        .map_err(invalid)?;
+        let r = self.engine.cancel(&teller.id, &id, reason).await?;
+        Ok(Response::new(pb::CancelResponse {
+            request: Some(convert::request(&r)),
+        }))
+    }
+
+    async fn resubmit(
+        &self,
+        req: Request<pb::ResubmitRequest>,
+    ) -> Result<Response<pb::ResubmitResponse>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        let pb::ResubmitRequest {
+            request_id,
+            images,
+            remove_image_sha256,
+            note,
+        } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let removed = remove_image_sha256
+            .iter()
+            .enumerate()
+            .map(|(i, h)| convert::image_hash(&format!("remove_image_sha256[{i}]"), h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let uploads = convert::uploads("images", images, &self.limits).map_err(invalid)?;
+        crate::domain::validate::text(
+            "note",
+            &note,
+            crate::domain::validate::TEXT_CHARS_MAX,
+            false,
+            true,
+        )
+        .map_err(invalid)?;
+        let added = self
+            .engine
+            .store_images(uploads)
+            .await
+            .map_err(crate::engine::ResubmitError::from)?;
+        let r = self
+            .engine
+            .resubmit(&teller.id, &id, added, removed, note)
+            .await?;
+        Ok(Response::new(pb::ResubmitResponse {
+            request: Some(convert::request(&r)),
+        }))
+    }
+}

@@ -1,0 +1,229 @@
+//! Server configuration in two stages: the TOML file's shape (`ConfigFile`, serde), then a
+//! checked `Config` with paths resolved and every limit validated. No field has a hidden
+//! default: the file states every choice.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::api::{ApiLimits, Directory};
+use crate::engine::EngineConfig;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: String,
+    data_dir: PathBuf,
+    tls: TlsFile,
+    identity: IdentityFile,
+    limits: LimitsFile,
+    dispatch: DispatchFile,
+    ledger: LedgerFile,
+    log: LogFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    principals: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    message_bytes_max: usize,
+    image_bytes_max: usize,
+    images_per_request_max: usize,
+    queue_length_max: usize,
+    pending_per_teller_max: u32,
+    watch_buffer: usize,
+    attend_buffer: usize,
+    command_buffer: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispatchFile {
+    offer_timeout_ms: u64,
+    supervisor_tasks_max: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerFile {
+    segment_bytes_max: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    format: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A checked configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls_cert_pem: String,
+    pub tls_key_pem: String,
+    pub client_ca_pem: String,
+    pub directory: Directory,
+    pub api: ApiLimits,
+    pub engine: EngineConfig,
+    pub log_format: LogFormat,
+}
+
+/// The configuration `pki init` writes next to the certificates; also the reference for every
+/// setting, with the reason for each default.
+pub const SAMPLE: &str = r#"# Countersign server configuration. Relative paths are relative to this file.
+listen = "127.0.0.1:7443"
+data_dir = "data"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+# Client certificates must chain to this CA; the principal directory then names each one.
+client_ca = "ca.pem"
+
+[identity]
+principals = "principals.toml"
+
+[limits]
+# Largest gRPC message: must carry images_per_request_max images of image_bytes_max.
+message_bytes_max = 41943040
+# A 300 dpi A4 voucher scan as JPEG is well under 4 MiB.
+image_bytes_max = 4194304
+images_per_request_max = 8
+# Undecided requests held at once; Submit beyond it is RESOURCE_EXHAUSTED.
+queue_length_max = 100000
+# Undecided requests one teller may have at once.
+pending_per_teller_max = 20
+# State changes buffered per Watch stream before a reader that does not keep up is dropped.
+watch_buffer = 64
+# Events buffered per Attend stream before a console that does not read is signed out.
+attend_buffer = 64
+# Calls queued for the engine before callers wait.
+command_buffer = 4096
+
+[dispatch]
+# A supervisor has this long to accept an offer before it goes to someone else.
+offer_timeout_ms = 30000
+# Requests one supervisor holds at once (offered or in review).
+supervisor_tasks_max = 1
+
+[ledger]
+segment_bytes_max = 67108864
+
+[log]
+# "text" or "json"; filter with RUST_LOG, e.g. RUST_LOG=countersign=debug.
+format = "text"
+"#;
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses and checks a config; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Config> {
+        let f: ConfigFile = toml::from_str(text).context("parse config")?;
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let read = |what: &str, p: &Path| {
+            std::fs::read_to_string(rel(p))
+                .with_context(|| format!("{what}: read {}", rel(p).display()))
+        };
+        let listen: SocketAddr = f
+            .listen
+            .parse()
+            .context("listen: must be an address such as 127.0.0.1:7443")?;
+        let l = &f.limits;
+        let positive = [
+            ("limits.message_bytes_max", l.message_bytes_max),
+            ("limits.image_bytes_max", l.image_bytes_max),
+            ("limits.images_per_request_max", l.images_per_request_max),
+            ("limits.queue_length_max", l.queue_length_max),
+            (
+                "limits.pending_per_teller_max",
+                l.pending_per_teller_max as usize,
+            ),
+            ("limits.watch_buffer", l.watch_buffer),
+            ("limits.attend_buffer", l.attend_buffer),
+            ("limits.command_buffer", l.command_buffer),
+            (
+                "dispatch.supervisor_tasks_max",
+                f.dispatch.supervisor_tasks_max,
+            ),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                bail!("{name}: must be at least 1");
+            }
+        }
+        if l.message_bytes_max < l.image_bytes_max {
+            bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
+        }
+        if f.dispatch.offer_timeout_ms < 1000 {
+            bail!("dispatch.offer_timeout_ms: must be at least 1000");
+        }
+        if f.ledger.segment_bytes_max < 1 << 20 {
+            bail!("ledger.segment_bytes_max: must be at least 1 MiB");
+        }
+        let log_format = match f.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log.format: must be \"text\" or \"json\", not {other:?}"),
+        };
+        Ok(Config {
+            listen,
+            data_dir: rel(&f.data_dir),
+            tls_cert_pem: read("tls.cert", &f.tls.cert)?,
+            tls_key_pem: read("tls.key", &f.tls.key)?,
+            client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
+            directory: Directory::load(&rel(&f.identity.principals))?,
+            api: ApiLimits {
+                message_bytes_max: l.message_bytes_max,
+                image_bytes_max: l.image_bytes_max,
+                images_per_request_max: l.images_per_request_max,
+            },
+            engine: EngineConfig {
+                offer_timeout_ms: f.dispatch.offer_timeout_ms,
+                supervisor_tasks_max: f.dispatch.supervisor_tasks_max,
+                queue_length_max: l.queue_length_max,
+                pending_per_teller_max: l.pending_per_teller_max,
+                images_per_request_max: l.images_per_request_max,
+                watch_buffer: l.watch_buffer,
+                attend_buffer: l.attend_buffer,
+                command_buffer: l.command_buffer,
+                tick_ms: 50,
+                segment_bytes_max: f.ledger.segment_bytes_max,
+            },
+            log_format,
+        })
+    }
+}

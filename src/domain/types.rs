@@ -1,0 +1,187 @@
+//! The content of a submission and the principals who act on it.
+
+use std::collections::BTreeMap;
+
+use super::ids::{BranchId, ImageHash, PrincipalId, TellerSerial};
+
+/// Milliseconds since the Unix epoch, UTC, as read by the engine's one clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn plus_ms(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Teller,
+    Supervisor,
+    Auditor,
+    Admin,
+}
+
+/// Someone the principal directory knows, resolved from a client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub id: PrincipalId,
+    /// Display name, for consoles and logs.
+    pub name: String,
+    pub role: Role,
+    /// The branch the principal works at; independence is judged on it.
+    pub branch: BranchId,
+    /// Authority level; 0 for everyone but supervisors.
+    pub level: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Money {
+    /// Positive amount in the currency's minor unit.
+    pub minor_units: i64,
+    /// ISO 4217 alphabetic code.
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub code: String,
+    pub amount: Money,
+    pub account: String,
+    pub counterparty: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocumentType {
+    PrcResidentId,
+    Passport,
+    HkMacaoPermit,
+    TaiwanPermit,
+    ForeignPermanentResident,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdVerification {
+    Matched,
+    Mismatched,
+    NotChecked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerIdentity {
+    pub document_type: DocumentType,
+    pub document_number: String,
+    pub name: String,
+    /// "YYYY-MM-DD"; `None` for documents valid for life.
+    pub expiry_date: Option<String>,
+    pub verification: IdVerification,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    Voucher,
+    IdFront,
+    IdBack,
+    Photo,
+    Other,
+}
+
+/// The formats the image store accepts, judged from the content's magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaType {
+    Jpeg,
+    Png,
+    Tiff,
+    Pdf,
+}
+
+impl MediaType {
+    pub fn as_mime(self) -> &'static str {
+        match self {
+            MediaType::Jpeg => "image/jpeg",
+            MediaType::Png => "image/png",
+            MediaType::Tiff => "image/tiff",
+            MediaType::Pdf => "application/pdf",
+        }
+    }
+
+    pub fn from_mime(s: &str) -> Option<Self> {
+        match s {
+            "image/jpeg" => Some(MediaType::Jpeg),
+            "image/png" => Some(MediaType::Png),
+            "image/tiff" => Some(MediaType::Tiff),
+            "application/pdf" => Some(MediaType::Pdf),
+            _ => None,
+        }
+    }
+
+    /// The format the bytes are, by their magic number; never trusts a declared type.
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(MediaType::Jpeg)
+        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(MediaType::Png)
+        } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+            Some(MediaType::Tiff)
+        } else if bytes.starts_with(b"%PDF-") {
+            Some(MediaType::Pdf)
+        } else {
+            None
+        }
+    }
+}
+
+/// An image in the store, as a request names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    pub kind: ImageKind,
+    pub media_type: MediaType,
+    pub hash: ImageHash,
+    pub size: u64,
+}
+
+/// What a teller submits, with the images already stored and named by hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub serial: TellerSerial,
+    pub transaction: Transaction,
+    pub customer: CustomerIdentity,
+    pub images: Vec<ImageRef>,
+    pub note: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+    Return,
+}
+
+/// A supervisor's decision with its reasons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub reason_code: String,
+    pub comment: String,
+}
+
+/// One return to the teller, kept for the next supervisor to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnEntry {
+    pub supervisor: PrincipalId,
+    pub reason_code: String,
+    pub comment: String,
+    pub at: Timestamp,
+    /// The teller's note on the resubmission that followed, once there is one.
+    pub resubmit_note: Option<String>,
+}
+
+/// The final approval or rejection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionEntry {
+    pub supervisor: PrincipalId,
+    pub verdict: Verdict,
+    pub at: Timestamp,
+}

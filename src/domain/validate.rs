@@ -1,0 +1,305 @@
+//! Field rules for what clients send, as pure functions. Each failure names the field, so the
+//! API can answer INVALID_ARGUMENT saying exactly what to fix.
+
+use super::types::{CustomerIdentity, DocumentType, Money, Timestamp, Transaction};
+
+/// A field that breaks a rule: the path of the field as the client named it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Longest free text (notes, comments) in characters.
+pub const TEXT_CHARS_MAX: usize = 2000;
+/// Longest short string (codes, accounts, names, attribute keys and values) in characters.
+pub const SHORT_CHARS_MAX: usize = 128;
+/// Most free attributes on one transaction.
+pub const ATTRIBUTES_MAX: usize = 32;
+
+/// Checks a string's length and that it holds no control characters (newlines allowed when
+/// `multiline`). `required` refuses the empty string.
+pub fn text(
+    field: &str,
+    s: &str,
+    max: usize,
+    required: bool,
+    multiline: bool,
+) -> Result<(), FieldError> {
+    if required && s.trim().is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    if s.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("is longer than {max} characters"),
+        ));
+    }
+    if s.chars()
+        .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\r' || c == '\t')))
+    {
+        return Err(FieldError::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// A teller serial: 1 to 64 of A-Z a-z 0-9 - _ .
+pub fn teller_serial(field: &str, s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+        ))
+    }
+}
+
+/// A reason code: 1 to 32 of A-Z 0-9 _.
+pub fn reason_code(field: &str, s: &str) -> Result<(), FieldError> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1 to 32 characters of A-Z, 0-9 and '_'",
+        ))
+    }
+}
+
+/// ISO 4217 codes the engine accepts. A short, explicit list: a bank adds currencies on purpose.
+pub const CURRENCIES: &[&str] = &[
+    "AUD", "CAD", "CHF", "CNY", "EUR", "GBP", "HKD", "JPY", "KRW", "MOP", "NZD", "SGD", "THB",
+    "TWD", "USD",
+];
+
+pub fn money(field: &str, m: &Money) -> Result<(), FieldError> {
+    if m.minor_units <= 0 {
+        return Err(FieldError::new(
+            format!("{field}.minor_units"),
+            "must be positive",
+        ));
+    }
+    // Above 10^15 minor units no teller transaction is plausible, and sums stay far from overflow.
+    if m.minor_units > 1_000_000_000_000_000 {
+        return Err(FieldError::new(
+            format!("{field}.minor_units"),
+            "is out of range",
+        ));
+    }
+    if !CURRENCIES.contains(&m.currency.as_str()) {
+        return Err(FieldError::new(
+            format!("{field}.currency"),
+            "is not a supported ISO 4217 code",
+        ));
+    }
+    Ok(())
+}
+
+pub fn transaction(t: &Transaction) -> Result<(), FieldError> {
+    text("transaction.code", &t.code, SHORT_CHARS_MAX, true, false)?;
+    money("transaction.amount", &t.amount)?;
+    text(
+        "transaction.account",
+        &t.account,
+        SHORT_CHARS_MAX,
+        true,
+        false,
+    )?;
+    if let Some(c) = &t.counterparty {
+        text("transaction.counterparty", c, SHORT_CHARS_MAX, true, false)?;
+    }
+    if t.attributes.len() > ATTRIBUTES_MAX {
+        return Err(FieldError::new(
+            "transaction.attributes",
+            format!("has more than {ATTRIBUTES_MAX} entries"),
+        ));
+    }
+    for (k, v) in &t.attributes {
+        text("transaction.attributes", k, SHORT_CHARS_MAX, true, false)?;
+        text("transaction.attributes", v, SHORT_CHARS_MAX, false, false)?;
+    }
+    Ok(())
+}
+
+/// Checks the customer's identity data; `now` judges the expiry date.
+pub fn customer(c: &CustomerIdentity, now: Timestamp) -> Result<(), FieldError> {
+    text("customer.name", &c.name, SHORT_CHARS_MAX, true, false)?;
+    text(
+        "customer.document_number",
+        &c.document_number,
+        64,
+        true,
+        false,
+    )?;
+    let today = days_from_unix_ms(now.0);
+    if let Some(expiry) = &c.expiry_date {
+        let days = parse_date(expiry)
+            .ok_or_else(|| FieldError::new("customer.expiry_date", "must be a date YYYY-MM-DD"))?;
+        if days < today {
+            return Err(FieldError::new(
+                "customer.expiry_date",
+                "the document has expired",
+            ));
+        }
+    }
+    match c.document_type {
+        DocumentType::PrcResidentId => {
+            prc_resident_id("customer.document_number", &c.document_number, today)
+        }
+        DocumentType::Passport
+        | DocumentType::HkMacaoPermit
+        | DocumentType::TaiwanPermit
+        | DocumentType::ForeignPermanentResident => {
+            let n = &c.document_number;
+            let ok = (5..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric());
+            if ok {
+                Ok(())
+            } else {
+                Err(FieldError::new(
+                    "customer.document_number",
+                    "must be 5 to 20 letters or digits",
+                ))
+            }
+        }
+        DocumentType::Other => Ok(()),
+    }
+}
+
+/// The PRC resident identity card number (GB 11643-1999): 17 digits, then a check character
+/// (0-9 or X) computed with ISO 7064 MOD 11-2; digits 7 to 14 are the birth date.
+pub fn prc_resident_id(field: &str, n: &str, today_days: i64) -> Result<(), FieldError> {
+    let b = n.as_bytes();
+    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
+        return Err(FieldError::new(
+            field,
+            "must be 17 digits and a check character",
+        ));
+    }
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize];
+    if b[17].to_ascii_uppercase() != check {
+        return Err(FieldError::new(
+            field,
+            "check digit does not match (GB 11643)",
+        ));
+    }
+    let birth = std::str::from_utf8(&b[6..14])
+        .ok()
+        .and_then(|s| parse_date(&format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..])));
+    match birth {
+        Some(d) if d <= today_days && d >= days_from_civil(1900, 1, 1) => Ok(()),
+        _ => Err(FieldError::new(field, "holds no valid birth date")),
+    }
+}
+
+/// Days since 1970-01-01 of a "YYYY-MM-DD" date, checking the day exists.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y: i64 = s[..4].parse().ok()?;
+    let m: u32 = s[5..7].parse().ok()?;
+    let d: u32 = s[8..].parse().ok()?;
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+pub fn days_from_unix_ms(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's days_from_civil: proleptic Gregorian date to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2000-03-01"), Some(11_017));
+        assert!(parse_date("2024-02-29").is_some());
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2023-13-01"), None);
+        assert_eq!(parse_date("2023-1-01"), None);
+    }
+
+    #[test]
+    fn prc_id_check_digit() {
+        let today = parse_date("2026-11-28").unwrap();
+        // The GB 11643 worked example number.
+        assert!(prc_resident_id("f", "11010519491231002X", today).is_ok());
+        assert!(prc_resident_id("f", "110105194912310021", today).is_err());
+        assert!(prc_resident_id("f", "11010519491231002", today).is_err());
+        // A correct check digit over an impossible birth date (Feb 30).
+        let digits = *b"11010519490230002";
+        let sum: u32 = digits
+            .iter()
+            .zip([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        let check = b"10X98765432"[(sum % 11) as usize];
+        let mut n = String::from_utf8(digits.to_vec()).unwrap();
+        n.push(check as char);
+        assert_eq!(
+            prc_resident_id("f", &n, today).unwrap_err().reason,
+            "holds no valid birth date"
+        );
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(text("f", "ok", 5, true, false).is_ok());
+        assert!(text("f", "", 5, true, false).is_err());
+        assert!(text("f", "toolong", 5, true, false).is_err());
+        assert!(text("f", "a\u{7}", 5, false, false).is_err());
+        assert!(text("f", "a\nb", 5, false, true).is_ok());
+        assert!(teller_serial("f", "T-2026.11_28").is_ok());
+        assert!(teller_serial("f", "bad serial").is_err());
+    }
+}

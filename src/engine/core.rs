@@ -1,0 +1,1019 @@
+//! The single writer. One task owns every undecided request, the queue, the supervisors'
+//! sessions and the timers; it turns commands into events, appends them to the ledger, applies
+//! them, and releases replies, offers and notifications only once the ledger says their records
+//! are durable. Because it is the only writer, no two commands race on a request.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{
+    Actor, Event, FenceError, ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record,
+    Request, RequestId, State, Submission, TellerSerial, Timestamp, Verdict, WithdrawReason,
+};
+use crate::ledger::{Appender, Durable, DurableState, record};
+use crate::store::{Projection, RowUpdate};
+
+use super::clock::Clock;
+use super::error::*;
+use super::{EngineConfig, SupervisorEvent};
+
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+/// The request (or where to read it), its id, and whether the Submit was a retry.
+pub(crate) type SubmitAnswer = (Lookup<Request>, RequestId, bool);
+/// The current state and a receiver of later changes.
+pub(crate) type WatchStart = (Request, mpsc::Receiver<Request>);
+
+/// What the engine answers when a request is not held in memory: the caller reads it from the
+/// store (final requests never change, so there is no race).
+pub(crate) enum Lookup<T> {
+    Active(T),
+    NotActive,
+}
+
+// Commands are moved once, through a channel; boxing the large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    Submit {
+        teller: Principal,
+        submission: Submission,
+        fingerprint: [u8; 32],
+        reply: Reply<Result<SubmitAnswer, SubmitError>>,
+    },
+    Get {
+        teller: PrincipalId,
+        id: RequestId,
+        reply: Reply<Result<Lookup<Request>, GetError>>,
+    },
+    Watch {
+        teller: PrincipalId,
+        id: RequestId,
+        reply: Reply<Result<Lookup<WatchStart>, GetError>>,
+    },
+    Cancel {
+        teller: PrincipalId,
+        id: RequestId,
+        reason: String,
+        reply: Reply<Result<Lookup<Request>, CancelError>>,
+    },
+    Resubmit {
+        teller: PrincipalId,
+        id: RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+        reply: Reply<Result<Lookup<Request>, ResubmitError>>,
+    },
+    Attend {
+        supervisor: Principal,
+        reply: Reply<(u64, mpsc::Receiver<SupervisorEvent>)>,
+    },
+    Accept {
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reply: Reply<Result<Request, AcceptError>>,
+    },
+    Decline {
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reason: String,
+        reply: Reply<Result<(), DeclineError>>,
+    },
+    Decide {
+        supervisor: Principal,
+        id: RequestId,
+        epoch: u64,
+        verdict: Verdict,
+        reply: Reply<Result<Request, DecideError>>,
+    },
+    OfferImage {
+        supervisor: PrincipalId,
+        id: RequestId,
+        hash: ImageHash,
+        reply: Reply<Result<MediaType, ImageError>>,
+    },
+}
+
+/// A supervisor's Attend stream has closed.
+pub(crate) struct Leave {
+    pub supervisor: PrincipalId,
+    pub session: u64,
+}
+
+/// Something to send once the ledger holds every record up to a count.
+enum Outgoing {
+    Reply(Box<dyn FnOnce() + Send>),
+    ToSupervisor {
+        supervisor: PrincipalId,
+        session: u64,
+        event: SupervisorEvent,
+    },
+    Notify {
+        request: RequestId,
+        view: Request,
+    },
+}
+
+struct Session {
+    id: u64,
+    principal: Principal,
+    tx: mpsc::Sender<SupervisorEvent>,
+    /// Requests offered to or in review by this supervisor.
+    tasks: BTreeSet<RequestId>,
+}
+
+pub(crate) struct Core {
+    pub config: EngineConfig,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Box<dyn rand::RngCore + Send>,
+    pub appender: Appender,
+    pub projection: Arc<Projection>,
+    /// Every request not yet final, plus final ones until their last record is projected.
+    pub requests: HashMap<RequestId, Request>,
+    /// QUEUED requests by the ledger index of their submission: older first.
+    pub queue: BTreeSet<(u64, RequestId)>,
+    /// (teller, serial) -> (request, fingerprint) for requests held in memory.
+    pub idem: HashMap<(PrincipalId, TellerSerial), (RequestId, [u8; 32])>,
+    /// Undecided requests per teller.
+    pub pending_by_teller: HashMap<PrincipalId, u32>,
+    /// Offer deadlines: (accept_by, request, epoch).
+    pub offer_deadlines: BTreeSet<(Timestamp, RequestId, u64)>,
+    sessions: HashMap<PrincipalId, Session>,
+    session_seq: u64,
+    watchers: HashMap<RequestId, Vec<mpsc::Sender<Request>>>,
+    /// Sends waiting for durability: (records needed, what to send).
+    outbox: VecDeque<(u64, Outgoing)>,
+    /// Projection updates waiting for durability.
+    updates: Vec<RowUpdate>,
+    /// Final requests to drop from memory once projected: (records needed, id).
+    evict: VecDeque<(u64, RequestId)>,
+    /// How many records are durable.
+    durable: u64,
+    /// Set once the ledger or sled failed; every later command is refused with it.
+    failed: Option<String>,
+    /// Whether something changed that may let an offer be made.
+    dispatch_dirty: bool,
+}
+
+impl Core {
+    pub fn new(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        rng: Box<dyn rand::RngCore + Send>,
+        appender: Appender,
+        projection: Arc<Projection>,
+    ) -> Self {
+        let durable = appender.next_index();
+        Core {
+            config,
+            clock,
+            rng,
+            appender,
+            projection,
+            requests: HashMap::new(),
+            queue: BTreeSet::new(),
+            idem: HashMap::new(),
+            pending_by_teller: HashMap::new(),
+            offer_deadlines: BTreeSet::new(),
+            sessions: HashMap::new(),
+            session_seq: 0,
+            watchers: HashMap::new(),
+            outbox: VecDeque::new(),
+            updates: Vec::new(),
+            evict: VecDeque::new(),
+            durable,
+            failed: None,
+            dispatch_dirty: true,
+        }
+    }
+
+    /// Runs until every command sender is gone.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut leaves: mpsc::UnboundedReceiver<Leave>,
+        mut durable: Durable,
+    ) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(self.config.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        self.fail("ledger writer stopped".into());
+                    } else {
+                        let state = durable.borrow_and_update().clone();
+                        match state {
+                            DurableState::Count(n) => self.release(n),
+                            DurableState::Failed(e) => self.fail(e),
+                        }
+                    }
+                }
+                Some(leave) = leaves.recv() => {
+                    self.leave(leave, WithdrawReason::Disconnected);
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    // Take everything already waiting, so one fsync answers all of it.
+                    let mut n = 0;
+                    while n < 1024 {
+                        match commands.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.expire_offers();
+                }
+            }
+            self.dispatch();
+            if self.failed.is_none()
+                && let Err(e) = self.appender.flush()
+            {
+                self.fail(e.to_string());
+            }
+        }
+        tracing::info!("engine stopped");
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            tracing::error!(error = %why, "engine stops acknowledging: the ledger cannot write");
+        }
+        self.failed = Some(why);
+        // Dropping the pending sends tells every waiting caller UNAVAILABLE and ends streams:
+        // none of it was acknowledged.
+        self.outbox.clear();
+        self.watchers.clear();
+        self.sessions.clear();
+    }
+
+    fn unavailable(&self) -> Option<Unavailable> {
+        self.failed.clone().map(Unavailable)
+    }
+
+    /// Appends one event and applies it to the in-memory request; returns its index.
+    pub(crate) fn record(&mut self, id: &RequestId, actor: Actor, event: Event) -> u64 {
+        let at = self.now();
+        let rec = Record {
+            request: id.clone(),
+            at,
+            actor,
+            event,
+        };
+        let index = self.appender.append(record::encode(&rec));
+        self.apply(index, rec, None);
+        index
+    }
+
+    /// Applies a record (live or replayed) to the in-memory state.
+    pub(crate) fn apply(&mut self, index: u64, rec: Record, fingerprint: Option<[u8; 32]>) {
+        let Record {
+            request: id,
+            at,
+            event,
+            ..
+        } = rec;
+        let mut created = None;
+        let was = self.requests.get(&id).map(|r| r.state);
+        match &event {
+            Event::Submitted {
+                teller,
+                branch,
+                submission,
+            } => {
+                let fp = fingerprint.unwrap_or_else(|| record::submission_fingerprint(submission));
+                created = Some((teller.clone(), submission.serial.clone(), fp));
+                self.idem.insert(
+                    (teller.clone(), submission.serial.clone()),
+                    (id.clone(), fp),
+                );
+                *self.pending_by_teller.entry(teller.clone()).or_default() += 1;
+                let r = Request::submitted(
+                    id.clone(),
+                    index,
+                    at,
+                    teller.clone(),
+                    branch.clone(),
+                    submission.clone(),
+                );
+                self.requests.insert(id.clone(), r);
+            }
+            e => {
+                let r = self
+                    .requests
+                    .get_mut(&id)
+                    .expect("commands only record events for held requests");
+                r.apply(index, at, e)
+                    .expect("commands check an event applies before recording it");
+            }
+        }
+        let r = &self.requests[&id];
+        let (state, submitted_index) = (r.state, r.submitted_index);
+        if was == Some(State::Queued) && state != State::Queued {
+            self.queue.remove(&(submitted_index, id.clone()));
+        }
+        if state == State::Queued && was != Some(State::Queued) {
+            self.queue.insert((submitted_index, id.clone()));
+            self.dispatch_dirty = true;
+        }
+        if let (State::Offered, Some(deadline)) = (state, r.accept_by) {
+            self.offer_deadlines.insert((deadline, id.clone(), r.epoch));
+        }
+        if state.is_final() {
+            if let Some(n) = self.pending_by_teller.get_mut(&r.teller) {
+                *n = n.saturating_sub(1);
+            }
+            self.evict.push_back((index + 1, id.clone()));
+        }
+        if self.watchers.contains_key(&id) {
+            let view = r.clone();
+            self.outbox.push_back((
+                index + 1,
+                Outgoing::Notify {
+                    request: id.clone(),
+                    view,
+                },
+            ));
+        }
+        self.updates.push(RowUpdate {
+            index,
+            request: id,
+            state,
+            created,
+        });
+    }
+
+    /// Queues a reply to go out once everything appended so far is durable.
+    fn reply<T: Send + 'static>(&mut self, tx: Reply<T>, value: T) {
+        let need = self.appender.next_index();
+        if need <= self.durable {
+            let _ = tx.send(value);
+        } else {
+            self.outbox.push_back((
+                need,
+                Outgoing::Reply(Box::new(move || {
+                    let _ = tx.send(value);
+                })),
+            ));
+        }
+    }
+
+    fn send_supervisor(&mut self, supervisor: &PrincipalId, event: SupervisorEvent) {
+        let Some(s) = self.sessions.get(supervisor) else {
+            return;
+        };
+        let need = self.appender.next_index();
+        self.outbox.push_back((
+            need,
+            Outgoing::ToSupervisor {
+                supervisor: supervisor.clone(),
+                session: s.id,
+                event,
+            },
+        ));
+    }
+
+    /// The ledger holds `count` records: project them, then send what waited for them.
+    fn release(&mut self, count: u64) {
+        if self.failed.is_some() || count <= self.durable {
+            return;
+        }
+        self.durable = count;
+        let split = self.updates.partition_point(|u| u.index < count);
+        if split > 0 {
+            let done: Vec<RowUpdate> = self.updates.drain(..split).collect();
+            if let Err(e) = self.projection.apply(&done, count) {
+                self.fail(format!("apply projection: {e}"));
+                return;
+            }
+        }
+        while self.outbox.front().is_some_and(|(need, _)| *need <= count) {
+            let (_, out) = self.outbox.pop_front().expect("front checked");
+            match out {
+                Outgoing::Reply(send) => send(),
+                Outgoing::Notify { request, view } => self.notify(&request, view),
+                Outgoing::ToSupervisor {
+                    supervisor,
+                    session,
+                    event,
+                } => self.deliver(&supervisor, session, event),
+            }
+        }
+        while self.evict.front().is_some_and(|(need, _)| *need <= count) {
+            let (_, id) = self.evict.pop_front().expect("front checked");
+            if let Some(r) = self.requests.get(&id)
+                && r.state.is_final()
+                && r.version < count
+            {
+                let r = self.requests.remove(&id).expect("present");
+                self.idem.remove(&(r.teller, r.submission.serial));
+            }
+        }
+    }
+
+    fn notify(&mut self, id: &RequestId, view: Request) {
+        let done = view.state.is_final();
+        if let Some(ws) = self.watchers.get_mut(id) {
+            // A watcher that cannot keep up is dropped; its stream ends and the teller's
+            // client reconnects and starts again from the current state.
+            ws.retain(|w| w.try_send(view.clone()).is_ok());
+            if ws.is_empty() || done {
+                self.watchers.remove(id);
+            }
+        }
+    }
+
+    fn deliver(&mut self, supervisor: &PrincipalId, session: u64, event: SupervisorEvent) {
+        let Some(s) = self.sessions.get(supervisor) else {
+            return;
+        };
+        if s.id != session {
+            return;
+        }
+        if s.tx.try_send(event).is_err() {
+            // A console that does not read its stream is treated as gone.
+            tracing::warn!(supervisor = %supervisor, "supervisor stream full or closed; signing out");
+            self.leave(
+                Leave {
+                    supervisor: supervisor.clone(),
+                    session,
+                },
+                WithdrawReason::Disconnected,
+            );
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        if let Some(u) = self.unavailable() {
+            // Dropping the reply sender would also say UNAVAILABLE; saying why is kinder.
+            match cmd {
+                Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Attend { .. } => {}
+                Command::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
+            }
+            return;
+        }
+        match cmd {
+            Command::Submit {
+                teller,
+                submission,
+                fingerprint,
+                reply,
+            } => {
+                let r = self.submit(teller, submission, fingerprint);
+                self.reply(reply, r);
+            }
+            Command::Get { teller, id, reply } => {
+                let r = match self.requests.get(&id) {
+                    Some(r) if r.teller == teller => Ok(Lookup::Active(r.clone())),
+                    Some(_) => Err(GetError::NotFound),
+                    None => Ok(Lookup::NotActive),
+                };
+                self.reply(reply, r);
+            }
+            Command::Watch { teller, id, reply } => {
+                let r = match self.requests.get(&id) {
+                    Some(r) if r.teller == teller => {
+                        let (tx, rx) = mpsc::channel(self.config.watch_buffer);
+                        let view = r.clone();
+                        if !view.state.is_final() {
+                            self.watchers.entry(id).or_default().push(tx);
+                        }
+                        Ok(Lookup::Active((view, rx)))
+                    }
+                    Some(_) => Err(GetError::NotFound),
+                    None => Ok(Lookup::NotActive),
+                };
+                self.reply(reply, r);
+            }
+            Command::Cancel {
+                teller,
+                id,
+                reason,
+                reply,
+            } => {
+                let r = self.cancel(teller, id, reason);
+                self.reply(reply, r);
+            }
+            Command::Resubmit {
+                teller,
+                id,
+                added,
+                removed,
+                note,
+                reply,
+            } => {
+                let r = self.resubmit(teller, id, added, removed, note);
+                self.reply(reply, r);
+            }
+            Command::Attend { supervisor, reply } => {
+                let r = self.attend(supervisor);
+                let _ = reply.send(r);
+            }
+            Command::Accept {
+                supervisor,
+                id,
+                epoch,
+                reply,
+            } => {
+                let r = self.accept(supervisor, id, epoch);
+                self.reply(reply, r);
+            }
+            Command::Decline {
+                supervisor,
+                id,
+                epoch,
+                reason,
+                reply,
+            } => {
+                let r = self.decline(supervisor, id, epoch, reason);
+                self.reply(reply, r);
+            }
+            Command::Decide {
+                supervisor,
+                id,
+                epoch,
+                verdict,
+                reply,
+            } => {
+                let r = self.decide(supervisor, id, epoch, verdict);
+                self.reply(reply, r);
+            }
+            Command::OfferImage {
+                supervisor,
+                id,
+                hash,
+                reply,
+            } => {
+                let r = match self.requests.get(&id) {
+                    None => Err(ImageError::NotFound),
+                    Some(r) => {
+                        let held = matches!(r.state, State::Offered | State::InReview)
+                            && r.assignee.as_ref() == Some(&supervisor);
+                        match r.submission.images.iter().find(|i| i.hash == hash) {
+                            Some(i) if held => Ok(i.media_type),
+                            _ => Err(ImageError::NotVisible),
+                        }
+                    }
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        teller: Principal,
+        submission: Submission,
+        fingerprint: [u8; 32],
+    ) -> Result<SubmitAnswer, SubmitError> {
+        let key = (teller.id.clone(), submission.serial.clone());
+        let earlier = match self.idem.get(&key) {
+            Some(found) => Some(found.clone()),
+            None => self
+                .projection
+                .idempotency(&key.0, &key.1)
+                .map_err(|e| StorageFault(e.to_string()))?,
+        };
+        if let Some((id, fp)) = earlier {
+            if fp != fingerprint {
+                return Err(SubmitError::SerialReused(key.1.to_string()));
+            }
+            let found = match self.requests.get(&id) {
+                Some(r) => Lookup::Active(r.clone()),
+                None => Lookup::NotActive,
+            };
+            return Ok((found, id, true));
+        }
+        let active = self.requests.len() - self.evict.len().min(self.requests.len());
+        if active >= self.config.queue_length_max {
+            return Err(SubmitError::QueueFull(self.config.queue_length_max));
+        }
+        let pending = self.pending_by_teller.get(&teller.id).copied().unwrap_or(0);
+        if pending >= self.config.pending_per_teller_max {
+            return Err(SubmitError::TellerPendingFull(
+                self.config.pending_per_teller_max,
+            ));
+        }
+        let id = RequestId::from_random(self.rng.random());
+        let event = Event::Submitted {
+            teller: teller.id.clone(),
+            branch: teller.branch.clone(),
+            submission,
+        };
+        let at = self.now();
+        let rec = Record {
+            request: id.clone(),
+            at,
+            actor: Actor::Principal(teller.id),
+            event,
+        };
+        let index = self.appender.append(record::encode(&rec));
+        self.apply(index, rec, Some(fingerprint));
+        Ok((Lookup::Active(self.requests[&id].clone()), id, false))
+    }
+
+    fn owned(&self, teller: &PrincipalId, id: &RequestId) -> Option<&Request> {
+        self.requests.get(id).filter(|r| &r.teller == teller)
+    }
+
+    fn cancel(
+        &mut self,
+        teller: PrincipalId,
+        id: RequestId,
+        reason: String,
+    ) -> Result<Lookup<Request>, CancelError> {
+        let Some(r) = self.owned(&teller, &id) else {
+            return match self.requests.contains_key(&id) {
+                true => Err(CancelError::NotFound),
+                false => Ok(Lookup::NotActive),
+            };
+        };
+        if r.state.is_final() {
+            return Err(CancelError::Final(r.state));
+        }
+        let holder = r.assignee.clone().map(|s| (s, r.epoch));
+        self.record(&id, Actor::Principal(teller), Event::Cancelled { reason });
+        if let Some((supervisor, epoch)) = holder {
+            self.release_task(&supervisor, &id);
+            self.send_supervisor(
+                &supervisor,
+                SupervisorEvent::Withdrawn {
+                    request: id.clone(),
+                    epoch,
+                    reason: "cancelled",
+                },
+            );
+        }
+        Ok(Lookup::Active(self.requests[&id].clone()))
+    }
+
+    fn resubmit(
+        &mut self,
+        teller: PrincipalId,
+        id: RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+    ) -> Result<Lookup<Request>, ResubmitError> {
+        let Some(r) = self.owned(&teller, &id) else {
+            return match self.requests.contains_key(&id) {
+                true => Err(ResubmitError::NotFound),
+                false => Ok(Lookup::NotActive),
+            };
+        };
+        if r.state != State::Returned {
+            return Err(ResubmitError::NotReturned(r.state));
+        }
+        let Some(images) =
+            crate::domain::request::resubmitted_images(&r.submission.images, &added, &removed)
+        else {
+            return Err(crate::domain::validate::FieldError::new(
+                "remove_image_sha256",
+                "names an image that is not attached",
+            )
+            .into());
+        };
+        if images.is_empty() {
+            return Err(crate::domain::validate::FieldError::new(
+                "images",
+                "a request needs at least one image",
+            )
+            .into());
+        }
+        if images.len() > self.config.images_per_request_max {
+            return Err(crate::domain::validate::FieldError::new(
+                "images",
+                format!(
+                    "the request would hold {} images; at most {} are allowed",
+                    images.len(),
+                    self.config.images_per_request_max
+                ),
+            )
+            .into());
+        }
+        self.record(
+            &id,
+            Actor::Principal(teller),
+            Event::Resubmitted {
+                added,
+                removed,
+                note,
+            },
+        );
+        Ok(Lookup::Active(self.requests[&id].clone()))
+    }
+
+    fn attend(&mut self, supervisor: Principal) -> (u64, mpsc::Receiver<SupervisorEvent>) {
+        let id = supervisor.id.clone();
+        if let Some(old) = self.sessions.get(&id) {
+            let session = old.id;
+            let _ = old.tx.try_send(SupervisorEvent::Superseded);
+            self.leave(
+                Leave {
+                    supervisor: id.clone(),
+                    session,
+                },
+                WithdrawReason::Superseded,
+            );
+        }
+        self.session_seq += 1;
+        let (tx, rx) = mpsc::channel(self.config.attend_buffer);
+        tracing::info!(supervisor = %id, session = self.session_seq, "supervisor signed in");
+        self.sessions.insert(
+            id,
+            Session {
+                id: self.session_seq,
+                principal: supervisor,
+                tx,
+                tasks: BTreeSet::new(),
+            },
+        );
+        self.dispatch_dirty = true;
+        (self.session_seq, rx)
+    }
+
+    /// Ends a supervisor's session and puts everything they held back in the queue.
+    fn leave(&mut self, leave: Leave, reason: WithdrawReason) {
+        let current = self
+            .sessions
+            .get(&leave.supervisor)
+            .is_some_and(|s| s.id == leave.session);
+        if !current {
+            return;
+        }
+        let s = self.sessions.remove(&leave.supervisor).expect("checked");
+        tracing::info!(supervisor = %leave.supervisor, session = s.id, reason = reason.as_str(), "supervisor signed out");
+        for id in s.tasks {
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            if matches!(r.state, State::Offered | State::InReview)
+                && r.assignee.as_ref() == Some(&leave.supervisor)
+            {
+                let epoch = r.epoch;
+                self.record(
+                    &id,
+                    Actor::System,
+                    Event::OfferWithdrawn {
+                        supervisor: leave.supervisor.clone(),
+                        epoch,
+                        reason,
+                    },
+                );
+            }
+        }
+        self.dispatch_dirty = true;
+    }
+
+    fn release_task(&mut self, supervisor: &PrincipalId, id: &RequestId) {
+        if let Some(s) = self.sessions.get_mut(supervisor) {
+            s.tasks.remove(id);
+            self.dispatch_dirty = true;
+        }
+    }
+
+    fn fenced(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+        state: State,
+    ) -> Result<(), Option<FenceError>> {
+        let r = self.requests.get(id).ok_or(None)?;
+        r.check_fence(supervisor, epoch, state).map_err(Some)
+    }
+
+    fn accept(
+        &mut self,
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+    ) -> Result<Request, AcceptError> {
+        self.fenced(&supervisor, &id, epoch, State::Offered)
+            .map_err(|e| e.map_or(AcceptError::NotFound, AcceptError::Fence))?;
+        self.record(
+            &id,
+            Actor::Principal(supervisor.clone()),
+            Event::Accepted { supervisor, epoch },
+        );
+        Ok(self.requests[&id].clone())
+    }
+
+    fn decline(
+        &mut self,
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reason: String,
+    ) -> Result<(), DeclineError> {
+        self.fenced(&supervisor, &id, epoch, State::Offered)
+            .map_err(|e| e.map_or(DeclineError::NotFound, DeclineError::Fence))?;
+        self.record(
+            &id,
+            Actor::Principal(supervisor.clone()),
+            Event::OfferDeclined {
+                supervisor: supervisor.clone(),
+                epoch,
+                reason,
+            },
+        );
+        self.release_task(&supervisor, &id);
+        Ok(())
+    }
+
+    fn decide(
+        &mut self,
+        supervisor: Principal,
+        id: RequestId,
+        epoch: u64,
+        verdict: Verdict,
+    ) -> Result<Request, DecideError> {
+        self.fenced(&supervisor.id, &id, epoch, State::InReview)
+            .map_err(|e| e.map_or(DecideError::NotFound, DecideError::Fence))?;
+        // Dispatch already kept these apart; checking again here means a bug in dispatch
+        // cannot turn into a self-authorized or same-branch decision.
+        let r = &self.requests[&id];
+        if r.teller == supervisor.id {
+            return Err(DecideError::NotAllowed(
+                "a principal cannot decide their own request",
+            ));
+        }
+        if r.branch == supervisor.branch {
+            return Err(DecideError::NotAllowed(
+                "a supervisor cannot decide a request from their own branch",
+            ));
+        }
+        self.record(
+            &id,
+            Actor::Principal(supervisor.id.clone()),
+            Event::Decided {
+                supervisor: supervisor.id.clone(),
+                epoch,
+                verdict,
+            },
+        );
+        self.release_task(&supervisor.id, &id);
+        Ok(self.requests[&id].clone())
+    }
+
+    /// Moves offers whose accept deadline passed to the queue again.
+    fn expire_offers(&mut self) {
+        let now = self.now();
+        while let Some((deadline, id, epoch)) = self.offer_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.offer_deadlines.pop_first();
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            if r.state != State::Offered || r.epoch != epoch {
+                continue;
+            }
+            let supervisor = r
+                .assignee
+                .clone()
+                .expect("offered requests have an assignee");
+            self.record(
+                &id,
+                Actor::System,
+                Event::OfferTimedOut {
+                    supervisor: supervisor.clone(),
+                    epoch,
+                },
+            );
+            self.release_task(&supervisor, &id);
+            self.send_supervisor(
+                &supervisor,
+                SupervisorEvent::Withdrawn {
+                    request: id.clone(),
+                    epoch,
+                    reason: "offer_timeout",
+                },
+            );
+        }
+    }
+
+    /// Offers queued requests, oldest first, each to a supervisor drawn uniformly at random
+    /// from those eligible for it.
+    fn dispatch(&mut self) {
+        if !self.dispatch_dirty || self.failed.is_some() {
+            return;
+        }
+        self.dispatch_dirty = false;
+        let tasks_max = self.config.supervisor_tasks_max;
+        let mut free: Vec<PrincipalId> = self
+            .sessions
+            .values()
+            .filter(|s| s.tasks.len() < tasks_max)
+            .map(|s| s.principal.id.clone())
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        // Sessions live in a HashMap; sort so a seeded RNG replays the same choices.
+        free.sort();
+        // Tasks each free supervisor will hold, counting the offers made in this pass.
+        let mut load: Vec<usize> = free.iter().map(|p| self.sessions[p].tasks.len()).collect();
+        let mut offers = Vec::new();
+        for (_, id) in &self.queue {
+            if free.is_empty() {
+                break;
+            }
+            let r = &self.requests[id];
+            let eligible: Vec<usize> = free
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    let s = &self.sessions[*p];
+                    eligible(r, &s.principal)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if eligible.is_empty() {
+                continue;
+            }
+            let pick = eligible[self.rng.random_range(0..eligible.len())];
+            let supervisor = free[pick].clone();
+            load[pick] += 1;
+            if load[pick] >= tasks_max {
+                free.remove(pick);
+                load.remove(pick);
+            }
+            offers.push((id.clone(), supervisor, eligible.len() as u32));
+        }
+        let accept_by = self.now().plus_ms(self.config.offer_timeout_ms);
+        for (id, supervisor, pool_size) in offers {
+            let epoch = self.requests[&id].epoch + 1;
+            self.record(
+                &id,
+                Actor::System,
+                Event::Offered {
+                    supervisor: supervisor.clone(),
+                    epoch,
+                    pool_size,
+                    accept_by,
+                },
+            );
+            let s = self
+                .sessions
+                .get_mut(&supervisor)
+                .expect("picked from sessions");
+            s.tasks.insert(id.clone());
+            let view = self.requests[&id].clone();
+            self.send_supervisor(
+                &supervisor,
+                SupervisorEvent::Offer {
+                    request: view,
+                    epoch,
+                    accept_by,
+                    pool_size,
+                },
+            );
+        }
+    }
+
+    /// Takes in an undecided request loaded at start.
+    pub(crate) fn adopt(&mut self, r: Request, fingerprint: [u8; 32]) {
+        self.idem.insert(
+            (r.teller.clone(), r.submission.serial.clone()),
+            (r.id.clone(), fingerprint),
+        );
+        *self.pending_by_teller.entry(r.teller.clone()).or_default() += 1;
+        if r.state == State::Queued {
+            self.queue.insert((r.submitted_index, r.id.clone()));
+        }
+        self.requests.insert(r.id.clone(), r);
+    }
+
+    /// Hands what was appended to the ledger writer.
+    pub(crate) fn flush(&mut self) -> Result<(), crate::ledger::LedgerError> {
+        self.appender.flush()
+    }
+}
+
+/// Whether `s` may be offered `r` (first version of the rule; policy deepens it).
+fn eligible(r: &Request, s: &Principal) -> bool {
+    s.id != r.teller && s.branch != r.branch && !r.declined_by.contains(&s.id) && s.level >= 1
+}

@@ -1,0 +1,424 @@
+//! The engine: the single writer (`core`), recovery at start (`recover`), request loading
+//! (`load`), the clock, and `EngineHandle`, the async API the gRPC layer calls. Every call that
+//! changes something is answered only after its ledger records are durable.
+
+mod clock;
+mod core;
+pub mod error;
+mod load;
+mod recover;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::*;
+pub use load::Loaded;
+
+use crate::domain::{
+    ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId, Submission,
+    Timestamp, Verdict,
+};
+use crate::ledger::{Ledger, record};
+use crate::store::{ImageStore, Projection};
+use core::{Command, Leave, Lookup};
+
+/// Engine settings, validated by the server's config before they get here.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long a supervisor has to accept an offer before it moves on.
+    pub offer_timeout_ms: u64,
+    /// Requests one supervisor may hold (offered or in review) at once.
+    pub supervisor_tasks_max: usize,
+    /// Undecided requests the engine holds at most; Submit beyond it is RESOURCE_EXHAUSTED.
+    pub queue_length_max: usize,
+    /// Undecided requests one teller may have at once.
+    pub pending_per_teller_max: u32,
+    /// Images one request may carry.
+    pub images_per_request_max: usize,
+    /// State changes buffered per Watch stream before a slow reader is dropped.
+    pub watch_buffer: usize,
+    /// Events buffered per Attend stream before a console that does not read is signed out.
+    pub attend_buffer: usize,
+    /// Commands buffered before callers wait.
+    pub command_buffer: usize,
+    /// How often timers are checked.
+    pub tick_ms: u64,
+    /// Size at which the ledger starts a new segment file.
+    pub segment_bytes_max: u64,
+}
+
+/// What a supervisor's Attend stream carries.
+// Sent once per offer through a bounded channel; boxing the request would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum SupervisorEvent {
+    Offer {
+        request: Request,
+        epoch: u64,
+        accept_by: Timestamp,
+        pool_size: u32,
+    },
+    Withdrawn {
+        request: RequestId,
+        epoch: u64,
+        reason: &'static str,
+    },
+    /// A newer Attend by the same supervisor replaced this stream.
+    Superseded,
+}
+
+/// What Submit answers.
+pub struct Submitted {
+    pub request: Request,
+    /// True when this was a retry of an earlier identical Submit.
+    pub replayed: bool,
+}
+
+/// The cloneable async face of the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    leave_tx: mpsc::UnboundedSender<Leave>,
+    ledger: Arc<Ledger>,
+    projection: Arc<Projection>,
+    images: Arc<ImageStore>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+}
+
+/// Ends a supervisor's session when their Attend stream is dropped.
+pub struct SessionGuard {
+    leave_tx: mpsc::UnboundedSender<Leave>,
+    supervisor: PrincipalId,
+    session: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let _ = self.leave_tx.send(Leave {
+            supervisor: self.supervisor.clone(),
+            session: self.session,
+        });
+    }
+}
+
+fn gone() -> Unavailable {
+    Unavailable("the engine is not running".into())
+}
+
+impl EngineHandle {
+    /// Opens the data directory, recovers, and starts the engine task.
+    pub async fn start(
+        data_dir: &Path,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        rng: Box<dyn rand::RngCore + Send>,
+    ) -> anyhow::Result<EngineHandle> {
+        recover::start(data_dir, config, clock, rng).await
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        // A dropped reply means the ledger failed before the call's records were durable.
+        rx.await
+            .map_err(|_| Unavailable("the ledger could not make the call durable".into()))
+    }
+
+    /// Stores the images durably. Blocking file I/O runs off the async runtime.
+    pub async fn store_images(
+        &self,
+        images: Vec<(crate::domain::ImageKind, MediaType, Vec<u8>)>,
+    ) -> Result<Vec<ImageRef>, crate::store::ImageStoreError> {
+        let store = self.images.clone();
+        tokio::task::spawn_blocking(move || {
+            images
+                .into_iter()
+                .map(|(kind, media_type, bytes)| {
+                    let hash = store.put(&bytes)?;
+                    Ok(ImageRef {
+                        kind,
+                        media_type,
+                        hash,
+                        size: bytes.len() as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| crate::store::ImageStoreError::Io {
+            action: "join image writer",
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    pub async fn submit(
+        &self,
+        teller: Principal,
+        submission: Submission,
+    ) -> Result<Submitted, SubmitError> {
+        let fingerprint = record::submission_fingerprint(&submission);
+        let teller_id = teller.id.clone();
+        let (found, id, replayed) = self
+            .call(|reply| Command::Submit {
+                teller,
+                submission,
+                fingerprint,
+                reply,
+            })
+            .await??;
+        let request = match found {
+            Lookup::Active(r) => r,
+            Lookup::NotActive => self.load_owned(&teller_id, &id).await?.ok_or_else(|| {
+                StorageFault(format!("request {id} is indexed but cannot be read"))
+            })?,
+        };
+        Ok(Submitted { request, replayed })
+    }
+
+    pub async fn get(&self, teller: &PrincipalId, id: &RequestId) -> Result<Request, GetError> {
+        let found = self
+            .call(|reply| Command::Get {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => self.load_owned(teller, id).await?.ok_or(GetError::NotFound),
+        }
+    }
+
+    /// The request's current state and a receiver of every later change.
+    pub async fn watch(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+    ) -> Result<(Request, Option<mpsc::Receiver<Request>>), GetError> {
+        let found = self
+            .call(|reply| Command::Watch {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active((r, rx)) => Ok((r, Some(rx))),
+            Lookup::NotActive => {
+                let r = self
+                    .load_owned(teller, id)
+                    .await?
+                    .ok_or(GetError::NotFound)?;
+                Ok((r, None))
+            }
+        }
+    }
+
+    pub async fn cancel(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+        reason: String,
+    ) -> Result<Request, CancelError> {
+        let found = self
+            .call(|reply| Command::Cancel {
+                teller: teller.clone(),
+                id: id.clone(),
+                reason,
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) => Err(CancelError::Final(r.state)),
+                None => Err(CancelError::NotFound),
+            },
+        }
+    }
+
+    pub async fn resubmit(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+    ) -> Result<Request, ResubmitError> {
+        let found = self
+            .call(|reply| Command::Resubmit {
+                teller: teller.clone(),
+                id: id.clone(),
+                added,
+                removed,
+                note,
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) => Err(ResubmitError::NotReturned(r.state)),
+                None => Err(ResubmitError::NotFound),
+            },
+        }
+    }
+
+    /// Signs a supervisor in. Events arrive on the receiver; dropping the guard signs out.
+    pub async fn attend(
+        &self,
+        supervisor: Principal,
+    ) -> Result<(SessionGuard, mpsc::Receiver<SupervisorEvent>), AttendError> {
+        let id = supervisor.id.clone();
+        let (session, rx) = self
+            .call(|reply| Command::Attend { supervisor, reply })
+            .await?;
+        let guard = SessionGuard {
+            leave_tx: self.leave_tx.clone(),
+            supervisor: id,
+            session,
+        };
+        Ok((guard, rx))
+    }
+
+    pub async fn accept(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+    ) -> Result<Request, AcceptError> {
+        self.call(|reply| Command::Accept {
+            supervisor: supervisor.clone(),
+            id: id.clone(),
+            epoch,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn decline(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+        reason: String,
+    ) -> Result<(), DeclineError> {
+        self.call(|reply| Command::Decline {
+            supervisor: supervisor.clone(),
+            id: id.clone(),
+            epoch,
+            reason,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn decide(
+        &self,
+        supervisor: &Principal,
+        id: &RequestId,
+        epoch: u64,
+        verdict: Verdict,
+    ) -> Result<Request, DecideError> {
+        self.call(|reply| Command::Decide {
+            supervisor: supervisor.clone(),
+            id: id.clone(),
+            epoch,
+            verdict,
+            reply,
+        })
+        .await?
+    }
+
+    /// An image of a request the supervisor currently holds.
+    pub async fn offer_image(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        hash: ImageHash,
+    ) -> Result<(MediaType, Vec<u8>), ImageError> {
+        let media = self
+            .call(|reply| Command::OfferImage {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                hash,
+                reply,
+            })
+            .await??;
+        let bytes = self.read_image(hash).await?;
+        Ok((media, bytes))
+    }
+
+    /// Any stored image, for auditors.
+    pub async fn audit_image(&self, hash: ImageHash) -> Result<Vec<u8>, AuditError> {
+        Ok(self.read_image(hash).await?)
+    }
+
+    /// A request with all its records, for auditors. Reads only what is durable.
+    pub async fn audit_request(&self, id: &RequestId) -> Result<Loaded, AuditError> {
+        let (ledger, projection, id) = (self.ledger.clone(), self.projection.clone(), id.clone());
+        tokio::task::spawn_blocking(move || load::load(&ledger, &projection, &id))
+            .await
+            .map_err(|e| StorageFault(e.to_string()))??
+            .ok_or(AuditError::NotFound)
+    }
+
+    async fn read_image(&self, hash: ImageHash) -> Result<Vec<u8>, crate::store::ImageStoreError> {
+        let store = self.images.clone();
+        tokio::task::spawn_blocking(move || store.get(&hash))
+            .await
+            .map_err(|e| crate::store::ImageStoreError::Io {
+                action: "join image reader",
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// Reads a request that is no longer in memory, if it exists and belongs to `teller`.
+    async fn load_owned(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+    ) -> Result<Option<Request>, StorageFault> {
+        let (ledger, projection, id) = (self.ledger.clone(), self.projection.clone(), id.clone());
+        let loaded = tokio::task::spawn_blocking(move || load::load(&ledger, &projection, &id))
+            .await
+            .map_err(|e| StorageFault(e.to_string()))??;
+        Ok(loaded.map(|l| l.request).filter(|r| &r.teller == teller))
+    }
+
+    /// Every record of the ledger in order, decoded; for tests and tools.
+    pub fn read_record(&self, index: u64) -> Result<Record, StorageFault> {
+        let bytes = self
+            .ledger
+            .read(index)
+            .map_err(|e| StorageFault(e.to_string()))?;
+        record::decode(&bytes).map_err(|e| StorageFault(e.to_string()))
+    }
+
+    /// How many ledger records are durable.
+    pub fn ledger_len(&self) -> u64 {
+        self.ledger.len()
+    }
+
+    /// Flushes sled; called at shutdown.
+    pub fn flush(&self) -> Result<(), StorageFault> {
+        self.projection
+            .flush()
+            .map_err(|e| StorageFault(e.to_string()))
+    }
+}

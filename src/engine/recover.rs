@@ -1,0 +1,161 @@
+//! Start-up: open the ledger, bring sled up to date by replaying the records it has not seen,
+//! load every undecided request into the engine, and put back in the queue whatever was
+//! offered or in review when the server stopped.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::domain::{Actor, Event, Request, RequestId, State, WithdrawReason};
+use crate::ledger::{Ledger, record};
+use crate::store::{ImageStore, Projection, RowUpdate};
+
+use super::clock::Clock;
+use super::core::Core;
+use super::{EngineConfig, EngineHandle, load};
+
+/// Records replayed into sled per transaction.
+const REPLAY_BATCH: usize = 4096;
+
+pub(super) async fn start(
+    data_dir: &Path,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    rng: Box<dyn rand::RngCore + Send>,
+) -> anyhow::Result<EngineHandle> {
+    let (ledger, appender, durable) =
+        Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
+    let projection =
+        Arc::new(Projection::open(&data_dir.join("projection")).context("open projection")?);
+    let images = Arc::new(ImageStore::open(&data_dir.join("images")).context("open image store")?);
+
+    let len = ledger.len();
+    let applied = projection.applied()?;
+    if applied > len {
+        bail!(
+            "the projection reflects {applied} records but the ledger holds {len}; the ledger \
+             lost records or the projection belongs to another ledger: move {} aside to rebuild it",
+            data_dir.join("projection").display()
+        );
+    }
+    replay(&ledger, &projection, applied, len)?;
+    tracing::info!(records = len, replayed = len - applied, "ledger opened");
+
+    let mut core = Core::new(
+        config.clone(),
+        clock.clone(),
+        rng,
+        appender,
+        projection.clone(),
+    );
+    let active = projection.active()?;
+    let mut held = Vec::new();
+    for id in &active {
+        let indexes = projection
+            .request(id)?
+            .with_context(|| format!("active request {id} has no projection row"))?
+            .1;
+        let r = load::fold(&ledger, id, &indexes)?.request;
+        let (_, fingerprint) = projection
+            .idempotency(&r.teller, &r.submission.serial)?
+            .with_context(|| format!("request {id} has no idempotency row"))?;
+        if load::held(r.state) {
+            held.push((r.id.clone(), r.assignee.clone(), r.epoch));
+        }
+        core.adopt(r, fingerprint);
+    }
+    for (id, supervisor, epoch) in held {
+        let supervisor = supervisor.context("held request without a supervisor")?;
+        core.record(
+            &id,
+            Actor::System,
+            Event::OfferWithdrawn {
+                supervisor,
+                epoch,
+                reason: WithdrawReason::Restart,
+            },
+        );
+    }
+    tracing::info!(undecided = active.len(), "requests loaded");
+
+    let (tx, rx) = mpsc::channel(config.command_buffer);
+    let (leave_tx, leave_rx) = mpsc::unbounded_channel();
+    core.flush()?;
+    tokio::spawn(core.run(rx, leave_rx, durable));
+    Ok(EngineHandle {
+        tx,
+        leave_tx,
+        ledger,
+        projection,
+        images,
+        clock,
+        config,
+    })
+}
+
+/// Applies records `from..to` to the projection. Requests are read back from the ledger as
+/// they are first touched, then kept until the end of the replay.
+fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyhow::Result<()> {
+    let mut cache: HashMap<RequestId, Request> = HashMap::new();
+    let mut updates = Vec::new();
+    for index in from..to {
+        let bytes = ledger.read(index)?;
+        let rec = record::decode(&bytes).with_context(|| format!("decode record {index}"))?;
+        let created = match &rec.event {
+            Event::Submitted {
+                teller,
+                branch,
+                submission,
+            } => {
+                let r = Request::submitted(
+                    rec.request.clone(),
+                    index,
+                    rec.at,
+                    teller.clone(),
+                    branch.clone(),
+                    submission.clone(),
+                );
+                cache.insert(rec.request.clone(), r);
+                Some((
+                    teller.clone(),
+                    submission.serial.clone(),
+                    record::submission_fingerprint(submission),
+                ))
+            }
+            e => {
+                if !cache.contains_key(&rec.request) {
+                    let indexes = projection
+                        .request(&rec.request)?
+                        .with_context(|| {
+                            format!("record {index} names unknown request {}", rec.request)
+                        })?
+                        .1;
+                    let r = load::fold(ledger, &rec.request, &indexes)?.request;
+                    cache.insert(rec.request.clone(), r);
+                }
+                let r = cache.get_mut(&rec.request).expect("inserted above");
+                r.apply(index, rec.at, e)
+                    .with_context(|| format!("replay record {index}"))?;
+                None
+            }
+        };
+        let state: State = cache[&rec.request].state;
+        updates.push(RowUpdate {
+            index,
+            request: rec.request,
+            state,
+            created,
+        });
+        if updates.len() >= REPLAY_BATCH {
+            projection.apply(&updates, index + 1)?;
+            updates.clear();
+        }
+    }
+    if !updates.is_empty() {
+        projection.apply(&updates, to)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The stored form of a record: UTF-8 JSON with a fixed field order, written once and hashed
+//! as written. JSON keeps the ledger readable by an auditor with ordinary tools; the serde
+//! shapes here are the ledger's schema, kept apart from the domain types on purpose, so that a
+//! change to the domain cannot silently change what was recorded. Version 1 is `"v": 1`.
+//! Fields added later must carry `#[serde(default)]` so old records still decode.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{
+    Actor, BranchId, CustomerIdentity, Decision, DocumentType, Event, IdVerification, ImageHash,
+    ImageKind, ImageRef, MediaType, Money, PrincipalId, Record, RequestId, Submission,
+    TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("decode ledger record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("decode ledger record: unsupported version {0}")]
+    Version(u8),
+    #[error("decode ledger record: bad field {0}")]
+    Field(&'static str),
+}
+
+/// The record's bytes as stored and hashed.
+pub fn encode(r: &Record) -> Vec<u8> {
+    let wire = RecordV1 {
+        v: 1,
+        request: r.request.as_str().to_owned(),
+        at_ms: r.at.0,
+        actor: match &r.actor {
+            Actor::Principal(p) => Some(p.as_str().to_owned()),
+            Actor::System => None,
+        },
+        event: EventV1::from(&r.event),
+    };
+    serde_json::to_vec(&wire).expect("serializing plain data cannot fail")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+    let w: RecordV1 = serde_json::from_slice(bytes)?;
+    if w.v != 1 {
+        return Err(RecordError::Version(w.v));
+    }
+    Ok(Record {
+        request: RequestId::parse(&w.request).ok_or(RecordError::Field("request"))?,
+        at: Timestamp(w.at_ms),
+        actor: match w.actor {
+            Some(p) => Actor::Principal(PrincipalId::new(p)),
+            None => Actor::System,
+        },
+        event: w.event.try_into()?,
+    })
+}
+
+/// A digest of a submission's content, to tell a retried Submit from a different one that
+/// reuses the serial.
+pub fn submission_fingerprint(s: &Submission) -> [u8; 32] {
+    let bytes = serde_json::to_vec(&SubmissionV1::from(s)).expect("plain data");
+    Sha256::digest(&bytes).into()
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    v: u8,
+    request: String,
+    at_ms: i64,
+    /// The acting principal; null for the engine itself.
+    actor: Option<String>,
+    event: EventV1,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EventV1 {
+    Submitted {
+        teller: String,
+        branch: String,
+        submission: SubmissionV1,
+    },
+    Offered {
+        supervisor: String,
+        epoch: u64,
+        pool_size: u32,
+        accept_by_ms: i64,
+    },
+    OfferDeclined {
+        supervisor: String,
+        epoch: u64,
+        reason: String,
+    },
+    OfferTimedOut {
+        supervisor: String,
+        epoch: u64,
+    },
+    OfferWithdrawn {
+        supervisor: String,
+        epoch: u64,
+        reason: String,
+    },
+    Accepted {
+        supervisor: String,
+        epoch: u64,
+    },
+    Decided {
+        supervisor: String,
+        epoch: u64,
+        decision: String,
+        reason_code: String,
+        comment: String,
+    },
+    Resubmitted {
+        added: Vec<ImageV1>,
+        removed: Vec<String>,
+        note: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct SubmissionV1 {
+    serial: String,
+    transaction: TransactionV1,
+    customer: CustomerV1,
+    images: Vec<ImageV1>,
+    note: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TransactionV1 {
+    code: String,
+    amount_minor: i64,
+    currency: String,
+    account: String,
+    counterparty: Option<String>,
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CustomerV1 {
+    document_type: String,
+    document_number: String,
+    name: String,
+    expiry_date: Option<String>,
+    verification: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImageV1 {
+    kind: String,
+    media_type: String,
+    sha256: String,
+    size: u64,
+}
+
+/// A two-way table between an enum and its stored names.
+macro_rules! names {
+    ($to:ident, $from:ident, $ty:ty, $field:literal, { $($v:path => $s:literal),* $(,)? }) => {
+        fn $to(v: $ty) -> &'static str {
+            match v { $($v => $s),* }
+        }
+        fn $from(s: &str) -> Result<$ty, RecordError> {
+            match s { $($s => Ok($v),)* _ => Err(RecordError::Field($field)) }
+        }
+    };
+}
+
+names!(doc_name, doc_from, DocumentType, "document_type", {
+    DocumentType::PrcResidentId => "prc_resident_id",
+    DocumentType::Passport => "passport",
+    DocumentType::HkMacaoPermit => "hk_macao_permit",
+    DocumentType::TaiwanPermit => "taiwan_permit",
+    DocumentType::ForeignPermanentResident => "foreign_permanent_resident",
+    DocumentType::Other => "other",
+});
+names!(verif_name, verif_from, IdVerification, "verification", {
+    IdVerification::Matched => "matched",
+    IdVerification::Mismatched => "mismatched",
+    IdVerification::NotChecked => "not_checked",
+});
+names!(kind_name, kind_from, ImageKind, "kind", {
+    ImageKind::Voucher => "voucher",
+    ImageKind::IdFront => "id_front",
+    ImageKind::IdBack => "id_back",
+    ImageKind::Photo => "photo",
+    ImageKind::Other => "other",
+});
+names!(decision_name, decision_from, Decision, "decision", {
+    Decision::Approve => "approve",
+    Decision::Reject => "reject",
+    Decision::Return => "return",
+});
+names!(withdraw_name, withdraw_from, WithdrawReason, "reason", {
+    WithdrawReason::Disconnected => "disconnected",
+    WithdrawReason::Superseded => "superseded",
+    WithdrawReason::Restart => "restart",
+});
+
+impl From<&ImageRef> for ImageV1 {
+    fn from(i: &ImageRef) -> Self {
+        ImageV1 {
+            kind: kind_name(i.kind).into(),
+            media_type: i.media_type.as_mime().into(),
+            sha256: i.hash.to_hex(),
+            size: i.size,
+        }
+    }
+}
+
+impl TryFrom<ImageV1> for ImageRef {
+    type Error = RecordError;
+    fn try_from(i: ImageV1) -> Result<Self, RecordError> {
+        Ok(ImageRef {
+            kind: kind_from(&i.kind)?,
+            media_type: MediaType::from_mime(&i.media_type)
+                .ok_or(RecordError::Field("media_type"))?,
+            hash: ImageHash::parse_hex(&i.sha256).ok_or(RecordError::Field("sha256"))?,
+            size: i.size,
+        })
+    }
+}
+
+impl From<&Submission> for SubmissionV1 {
+    fn from(s: &Submission) -> Self {
+        let Submission {
+            serial,
+            transaction,
+            customer,
+            images,
+            note,
+        } = s;
+        SubmissionV1 {
+            serial: serial.as_str().into(),
+            transaction: TransactionV1 {
+                code: transaction.code.clone(),
+                amount_minor: transaction.amount.minor_units,
+                currency: transaction.amount.currency.clone(),
+                account: transaction.account.clone(),
+                counterparty: transaction.counterparty.clone(),
+                attributes: transaction.attributes.clone(),
+            },
+            customer: CustomerV1 {
+                document_type: doc_name(customer.document_type).into(),
+                document_number: customer.document_number.clone(),
+                name: customer.name.clone(),
+                expiry_date: customer.expiry_date.clone(),
+                verification: verif_name(customer.verification).into(),
+            },
+            images: images.iter().map(ImageV1::from).collect(),
+            note: note.clone(),
+        }
+    }
+}
+
+impl TryFrom<SubmissionV1> for Submission {
+    type Error = RecordError;
+    fn try_from(s: SubmissionV1) -> Result<Self, RecordError> {
+        let t = s.transaction;
+        let c = s.customer;
+        Ok(Submission {
+            serial: TellerSerial::new(s.serial),
+            transaction: Transaction {
+                code: t.code,
+                amount: Money {
+                    minor_units: t.amount_minor,
+                    currency: t.currency,
+                },
+                account: t.account,
+                counterparty: t.counterparty,
+                attributes: t.attributes,
+            },
+            customer: CustomerIdentity {
+                document_type: doc_from(&c.document_type)?,
+                document_number: c.document_number,
+                name: c.name,
+                expiry_date: c.expiry_date,
+                verification: verif_from(&c.verification)?,
+            },
+            images: s
+                .images
+                .into_iter()
+                .map(ImageRef::try_from)
+                .collect::<Result<_, _>>()?,
+            note: s.note,
+        })
+    }
+}
+
+impl From<&Event> for EventV1 {
+    fn from(e: &Event) -> Self {
+        let p = |p: &PrincipalId| p.as_str().to_owned();
+        match e {
+            Event::Submitted {
+                teller,
+                branch,
+                submission,
+            } => EventV1::Submitted {
+                teller: p(teller),
+                branch: branch.as_str().into(),
+                submission: submission.into(),
+            },
+            Event::Offered {
+                supervisor,
+                epoch,
+                pool_size,
+                accept_by,
+            } => EventV1::Offered {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+                pool_size: *pool_size,
+                accept_by_ms: accept_by.0,
+            },
+            Event::OfferDeclined {
+                supervisor,
+                epoch,
+                reason,
+            } => EventV1::OfferDeclined {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+                reason: reason.clone(),
+            },
+            Event::OfferTimedOut { supervisor, epoch } => EventV1::OfferTimedOut {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+            },
+            Event::OfferWithdrawn {
+                supervisor,
+                epoch,
+                reason,
+            } => EventV1::OfferWithdrawn {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+                reason: withdraw_name(*reason).into(),
+            },
+            Event::Accepted { supervisor, epoch } => EventV1::Accepted {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+            },
+            Event::Decided {
+                supervisor,
+                epoch,
+                verdict,
+            } => EventV1::Decided {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+                decision: decision_name(verdict.decision).into(),
+                reason_code: verdict.reason_code.clone(),
+                comment: verdict.comment.clone(),
+            },
+            Event::Resubmitted {
+                added,
+                removed,
+                note,
+            } => EventV1::Resubmitted {
+                added: added.iter().map(ImageV1::from).collect(),
+                removed: removed.iter().map(ImageHash::to_hex).collect(),
+                note: note.clone(),
+            },
+            Event::Cancelled { reason } => EventV1::Cancelled {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+impl TryFrom<EventV1> for Event {
+    type Error = RecordError;
+    fn try_from(e: EventV1) -> Result<Self, RecordError> {
+        let p = PrincipalId::new;
+        Ok(match e {
+            EventV1::Submitted {
+                teller,
+                branch,
+                submission,
+            } => Event::Submitted {
+                teller: p(teller),
+                branch: BranchId::new(branch),
+                submission: submission.try_into()?,
+            },
+            EventV1::Offered {
+                supervisor,
+                epoch,
+                pool_size,
+                accept_by_ms,
+            } => Event::Offered {
+                supervisor: p(supervisor),
+                epoch,
+                pool_size,
+                accept_by: Timestamp(accept_by_ms),
+            },
+            EventV1::OfferDeclined {
+                supervisor,
+                epoch,
+                reason,
+            } => Event::OfferDeclined {
+                supervisor: p(supervisor),
+                epoch,
+                reason,
+            },
+            EventV1::OfferTimedOut { supervisor, epoch } => Event::OfferTimedOut {
+                supervisor: p(supervisor),
+                epoch,
+            },
+            EventV1::OfferWithdrawn {
+                supervisor,
+                epoch,
+                reason,
+            } => Event::OfferWithdrawn {
+                supervisor: p(supervisor),
+                epoch,
+                reason: withdraw_from(&reason)?,
+            },
+            EventV1::Accepted { supervisor, epoch } => Event::Accepted {
+                supervisor: p(supervisor),
+                epoch,
+            },
+            EventV1::Decided {
+                supervisor,
+                epoch,
+                decision,
+                reason_code,
+                comment,
+            } => Event::Decided {
+                supervisor: p(supervisor),
+                epoch,
+                verdict: Verdict {
+                    decision: decision_from(&decision)?,
+                    reason_code,
+                    comment,
+                },
+            },
+            EventV1::Resubmitted {
+                added,
+                removed,
+                note,
+            } => Event::Resubmitted {
+                added: added
+                    .into_iter()
+                    .map(ImageRef::try_from)
+                    .collect::<Result<_, _>>()?,
+                removed: removed
+                    .iter()
+                    .map(|h| ImageHash::parse_hex(h).ok_or(RecordError::Field("removed")))
+                    .collect::<Result<_, _>>()?,
+                note,
+            },
+            EventV1::Cancelled { reason } => Event::Cancelled { reason },
+        })
+    }
+}

@@ -1,0 +1,245 @@
+//! Opening the segment files, cutting a torn tail, and reading records by index.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::writer::{self, Appender, Durable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ledger damaged in {segment} at byte {offset} (record {index}): {what}")]
+    Damaged {
+        segment: String,
+        offset: u64,
+        index: u64,
+        what: &'static str,
+    },
+    #[error("record {0} is not in the ledger")]
+    NoSuchRecord(u64),
+    #[error("the ledger cannot write: {0}")]
+    WriterFailed(String),
+}
+
+pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> LedgerError {
+    let action = action.into();
+    move |source| LedgerError::Io { action, source }
+}
+
+/// One segment file and where each of its records starts.
+pub(crate) struct Segment {
+    pub first: u64,
+    pub path: PathBuf,
+    pub file: File,
+    /// Byte offset of each record's frame, in index order.
+    pub offsets: Vec<u64>,
+}
+
+/// The durable records, readable by index. Only the writer thread adds to it, and only after
+/// fdatasync, so a reader never sees a record that a crash could take back.
+pub struct Ledger {
+    pub(crate) dir: PathBuf,
+    pub(crate) segments: RwLock<Vec<Segment>>,
+}
+
+/// Where the writer carries on after opening.
+pub(crate) struct Tail {
+    pub file: File,
+    pub len: u64,
+    pub next_index: u64,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `dir` and starts its writer thread. A torn final
+    /// record, left by a crash in the middle of a write, is cut off and logged; damage anywhere
+    /// else refuses to open, since it is not what a crash leaves.
+    pub fn open(
+        dir: &Path,
+        segment_bytes_max: u64,
+    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
+        fs::create_dir_all(dir).map_err(io("create ledger directory"))?;
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(io("list ledger directory"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        names.sort();
+        let mut segments = Vec::new();
+        let mut next_index = 0u64;
+        let count = names.len();
+        for (i, path) in names.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let seg = scan_segment(&path, next_index, last)?;
+            next_index = seg.first + seg.offsets.len() as u64;
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(writer::create_segment(dir, 0)?);
+        }
+        let last = segments.last().expect("at least one segment");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .map_err(io(format!("open {} for append", last.path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(io("stat last ledger segment"))?
+            .len();
+        let ledger = Arc::new(Ledger {
+            dir: dir.to_owned(),
+            segments: RwLock::new(segments),
+        });
+        let tail = Tail {
+            file,
+            len,
+            next_index,
+        };
+        let (appender, durable) = writer::start(ledger.clone(), tail, segment_bytes_max)?;
+        Ok((ledger, appender, durable))
+    }
+
+    /// How many records are durable.
+    pub fn len(&self) -> u64 {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segs.last()
+            .map(|s| s.first + s.offsets.len() as u64)
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the payload of record `index`, checking its frame again on the way out.
+    pub fn read(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let pos = segs.partition_point(|s| s.first <= index);
+        let seg = pos
+            .checked_sub(1)
+            .map(|p| &segs[p])
+            .ok_or(LedgerError::NoSuchRecord(index))?;
+        let offset = *seg
+            .offsets
+            .get((index - seg.first) as usize)
+            .ok_or(LedgerError::NoSuchRecord(index))?;
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        seg.file
+            .read_exact_at(&mut header, offset)
+            .map_err(io("read ledger frame header"))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if len > frame::PAYLOAD_BYTES_MAX {
+            return Err(damaged(&seg.path, offset, index, "length out of range"));
+        }
+        let mut buf = vec![0u8; FRAME_HEADER_LEN + len as usize];
+        seg.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(io("read ledger frame"))?;
+        match frame::decode(&buf, index) {
+            Decoded::Frame { payload, .. } => Ok(payload.to_vec()),
+            Decoded::Incomplete => Err(damaged(&seg.path, offset, index, "frame cut short")),
+            Decoded::Corrupt(what) => Err(damaged(&seg.path, offset, index, what)),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn damaged(path: &Path, offset: u64, index: u64, what: &'static str) -> LedgerError {
+    LedgerError::Damaged {
+        segment: path.display().to_string(),
+        offset,
+        index,
+        what,
+    }
+}
+
+/// Reads a segment, checking every frame. In the last segment an incomplete or unreadable
+/// final frame is a torn write: the file is cut back to the last whole record.
+fn scan_segment(path: &Path, expected_first: u64, last: bool) -> Result<Segment, LedgerError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io(format!("read {}", path.display())))?;
+    let first = frame::parse_segment_header(&bytes)
+        .ok_or_else(|| damaged(path, 0, expected_first, "bad segment header"))?;
+    if first != expected_first {
+        return Err(damaged(
+            path,
+            0,
+            expected_first,
+            "segment does not continue the previous one",
+        ));
+    }
+    let mut offsets = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let index = first + offsets.len() as u64;
+        match frame::decode(&bytes[pos..], index) {
+            Decoded::Frame { len, .. } => {
+                offsets.push(pos as u64);
+                pos += len;
+            }
+            Decoded::Incomplete if last => {
+                truncate_torn(path, pos as u64, index, "incomplete final frame")?;
+                break;
+            }
+            Decoded::Corrupt(what) if last && is_final_frame(&bytes[pos..]) => {
+                truncate_torn(path, pos as u64, index, what)?;
+                break;
+            }
+            Decoded::Incomplete => return Err(damaged(path, pos as u64, index, "frame cut short")),
+            Decoded::Corrupt(what) => return Err(damaged(path, pos as u64, index, what)),
+        }
+    }
+    let file = File::open(path).map_err(io(format!("open {}", path.display())))?;
+    Ok(Segment {
+        first,
+        path: path.to_owned(),
+        file,
+        offsets,
+    })
+}
+
+/// Whether the frame at the start of `b` claims to run to the end of the file: a torn write
+/// leaves such a frame, while damage in the middle of the log is followed by more frames.
+fn is_final_frame(b: &[u8]) -> bool {
+    if b.len() < FRAME_HEADER_LEN {
+        return true;
+    }
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    FRAME_HEADER_LEN + len >= b.len()
+}
+
+fn truncate_torn(path: &Path, at: u64, index: u64, what: &str) -> Result<(), LedgerError> {
+    tracing::warn!(
+        segment = %path.display(),
+        offset = at,
+        record = index,
+        what,
+        "cutting a torn final record left by a crash; it was never acknowledged"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open torn segment"))?;
+    f.set_len(at).map_err(io("truncate torn segment"))?;
+    f.sync_all().map_err(io("sync truncated segment"))?;
+    Ok(())
+}
+
+/// Writes bytes and makes them durable; used for new segment headers.
+pub(crate) fn write_durable(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    f.write_all(bytes)?;
+    f.sync_data()
+}

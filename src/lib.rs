@@ -1,0 +1,16 @@
+//! Countersign: remote centralized authorization for bank teller transactions.
+//!
+//! See ARCHITECTURE.md for the map. The dependency direction is
+//! `api -> engine -> (ledger, store) -> domain`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod ledger;
+pub mod pki;
+pub mod server;
+pub mod store;

@@ -1,0 +1,108 @@
+//! Starting and stopping the gRPC server: TLS with required client certificates, the three
+//! services with their message limits, and the health service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::api::pb::audit_service_server::AuditServiceServer;
+use crate::api::pb::supervisor_service_server::SupervisorServiceServer;
+use crate::api::pb::teller_service_server::TellerServiceServer;
+use crate::api::{AuditApi, SupervisorApi, TellerApi};
+use crate::config::Config;
+use crate::engine::{Clock, EngineHandle};
+
+/// A running server.
+pub struct Server {
+    /// The address actually bound (the port is chosen by the OS when the config says 0).
+    pub addr: SocketAddr,
+    pub engine: EngineHandle,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Opens the data directory, recovers, and starts serving.
+pub async fn start(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    rng: Box<dyn rand::RngCore + Send>,
+) -> anyhow::Result<Server> {
+    let engine = EngineHandle::start(&config.data_dir, config.engine.clone(), clock, rng).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read bound address")?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            &config.tls_cert_pem,
+            &config.tls_key_pem,
+        ))
+        .client_ca_root(Certificate::from_pem(&config.client_ca_pem));
+    let max = config.api.message_bytes_max;
+    let teller = TellerServiceServer::new(TellerApi {
+        engine: engine.clone(),
+        directory: config.directory.clone(),
+        limits: config.api.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let supervisor = SupervisorServiceServer::new(SupervisorApi {
+        engine: engine.clone(),
+        directory: config.directory.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let audit = AuditServiceServer::new(AuditApi {
+        engine: engine.clone(),
+        directory: config.directory.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TellerServiceServer<TellerApi>>()
+        .await;
+    health_reporter
+        .set_serving::<SupervisorServiceServer<SupervisorApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AuditServiceServer<AuditApi>>()
+        .await;
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .context("configure TLS")?
+        .add_service(health)
+        .add_service(teller)
+        .add_service(supervisor)
+        .add_service(audit);
+    let incoming = TcpListenerStream::new(listener);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(%addr, principals = config.directory.len(), "serving");
+    Ok(Server {
+        addr,
+        engine,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+impl Server {
+    /// Stops taking calls, lets calls in flight finish, and flushes sled.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.context("join server task")??;
+        self.engine.flush()?;
+        Ok(())
+    }
+}
