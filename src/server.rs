@@ -23,6 +23,7 @@ pub struct Server {
     /// The address actually bound (the port is chosen by the OS when the config says 0).
     pub addr: SocketAddr,
     pub engine: EngineHandle,
+    engine_task: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -33,7 +34,8 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
 ) -> anyhow::Result<Server> {
-    let engine = EngineHandle::start(&config.data_dir, config.engine.clone(), clock, rng).await?;
+    let (engine, engine_task) =
+        EngineHandle::start(&config.data_dir, config.engine.clone(), clock, rng).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
@@ -90,19 +92,30 @@ pub async fn start(
     Ok(Server {
         addr,
         engine,
+        engine_task,
         shutdown: Some(tx),
         task,
     })
 }
 
 impl Server {
-    /// Stops taking calls, lets calls in flight finish, and flushes sled.
+    /// Ends every stream (clients see UNAVAILABLE and reconnect), answers the calls in
+    /// flight once their records are durable, stops serving, flushes sled and closes the data
+    /// directory, so that a new server can open it at once.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.engine.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         (&mut self.task).await.context("join server task")??;
         self.engine.flush()?;
+        let Server {
+            engine,
+            engine_task,
+            ..
+        } = self;
+        drop(engine);
+        engine_task.await.context("join engine task")?;
         Ok(())
     }
 }

@@ -96,6 +96,9 @@ pub(crate) enum Command {
         hash: ImageHash,
         reply: Reply<Result<MediaType, ImageError>>,
     },
+    /// Stop taking calls, end every stream, and stop once all appended records are durable
+    /// and answered.
+    Shutdown { reply: Reply<()> },
 }
 
 /// A supervisor's Attend stream has closed.
@@ -157,6 +160,8 @@ pub(crate) struct Core {
     failed: Option<String>,
     /// Whether something changed that may let an offer be made.
     dispatch_dirty: bool,
+    /// Set by Shutdown: answered, and the loop left, once everything appended is released.
+    stopping: Option<Reply<()>>,
 }
 
 impl Core {
@@ -188,6 +193,7 @@ impl Core {
             durable,
             failed: None,
             dispatch_dirty: true,
+            stopping: None,
         }
     }
 
@@ -239,6 +245,11 @@ impl Core {
                 && let Err(e) = self.appender.flush()
             {
                 self.fail(e.to_string());
+            }
+            let drained = self.durable == self.appender.next_index() || self.failed.is_some();
+            if drained && let Some(reply) = self.stopping.take() {
+                let _ = reply.send(());
+                break;
             }
         }
         tracing::info!("engine stopped");
@@ -457,7 +468,23 @@ impl Core {
     }
 
     fn handle(&mut self, cmd: Command) {
-        if let Some(u) = self.unavailable() {
+        if let Command::Shutdown { reply } = cmd {
+            tracing::info!("engine stopping: ending streams, finishing what is in flight");
+            // Dropping the senders ends every Attend and Watch stream; consoles reconnect.
+            self.sessions.clear();
+            self.watchers.clear();
+            self.dispatch_dirty = false;
+            if self.stopping.is_none() {
+                self.stopping = Some(reply);
+            }
+            return;
+        }
+        let unavailable = self.unavailable().or_else(|| {
+            self.stopping
+                .as_ref()
+                .map(|_| Unavailable("the server is shutting down".into()))
+        });
+        if let Some(u) = unavailable {
             // Dropping the reply sender would also say UNAVAILABLE; saying why is kinder.
             match cmd {
                 Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
@@ -470,6 +497,7 @@ impl Core {
                 Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Shutdown { .. } => {}
             }
             return;
         }
@@ -578,6 +606,7 @@ impl Core {
                 };
                 let _ = reply.send(r);
             }
+            Command::Shutdown { .. } => unreachable!("handled above"),
         }
     }
 
@@ -918,7 +947,7 @@ impl Core {
     /// Offers queued requests, oldest first, each to a supervisor drawn uniformly at random
     /// from those eligible for it.
     fn dispatch(&mut self) {
-        if !self.dispatch_dirty || self.failed.is_some() {
+        if !self.dispatch_dirty || self.failed.is_some() || self.stopping.is_some() {
             return;
         }
         self.dispatch_dirty = false;

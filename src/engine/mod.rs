@@ -110,14 +110,21 @@ fn gone() -> Unavailable {
 }
 
 impl EngineHandle {
-    /// Opens the data directory, recovers, and starts the engine task.
+    /// Opens the data directory, recovers, and starts the engine task, which ends after
+    /// `shutdown` (or when every handle is dropped).
     pub async fn start(
         data_dir: &Path,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
         rng: Box<dyn rand::RngCore + Send>,
-    ) -> anyhow::Result<EngineHandle> {
+    ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
         recover::start(data_dir, config, clock, rng).await
+    }
+
+    /// Ends every stream, answers what is in flight once durable, and stops the engine.
+    /// Calls after this are refused with UNAVAILABLE.
+    pub async fn shutdown(&self) {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
     }
 
     pub fn now(&self) -> Timestamp {
@@ -302,13 +309,29 @@ impl EngineHandle {
         id: &RequestId,
         epoch: u64,
     ) -> Result<Request, AcceptError> {
-        self.call(|reply| Command::Accept {
-            supervisor: supervisor.clone(),
-            id: id.clone(),
-            epoch,
-            reply,
-        })
-        .await?
+        let r = self
+            .call(|reply| Command::Accept {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(AcceptError::NotFound) => Err(self
+                .settled(id)
+                .map_or(AcceptError::NotFound, AcceptError::Fence)),
+            r => r,
+        }
+    }
+
+    /// For a request the engine no longer holds: it was decided, so any action on an offer
+    /// of it is refused as being in the wrong state. `None` if there is no such request.
+    fn settled(&self, id: &RequestId) -> Option<crate::domain::FenceError> {
+        match self.projection.request(id) {
+            Ok(Some((state, _))) => Some(crate::domain::FenceError::WrongState(state)),
+            _ => None,
+        }
     }
 
     pub async fn decline(
@@ -318,14 +341,21 @@ impl EngineHandle {
         epoch: u64,
         reason: String,
     ) -> Result<(), DeclineError> {
-        self.call(|reply| Command::Decline {
-            supervisor: supervisor.clone(),
-            id: id.clone(),
-            epoch,
-            reason,
-            reply,
-        })
-        .await?
+        let r = self
+            .call(|reply| Command::Decline {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reason,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(DeclineError::NotFound) => Err(self
+                .settled(id)
+                .map_or(DeclineError::NotFound, DeclineError::Fence)),
+            r => r,
+        }
     }
 
     pub async fn decide(
@@ -335,14 +365,21 @@ impl EngineHandle {
         epoch: u64,
         verdict: Verdict,
     ) -> Result<Request, DecideError> {
-        self.call(|reply| Command::Decide {
-            supervisor: supervisor.clone(),
-            id: id.clone(),
-            epoch,
-            verdict,
-            reply,
-        })
-        .await?
+        let r = self
+            .call(|reply| Command::Decide {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                verdict,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(DecideError::NotFound) => Err(self
+                .settled(id)
+                .map_or(DecideError::NotFound, DecideError::Fence)),
+            r => r,
+        }
     }
 
     /// An image of a request the supervisor currently holds.

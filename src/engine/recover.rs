@@ -25,7 +25,7 @@ pub(super) async fn start(
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
-) -> anyhow::Result<EngineHandle> {
+) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     let (ledger, appender, durable) =
         Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
     let projection =
@@ -84,8 +84,8 @@ pub(super) async fn start(
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
     core.flush()?;
-    tokio::spawn(core.run(rx, leave_rx, durable));
-    Ok(EngineHandle {
+    let task = tokio::spawn(core.run(rx, leave_rx, durable));
+    let handle = EngineHandle {
         tx,
         leave_tx,
         ledger,
@@ -93,7 +93,8 @@ pub(super) async fn start(
         images,
         clock,
         config,
-    })
+    };
+    Ok((handle, task))
 }
 
 /// Applies records `from..to` to the projection. Requests are read back from the ledger as

@@ -1,0 +1,280 @@
+//! Durability: restarts, a lost sled, a torn ledger tail, and SIGKILL of the real binary.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use countersign::api::pb;
+
+use crate::harness::*;
+
+async fn get(t: &TestServer, teller: &str, id: &str) -> pb::AuthorizationRequest {
+    t.teller(teller)
+        .await
+        .get(pb::GetRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
+    let mut t = TestServer::start().await;
+    let approved = submit(&t, "teller-01", "R-1").await;
+    let reviewing = submit(&t, "teller-01", "R-2").await;
+    let queued = submit(&t, "teller-03", "R-3").await;
+    {
+        // sup-03 is of BR-0101: it can take only teller-03's request.
+        let mut s3 = Console::open(&t, "sup-03").await;
+        let o = s3.next_offer().await;
+        assert_eq!(o.request_id, queued.request_id);
+        s3.client
+            .decline(pb::DeclineRequest {
+                request_id: o.request_id.clone(),
+                epoch: o.epoch,
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+        let mut s = Console::open(&t, "sup-04").await;
+        let o = s.next_offer().await;
+        assert_eq!(o.request_id, approved.request_id, "oldest first");
+        s.accept(&o).await;
+        s.decide(&o, pb::Decision::Approve, "", "ok").await.unwrap();
+        let o = s.next_offer().await;
+        assert_eq!(o.request_id, reviewing.request_id);
+        s.accept(&o).await;
+        // Stop with the review open and the console still attached.
+        t.stop().await;
+    }
+    t.restart().await;
+    assert_eq!(
+        state(&get(&t, "teller-01", &approved.request_id).await),
+        pb::RequestState::Approved
+    );
+    assert_eq!(
+        state(&get(&t, "teller-01", &reviewing.request_id).await),
+        pb::RequestState::Queued
+    );
+    assert_eq!(
+        state(&get(&t, "teller-03", &queued.request_id).await),
+        pb::RequestState::Queued
+    );
+    let history = t
+        .auditor()
+        .await
+        .get_request(pb::GetRequestRequest {
+            request_id: reviewing.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = history.events.last().unwrap();
+    assert_eq!(last.kind, "offer_withdrawn");
+    let v: serde_json::Value = serde_json::from_slice(&last.record).unwrap();
+    assert_eq!(v["event"]["reason"], "restart");
+    // The decline survives the restart too: sup-03 is never offered R-3 again.
+    let mut s3 = Console::open(&t, "sup-03").await;
+    s3.expect_quiet(300).await;
+    let mut s = Console::open(&t, "sup-01").await;
+    let o = s.next_offer().await;
+    assert_eq!(o.request_id, reviewing.request_id);
+    assert_eq!(o.epoch, 2, "the epoch withdrawn at restart is never reused");
+}
+
+#[tokio::test]
+async fn a_missing_projection_is_rebuilt_from_the_ledger() {
+    let mut t = TestServer::start().await;
+    let req = submit_request("P-1", "WDL-CASH", 5_000_000, "6222020200112233445");
+    let r = t
+        .teller("teller-01")
+        .await
+        .submit(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let mut s = Console::open(&t, "sup-01").await;
+    let o = s.next_offer().await;
+    s.accept(&o).await;
+    s.decide(&o, pb::Decision::Reject, "FRAUD_RISK", "mismatch")
+        .await
+        .unwrap();
+    drop(s);
+    let len = t.ledger_len();
+    t.stop().await;
+    std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
+    t.restart().await;
+    assert_eq!(t.ledger_len(), len);
+    let got = get(&t, "teller-01", &r.request_id).await;
+    assert_eq!(state(&got), pb::RequestState::Rejected);
+    assert_eq!(got.decision.unwrap().reason_code, "FRAUD_RISK");
+    let again = t
+        .teller("teller-01")
+        .await
+        .submit(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed, "idempotency survives the rebuild");
+}
+
+#[tokio::test]
+async fn a_torn_final_record_is_cut_and_the_rest_kept() {
+    let mut t = TestServer::start().await;
+    let r = submit(&t, "teller-01", "T-1").await;
+    let len = t.ledger_len();
+    t.stop().await;
+    let seg = std::fs::read_dir(t.data_dir().join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    // A frame header promising 500 bytes, followed by only 10: what a crash mid-write leaves.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&500u32.to_le_bytes()).unwrap();
+    f.write_all(&[0u8; 22]).unwrap();
+    drop(f);
+    t.restart().await;
+    assert_eq!(t.ledger_len(), len);
+    assert_eq!(
+        state(&get(&t, "teller-01", &r.request_id).await),
+        pb::RequestState::Queued
+    );
+    submit(&t, "teller-01", "T-2").await;
+    assert_eq!(t.ledger_len(), len + 1);
+}
+
+#[tokio::test]
+async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
+    let mut t = TestServer::start().await;
+    submit(&t, "teller-01", "D-1").await;
+    submit(&t, "teller-01", "D-2").await;
+    t.stop().await;
+    let seg = std::fs::read_dir(t.data_dir().join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40] ^= 0x01; // inside the first record's payload
+    std::fs::write(&seg, bytes).unwrap();
+    let rng = Box::new(<rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(1));
+    let err = countersign::server::start(&t.config, std::sync::Arc::new(t.clock.clone()), rng)
+        .await
+        .err()
+        .expect("a damaged ledger must not open");
+    assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
+}
+
+/// The real binary under load is killed with SIGKILL; every Submit it acknowledged must be
+/// there after a restart on the same data.
+#[tokio::test]
+async fn sigkill_loses_no_acknowledged_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    countersign::pki::init(&pki).unwrap();
+    let config = pki.join("countersign.toml");
+    let text = test_config_text(&|s| {
+        s.replace(
+            "pending_per_teller_max = 20",
+            "pending_per_teller_max = 100000",
+        )
+    });
+    std::fs::write(&config, text).unwrap();
+    const TELLERS: [&str; 3] = ["teller-01", "teller-02", "teller-03"];
+    let mut acked: Vec<(usize, String)> = Vec::new();
+    for round in 0..3 {
+        let (mut child, addr) = spawn_server(&config);
+        assert_all_present(addr, &pki, &acked).await;
+        // Submit from one task per teller, and kill the server while they are submitting.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (w, teller) in TELLERS.iter().enumerate() {
+            let (tx, pki) = (tx.clone(), pki.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = countersign::client::teller(addr, &pki, teller)
+                    .await
+                    .unwrap();
+                for i in 0..100_000 {
+                    let mut req =
+                        submit_request(&format!("K{round}-{i}"), "WDL-CASH", 100, "acct-1");
+                    req.images.truncate(1);
+                    match c.submit(req).await {
+                        Ok(r) => drop(tx.send((w, r.into_inner().request.unwrap().request_id))),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        // Kill once at least 20 submits were acknowledged, while more are in flight.
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            got.push(rx.recv().await.expect("submits are acknowledged"));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        while let Some(x) = rx.recv().await {
+            got.push(x);
+        }
+        acked.extend(got);
+    }
+    let (mut child, addr) = spawn_server(&config);
+    assert_all_present(addr, &pki, &acked).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(acked.len() >= 60);
+}
+
+async fn assert_all_present(
+    addr: std::net::SocketAddr,
+    pki: &std::path::Path,
+    acked: &[(usize, String)],
+) {
+    const TELLERS: [&str; 3] = ["teller-01", "teller-02", "teller-03"];
+    for (w, teller) in TELLERS.iter().enumerate() {
+        let mut c = countersign::client::teller(addr, pki, teller)
+            .await
+            .unwrap();
+        for (_, id) in acked.iter().filter(|(x, _)| *x == w) {
+            let r = c
+                .get(pb::GetRequest {
+                    request_id: id.clone(),
+                })
+                .await;
+            let r = r
+                .unwrap_or_else(|s| panic!("acknowledged request {id} of {teller} is lost: {s:?}"));
+            assert_eq!(&r.into_inner().request.unwrap().request_id, id);
+        }
+    }
+}
+
+/// Starts the real binary and reads the address it bound from its first line of output.
+fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn countersign");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("countersign listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}

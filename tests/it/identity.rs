@@ -1,0 +1,204 @@
+//! Mutual TLS identity and role checks at every service.
+
+use countersign::api::pb;
+use countersign::api::pb::audit_service_client::AuditServiceClient;
+use countersign::api::pb::supervisor_service_client::SupervisorServiceClient;
+use countersign::api::pb::teller_service_client::TellerServiceClient;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn each_role_is_confined_to_its_service() {
+    let t = TestServer::start().await;
+    let as_supervisor = |id: &'static str| {
+        let t = &t;
+        async move {
+            SupervisorServiceClient::new(
+                countersign::client::channel(t.addr(), &t.pki, id)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let as_teller = |id: &'static str| {
+        let t = &t;
+        async move {
+            TellerServiceClient::new(
+                countersign::client::channel(t.addr(), &t.pki, id)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let as_auditor = |id: &'static str| {
+        let t = &t;
+        async move {
+            AuditServiceClient::new(
+                countersign::client::channel(t.addr(), &t.pki, id)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let len = t.ledger_len();
+    assert_status(
+        as_supervisor("teller-01")
+            .await
+            .attend(pb::AttendRequest {})
+            .await,
+        Code::PermissionDenied,
+        "teller-01",
+    );
+    assert_status(
+        as_teller("sup-01")
+            .await
+            .submit(submit_request("S-1", "WDL-CASH", 100, "acct"))
+            .await,
+        Code::PermissionDenied,
+        "sup-01",
+    );
+    assert_status(
+        as_teller("audit-01")
+            .await
+            .submit(submit_request("S-1", "WDL-CASH", 100, "acct"))
+            .await,
+        Code::PermissionDenied,
+        "audit-01",
+    );
+    assert_status(
+        as_auditor("teller-01")
+            .await
+            .get_image(pb::GetImageRequest {
+                sha256: "0".repeat(64),
+            })
+            .await,
+        Code::PermissionDenied,
+        "teller-01",
+    );
+    assert_status(
+        as_auditor("sup-02")
+            .await
+            .get_image(pb::GetImageRequest {
+                sha256: "0".repeat(64),
+            })
+            .await,
+        Code::PermissionDenied,
+        "sup-02",
+    );
+    // The admin may read the audit API.
+    assert_status(
+        as_auditor("admin-01")
+            .await
+            .get_image(pb::GetImageRequest {
+                sha256: "0".repeat(64),
+            })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    assert_eq!(t.ledger_len(), len, "refused calls store nothing");
+}
+
+#[tokio::test]
+async fn a_certificate_not_in_the_directory_gets_nothing() {
+    let t = TestServer::start().await;
+    // Signed by the same CA, so TLS accepts it, but nobody put it in the directory.
+    countersign::pki::issue_client(&t.pki, "mallory").unwrap();
+    let mut c = t.teller("mallory").await;
+    assert_status(
+        c.submit(submit_request("M-1", "WDL-CASH", 100, "acct"))
+            .await,
+        Code::Unauthenticated,
+        "not in the principal directory",
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_cannot_connect() {
+    let t = TestServer::start().await;
+    let ca = std::fs::read_to_string(t.pki.join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let endpoint = Endpoint::from_shared(format!("https://{}", t.addr()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    // Either the handshake or the first call must fail; nothing may succeed.
+    let outcome = match endpoint.connect().await {
+        Err(_) => None,
+        Ok(ch) => Some(
+            TellerServiceClient::new(ch)
+                .get(pb::GetRequest {
+                    request_id: "0".repeat(32),
+                })
+                .await,
+        ),
+    };
+    if let Some(r) = outcome {
+        assert!(
+            r.is_err(),
+            "a call without a client certificate succeeded: {r:?}"
+        );
+    }
+    // The same server and CA with a client certificate gets through (to NOT_FOUND), so the
+    // failure above is the missing certificate, not a broken setup.
+    let mut ok = t.teller("teller-01").await;
+    assert_status(
+        ok.get(pb::GetRequest {
+            request_id: "0".repeat(32),
+        })
+        .await,
+        Code::NotFound,
+        "",
+    );
+}
+
+#[tokio::test]
+async fn a_teller_sees_only_their_own_requests() {
+    let t = TestServer::start().await;
+    let r = submit(&t, "teller-01", "BR0101-0100").await;
+    let mut other = t.teller("teller-02").await;
+    let id = r.request_id.clone();
+    assert_status(
+        other
+            .get(pb::GetRequest {
+                request_id: id.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    assert_status(
+        other
+            .watch(pb::WatchRequest {
+                request_id: id.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    assert_status(
+        other
+            .cancel(pb::CancelRequest {
+                request_id: id.clone(),
+                reason: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    // A supervisor may only fetch images of requests they hold.
+    let mut sup = t.supervisor("sup-01").await;
+    assert_status(
+        sup.get_offer_image(pb::GetOfferImageRequest {
+            request_id: id,
+            sha256: r.images[0].sha256.clone(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "",
+    );
+}

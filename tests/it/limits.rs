@@ -1,0 +1,249 @@
+//! Bad input and limits at the boundary: a clear status naming the field, and nothing stored.
+
+use countersign::api::pb;
+use tonic::Code;
+
+use crate::harness::*;
+
+type Edit = fn(&mut pb::SubmitRequest);
+
+#[tokio::test]
+async fn bad_submissions_are_refused_with_the_field_named() {
+    let t = TestServer::start().await;
+    let mut teller = t.teller("teller-01").await;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("empty serial", |r| r.teller_serial.clear(), "teller_serial"),
+        (
+            "serial with space",
+            |r| r.teller_serial = "A 1".into(),
+            "teller_serial",
+        ),
+        (
+            "serial too long",
+            |r| r.teller_serial = "A".repeat(65),
+            "teller_serial",
+        ),
+        ("no transaction", |r| r.transaction = None, "transaction"),
+        (
+            "no amount",
+            |r| r.transaction.as_mut().unwrap().amount = None,
+            "transaction.amount",
+        ),
+        (
+            "zero amount",
+            |r| money(r).minor_units = 0,
+            "transaction.amount.minor_units",
+        ),
+        (
+            "negative amount",
+            |r| money(r).minor_units = -5,
+            "transaction.amount.minor_units",
+        ),
+        (
+            "huge amount",
+            |r| money(r).minor_units = i64::MAX,
+            "transaction.amount.minor_units",
+        ),
+        (
+            "unknown currency",
+            |r| money(r).currency = "XXX".into(),
+            "transaction.amount.currency",
+        ),
+        (
+            "lower-case currency",
+            |r| money(r).currency = "cny".into(),
+            "transaction.amount.currency",
+        ),
+        (
+            "empty code",
+            |r| r.transaction.as_mut().unwrap().code.clear(),
+            "transaction.code",
+        ),
+        (
+            "empty account",
+            |r| r.transaction.as_mut().unwrap().account.clear(),
+            "transaction.account",
+        ),
+        (
+            "control char in account",
+            |r| r.transaction.as_mut().unwrap().account = "12\u{0}3".into(),
+            "transaction.account",
+        ),
+        ("no customer", |r| r.customer = None, "customer"),
+        (
+            "unspecified document",
+            |r| r.customer.as_mut().unwrap().document_type = 0,
+            "customer.document_type",
+        ),
+        (
+            "unknown document enum",
+            |r| r.customer.as_mut().unwrap().document_type = 99,
+            "customer.document_type",
+        ),
+        (
+            "bad ID check digit",
+            |r| r.customer.as_mut().unwrap().document_number = "110105194912310021".into(),
+            "customer.document_number",
+        ),
+        (
+            "short ID",
+            |r| r.customer.as_mut().unwrap().document_number = "1101051949".into(),
+            "customer.document_number",
+        ),
+        (
+            "expired document",
+            |r| r.customer.as_mut().unwrap().expiry_date = "2001-01-01".into(),
+            "customer.expiry_date",
+        ),
+        (
+            "bad expiry date",
+            |r| r.customer.as_mut().unwrap().expiry_date = "2030-02-30".into(),
+            "customer.expiry_date",
+        ),
+        (
+            "empty name",
+            |r| r.customer.as_mut().unwrap().name.clear(),
+            "customer.name",
+        ),
+        (
+            "unspecified verification",
+            |r| r.customer.as_mut().unwrap().verification = 0,
+            "customer.verification",
+        ),
+        ("no images", |r| r.images.clear(), "images"),
+        (
+            "too many images",
+            |r| {
+                let i = r.images[0].clone();
+                r.images = vec![i; 9];
+            },
+            "images",
+        ),
+        (
+            "empty image",
+            |r| r.images[0].content.clear(),
+            "images[0].content",
+        ),
+        (
+            "image over the limit",
+            |r| r.images[0].content = fake_jpeg(4 * 1024 * 1024),
+            "images[0].content",
+        ),
+        (
+            "declared PNG, content JPEG",
+            |r| r.images[1].media_type = "image/png".into(),
+            "images[1].media_type",
+        ),
+        (
+            "unknown media type",
+            |r| r.images[0].media_type = "image/gif".into(),
+            "images[0].media_type",
+        ),
+        (
+            "unknown format",
+            |r| r.images[0].content = b"GIF89a....".to_vec(),
+            "images[0].content",
+        ),
+        (
+            "unspecified image kind",
+            |r| r.images[0].kind = 0,
+            "images[0].kind",
+        ),
+        ("note too long", |r| r.note = "x".repeat(2001), "note"),
+        (
+            "control char in note",
+            |r| r.note = "bell\u{7}".into(),
+            "note",
+        ),
+    ];
+    let len = t.ledger_len();
+    let count = cases.len();
+    for (name, edit, field) in cases {
+        let mut req = submit_request("BAD-1", "WDL-CASH", 5_000_000, "6222020200112233445");
+        edit(&mut req);
+        match teller.submit(req).await {
+            Ok(r) => panic!("{name}: accepted {r:?}"),
+            Err(s) => {
+                assert_eq!(s.code(), Code::InvalidArgument, "{name}: {s:?}");
+                assert!(
+                    s.message().starts_with(&format!("{field}:")),
+                    "{name}: message {:?} should name {field}",
+                    s.message()
+                );
+            }
+        }
+    }
+    assert_eq!(t.ledger_len(), len, "no refused submission stored anything");
+    assert!(count >= 30);
+    // The same serial is still free: nothing half-stored claimed it.
+    let ok = teller
+        .submit(submit_request(
+            "BAD-1",
+            "WDL-CASH",
+            5_000_000,
+            "6222020200112233445",
+        ))
+        .await
+        .unwrap();
+    assert!(!ok.into_inner().replayed);
+}
+
+fn money(r: &mut pb::SubmitRequest) -> &mut pb::Money {
+    r.transaction.as_mut().unwrap().amount.as_mut().unwrap()
+}
+
+#[tokio::test]
+async fn pending_per_teller_and_queue_length_are_enforced() {
+    let t = TestServer::start_with(&|s| {
+        s.replace("pending_per_teller_max = 20", "pending_per_teller_max = 2")
+            .replace("queue_length_max = 100000", "queue_length_max = 3")
+    })
+    .await;
+    submit(&t, "teller-01", "L-1").await;
+    submit(&t, "teller-01", "L-2").await;
+    let mut t1 = t.teller("teller-01").await;
+    let len = t.ledger_len();
+    assert_status(
+        t1.submit(submit_request("L-3", "WDL-CASH", 100, "acct"))
+            .await,
+        Code::ResourceExhausted,
+        "the teller has 2 undecided requests",
+    );
+    // Another teller is not affected by teller-01's limit...
+    submit(&t, "teller-02", "L-4").await;
+    // ...but the queue is now full for everyone.
+    assert_status(
+        t.teller("teller-03")
+            .await
+            .submit(submit_request("L-5", "WDL-CASH", 100, "acct"))
+            .await,
+        Code::ResourceExhausted,
+        "the queue holds 3",
+    );
+    assert_eq!(t.ledger_len(), len + 1);
+    // Deciding one frees room.
+    let mut s = Console::open(&t, "sup-02").await;
+    let o = s.next_offer().await;
+    s.accept(&o).await;
+    s.decide(&o, pb::Decision::Approve, "", "").await.unwrap();
+    submit(&t, "teller-03", "L-5").await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused() {
+    let t = TestServer::start_with(&|s| {
+        s.replace("message_bytes_max = 41943040", "message_bytes_max = 65536")
+            .replace("image_bytes_max = 4194304", "image_bytes_max = 65536")
+    })
+    .await;
+    let mut teller = t.teller("teller-01").await;
+    let mut req = submit_request("BIG-1", "WDL-CASH", 100, "acct");
+    req.images[0].content = fake_jpeg(70_000);
+    let len = t.ledger_len();
+    let s = teller.submit(req).await.unwrap_err();
+    assert!(
+        matches!(s.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{s:?}"
+    );
+    assert_eq!(t.ledger_len(), len);
+}

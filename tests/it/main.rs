@@ -1,0 +1,9 @@
+//! Integration tests at the gRPC boundary: the real server on 127.0.0.1:0 with mutual TLS, real
+//! clients, real ledger and sled files in a temporary directory. Nothing of ours is mocked;
+//! time is a manual clock the test moves, and dispatch draws from a seeded RNG.
+
+mod durability;
+mod harness;
+mod identity;
+mod lifecycle;
+mod limits;
