@@ -274,3 +274,245 @@ pub fn resubmitted_images(
     out.extend(added.iter().cloned());
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::types::*;
+    use crate::domain::{ImageHash, TellerSerial, WithdrawReason};
+
+    fn p(s: &str) -> PrincipalId {
+        PrincipalId::new(s)
+    }
+
+    fn image(n: u8) -> ImageRef {
+        ImageRef {
+            kind: ImageKind::Voucher,
+            media_type: MediaType::Jpeg,
+            hash: ImageHash([n; 32]),
+            size: 10,
+        }
+    }
+
+    fn request() -> Request {
+        Request::submitted(
+            RequestId::from_random([1; 16]),
+            0,
+            Timestamp(1000),
+            p("teller"),
+            BranchId::new("B1"),
+            Submission {
+                serial: TellerSerial::new("S1"),
+                transaction: Transaction {
+                    code: "WDL".into(),
+                    amount: Money {
+                        minor_units: 100,
+                        currency: "CNY".into(),
+                    },
+                    account: "A".into(),
+                    counterparty: None,
+                    attributes: Default::default(),
+                },
+                customer: CustomerIdentity {
+                    document_type: DocumentType::Passport,
+                    document_number: "E1234567".into(),
+                    name: "N".into(),
+                    expiry_date: None,
+                    verification: IdVerification::Matched,
+                },
+                images: vec![image(1), image(2)],
+                note: String::new(),
+            },
+        )
+    }
+
+    fn offered(epoch: u64, to: &str) -> Event {
+        Event::Offered {
+            supervisor: p(to),
+            epoch,
+            pool_size: 1,
+            accept_by: Timestamp(5000),
+        }
+    }
+
+    fn verdict(decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            reason_code: "R".into(),
+            comment: "c".into(),
+        }
+    }
+
+    /// Every event kind, aimed at supervisor `s` and epoch `e`.
+    fn all_events(s: &str, e: u64) -> Vec<Event> {
+        vec![
+            offered(e, s),
+            Event::OfferDeclined {
+                supervisor: p(s),
+                epoch: e,
+                reason: String::new(),
+            },
+            Event::OfferTimedOut {
+                supervisor: p(s),
+                epoch: e,
+            },
+            Event::OfferWithdrawn {
+                supervisor: p(s),
+                epoch: e,
+                reason: WithdrawReason::Disconnected,
+            },
+            Event::Accepted {
+                supervisor: p(s),
+                epoch: e,
+            },
+            Event::Decided {
+                supervisor: p(s),
+                epoch: e,
+                verdict: verdict(Decision::Approve),
+            },
+            Event::Decided {
+                supervisor: p(s),
+                epoch: e,
+                verdict: verdict(Decision::Return),
+            },
+            Event::Resubmitted {
+                added: vec![image(3)],
+                removed: vec![ImageHash([1; 32])],
+                note: "n".into(),
+            },
+            Event::Cancelled {
+                reason: String::new(),
+            },
+        ]
+    }
+
+    /// Requests in each reachable state, with the supervisor and epoch holding them.
+    fn in_every_state() -> Vec<Request> {
+        let mut out = vec![request()];
+        let mut r = request();
+        r.apply(1, Timestamp(2), &offered(1, "s")).unwrap();
+        out.push(r.clone());
+        r.apply(2, Timestamp(3), &Event::Accepted { supervisor: p("s"), epoch: 1 })
+            .unwrap();
+        out.push(r.clone());
+        for d in [Decision::Approve, Decision::Reject, Decision::Return] {
+            let mut x = r.clone();
+            x.apply(
+                3,
+                Timestamp(4),
+                &Event::Decided {
+                    supervisor: p("s"),
+                    epoch: 1,
+                    verdict: verdict(d),
+                },
+            )
+            .unwrap();
+            out.push(x);
+        }
+        let mut c = request();
+        c.apply(1, Timestamp(2), &Event::Cancelled { reason: String::new() })
+            .unwrap();
+        out.push(c);
+        out
+    }
+
+    #[test]
+    fn only_the_lifecycle_transitions_apply() {
+        use State::*;
+        let mut applied = 0;
+        for start in in_every_state() {
+            for e in all_events("s", start.epoch.max(1)) {
+                let mut r = start.clone();
+                let ok = r.apply(10, Timestamp(9), &e).is_ok();
+                let expected = match (start.state, &e) {
+                    (Queued, Event::Offered { epoch, .. }) => *epoch == start.epoch + 1,
+                    (Offered, Event::OfferDeclined { .. })
+                    | (Offered, Event::OfferTimedOut { .. })
+                    | (Offered, Event::OfferWithdrawn { .. })
+                    | (Offered, Event::Accepted { .. })
+                    | (InReview, Event::OfferWithdrawn { .. })
+                    | (InReview, Event::Decided { .. })
+                    | (Returned, Event::Resubmitted { .. }) => true,
+                    (s, Event::Cancelled { .. }) => !s.is_final(),
+                    _ => false,
+                };
+                assert_eq!(ok, expected, "{:?} + {}", start.state, e.kind());
+                if !ok {
+                    assert_eq!(r, start, "a refused event changes nothing");
+                } else {
+                    applied += 1;
+                    assert_eq!(r.version, 10);
+                }
+            }
+        }
+        assert!(applied >= 10);
+    }
+
+    #[test]
+    fn fencing_checks_holder_epoch_and_state() {
+        let mut r = request();
+        r.apply(1, Timestamp(2), &offered(1, "s")).unwrap();
+        assert_eq!(r.check_fence(&p("s"), 1, State::Offered), Ok(()));
+        assert_eq!(r.check_fence(&p("x"), 1, State::Offered), Err(FenceError::NotAssigned));
+        assert_eq!(
+            r.check_fence(&p("s"), 2, State::Offered),
+            Err(FenceError::StaleEpoch { presented: 2, current: 1 })
+        );
+        assert_eq!(
+            r.check_fence(&p("s"), 1, State::InReview),
+            Err(FenceError::WrongState(State::Offered))
+        );
+        // Another supervisor's events do not apply either.
+        let mut x = r.clone();
+        assert!(x.apply(2, Timestamp(3), &Event::Accepted { supervisor: p("x"), epoch: 1 }).is_err());
+    }
+
+    #[test]
+    fn decline_excludes_and_return_keeps_history() {
+        let mut r = request();
+        r.apply(1, Timestamp(2), &offered(1, "a")).unwrap();
+        r.apply(
+            2,
+            Timestamp(3),
+            &Event::OfferDeclined {
+                supervisor: p("a"),
+                epoch: 1,
+                reason: String::new(),
+            },
+        )
+        .unwrap();
+        assert!(r.declined_by.contains(&p("a")));
+        assert_eq!((r.state, r.assignee.clone()), (State::Queued, None));
+        r.apply(3, Timestamp(4), &offered(2, "b")).unwrap();
+        r.apply(4, Timestamp(5), &Event::Accepted { supervisor: p("b"), epoch: 2 })
+            .unwrap();
+        r.apply(
+            5,
+            Timestamp(6),
+            &Event::Decided {
+                supervisor: p("b"),
+                epoch: 2,
+                verdict: verdict(Decision::Return),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Returned);
+        r.apply(
+            6,
+            Timestamp(7),
+            &Event::Resubmitted {
+                added: vec![image(3)],
+                removed: vec![ImageHash([1; 32])],
+                note: "fixed".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Queued);
+        assert_eq!(r.returns.len(), 1);
+        assert_eq!(r.returns[0].resubmit_note.as_deref(), Some("fixed"));
+        let hashes: Vec<_> = r.submission.images.iter().map(|i| i.hash.0[0]).collect();
+        assert_eq!(hashes, [2, 3]);
+        // Removing an image that is not attached is refused.
+        assert_eq!(resubmitted_images(&r.submission.images, &[], &[ImageHash([9; 32])]), None);
+    }
+}

@@ -243,3 +243,71 @@ pub(crate) fn write_durable(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_data()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::DurableState;
+
+    async fn wait(durable: &mut crate::ledger::Durable, n: u64) {
+        durable
+            .wait_for(|s| matches!(s, DurableState::Count(c) if *c >= n))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_roll_over_segments_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = |i: u64| format!("record number {i} ").repeat((i % 5 + 1) as usize).into_bytes();
+        {
+            let (ledger, mut app, mut durable) = Ledger::open(dir.path(), 256).unwrap();
+            for i in 0..40 {
+                assert_eq!(app.append(payload(i)), i);
+                if i % 7 == 0 {
+                    app.flush().unwrap();
+                }
+            }
+            app.flush().unwrap();
+            wait(&mut durable, 40).await;
+            assert_eq!(ledger.len(), 40);
+            for i in 0..40 {
+                assert_eq!(ledger.read(i).unwrap(), payload(i));
+            }
+            assert!(matches!(ledger.read(40), Err(LedgerError::NoSuchRecord(40))));
+        }
+        let segments = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(segments > 5, "small segments must roll over, got {segments}");
+        let (ledger, mut app, mut durable) = Ledger::open(dir.path(), 256).unwrap();
+        assert_eq!(ledger.len(), 40);
+        assert_eq!(app.next_index(), 40);
+        app.append(b"after reopening".to_vec());
+        app.flush().unwrap();
+        wait(&mut durable, 41).await;
+        for i in 0..40 {
+            assert_eq!(ledger.read(i).unwrap(), payload(i));
+        }
+        assert_eq!(ledger.read(40).unwrap(), b"after reopening");
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_in_the_middle_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_l, mut app, mut durable) = Ledger::open(dir.path(), 128).unwrap();
+            for i in 0..20u8 {
+                app.append(vec![i; 60]);
+            }
+            app.flush().unwrap();
+            wait(&mut durable, 20).await;
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        std::fs::remove_file(&names[2]).unwrap();
+        let err = Ledger::open(dir.path(), 128).err().expect("a gap must not open");
+        assert!(err.to_string().contains("does not continue"), "{err}");
+    }
+}
