@@ -49,6 +49,8 @@ struct LimitsFile {
     watch_buffer: usize,
     attend_buffer: usize,
     command_buffer: usize,
+    page_size_max: usize,
+    search_scan_max: usize,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +64,9 @@ struct DispatchFile {
 #[serde(deny_unknown_fields)]
 struct LedgerFile {
     segment_bytes_max: u64,
+    origin: String,
+    signing_key: PathBuf,
+    checkpoint_interval_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +126,10 @@ watch_buffer = 64
 attend_buffer = 64
 # Calls queued for the engine before callers wait.
 command_buffer = 4096
+# Most records or search results in one page of the audit API.
+page_size_max = 1000
+# Most index entries one audit search call examines before it returns a partial page.
+search_scan_max = 20000
 
 [dispatch]
 # A supervisor has this long to accept an offer before it goes to someone else.
@@ -130,6 +139,13 @@ supervisor_tasks_max = 1
 
 [ledger]
 segment_bytes_max = 67108864
+# The first line of every signed checkpoint: names this log. Auditors pin it.
+origin = "countersign.example/ledger"
+# The Ed25519 checkpoint signing key (C2SP signed-note format); `pki init` writes one.
+# `countersign ledger pubkey --config FILE` prints the key auditors verify with.
+signing_key = "ledger.key"
+# A new checkpoint is signed this often while records arrive (and on request).
+checkpoint_interval_ms = 1000
 
 [log]
 # "text" or "json"; filter with RUST_LOG, e.g. RUST_LOG=countersign=debug.
@@ -175,6 +191,8 @@ impl Config {
             ("limits.watch_buffer", l.watch_buffer),
             ("limits.attend_buffer", l.attend_buffer),
             ("limits.command_buffer", l.command_buffer),
+            ("limits.page_size_max", l.page_size_max),
+            ("limits.search_scan_max", l.search_scan_max),
             (
                 "dispatch.supervisor_tasks_max",
                 f.dispatch.supervisor_tasks_max,
@@ -194,6 +212,16 @@ impl Config {
         if f.ledger.segment_bytes_max < 1 << 20 {
             bail!("ledger.segment_bytes_max: must be at least 1 MiB");
         }
+        if !(100..=60_000).contains(&f.ledger.checkpoint_interval_ms) {
+            bail!("ledger.checkpoint_interval_ms: must be from 100 to 60000");
+        }
+        let origin = f.ledger.origin.trim();
+        if origin.is_empty() || origin.contains(char::is_whitespace) || origin != f.ledger.origin {
+            bail!("ledger.origin: must be one non-empty word without spaces");
+        }
+        let signer_key = read("ledger.signing_key", &f.ledger.signing_key)?;
+        crate::ledger::checkpoint::parse_signer(signer_key.trim())
+            .context("ledger.signing_key: not a signer key")?;
         let log_format = match f.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -222,6 +250,13 @@ impl Config {
                 command_buffer: l.command_buffer,
                 tick_ms: 50,
                 segment_bytes_max: f.ledger.segment_bytes_max,
+                page_size_max: l.page_size_max,
+                search_scan_max: l.search_scan_max,
+                checkpoints: crate::engine::CheckpointConfig {
+                    origin: f.ledger.origin.clone(),
+                    signer_key: signer_key.trim().to_owned(),
+                    interval_ms: f.ledger.checkpoint_interval_ms,
+                },
             },
             log_format,
         })

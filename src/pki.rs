@@ -108,6 +108,10 @@ const CA_KEY: &str = "ca.key";
 const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server.key";
 const PRINCIPALS_FILE: &str = "principals.toml";
+const LEDGER_KEY: &str = "ledger.key";
+const LEDGER_PUB: &str = "ledger.pub";
+/// The key name in checkpoint signature lines.
+const LEDGER_KEY_NAME: &str = "countersign.example/ledger";
 
 const ORGANIZATION: &str = "Countersign development";
 const CA_COMMON_NAME: &str = "Countersign Development CA";
@@ -227,6 +231,22 @@ pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
         &format!("{PRINCIPALS_HEADER}{body}"),
         Secrecy::Public,
         "principals file",
+    )?;
+
+    // The ledger's checkpoint signing key, and the verifier key auditors are given.
+    let (signer, verifier) = crate::ledger::checkpoint::generate(LEDGER_KEY_NAME, &mut rand::rng())
+        .context("generate ledger signing key")?;
+    emit(
+        LEDGER_KEY,
+        &format!("{signer}\n"),
+        Secrecy::Private,
+        "ledger signing key",
+    )?;
+    emit(
+        LEDGER_PUB,
+        &format!("{verifier}\n"),
+        Secrecy::Public,
+        "ledger verifier key",
     )?;
 
     // ca.pem is the "this directory holds a PKI" marker that the guard above checks,
@@ -539,7 +559,7 @@ mod tests {
         let dir = tmp.path().join("nested/pki");
         let written = init(&dir).unwrap();
 
-        assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 1);
+        assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 3);
         assert_eq!(written.last().unwrap(), &dir.join(CA_CERT));
         for path in &written {
             assert!(path.is_file(), "{}", path.display());

@@ -2,8 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Actor, Role};
-use crate::engine::EngineHandle;
+use crate::domain::validate::FieldError;
+use crate::domain::{Actor, Record, Role, State};
+use crate::engine::{EngineHandle, ProofTarget};
+use crate::store::SearchQuery;
 
 use super::Directory;
 use super::convert;
@@ -27,20 +29,7 @@ impl AuditService for AuditApi {
         let pb::GetRequestRequest { request_id } = req.into_inner();
         let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
         let loaded = self.engine.audit_request(&id).await?;
-        let events = loaded
-            .records
-            .into_iter()
-            .map(|(index, rec, bytes)| pb::LedgerEvent {
-                index,
-                recorded_at: Some(convert::timestamp(rec.at)),
-                actor_id: match &rec.actor {
-                    Actor::Principal(p) => p.to_string(),
-                    Actor::System => "system".into(),
-                },
-                kind: rec.event.kind().into(),
-                record: bytes,
-            })
-            .collect();
+        let events = loaded.records.into_iter().map(ledger_event).collect();
         Ok(Response::new(pb::GetRequestResponse {
             request: Some(convert::request(&loaded.request)),
             events,
@@ -56,5 +45,190 @@ impl AuditService for AuditApi {
         let hash = convert::image_hash("sha256", &sha256).map_err(invalid)?;
         let content = self.engine.audit_image(hash).await?;
         Ok(Response::new(pb::GetImageResponse { content }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::GetCheckpointRequest { tree_size, refresh } = req.into_inner();
+        let s = self.engine.checkpoint(tree_size, refresh).await?;
+        Ok(Response::new(pb::GetCheckpointResponse {
+            signed_note: s.note,
+            tree_size: s.checkpoint.size,
+            root_hash: s.checkpoint.root.to_vec(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::GetInclusionProofRequest { target, tree_size } = req.into_inner();
+        let target = match target {
+            Some(pb::get_inclusion_proof_request::Target::RecordIndex(i)) => ProofTarget::Record(i),
+            Some(pb::get_inclusion_proof_request::Target::DecisionOfRequestId(id)) => {
+                ProofTarget::DecisionOf(
+                    convert::request_id("decision_of_request_id", &id).map_err(invalid)?,
+                )
+            }
+            None => {
+                return Err(invalid(FieldError::new(
+                    "target",
+                    "record_index or decision_of_request_id is required",
+                )));
+            }
+        };
+        let p = self.engine.inclusion(target, tree_size).await?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            record_index: p.index,
+            tree_size: p.tree_size,
+            record: p.record,
+            proof: p.proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::GetConsistencyProofRequest {
+            from_tree_size,
+            to_tree_size,
+        } = req.into_inner();
+        let proof = self.engine.consistency(from_tree_size, to_tree_size)?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            proof: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_records(
+        &self,
+        req: Request<pb::GetRecordsRequest>,
+    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::GetRecordsRequest { start, end } = req.into_inner();
+        let records = self.engine.records(start, end).await?;
+        let next_start = records.last().map_or(start, |(i, _, _)| i + 1);
+        Ok(Response::new(pb::GetRecordsResponse {
+            records: records.into_iter().map(ledger_event).collect(),
+            next_start,
+        }))
+    }
+
+    async fn search(
+        &self,
+        req: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::SearchRequest {
+            teller_id,
+            supervisor_id,
+            branch_id,
+            transaction_code,
+            outcome,
+            submitted_from,
+            submitted_until,
+            page_size,
+            page_token,
+        } = req.into_inner();
+        let outcome = match pb::RequestState::try_from(outcome) {
+            Ok(pb::RequestState::Unspecified) => None,
+            Ok(pb::RequestState::Approved) => Some(State::Approved),
+            Ok(pb::RequestState::Rejected) => Some(State::Rejected),
+            Ok(pb::RequestState::Returned) => Some(State::Returned),
+            Ok(pb::RequestState::Cancelled) => Some(State::Cancelled),
+            Ok(pb::RequestState::Expired) => Some(State::Expired),
+            _ => {
+                return Err(invalid(FieldError::new(
+                    "outcome",
+                    "must be APPROVED, REJECTED, RETURNED, CANCELLED or EXPIRED",
+                )));
+            }
+        };
+        let cursor = match page_token.as_str() {
+            "" => None,
+            t => Some(hex::decode(t).map_err(|_| {
+                invalid(FieldError::new(
+                    "page_token",
+                    "is not a token this server issued",
+                ))
+            })?),
+        };
+        let ms = |t: Option<prost_types::Timestamp>| {
+            t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
+        };
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let page = self
+            .engine
+            .search(SearchQuery {
+                teller: some(teller_id),
+                supervisor: some(supervisor_id),
+                branch: some(branch_id),
+                code: some(transaction_code),
+                outcome,
+                from_ms: ms(submitted_from),
+                until_ms: ms(submitted_until),
+                page_size: page_size as usize,
+                scan_max: 0,
+                cursor,
+            })
+            .await?;
+        let requests = page
+            .hits
+            .into_iter()
+            .map(|(id, s)| pb::RequestSummary {
+                request_id: id.to_string(),
+                teller_id: s.teller.clone(),
+                branch_id: s.branch.clone(),
+                transaction_code: s.code.clone(),
+                amount: Some(pb::Money {
+                    minor_units: s.minor_units,
+                    currency: s.currency.clone(),
+                }),
+                state: s
+                    .state()
+                    .map_or(pb::RequestState::Unspecified, convert::state)
+                    as i32,
+                supervisor_ids: s.deciders.clone(),
+                submitted_at: Some(convert::timestamp(crate::domain::Timestamp(
+                    s.submitted_at_ms,
+                ))),
+                updated_at: Some(convert::timestamp(crate::domain::Timestamp(
+                    s.updated_at_ms,
+                ))),
+            })
+            .collect();
+        Ok(Response::new(pb::SearchResponse {
+            requests,
+            next_page_token: page.cursor.map(hex::encode).unwrap_or_default(),
+        }))
+    }
+
+    async fn export_proof(
+        &self,
+        req: Request<pb::ExportProofRequest>,
+    ) -> Result<Response<pb::ExportProofResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::ExportProofRequest { request_id } = req.into_inner();
+        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let bundle = self.engine.export_proof(&id).await?;
+        Ok(Response::new(pb::ExportProofResponse { bundle }))
+    }
+}
+
+fn ledger_event((index, rec, bytes): (u64, Record, Vec<u8>)) -> pb::LedgerEvent {
+    pb::LedgerEvent {
+        index,
+        recorded_at: Some(convert::timestamp(rec.at)),
+        actor_id: match &rec.actor {
+            Actor::Principal(p) => p.to_string(),
+            Actor::System => "system".into(),
+        },
+        kind: rec.event.kind().into(),
+        record: bytes,
     }
 }

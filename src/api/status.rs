@@ -134,7 +134,10 @@ impl From<ImageError> for Status {
 impl From<AuditError> for Status {
     fn from(e: AuditError) -> Status {
         match e {
+            AuditError::Invalid(f) => invalid(f),
             AuditError::NotFound => Status::not_found(e.to_string()),
+            AuditError::OutOfRange(_) => Status::out_of_range(e.to_string()),
+            AuditError::NoDecision => Status::failed_precondition(e.to_string()),
             AuditError::Image(e) => image_store(e),
             AuditError::Storage(e) => internal(e),
         }

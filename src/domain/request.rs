@@ -392,8 +392,15 @@ mod tests {
         let mut r = request();
         r.apply(1, Timestamp(2), &offered(1, "s")).unwrap();
         out.push(r.clone());
-        r.apply(2, Timestamp(3), &Event::Accepted { supervisor: p("s"), epoch: 1 })
-            .unwrap();
+        r.apply(
+            2,
+            Timestamp(3),
+            &Event::Accepted {
+                supervisor: p("s"),
+                epoch: 1,
+            },
+        )
+        .unwrap();
         out.push(r.clone());
         for d in [Decision::Approve, Decision::Reject, Decision::Return] {
             let mut x = r.clone();
@@ -410,8 +417,14 @@ mod tests {
             out.push(x);
         }
         let mut c = request();
-        c.apply(1, Timestamp(2), &Event::Cancelled { reason: String::new() })
-            .unwrap();
+        c.apply(
+            1,
+            Timestamp(2),
+            &Event::Cancelled {
+                reason: String::new(),
+            },
+        )
+        .unwrap();
         out.push(c);
         out
     }
@@ -453,10 +466,16 @@ mod tests {
         let mut r = request();
         r.apply(1, Timestamp(2), &offered(1, "s")).unwrap();
         assert_eq!(r.check_fence(&p("s"), 1, State::Offered), Ok(()));
-        assert_eq!(r.check_fence(&p("x"), 1, State::Offered), Err(FenceError::NotAssigned));
+        assert_eq!(
+            r.check_fence(&p("x"), 1, State::Offered),
+            Err(FenceError::NotAssigned)
+        );
         assert_eq!(
             r.check_fence(&p("s"), 2, State::Offered),
-            Err(FenceError::StaleEpoch { presented: 2, current: 1 })
+            Err(FenceError::StaleEpoch {
+                presented: 2,
+                current: 1
+            })
         );
         assert_eq!(
             r.check_fence(&p("s"), 1, State::InReview),
@@ -464,7 +483,17 @@ mod tests {
         );
         // Another supervisor's events do not apply either.
         let mut x = r.clone();
-        assert!(x.apply(2, Timestamp(3), &Event::Accepted { supervisor: p("x"), epoch: 1 }).is_err());
+        assert!(
+            x.apply(
+                2,
+                Timestamp(3),
+                &Event::Accepted {
+                    supervisor: p("x"),
+                    epoch: 1
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -484,8 +513,15 @@ mod tests {
         assert!(r.declined_by.contains(&p("a")));
         assert_eq!((r.state, r.assignee.clone()), (State::Queued, None));
         r.apply(3, Timestamp(4), &offered(2, "b")).unwrap();
-        r.apply(4, Timestamp(5), &Event::Accepted { supervisor: p("b"), epoch: 2 })
-            .unwrap();
+        r.apply(
+            4,
+            Timestamp(5),
+            &Event::Accepted {
+                supervisor: p("b"),
+                epoch: 2,
+            },
+        )
+        .unwrap();
         r.apply(
             5,
             Timestamp(6),
@@ -513,6 +549,9 @@ mod tests {
         let hashes: Vec<_> = r.submission.images.iter().map(|i| i.hash.0[0]).collect();
         assert_eq!(hashes, [2, 3]);
         // Removing an image that is not attached is refused.
-        assert_eq!(resubmitted_images(&r.submission.images, &[], &[ImageHash([9; 32])]), None);
+        assert_eq!(
+            resubmitted_images(&r.submission.images, &[], &[ImageHash([9; 32])]),
+            None
+        );
     }
 }

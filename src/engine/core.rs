@@ -14,7 +14,7 @@ use crate::domain::{
     Request, RequestId, State, Submission, TellerSerial, Timestamp, Verdict, WithdrawReason,
 };
 use crate::ledger::{Appender, Durable, DurableState, record};
-use crate::store::{Projection, RowUpdate};
+use crate::store::{Projection, RowUpdate, Summary};
 
 use super::clock::Clock;
 use super::error::*;
@@ -359,11 +359,17 @@ impl Core {
                 },
             ));
         }
+        let decided_by = match &event {
+            Event::Decided { supervisor, .. } => Some(supervisor.clone()),
+            _ => None,
+        };
         self.updates.push(RowUpdate {
             index,
             request: id,
             state,
             created,
+            decided_by,
+            summary: Summary::of(r),
         });
     }
 

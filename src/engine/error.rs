@@ -125,8 +125,14 @@ pub enum ImageError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("request not found")]
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("not found")]
     NotFound,
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("the request has no approval or rejection yet")]
+    NoDecision,
     #[error("read image: {0}")]
     Image(#[from] ImageStoreError),
     #[error(transparent)]

@@ -2,6 +2,7 @@
 //! (`load`), the clock, and `EngineHandle`, the async API the gRPC layer calls. Every call that
 //! changes something is answered only after its ledger records are durable.
 
+mod audit;
 mod clock;
 mod core;
 pub mod error;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use audit::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, Inclusion, ProofTarget};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::*;
 pub use load::Loaded;
@@ -21,6 +23,7 @@ use crate::domain::{
     ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId, Submission,
     Timestamp, Verdict,
 };
+use crate::ledger::checkpoints::Checkpointer;
 use crate::ledger::{Ledger, record};
 use crate::store::{ImageStore, Projection};
 use core::{Command, Leave, Lookup};
@@ -48,6 +51,33 @@ pub struct EngineConfig {
     pub tick_ms: u64,
     /// Size at which the ledger starts a new segment file.
     pub segment_bytes_max: u64,
+    /// Most records or search results in one page.
+    pub page_size_max: usize,
+    /// Most index entries one search call examines.
+    pub search_scan_max: usize,
+    /// Signing checkpoints of the ledger.
+    pub checkpoints: CheckpointConfig,
+}
+
+/// How the ledger's checkpoints are signed.
+#[derive(Clone)]
+pub struct CheckpointConfig {
+    /// The log's origin line, e.g. "bank.example/countersign".
+    pub origin: String,
+    /// The signer key text (C2SP note format, "PRIVATE+KEY+...").
+    pub signer_key: String,
+    /// How often a new checkpoint is signed while records arrive.
+    pub interval_ms: u64,
+}
+
+impl std::fmt::Debug for CheckpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("CheckpointConfig")
+            .field("origin", &self.origin)
+            .field("interval_ms", &self.interval_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a supervisor's Attend stream carries.
@@ -85,6 +115,7 @@ pub struct EngineHandle {
     ledger: Arc<Ledger>,
     projection: Arc<Projection>,
     images: Arc<ImageStore>,
+    checkpointer: Arc<Checkpointer>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
 }
@@ -450,6 +481,11 @@ impl EngineHandle {
     /// How many ledger records are durable.
     pub fn ledger_len(&self) -> u64 {
         self.ledger.len()
+    }
+
+    /// The key auditors verify checkpoints with (C2SP verifier key text).
+    pub fn verifier_key(&self) -> String {
+        self.checkpointer.verifier().to_text()
     }
 
     /// Flushes sled; called at shutdown.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::domain::{Actor, Event, Request, RequestId, State, WithdrawReason};
+use crate::domain::{Actor, Event, Request, RequestId, WithdrawReason};
+use crate::ledger::checkpoints::Checkpointer;
 use crate::ledger::{Ledger, record};
-use crate::store::{ImageStore, Projection, RowUpdate};
+use crate::store::{ImageStore, Projection, RowUpdate, Summary};
 
 use super::clock::Clock;
 use super::core::Core;
@@ -31,6 +32,12 @@ pub(super) async fn start(
     let projection =
         Arc::new(Projection::open(&data_dir.join("projection")).context("open projection")?);
     let images = Arc::new(ImageStore::open(&data_dir.join("images")).context("open image store")?);
+    let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
+        .context("read the checkpoint signing key")?;
+    let checkpointer = Arc::new(
+        Checkpointer::open(ledger.clone(), signer, config.checkpoints.origin.clone())
+            .context("open checkpoint log")?,
+    );
 
     let len = ledger.len();
     let applied = projection.applied()?;
@@ -85,12 +92,19 @@ pub(super) async fn start(
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
     core.flush()?;
     let task = tokio::spawn(core.run(rx, leave_rx, durable));
+    tokio::spawn(sign_checkpoints(
+        checkpointer.clone(),
+        ledger.clone(),
+        config.checkpoints.interval_ms,
+        tx.downgrade(),
+    ));
     let handle = EngineHandle {
         tx,
         leave_tx,
         ledger,
         projection,
         images,
+        checkpointer,
         clock,
         config,
     };
@@ -143,12 +157,18 @@ fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyho
                 None
             }
         };
-        let state: State = cache[&rec.request].state;
+        let r = &cache[&rec.request];
+        let decided_by = match &rec.event {
+            Event::Decided { supervisor, .. } => Some(supervisor.clone()),
+            _ => None,
+        };
         updates.push(RowUpdate {
             index,
-            request: rec.request,
-            state,
+            request: rec.request.clone(),
+            state: r.state,
             created,
+            decided_by,
+            summary: Summary::of(r),
         });
         if updates.len() >= REPLAY_BATCH {
             projection.apply(&updates, index + 1)?;
@@ -159,4 +179,32 @@ fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyho
         projection.apply(&updates, to)?;
     }
     Ok(())
+}
+
+/// Signs a checkpoint every interval while records arrive; stops with the engine (when the
+/// command channel closes).
+async fn sign_checkpoints(
+    checkpointer: Arc<Checkpointer>,
+    ledger: Arc<Ledger>,
+    interval_ms: u64,
+    alive: mpsc::WeakSender<super::core::Command>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        let signed = checkpointer.latest().map_or(0, |s| s.checkpoint.size);
+        if ledger.tree_size() <= signed {
+            continue;
+        }
+        let c = checkpointer.clone();
+        match tokio::task::spawn_blocking(move || c.sign_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint not signed"),
+            Err(e) => tracing::error!(error = %e, "checkpoint signer panicked"),
+        }
+    }
 }

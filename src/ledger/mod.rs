@@ -5,7 +5,10 @@
 //! thread makes records durable and publishes how many are. `record` maps domain records to the
 //! bytes stored. The ledger knows nothing of sled, protobuf or the engine.
 
+pub mod checkpoint;
+pub mod checkpoints;
 pub mod frame;
+pub mod merkle;
 pub mod record;
 mod segments;
 mod writer;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::merkle::{self, Hash, ProofError, Tree};
 use super::writer::{self, Appender, Durable};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +45,15 @@ pub(crate) struct Segment {
     pub offsets: Vec<u64>,
 }
 
-/// The durable records, readable by index. Only the writer thread adds to it, and only after
-/// fdatasync, so a reader never sees a record that a crash could take back.
+/// The durable records, readable by index, and the Merkle tree over them. Only the writer
+/// thread adds to either, and only after fdatasync, so a reader never sees a record that a
+/// crash could take back.
 pub struct Ledger {
     pub(crate) dir: PathBuf,
     pub(crate) segments: RwLock<Vec<Segment>>,
+    /// Every complete-subtree hash, kept in memory (64 bytes per record in all) and rebuilt at
+    /// start from the records, which opening reads anyway to check them.
+    pub(crate) tree: RwLock<Tree>,
 }
 
 /// Where the writer carries on after opening.
@@ -74,11 +79,12 @@ impl Ledger {
             .collect();
         names.sort();
         let mut segments = Vec::new();
+        let mut tree = Tree::new();
         let mut next_index = 0u64;
         let count = names.len();
         for (i, path) in names.into_iter().enumerate() {
             let last = i + 1 == count;
-            let seg = scan_segment(&path, next_index, last)?;
+            let seg = scan_segment(&path, next_index, last, &mut tree)?;
             next_index = seg.first + seg.offsets.len() as u64;
             segments.push(seg);
         }
@@ -97,6 +103,7 @@ impl Ledger {
         let ledger = Arc::new(Ledger {
             dir: dir.to_owned(),
             segments: RwLock::new(segments),
+            tree: RwLock::new(tree),
         });
         let tail = Tail {
             file,
@@ -153,6 +160,47 @@ impl Ledger {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Leaves in the Merkle tree: the durable record count.
+    pub fn tree_size(&self) -> u64 {
+        self.tree.read().unwrap_or_else(|e| e.into_inner()).size()
+    }
+
+    /// The RFC 6962 root of the first `size` records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
+        self.tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .root_at(size)
+    }
+
+    /// The inclusion proof of record `index` in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        self.tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .inclusion_proof(index, size)
+    }
+
+    /// The consistency proof between the trees of `size1` and `size2` records.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, ProofError> {
+        self.tree
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .consistency_proof(size1, size2)
+    }
+
+    /// The tree size and root, read together.
+    pub fn head(&self) -> (u64, Hash) {
+        let t = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        (t.size(), t.root())
+    }
+}
+
+/// Adds a record's leaf hash to the tree.
+pub(crate) fn push_leaf(tree: &mut Tree, payload: &[u8]) {
+    tree.push(merkle::leaf_hash(payload))
+        .expect("a ledger cannot hold 2^64 records");
 }
 
 fn damaged(path: &Path, offset: u64, index: u64, what: &'static str) -> LedgerError {
@@ -166,7 +214,12 @@ fn damaged(path: &Path, offset: u64, index: u64, what: &'static str) -> LedgerEr
 
 /// Reads a segment, checking every frame. In the last segment an incomplete or unreadable
 /// final frame is a torn write: the file is cut back to the last whole record.
-fn scan_segment(path: &Path, expected_first: u64, last: bool) -> Result<Segment, LedgerError> {
+fn scan_segment(
+    path: &Path,
+    expected_first: u64,
+    last: bool,
+    tree: &mut Tree,
+) -> Result<Segment, LedgerError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -186,8 +239,9 @@ fn scan_segment(path: &Path, expected_first: u64, last: bool) -> Result<Segment,
     while pos < bytes.len() {
         let index = first + offsets.len() as u64;
         match frame::decode(&bytes[pos..], index) {
-            Decoded::Frame { len, .. } => {
+            Decoded::Frame { len, payload, .. } => {
                 offsets.push(pos as u64);
+                push_leaf(tree, payload);
                 pos += len;
             }
             Decoded::Incomplete if last => {
@@ -259,7 +313,11 @@ mod tests {
     #[tokio::test]
     async fn records_roll_over_segments_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let payload = |i: u64| format!("record number {i} ").repeat((i % 5 + 1) as usize).into_bytes();
+        let payload = |i: u64| {
+            format!("record number {i} ")
+                .repeat((i % 5 + 1) as usize)
+                .into_bytes()
+        };
         {
             let (ledger, mut app, mut durable) = Ledger::open(dir.path(), 256).unwrap();
             for i in 0..40 {
@@ -274,10 +332,16 @@ mod tests {
             for i in 0..40 {
                 assert_eq!(ledger.read(i).unwrap(), payload(i));
             }
-            assert!(matches!(ledger.read(40), Err(LedgerError::NoSuchRecord(40))));
+            assert!(matches!(
+                ledger.read(40),
+                Err(LedgerError::NoSuchRecord(40))
+            ));
         }
         let segments = std::fs::read_dir(dir.path()).unwrap().count();
-        assert!(segments > 5, "small segments must roll over, got {segments}");
+        assert!(
+            segments > 5,
+            "small segments must roll over, got {segments}"
+        );
         let (ledger, mut app, mut durable) = Ledger::open(dir.path(), 256).unwrap();
         assert_eq!(ledger.len(), 40);
         assert_eq!(app.next_index(), 40);
@@ -307,7 +371,9 @@ mod tests {
             .collect();
         names.sort();
         std::fs::remove_file(&names[2]).unwrap();
-        let err = Ledger::open(dir.path(), 128).err().expect("a gap must not open");
+        let err = Ledger::open(dir.path(), 128)
+            .err()
+            .expect("a gap must not open");
         assert!(err.to_string().contains("does not continue"), "{err}");
     }
 }

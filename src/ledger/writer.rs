@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use tokio::sync::watch;
 
 use super::frame::{self, FRAME_HEADER_LEN};
+use super::merkle::{self, Hash};
 use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
 
 /// What the writer has made durable: a record count, or the error that stopped it. After an
@@ -81,6 +82,7 @@ pub(crate) fn start(
                 segment_bytes_max,
                 buf: Vec::new(),
                 pending: Vec::new(),
+                leaves: Vec::new(),
             };
             while let Ok(first) = rx.recv() {
                 let mut batches = vec![first];
@@ -121,6 +123,8 @@ struct Writer {
     buf: Vec<u8>,
     /// Offsets of the frames in `buf`, published once they are durable.
     pending: Vec<u64>,
+    /// Leaf hashes of the frames in `buf`, added to the tree once they are durable.
+    leaves: Vec<Hash>,
 }
 
 impl Writer {
@@ -147,6 +151,7 @@ impl Writer {
                     .push(seg);
             }
             self.pending.push(self.len + self.buf.len() as u64);
+            self.leaves.push(merkle::leaf_hash(&payload));
             frame::encode(index, &payload, &mut self.buf);
             count = index + 1;
         }
@@ -170,6 +175,10 @@ impl Writer {
             .segments
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        let mut tree = self.ledger.tree.write().unwrap_or_else(|e| e.into_inner());
+        for leaf in self.leaves.drain(..) {
+            tree.push(leaf).expect("a ledger cannot hold 2^64 records");
+        }
         let last = segs.last_mut().expect("the writer always has a segment");
         last.offsets.append(&mut self.pending);
         Ok(())

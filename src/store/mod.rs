@@ -6,4 +6,4 @@ pub mod images;
 pub mod projection;
 
 pub use images::{ImageStore, ImageStoreError};
-pub use projection::{Projection, RowUpdate, StoreError};
+pub use projection::{Projection, RowUpdate, SearchPage, SearchQuery, StoreError, Summary};

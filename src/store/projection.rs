@@ -36,6 +36,91 @@ pub struct RowUpdate {
     pub state: State,
     /// For a Submitted record: the teller, serial and content fingerprint to index.
     pub created: Option<(PrincipalId, TellerSerial, [u8; 32])>,
+    /// For a Decided record (approve, reject or return): who decided.
+    pub decided_by: Option<PrincipalId>,
+    /// What audit search shows and filters on, as of this record.
+    pub summary: Summary,
+}
+
+/// A request as audit search lists it, kept in its projection row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub teller: String,
+    pub branch: String,
+    pub code: String,
+    pub minor_units: i64,
+    pub currency: String,
+    pub submitted_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Stored name of the state (see `state_name`).
+    pub state: String,
+    /// Everyone who decided it (returns included), in order.
+    pub deciders: Vec<String>,
+}
+
+impl Summary {
+    pub fn of(r: &crate::domain::Request) -> Summary {
+        let t = &r.submission.transaction;
+        let mut deciders: Vec<String> =
+            r.returns.iter().map(|x| x.supervisor.to_string()).collect();
+        if let Some(d) = &r.decision {
+            deciders.push(d.supervisor.to_string());
+        }
+        Summary {
+            teller: r.teller.to_string(),
+            branch: r.branch.to_string(),
+            code: t.code.clone(),
+            minor_units: t.amount.minor_units,
+            currency: t.amount.currency.clone(),
+            submitted_at_ms: r.submitted_at.0,
+            updated_at_ms: r.updated_at.0,
+            state: state_name(r.state).into(),
+            deciders,
+        }
+    }
+
+    pub fn state(&self) -> Option<State> {
+        state_from(&self.state)
+    }
+}
+
+/// Which index a search walks; the others are filters on the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    Teller(String),
+    Supervisor(String),
+    Branch(String),
+    Code(String),
+    Outcome(State),
+    All,
+}
+
+/// A search over the indexes, newest submission first.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub teller: Option<String>,
+    pub supervisor: Option<String>,
+    pub branch: Option<String>,
+    pub code: Option<String>,
+    /// A final state (or RETURNED).
+    pub outcome: Option<State>,
+    /// Submitted at or after (ms).
+    pub from_ms: Option<i64>,
+    /// Submitted before (ms).
+    pub until_ms: Option<i64>,
+    pub page_size: usize,
+    /// Index entries examined at most in this call; a page may come back short with a cursor.
+    pub scan_max: usize,
+    /// Continue after this index key (from the previous page).
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// One page of search results.
+#[derive(Debug)]
+pub struct SearchPage {
+    pub hits: Vec<(RequestId, Summary)>,
+    /// Where the next page starts; `None` at the end.
+    pub cursor: Option<Vec<u8>>,
 }
 
 pub struct Projection {
@@ -48,6 +133,8 @@ pub struct Projection {
     active: sled::Tree,
     /// "applied" -> count of ledger records reflected, u64 big-endian
     meta: sled::Tree,
+    /// kind \0 value \0 (i64::MAX - submitted ms, big-endian) request id -> (): audit search
+    search: sled::Tree,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +142,7 @@ struct RequestRow {
     state: String,
     /// Ledger indexes of the request's records, oldest first.
     records: Vec<u64>,
+    summary: Option<Summary>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +162,7 @@ impl Projection {
             idem: tree("idem")?,
             active: tree("active")?,
             meta: tree("meta")?,
+            search: tree("search")?,
             db,
         })
     }
@@ -96,45 +185,64 @@ impl Projection {
 
     /// Applies the updates of consecutive records, ending at `applied` records, atomically.
     pub fn apply(&self, updates: &[RowUpdate], applied: u64) -> Result<(), StoreError> {
+        let trees = (
+            &self.requests,
+            &self.idem,
+            &self.active,
+            &self.meta,
+            &self.search,
+        );
         let res: Result<(), TransactionError<StoreError>> =
-            (&self.requests, &self.idem, &self.active, &self.meta).transaction(
-                |(requests, idem, active, meta)| {
-                    for u in updates {
-                        let key = u.request.as_str().as_bytes();
-                        let mut row = match requests.get(key)? {
-                            Some(b) => serde_json::from_slice::<RequestRow>(&b).map_err(|_| {
-                                ConflictableTransactionError::Abort(StoreError::Damaged(
-                                    u.request.to_string(),
-                                ))
-                            })?,
-                            None => RequestRow {
-                                state: String::new(),
-                                records: Vec::new(),
-                            },
+            trees.transaction(|(requests, idem, active, meta, search)| {
+                for u in updates {
+                    let key = u.request.as_str().as_bytes();
+                    let mut row = match requests.get(key)? {
+                        Some(b) => serde_json::from_slice::<RequestRow>(&b).map_err(|_| {
+                            ConflictableTransactionError::Abort(StoreError::Damaged(
+                                u.request.to_string(),
+                            ))
+                        })?,
+                        None => RequestRow {
+                            state: String::new(),
+                            records: Vec::new(),
+                            summary: None,
+                        },
+                    };
+                    let was_final = state_from(&row.state).is_some_and(State::is_final);
+                    row.state = state_name(u.state).into();
+                    row.records.push(u.index);
+                    row.summary = Some(u.summary.clone());
+                    requests.insert(key, serde_json::to_vec(&row).expect("plain data"))?;
+                    let at = u.summary.submitted_at_ms;
+                    if let Some((teller, serial, fp)) = &u.created {
+                        let idem_row = IdemRow {
+                            request: u.request.to_string(),
+                            fingerprint: hex::encode(fp),
                         };
-                        row.state = state_name(u.state).into();
-                        row.records.push(u.index);
-                        requests.insert(key, serde_json::to_vec(&row).expect("plain data"))?;
-                        if let Some((teller, serial, fp)) = &u.created {
-                            let idem_row = IdemRow {
-                                request: u.request.to_string(),
-                                fingerprint: hex::encode(fp),
-                            };
-                            idem.insert(
-                                idem_key(teller, serial),
-                                serde_json::to_vec(&idem_row).expect("plain data"),
-                            )?;
-                        }
-                        if u.state.is_final() {
-                            active.remove(key)?;
-                        } else {
-                            active.insert(key, &[])?;
-                        }
+                        idem.insert(
+                            idem_key(teller, serial),
+                            serde_json::to_vec(&idem_row).expect("plain data"),
+                        )?;
+                        search.insert(index_key("a", "", at, &u.request), &[])?;
+                        search.insert(index_key("t", &u.summary.teller, at, &u.request), &[])?;
+                        search.insert(index_key("b", &u.summary.branch, at, &u.request), &[])?;
+                        search.insert(index_key("c", &u.summary.code, at, &u.request), &[])?;
                     }
-                    meta.insert(APPLIED, &applied.to_be_bytes())?;
-                    Ok(())
-                },
-            );
+                    if let Some(s) = &u.decided_by {
+                        search.insert(index_key("s", s.as_str(), at, &u.request), &[])?;
+                    }
+                    if (u.state.is_final() && !was_final) || u.state == State::Returned {
+                        search.insert(index_key("o", state_name(u.state), at, &u.request), &[])?;
+                    }
+                    if u.state.is_final() {
+                        active.remove(key)?;
+                    } else {
+                        active.insert(key, &[])?;
+                    }
+                }
+                meta.insert(APPLIED, &applied.to_be_bytes())?;
+                Ok(())
+            });
         res.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(source) => StoreError::Sled {
@@ -180,6 +288,87 @@ impl Projection {
         Ok(Some((id, fp)))
     }
 
+    /// The request's summary, if it exists.
+    pub fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StoreError> {
+        let Some(b) = self
+            .requests
+            .get(id.as_str().as_bytes())
+            .map_err(sled_err("read request row"))?
+        else {
+            return Ok(None);
+        };
+        let row: RequestRow =
+            serde_json::from_slice(&b).map_err(|_| StoreError::Damaged(id.to_string()))?;
+        Ok(row.summary)
+    }
+
+    /// Walks the most selective index newest first, filtering on the summaries.
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let (kind, value) = match (&q.teller, &q.supervisor, &q.branch, &q.code, q.outcome) {
+            (Some(t), ..) => ("t", t.as_str()),
+            (None, Some(s), ..) => ("s", s.as_str()),
+            (None, None, Some(b), ..) => ("b", b.as_str()),
+            (None, None, None, Some(c), _) => ("c", c.as_str()),
+            (None, None, None, None, Some(o)) => ("o", state_name(o)),
+            _ => ("a", ""),
+        };
+        let mut prefix = kind.as_bytes().to_vec();
+        prefix.push(0);
+        prefix.extend_from_slice(value.as_bytes());
+        prefix.push(0);
+        // Newest first: keys hold i64::MAX - time, so "until" is where the scan starts.
+        let mut start = prefix.clone();
+        if let Some(until) = q.until_ms {
+            start.extend_from_slice(&rev_time(until.saturating_sub(1)));
+        }
+        if let Some(c) = &q.cursor
+            && c.starts_with(&prefix)
+            && *c >= start
+        {
+            start = c.clone();
+            start.push(0);
+        }
+        let mut end = prefix.clone();
+        match q.from_ms {
+            Some(from) => {
+                end.extend_from_slice(&rev_time(from));
+                end.push(0xFF);
+            }
+            None => {
+                let last = end.pop().expect("prefix ends with 0");
+                end.push(last + 1);
+            }
+        }
+        let mut hits = Vec::new();
+        let mut examined = 0;
+        for item in self.search.range(start..end) {
+            let (k, _) = item.map_err(sled_err("scan search index"))?;
+            examined += 1;
+            let id = k
+                .get(prefix.len() + 8..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(RequestId::parse)
+                .ok_or_else(|| StoreError::Damaged("search key".into()))?;
+            if let Some(s) = self.summary(&id)? {
+                let keep = q.teller.as_ref().is_none_or(|t| &s.teller == t)
+                    && q.supervisor.as_ref().is_none_or(|x| s.deciders.contains(x))
+                    && q.branch.as_ref().is_none_or(|b| &s.branch == b)
+                    && q.code.as_ref().is_none_or(|c| &s.code == c)
+                    && q.outcome.is_none_or(|o| s.state() == Some(o));
+                if keep {
+                    hits.push((id, s));
+                }
+            }
+            if hits.len() >= q.page_size || examined >= q.scan_max {
+                return Ok(SearchPage {
+                    hits,
+                    cursor: Some(k.to_vec()),
+                });
+            }
+        }
+        Ok(SearchPage { hits, cursor: None })
+    }
+
     /// Every request not in a final state.
     pub fn active(&self) -> Result<Vec<RequestId>, StoreError> {
         self.active
@@ -201,6 +390,21 @@ impl Projection {
         self.db.flush().map_err(sled_err("flush sled"))?;
         Ok(())
     }
+}
+
+/// i64::MAX - ms, big-endian, so that newer sorts first.
+fn rev_time(ms: i64) -> [u8; 8] {
+    (i64::MAX - ms.max(0)).to_be_bytes()
+}
+
+fn index_key(kind: &str, value: &str, submitted_ms: i64, id: &RequestId) -> Vec<u8> {
+    let mut k = kind.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&rev_time(submitted_ms));
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
 }
 
 fn idem_key(teller: &PrincipalId, serial: &TellerSerial) -> Vec<u8> {

@@ -129,11 +129,7 @@ async fn a_torn_final_record_is_cut_and_the_rest_kept() {
     let r = submit(&t, "teller-01", "T-1").await;
     let len = t.ledger_len();
     t.stop().await;
-    let seg = std::fs::read_dir(t.data_dir().join("ledger"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
+    let seg = last_segment(&t);
     // A frame header promising 500 bytes, followed by only 10: what a crash mid-write leaves.
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&500u32.to_le_bytes()).unwrap();
@@ -155,11 +151,7 @@ async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
     submit(&t, "teller-01", "D-1").await;
     submit(&t, "teller-01", "D-2").await;
     t.stop().await;
-    let seg = std::fs::read_dir(t.data_dir().join("ledger"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
+    let seg = last_segment(&t);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[40] ^= 0x01; // inside the first record's payload
     std::fs::write(&seg, bytes).unwrap();
@@ -277,4 +269,13 @@ fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net::Soc
         .parse()
         .unwrap();
     (child, addr)
+}
+
+fn last_segment(t: &TestServer) -> std::path::PathBuf {
+    std::fs::read_dir(t.data_dir().join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap()
 }

@@ -1,0 +1,232 @@
+//! Read-only audit operations: checkpoints, proofs, records, search and proof bundles. They
+//! read only durable state (the ledger's tree and records, sled's rows), never the engine's
+//! in-memory state, so they need no command round trip.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+
+use crate::domain::validate::FieldError;
+use crate::domain::{Event, RequestId, State};
+use crate::ledger::checkpoints::Signed;
+use crate::ledger::{merkle, record};
+use crate::store::{SearchPage, SearchQuery};
+
+use super::EngineHandle;
+use super::error::{AuditError, StorageFault};
+
+/// What an inclusion proof is for.
+pub enum ProofTarget {
+    Record(u64),
+    DecisionOf(RequestId),
+}
+
+/// An inclusion proof with the record it proves.
+pub struct Inclusion {
+    pub index: u64,
+    pub tree_size: u64,
+    pub record: Vec<u8>,
+    pub proof: Vec<merkle::Hash>,
+}
+
+/// The proof bundle's JSON shape; docs/ledger.md documents it for auditors.
+#[derive(Serialize, serde::Deserialize)]
+pub struct Bundle {
+    pub format: String,
+    pub request_id: String,
+    pub origin: String,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub records: Vec<BundleRecord>,
+    pub images: Vec<BundleImage>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+pub struct BundleRecord {
+    pub index: u64,
+    /// The record bytes, base64.
+    pub record: String,
+    /// Inclusion proof hashes, base64, leaf side first.
+    pub inclusion_proof: Vec<String>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+pub struct BundleImage {
+    pub sha256: String,
+    pub media_type: String,
+}
+
+pub const BUNDLE_FORMAT: &str = "countersign-proof-bundle/1";
+
+fn fault(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Storage(StorageFault(e.to_string()))
+}
+
+impl EngineHandle {
+    /// The latest checkpoint (signing one first when `refresh`), or the one at `size`.
+    pub async fn checkpoint(&self, size: u64, refresh: bool) -> Result<Signed, AuditError> {
+        if size != 0 {
+            return self.checkpointer.at_size(size).ok_or(AuditError::NotFound);
+        }
+        if refresh {
+            return self.sign_checkpoint().await;
+        }
+        match self.checkpointer.latest() {
+            Some(s) => Ok(s),
+            None => self.sign_checkpoint().await,
+        }
+    }
+
+    async fn sign_checkpoint(&self) -> Result<Signed, AuditError> {
+        let c = self.checkpointer.clone();
+        tokio::task::spawn_blocking(move || c.sign_now())
+            .await
+            .map_err(fault)?
+            .map_err(|e| match e {
+                crate::ledger::checkpoints::CheckpointError::Empty => AuditError::NotFound,
+                e => fault(e),
+            })
+    }
+
+    pub async fn inclusion(&self, target: ProofTarget, size: u64) -> Result<Inclusion, AuditError> {
+        let size = match size {
+            0 => self.checkpoint(0, false).await?.checkpoint.size,
+            s => s,
+        };
+        let index = match target {
+            ProofTarget::Record(i) => i,
+            ProofTarget::DecisionOf(id) => self.decision_index(&id).await?,
+        };
+        let tree = self.ledger.tree_size();
+        if size > tree {
+            return Err(AuditError::OutOfRange(format!(
+                "tree_size {size} exceeds the tree ({tree})"
+            )));
+        }
+        if index >= size {
+            return Err(AuditError::OutOfRange(format!(
+                "record {index} is not in the tree of size {size}"
+            )));
+        }
+        let proof = self.ledger.inclusion_proof(index, size).map_err(fault)?;
+        let record = self.ledger.read(index).map_err(fault)?;
+        Ok(Inclusion {
+            index,
+            tree_size: size,
+            record,
+            proof,
+        })
+    }
+
+    async fn decision_index(&self, id: &RequestId) -> Result<u64, AuditError> {
+        let loaded = self.audit_request(id).await?;
+        loaded
+            .records
+            .iter()
+            .rev()
+            .find(|(_, r, _)| matches!(&r.event, Event::Decided { .. }))
+            .filter(|_| matches!(loaded.request.state, State::Approved | State::Rejected))
+            .map(|(i, _, _)| *i)
+            .ok_or(AuditError::NoDecision)
+    }
+
+    pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<merkle::Hash>, AuditError> {
+        let tree = self.ledger.tree_size();
+        if from == 0 || from > to {
+            return Err(FieldError::new(
+                "from_tree_size",
+                "must be at least 1 and at most to_tree_size",
+            )
+            .into());
+        }
+        if to > tree {
+            return Err(AuditError::OutOfRange(format!(
+                "to_tree_size {to} exceeds the tree ({tree})"
+            )));
+        }
+        self.ledger.consistency_proof(from, to).map_err(fault)
+    }
+
+    /// Records `start..end`, at most `page_size_max` of them.
+    pub async fn records(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, crate::domain::Record, Vec<u8>)>, AuditError> {
+        let len = self.ledger.len();
+        if start > end {
+            return Err(FieldError::new("end", "must not be less than start").into());
+        }
+        let end = end
+            .min(len)
+            .min(start.saturating_add(self.config.page_size_max as u64));
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || {
+            (start..end)
+                .map(|i| {
+                    let bytes = ledger.read(i).map_err(fault)?;
+                    let rec = record::decode(&bytes).map_err(fault)?;
+                    Ok((i, rec, bytes))
+                })
+                .collect()
+        })
+        .await
+        .map_err(fault)?
+    }
+
+    pub async fn search(&self, mut q: SearchQuery) -> Result<SearchPage, AuditError> {
+        q.page_size = match q.page_size {
+            0 => self.config.page_size_max,
+            n => n.min(self.config.page_size_max),
+        };
+        q.scan_max = self.config.search_scan_max;
+        let p = self.projection.clone();
+        tokio::task::spawn_blocking(move || p.search(&q))
+            .await
+            .map_err(fault)?
+            .map_err(fault)
+    }
+
+    /// A self-contained bundle proving every record of one request against a checkpoint.
+    pub async fn export_proof(&self, id: &RequestId) -> Result<Vec<u8>, AuditError> {
+        let loaded = self.audit_request(id).await?;
+        let last = loaded.records.last().map(|(i, _, _)| *i).unwrap_or(0);
+        let mut signed = self.checkpoint(0, false).await?;
+        if signed.checkpoint.size <= last {
+            signed = self.sign_checkpoint().await?;
+        }
+        let size = signed.checkpoint.size;
+        let mut records = Vec::new();
+        let mut images = Vec::new();
+        for (index, rec, bytes) in &loaded.records {
+            let proof = self.ledger.inclusion_proof(*index, size).map_err(fault)?;
+            records.push(BundleRecord {
+                index: *index,
+                record: B64.encode(bytes),
+                inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            });
+            let named = match &rec.event {
+                Event::Submitted { submission, .. } => submission.images.clone(),
+                Event::Resubmitted { added, .. } => added.clone(),
+                _ => Vec::new(),
+            };
+            for i in named {
+                images.push(BundleImage {
+                    sha256: i.hash.to_hex(),
+                    media_type: i.media_type.as_mime().into(),
+                });
+            }
+        }
+        let bundle = Bundle {
+            format: BUNDLE_FORMAT.into(),
+            request_id: id.to_string(),
+            origin: self.checkpointer.origin().into(),
+            checkpoint: signed.note,
+            tree_size: size,
+            records,
+            images,
+        };
+        Ok(serde_json::to_vec_pretty(&bundle).expect("plain data"))
+    }
+}
