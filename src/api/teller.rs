@@ -117,6 +117,15 @@ impl TellerService for TellerApi {
             note,
         } = req.into_inner();
         let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        if remove_image_sha256.len() > self.limits.images_per_request_max {
+            return Err(invalid(crate::domain::validate::FieldError::new(
+                "remove_image_sha256",
+                format!(
+                    "at most {} hashes are allowed",
+                    self.limits.images_per_request_max
+                ),
+            )));
+        }
         let removed = remove_image_sha256
             .iter()
             .enumerate()

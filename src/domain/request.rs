@@ -47,6 +47,8 @@ pub struct Request {
     pub accept_by: Option<Timestamp>,
     /// Supervisors who declined it; they are never offered it again.
     pub declined_by: BTreeSet<PrincipalId>,
+    /// Supervisors whose offer of it timed out; others are preferred for the next offer.
+    pub timed_out: BTreeSet<PrincipalId>,
     pub returns: Vec<ReturnEntry>,
     pub decision: Option<DecisionEntry>,
     pub submitted_at: Timestamp,
@@ -98,6 +100,7 @@ impl Request {
             assignee: None,
             accept_by: None,
             declined_by: BTreeSet::new(),
+            timed_out: BTreeSet::new(),
             returns: Vec::new(),
             decision: None,
             submitted_at: at,
@@ -141,6 +144,7 @@ impl Request {
             Event::OfferTimedOut { supervisor, epoch } => {
                 self.check_fence(supervisor, *epoch, State::Offered)
                     .map_err(|_| bad(self))?;
+                self.timed_out.insert(supervisor.clone());
                 self.requeue();
             }
             Event::OfferWithdrawn {
@@ -264,6 +268,11 @@ pub fn resubmitted_images(
         .iter()
         .any(|h| !current.iter().any(|i| i.hash == *h))
     {
+        return None;
+    }
+    // Each attached image can be removed once; a repeated hash is a malformed request.
+    let distinct: std::collections::BTreeSet<_> = removed.iter().collect();
+    if distinct.len() != removed.len() {
         return None;
     }
     let mut out: Vec<ImageRef> = current

@@ -4,11 +4,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Serialize;
 
 use crate::domain::validate::FieldError;
 use crate::domain::{Event, RequestId, State};
 use crate::ledger::checkpoints::Signed;
+use crate::ledger::verify::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord};
 use crate::ledger::{merkle, record};
 use crate::store::{SearchPage, SearchQuery};
 
@@ -28,36 +28,6 @@ pub struct Inclusion {
     pub record: Vec<u8>,
     pub proof: Vec<merkle::Hash>,
 }
-
-/// The proof bundle's JSON shape; docs/ledger.md documents it for auditors.
-#[derive(Serialize, serde::Deserialize)]
-pub struct Bundle {
-    pub format: String,
-    pub request_id: String,
-    pub origin: String,
-    /// The signed checkpoint note.
-    pub checkpoint: String,
-    pub tree_size: u64,
-    pub records: Vec<BundleRecord>,
-    pub images: Vec<BundleImage>,
-}
-
-#[derive(Serialize, serde::Deserialize)]
-pub struct BundleRecord {
-    pub index: u64,
-    /// The record bytes, base64.
-    pub record: String,
-    /// Inclusion proof hashes, base64, leaf side first.
-    pub inclusion_proof: Vec<String>,
-}
-
-#[derive(Serialize, serde::Deserialize)]
-pub struct BundleImage {
-    pub sha256: String,
-    pub media_type: String,
-}
-
-pub const BUNDLE_FORMAT: &str = "countersign-proof-bundle/1";
 
 fn fault(e: impl std::fmt::Display) -> AuditError {
     AuditError::Storage(StorageFault(e.to_string()))

@@ -236,10 +236,10 @@ impl Core {
                         n += 1;
                     }
                 }
-                _ = tick.tick() => {
-                    self.expire_offers();
-                }
+                _ = tick.tick() => {}
             }
+            // Checked on every pass, not only on ticks: a busy engine must not starve timers.
+            self.expire_offers();
             self.dispatch();
             if self.failed.is_none()
                 && let Err(e) = self.appender.flush()
@@ -561,8 +561,18 @@ impl Core {
                 self.reply(reply, r);
             }
             Command::Attend { supervisor, reply } => {
-                let r = self.attend(supervisor);
-                let _ = reply.send(r);
+                let id = supervisor.id.clone();
+                let (session, rx) = self.attend(supervisor);
+                if reply.send((session, rx)).is_err() {
+                    // The caller went away before the stream existed: no ghost session.
+                    self.leave(
+                        Leave {
+                            supervisor: id,
+                            session,
+                        },
+                        WithdrawReason::Disconnected,
+                    );
+                }
             }
             Command::Accept {
                 supervisor,
@@ -725,7 +735,7 @@ impl Core {
         else {
             return Err(crate::domain::validate::FieldError::new(
                 "remove_image_sha256",
-                "names an image that is not attached",
+                "names an image that is not attached, or names one twice",
             )
             .into());
         };
@@ -989,6 +999,14 @@ impl Core {
             if eligible.is_empty() {
                 continue;
             }
+            // An offer that timed out goes to someone else when anyone else can take it; a
+            // lone eligible supervisor who was away still gets it back.
+            let fresh: Vec<usize> = eligible
+                .iter()
+                .copied()
+                .filter(|&i| !r.timed_out.contains(&free[i]))
+                .collect();
+            let eligible = if fresh.is_empty() { eligible } else { fresh };
             let pick = eligible[self.rng.random_range(0..eligible.len())];
             let supervisor = free[pick].clone();
             load[pick] += 1;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use audit::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, Inclusion, ProofTarget};
+pub use audit::{Inclusion, ProofTarget};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::*;
 pub use load::Loaded;
@@ -350,17 +350,25 @@ impl EngineHandle {
             .await?;
         match r {
             Err(AcceptError::NotFound) => Err(self
-                .settled(id)
+                .settled(supervisor, id)
                 .map_or(AcceptError::NotFound, AcceptError::Fence)),
             r => r,
         }
     }
 
     /// For a request the engine no longer holds: it was decided, so any action on an offer
-    /// of it is refused as being in the wrong state. `None` if there is no such request.
-    fn settled(&self, id: &RequestId) -> Option<crate::domain::FenceError> {
-        match self.projection.request(id) {
-            Ok(Some((state, _))) => Some(crate::domain::FenceError::WrongState(state)),
+    /// of it is refused. Its state is told only to a supervisor who decided it; to anyone else
+    /// it is simply not theirs. `None` if there is no such request.
+    fn settled(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+    ) -> Option<crate::domain::FenceError> {
+        match self.projection.summary(id) {
+            Ok(Some(s)) if s.deciders.iter().any(|d| d == supervisor.as_str()) => {
+                s.state().map(crate::domain::FenceError::WrongState)
+            }
+            Ok(Some(_)) => Some(crate::domain::FenceError::NotAssigned),
             _ => None,
         }
     }
@@ -383,7 +391,7 @@ impl EngineHandle {
             .await?;
         match r {
             Err(DeclineError::NotFound) => Err(self
-                .settled(id)
+                .settled(supervisor, id)
                 .map_or(DeclineError::NotFound, DeclineError::Fence)),
             r => r,
         }
@@ -407,7 +415,7 @@ impl EngineHandle {
             .await?;
         match r {
             Err(DecideError::NotFound) => Err(self
-                .settled(id)
+                .settled(&supervisor.id, id)
                 .map_or(DecideError::NotFound, DecideError::Fence)),
             r => r,
         }

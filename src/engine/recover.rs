@@ -27,6 +27,7 @@ pub(super) async fn start(
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
+    std::fs::create_dir_all(data_dir).context("create data directory")?;
     let (ledger, appender, durable) =
         Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
     let projection =
@@ -39,6 +40,10 @@ pub(super) async fn start(
             .context("open checkpoint log")?,
     );
 
+    // The subdirectories just created must survive a crash too.
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .context("sync data directory")?;
     let len = ledger.len();
     let applied = projection.applied()?;
     if applied > len {

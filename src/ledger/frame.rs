@@ -91,6 +91,21 @@ pub fn decode(b: &[u8], expected_index: u64) -> Decoded<'_> {
     }
 }
 
+/// Whether damage found at the start of `rest` (the end of the last segment) is what a crash
+/// in the middle of a write leaves rather than tampering: a frame that claims to run to the end
+/// of the file, or a tail of zeros (the file grew but its data never reached the disk). Damage
+/// followed by more data is never torn.
+pub fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    if rest.len() < FRAME_HEADER_LEN {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    FRAME_HEADER_LEN + len >= rest.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

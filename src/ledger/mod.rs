@@ -11,6 +11,7 @@ pub mod frame;
 pub mod merkle;
 pub mod record;
 mod segments;
+pub mod verify;
 mod writer;
 
 pub use segments::{Ledger, LedgerError};

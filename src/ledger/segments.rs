@@ -224,6 +224,19 @@ fn scan_segment(
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io(format!("read {}", path.display())))?;
+    if last && frame::parse_segment_header(&bytes).is_none() && bytes.iter().all(|&b| b == 0) {
+        // A crash while creating the segment: the file exists but its header never reached
+        // the disk, so it holds no record. Write the header it should have.
+        tracing::warn!(segment = %path.display(), "rewriting the header of an empty segment left by a crash");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io("open empty segment"))?;
+        write_durable(&mut f, &frame::segment_header(expected_first))
+            .map_err(io("rewrite segment header"))?;
+        bytes = frame::segment_header(expected_first).to_vec();
+    }
     let first = frame::parse_segment_header(&bytes)
         .ok_or_else(|| damaged(path, 0, expected_first, "bad segment header"))?;
     if first != expected_first {
@@ -248,7 +261,7 @@ fn scan_segment(
                 truncate_torn(path, pos as u64, index, "incomplete final frame")?;
                 break;
             }
-            Decoded::Corrupt(what) if last && is_final_frame(&bytes[pos..]) => {
+            Decoded::Corrupt(what) if last && frame::is_torn_tail(&bytes[pos..]) => {
                 truncate_torn(path, pos as u64, index, what)?;
                 break;
             }
@@ -263,16 +276,6 @@ fn scan_segment(
         file,
         offsets,
     })
-}
-
-/// Whether the frame at the start of `b` claims to run to the end of the file: a torn write
-/// leaves such a frame, while damage in the middle of the log is followed by more frames.
-fn is_final_frame(b: &[u8]) -> bool {
-    if b.len() < FRAME_HEADER_LEN {
-        return true;
-    }
-    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    FRAME_HEADER_LEN + len >= b.len()
 }
 
 fn truncate_torn(path: &Path, at: u64, index: u64, what: &str) -> Result<(), LedgerError> {
@@ -375,5 +378,59 @@ mod tests {
             .err()
             .expect("a gap must not open");
         assert!(err.to_string().contains("does not continue"), "{err}");
+    }
+
+    async fn three_records(dir: &Path) {
+        let (_l, mut app, mut durable) = Ledger::open(dir, 1 << 20).unwrap();
+        for i in 0..3u8 {
+            app.append(vec![i; 10]);
+        }
+        app.flush().unwrap();
+        wait(&mut durable, 3).await;
+    }
+
+    async fn reopens_with_three(dir: &Path) {
+        let (ledger, mut app, mut durable) = Ledger::open(dir, 1 << 20).unwrap();
+        assert_eq!(ledger.len(), 3);
+        app.append(b"next".to_vec());
+        app.flush().unwrap();
+        wait(&mut durable, 4).await;
+        assert_eq!(ledger.read(3).unwrap(), b"next");
+        assert_eq!(ledger.read(2).unwrap(), vec![2u8; 10]);
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_a_crash_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        three_records(dir.path()).await;
+        // The file grew but its data never reached the disk.
+        let seg = dir.path().join(format!("{:020}.seg", 0));
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        drop(f);
+        reopens_with_three(dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn an_empty_new_segment_is_a_crash_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        three_records(dir.path()).await;
+        // A new segment was created but its header never reached the disk.
+        std::fs::write(dir.path().join(format!("{:020}.seg", 3)), b"").unwrap();
+        reopens_with_three(dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn damage_followed_by_more_records_is_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        three_records(dir.path()).await;
+        let seg = dir.path().join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 2] ^= 1;
+        std::fs::write(&seg, bytes).unwrap();
+        let err = Ledger::open(dir.path(), 1 << 20)
+            .err()
+            .expect("damage must not open");
+        assert!(err.to_string().contains("record 0"), "{err}");
     }
 }

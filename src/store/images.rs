@@ -24,6 +24,12 @@ pub enum ImageStoreError {
     Damaged(ImageHash),
 }
 
+fn sync_dir(dir: &Path) -> Result<(), ImageStoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync image directory"))
+}
+
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> ImageStoreError {
     move |source| ImageStoreError::Io { action, source }
 }
@@ -58,11 +64,17 @@ impl ImageStore {
     pub fn put(&self, bytes: &[u8]) -> Result<ImageHash, ImageStoreError> {
         let hash = Self::hash(bytes);
         let path = self.path(&hash);
+        let parent = path.parent().expect("image paths have a parent");
         if path.exists() {
+            // Another upload of the same content may not have synced its rename yet; ours is
+            // acknowledged only once the name is durable.
+            sync_dir(parent)?;
             return Ok(hash);
         }
-        let parent = path.parent().expect("image paths have a parent");
-        fs::create_dir_all(parent).map_err(io("create image fan-out directory"))?;
+        if !parent.exists() {
+            fs::create_dir_all(parent).map_err(io("create image fan-out directory"))?;
+            sync_dir(&self.dir)?;
+        }
         let tmp = self.dir.join("tmp").join(format!(
             "{}-{}",
             std::process::id(),
@@ -74,9 +86,7 @@ impl ImageStore {
         drop(f);
         fs::rename(&tmp, &path).map_err(io("rename image into place"))?;
         // The rename is durable only once the directory is synced.
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync image directory"))?;
+        sync_dir(parent)?;
         Ok(hash)
     }
 

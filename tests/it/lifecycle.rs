@@ -380,11 +380,8 @@ async fn an_offer_not_accepted_in_time_moves_on() {
         }
         other => panic!("expected a withdrawal, got {other:?}"),
     }
-    // It is offered again, to one of the two, with a new epoch; the old epoch is dead.
-    let o2 = tokio::select! {
-        o = a.next_offer() => o,
-        o = b.next_offer() => o,
-    };
+    // It goes to the other supervisor, with a new epoch; the old epoch is dead.
+    let o2 = b.next_offer().await;
     assert_eq!(
         (o2.request_id.as_str(), o2.epoch),
         (o.request_id.as_str(), 2)
@@ -520,4 +517,45 @@ async fn a_second_attend_replaces_the_first() {
         .expect("the old stream ends")
         .expect_err("with a status");
     assert_eq!(status.code(), Code::Aborted);
+}
+
+#[tokio::test]
+async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
+    let t = TestServer::start().await;
+    let mut teller = t.teller("teller-01").await;
+    let r = submit(&t, "teller-01", "BR0101-0011").await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    let o = sup.next_offer().await;
+    sup.accept(&o).await;
+    sup.decide(&o, pb::Decision::Return, "IMG_UNREADABLE", "rescan")
+        .await
+        .unwrap();
+    let h = r.images[0].sha256.clone();
+    let resubmit = |remove: Vec<String>| pb::ResubmitRequest {
+        request_id: r.request_id.clone(),
+        images: vec![],
+        remove_image_sha256: remove,
+        note: String::new(),
+    };
+    let len = t.ledger_len();
+    assert_status(
+        teller.resubmit(resubmit(vec![h.clone(), h.clone()])).await,
+        Code::InvalidArgument,
+        "remove_image_sha256",
+    );
+    assert_status(
+        teller.resubmit(resubmit(vec![h.clone(); 300])).await,
+        Code::InvalidArgument,
+        "remove_image_sha256",
+    );
+    assert_eq!(t.ledger_len(), len);
+    // The engine is still serving.
+    let ok = teller
+        .resubmit(resubmit(vec![h]))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&ok), pb::RequestState::Queued);
 }
