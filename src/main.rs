@@ -40,6 +40,43 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Offline ledger tools: they need no running server.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Re-reads a data directory: every record's framing and checksum, the whole Merkle tree,
+    /// every stored checkpoint (signature, root, consistency), every request's history, every
+    /// image's hash. Prints the first problem and exits non-zero if there is one.
+    Verify {
+        /// The server's data directory (holding ledger/ and images/).
+        #[arg(long)]
+        data: PathBuf,
+        /// The checkpoint verifier key, or a file holding it; without it signatures are not
+        /// checked (roots still are).
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Checks a proof bundle exported by AuditService.ExportProof, with only the public key.
+    VerifyProof {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The checkpoint verifier key, or a file holding it.
+        #[arg(long)]
+        pubkey: String,
+        /// A directory of the request's images (named by hash) to check too.
+        #[arg(long)]
+        images: Option<PathBuf>,
+    },
+    /// Prints the key auditors verify checkpoints with.
+    Pubkey {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(LogFormat::Text, "warn");
             countersign::demo::run(keep).await
         }
+        Command::Ledger { command } => ledger(command),
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
                 let written = countersign::pki::init(&out)?;
@@ -123,4 +161,94 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// A verifier key given on the command line, or the path of a file holding one.
+fn verifier_arg(arg: &str) -> anyhow::Result<countersign::ledger::checkpoint::Verifier> {
+    let path = std::path::Path::new(arg);
+    let text = if path.exists() {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    } else {
+        arg.to_owned()
+    };
+    countersign::ledger::checkpoint::parse_verifier(text.trim()).context("parse the verifier key")
+}
+
+fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    match command {
+        LedgerCommand::Verify { data, pubkey } => {
+            let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
+            let r = countersign::ledger::verify::verify_data_dir(&data, verifier.as_ref());
+            println!("records:     {}", r.records);
+            println!(
+                "root:        {}",
+                base64::engine::general_purpose::STANDARD.encode(r.root)
+            );
+            println!(
+                "checkpoints: {} ({})",
+                r.checkpoints,
+                if verifier.is_some() {
+                    "signatures checked"
+                } else {
+                    "signatures not checked: no --pubkey"
+                }
+            );
+            println!("requests:    {}", r.requests);
+            println!("images:      {}", r.images);
+            if let Some(t) = &r.torn_tail {
+                println!(
+                    "torn tail:   {t} (left by a crash, not tampering; the server cuts it at start)"
+                );
+            }
+            match r.problem {
+                None => {
+                    println!("result:      OK");
+                    Ok(())
+                }
+                Some(p) => {
+                    println!("result:      PROBLEM: {p}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        LedgerCommand::VerifyProof {
+            bundle,
+            pubkey,
+            images,
+        } => {
+            let verifier = verifier_arg(&pubkey)?;
+            let json =
+                std::fs::read(&bundle).with_context(|| format!("read {}", bundle.display()))?;
+            match countersign::ledger::verify::verify_bundle(&json, &verifier, images.as_deref()) {
+                Ok(r) => {
+                    println!("request:     {}", r.request_id);
+                    println!("state:       {:?}", r.state);
+                    println!(
+                        "records:     {} (each proven in the signed tree)",
+                        r.records
+                    );
+                    println!(
+                        "checkpoint:  {} at tree size {}, signature OK",
+                        r.origin, r.tree_size
+                    );
+                    println!("images:      {} checked", r.images_checked);
+                    println!("result:      OK");
+                    Ok(())
+                }
+                Err(p) => {
+                    println!("result:      PROBLEM: {p}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        LedgerCommand::Pubkey { config } => {
+            let config = Config::load(&config)?;
+            let signer = countersign::ledger::checkpoint::parse_signer(
+                &config.engine.checkpoints.signer_key,
+            )?;
+            println!("{}", signer.verifier().to_text());
+            Ok(())
+        }
+    }
 }

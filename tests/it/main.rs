@@ -5,5 +5,6 @@
 mod durability;
 mod harness;
 mod identity;
+mod ledger;
 mod lifecycle;
 mod limits;
