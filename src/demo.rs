@@ -1,18 +1,21 @@
-//! `countersign demo`: a real server in a temporary directory, real mTLS clients, and one
-//! walk through the lifecycle a branch sees every day: submit, offer to an independent
-//! supervisor, return for a better scan, resubmit, approve; a second request rejected; then
-//! the auditor reads the history back from the ledger.
+//! `countersign demo`: a real server in a temporary directory (or `--data`), real mTLS clients:
+//! simulated tellers submit, watch, resubmit returned requests and cancel a few; simulated
+//! supervisors accept, view the voucher and decide. It shows progress, a summary table with
+//! latency percentiles, one request's history from the ledger, and an offline ledger check; it
+//! exits non-zero if any request is left unfinished.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rand::{RngCore, SeedableRng};
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::api::pb::{self, supervisor_service_client::SupervisorServiceClient};
+use crate::api::pb::{
+    self, supervisor_service_client::SupervisorServiceClient,
+    teller_service_client::TellerServiceClient,
+};
 use crate::client;
 use crate::config::Config;
 use crate::engine::SystemClock;
@@ -29,15 +32,26 @@ pub fn fake_jpeg(len: usize) -> Vec<u8> {
     v
 }
 
-pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
+/// What happened to one simulated request, as its teller saw it.
+struct Outcome {
+    state: pb::RequestState,
+    returned: bool,
+    /// Submit sent to first IN_REVIEW seen.
+    wait: Option<Duration>,
+    /// First IN_REVIEW seen to the final state seen.
+    decision: Option<Duration>,
+}
+
+pub async fn run(requests: usize, data: Option<PathBuf>) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("create demo directory")?;
-    let dir = keep.unwrap_or_else(|| tmp.path().to_owned());
+    let dir = data.unwrap_or_else(|| tmp.path().to_owned());
     let pki = dir.join("pki");
-    crate::pki::init(&pki)?;
+    if !pki.join("ca.pem").exists() {
+        crate::pki::init(&pki)?;
+    }
     let config_text = crate::config::SAMPLE
         .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
-        .replace("data_dir = \"data\"", "data_dir = \"../data\"")
-        .replace("offer_timeout_ms = 30000", "offer_timeout_ms = 5000");
+        .replace("data_dir = \"data\"", "data_dir = \"../data\"");
     let config = Config::parse(&config_text, &pki)?;
     let server = crate::server::start(
         &config,
@@ -47,244 +61,310 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     .await?;
     let addr = server.addr;
     println!(
-        "Countersign demo: server on {addr} (mutual TLS), data in {}\n",
+        "Countersign demo: server on {addr} (gRPC, mutual TLS), data in {}",
         dir.display()
     );
+    println!(
+        "4 supervisors attend; 3 tellers at 2 branches submit {requests} requests with 2 images each."
+    );
+    println!(
+        "Supervisors approve most, reject some, return some for a rescan; tellers cancel a few.\n"
+    );
 
-    // Two supervisors sign in: one at the authorization centre, one at branch BR-0202.
-    let mut sup_a = client::supervisor(addr, &pki, "sup-01").await?;
-    let mut sup_b = client::supervisor(addr, &pki, "sup-04").await?;
-    let offers_a = sup_a.attend(pb::AttendRequest {}).await?.into_inner();
-    let offers_b = sup_b.attend(pb::AttendRequest {}).await?.into_inner();
-    let mut consoles = vec![("sup-01", sup_a, offers_a), ("sup-04", sup_b, offers_b)];
-    println!("sup-01 (CENTRE, level 2) and sup-04 (BR-0202, level 1) are attending");
-
-    // A teller at BR-0101 submits a large cash withdrawal.
-    let mut teller = client::teller(addr, &pki, "teller-01").await?;
-    let submitted = teller
-        .submit(submit_request(
-            "BR0101-20261128-0001",
-            "WDL-CASH",
-            8_000_000,
-            "6222020200112233445",
-        ))
-        .await?
-        .into_inner();
-    let request = submitted
-        .request
-        .context("submit answered without a request")?;
-    let id = request.request_id.clone();
-    println!("teller-01 (BR-0101) submitted {id}: CNY 80,000.00 cash withdrawal");
-    let mut watch = teller
-        .watch(pb::WatchRequest {
-            request_id: id.clone(),
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut supervisors = Vec::new();
+    for id in ["sup-01", "sup-02", "sup-03", "sup-04"] {
+        let client = client::supervisor(addr, &pki, id).await?;
+        supervisors.push(tokio::spawn(supervise(client, stop.clone())));
+    }
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tellers = Vec::new();
+    let per = |i: usize| requests / 3 + usize::from(i < requests % 3);
+    for (i, id) in ["teller-01", "teller-02", "teller-03"]
+        .into_iter()
+        .enumerate()
+    {
+        let client = client::teller(addr, &pki, id).await?;
+        tellers.push(tokio::spawn(tell(client, id, per(i), done.clone())));
+    }
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                println!(
+                    "  ... {} of {requests} requests finished",
+                    done.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
         })
-        .await?
-        .into_inner();
-    let watcher = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some(Ok(w)) = watch.next().await {
-            let r = w.request.unwrap_or_default();
-            let state = pb::RequestState::try_from(r.state).unwrap_or_default();
-            println!(
-                "  [teller-01 watch] {id_short} is {}",
-                state.as_str_name(),
-                id_short = &r.request_id[..8]
-            );
-            seen.push(state);
+    };
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for t in tellers {
+        match tokio::time::timeout(Duration::from_secs(300), t).await {
+            Ok(Ok(Ok(o))) => outcomes.extend(o),
+            Ok(Ok(Err(e))) => failures.push(format!("{e:#}")),
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(_) => failures.push("a teller did not finish within 300 s".into()),
         }
-        seen
-    });
-
-    // Whoever is offered it returns it: the voucher scan is unreadable.
-    let (who, offer) = next_offer(&mut consoles).await?;
-    println!(
-        "offered to {who} (drawn from {} eligible), epoch {}",
-        offer.candidate_pool_size, offer.epoch
-    );
-    let console = &mut consoles
-        .iter_mut()
-        .find(|c| c.0 == who)
-        .context("console")?
-        .1;
-    console
-        .accept(pb::AcceptRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-        })
-        .await?;
-    let first_image = offer
-        .request
-        .as_ref()
-        .and_then(|r| r.images.first())
-        .context("offer without images")?;
-    let image = console
-        .get_offer_image(pb::GetOfferImageRequest {
-            request_id: offer.request_id.clone(),
-            sha256: first_image.sha256.clone(),
-        })
-        .await?
-        .into_inner();
-    println!(
-        "{who} viewed the voucher ({} bytes, {})",
-        image.content.len(),
-        image.media_type
-    );
-    console
-        .decide(pb::DecideRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-            decision: pb::Decision::Return as i32,
-            reason_code: "IMG_UNREADABLE".into(),
-            comment: "voucher signature is cut off; please rescan".into(),
-        })
-        .await?;
-    println!("{who} returned it: IMG_UNREADABLE");
-
-    // The teller rescans the voucher and resubmits.
-    teller
-        .resubmit(pb::ResubmitRequest {
-            request_id: offer.request_id.clone(),
-            images: vec![pb::ImageUpload {
-                kind: pb::ImageKind::Voucher as i32,
-                media_type: "image/jpeg".into(),
-                content: fake_jpeg(48 * 1024),
-            }],
-            remove_image_sha256: vec![first_image.sha256.clone()],
-            note: "voucher rescanned at 300 dpi".into(),
-        })
-        .await?;
-    println!("teller-01 resubmitted with a new voucher scan");
-    let (who, offer) = next_offer(&mut consoles).await?;
-    let console = &mut consoles
-        .iter_mut()
-        .find(|c| c.0 == who)
-        .context("console")?
-        .1;
-    console
-        .accept(pb::AcceptRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-        })
-        .await?;
-    let decided = console
-        .decide(pb::DecideRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-            decision: pb::Decision::Approve as i32,
-            reason_code: String::new(),
-            comment: "ID matched, signature matches the specimen".into(),
-        })
-        .await?
-        .into_inner();
-    let state = decided.request.map(|r| r.state).unwrap_or_default();
-    println!(
-        "{who} approved it (state {})",
-        pb::RequestState::try_from(state)
-            .unwrap_or_default()
-            .as_str_name()
-    );
-    let seen = tokio::time::timeout(Duration::from_secs(5), watcher).await??;
-    if seen.last() != Some(&pb::RequestState::Approved) {
-        bail!("the teller's watch did not end on APPROVED: {seen:?}");
+    }
+    progress.abort();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for s in supervisors {
+        s.abort();
     }
 
-    // A teller at BR-0202 asks for a reversal; sup-04 works at BR-0202, so only sup-01 may
-    // take it. It is rejected.
-    let mut teller3 = client::teller(addr, &pki, "teller-03").await?;
-    let r2 = teller3
-        .submit(submit_request(
-            "BR0202-20261128-0042",
-            "REV-TXN",
-            1_250_000,
-            "6222020200998877665",
-        ))
+    // The auditor's view of one request that was returned and resubmitted.
+    let mut auditor = client::auditor(addr, &pki, "audit-01").await?;
+    let sample = auditor
+        .search(pb::SearchRequest {
+            outcome: pb::RequestState::Approved as i32,
+            page_size: 50,
+            ..Default::default()
+        })
         .await?
         .into_inner()
-        .request
-        .context("no request")?;
-    println!(
-        "\nteller-03 (BR-0202) submitted {}: reversal of CNY 12,500.00",
-        r2.request_id
-    );
-    let (who, offer) = next_offer(&mut consoles).await?;
-    println!(
-        "offered to {who} (drawn from {} eligible: sup-04 is of the same branch)",
-        offer.candidate_pool_size
-    );
-    let console = &mut consoles
-        .iter_mut()
-        .find(|c| c.0 == who)
-        .context("console")?
-        .1;
-    console
-        .accept(pb::AcceptRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-        })
-        .await?;
-    console
-        .decide(pb::DecideRequest {
-            request_id: offer.request_id.clone(),
-            epoch: offer.epoch,
-            decision: pb::Decision::Reject as i32,
-            reason_code: "NO_ORIGINAL_TXN".into(),
-            comment: "the original transaction was already reversed".into(),
-        })
-        .await?;
-    println!("{who} rejected it: NO_ORIGINAL_TXN");
-
-    // The auditor reads the first request's history straight from the ledger.
-    let mut auditor = client::auditor(addr, &pki, "audit-01").await?;
-    let history = auditor
-        .get_request(pb::GetRequestRequest {
-            request_id: request.request_id.clone(),
-        })
-        .await?
-        .into_inner();
-    println!("\naudit-01 reads the history of {}:", request.request_id);
-    for e in &history.events {
-        println!("  #{:<3} {:<16} by {}", e.index, e.kind, e.actor_id);
-    }
-    if let Some(e) = history.events.iter().rev().find(|e| e.kind == "decided") {
+        .requests
+        .into_iter()
+        .find(|r| r.supervisor_ids.len() > 1);
+    if let Some(s) = sample {
+        let history = auditor
+            .get_request(pb::GetRequestRequest {
+                request_id: s.request_id.clone(),
+            })
+            .await?
+            .into_inner();
         println!(
-            "\nthe last decision's ledger record, exactly as stored:\n  {}",
-            String::from_utf8_lossy(&e.record)
+            "\nThe ledger's history of {} (returned once, then approved):",
+            s.request_id
         );
+        for e in &history.events {
+            println!("  #{:<5} {:<16} by {}", e.index, e.kind, e.actor_id);
+        }
     }
-    drop(consoles);
     server.shutdown().await?;
+
+    summarize(&outcomes, requests, elapsed);
+    let report = crate::ledger::verify::verify_data_dir(&dir.join("data"), None);
     println!(
-        "\ndemo finished: every step above went through gRPC with mutual TLS and is in the ledger"
+        "\nledger verify: {} records, {} checkpoints, root {}: {}",
+        report.records,
+        report.checkpoints,
+        hex::encode(report.root),
+        report.problem.as_deref().unwrap_or("OK")
     );
+    let unfinished = requests - outcomes.iter().filter(|o| final_state(o.state)).count();
+    if !failures.is_empty() || unfinished > 0 || report.problem.is_some() {
+        for f in &failures {
+            println!("failure: {f}");
+        }
+        bail!("{unfinished} requests were left unfinished");
+    }
     Ok(())
 }
 
-async fn next_offer(
-    consoles: &mut [(
-        &'static str,
-        SupervisorServiceClient<Channel>,
-        tonic::Streaming<pb::AttendResponse>,
-    )],
-) -> anyhow::Result<(&'static str, pb::Offer)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        for (who, _, stream) in consoles.iter_mut() {
-            match tokio::time::timeout(Duration::from_millis(50), stream.message()).await {
-                Err(_) => continue,
-                Ok(Err(status)) => return Err(status.into()),
-                Ok(Ok(None)) => bail!("{who}'s Attend stream ended"),
-                Ok(Ok(Some(msg))) => {
-                    if let Some(pb::attend_response::Event::Offer(o)) = msg.event {
-                        return Ok((who, o));
+fn final_state(s: pb::RequestState) -> bool {
+    matches!(
+        s,
+        pb::RequestState::Approved
+            | pb::RequestState::Rejected
+            | pb::RequestState::Cancelled
+            | pb::RequestState::Expired
+    )
+}
+
+fn summarize(outcomes: &[Outcome], requests: usize, elapsed: Duration) {
+    let count = |s: pb::RequestState| outcomes.iter().filter(|o| o.state == s).count();
+    let pct = |mut v: Vec<Duration>, q: f64| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        v.sort();
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        format!("{:.1} ms", v[i].as_secs_f64() * 1000.0)
+    };
+    let waits: Vec<Duration> = outcomes.iter().filter_map(|o| o.wait).collect();
+    let decisions: Vec<Duration> = outcomes.iter().filter_map(|o| o.decision).collect();
+    println!(
+        "\n| requests | approved | rejected | returned and resubmitted | cancelled | unfinished | time |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {requests} | {} | {} | {} | {} | {} | {:.1} s |",
+        count(pb::RequestState::Approved),
+        count(pb::RequestState::Rejected),
+        outcomes.iter().filter(|o| o.returned).count(),
+        count(pb::RequestState::Cancelled),
+        requests - outcomes.iter().filter(|o| final_state(o.state)).count(),
+        elapsed.as_secs_f64()
+    );
+    println!("\n| latency (teller's view) | p50 | p90 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| wait: submit to in review | {} | {} | {} |",
+        pct(waits.clone(), 0.5),
+        pct(waits.clone(), 0.9),
+        pct(waits, 0.99)
+    );
+    println!(
+        "| decision: in review to decided | {} | {} | {} |",
+        pct(decisions.clone(), 0.5),
+        pct(decisions.clone(), 0.9),
+        pct(decisions, 0.99)
+    );
+}
+
+/// A supervisor console: takes every offer, looks at the voucher, and decides.
+async fn supervise(
+    mut c: SupervisorServiceClient<Channel>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut offers = c.attend(pb::AttendRequest {}).await?.into_inner();
+    while let Some(msg) = offers.message().await? {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let Some(pb::attend_response::Event::Offer(o)) = msg.event else {
+            continue;
+        };
+        if c.accept(pb::AcceptRequest {
+            request_id: o.request_id.clone(),
+            epoch: o.epoch,
+        })
+        .await
+        .is_err()
+        {
+            continue;
+        }
+        let request = o.request.clone().unwrap_or_default();
+        if let Some(img) = request.images.first() {
+            let _ = c
+                .get_offer_image(pb::GetOfferImageRequest {
+                    request_id: o.request_id.clone(),
+                    sha256: img.sha256.clone(),
+                })
+                .await;
+        }
+        let roll: u32 = rand::random_range(0..100);
+        let (decision, code, comment) = match roll {
+            0..10 if request.returns.is_empty() => (
+                pb::Decision::Return,
+                "IMG_UNREADABLE",
+                "voucher scan is blurred; rescan",
+            ),
+            10..18 => (
+                pb::Decision::Reject,
+                "ID_MISMATCH",
+                "signature does not match the specimen",
+            ),
+            _ => (pb::Decision::Approve, "", "checked"),
+        };
+        let _ = c
+            .decide(pb::DecideRequest {
+                request_id: o.request_id,
+                epoch: o.epoch,
+                decision: decision as i32,
+                reason_code: code.into(),
+                comment: comment.into(),
+            })
+            .await;
+    }
+    Ok(())
+}
+
+/// A teller: submits `n` requests, at most four open at once, follows each with Watch,
+/// resubmits returned ones and cancels about one in twenty-five.
+async fn tell(
+    c: TellerServiceClient<Channel>,
+    id: &'static str,
+    n: usize,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<Vec<Outcome>> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        let mut c = c.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let serial = format!("{id}-{i:05}");
+            let sent = Instant::now();
+            let r = c
+                .submit(submit_request(
+                    &serial,
+                    "WDL-CASH",
+                    5_000_000 + i as i64,
+                    "6222020200112233445",
+                ))
+                .await?
+                .into_inner()
+                .request
+                .context("no request")?;
+            let mut watch = c
+                .watch(pb::WatchRequest {
+                    request_id: r.request_id.clone(),
+                })
+                .await?
+                .into_inner();
+            if rand::random_range(0..25) == 0 {
+                let _ = c
+                    .cancel(pb::CancelRequest {
+                        request_id: r.request_id.clone(),
+                        reason: "customer left".into(),
+                    })
+                    .await;
+            }
+            let mut out = Outcome {
+                state: pb::RequestState::Queued,
+                returned: false,
+                wait: None,
+                decision: None,
+            };
+            let mut in_review = None;
+            while let Some(w) = watch.message().await? {
+                let state =
+                    pb::RequestState::try_from(w.request.map(|r| r.state).unwrap_or_default())
+                        .unwrap_or_default();
+                out.state = state;
+                match state {
+                    pb::RequestState::InReview if in_review.is_none() => {
+                        in_review = Some(Instant::now());
+                        out.wait = Some(sent.elapsed());
                     }
+                    pb::RequestState::Returned => {
+                        out.returned = true;
+                        c.resubmit(pb::ResubmitRequest {
+                            request_id: r.request_id.clone(),
+                            images: vec![pb::ImageUpload {
+                                kind: pb::ImageKind::Voucher as i32,
+                                media_type: "image/jpeg".into(),
+                                content: fake_jpeg(32 * 1024),
+                            }],
+                            remove_image_sha256: vec![r.images[0].sha256.clone()],
+                            note: "voucher rescanned".into(),
+                        })
+                        .await?;
+                    }
+                    s if final_state(s) => {
+                        out.decision = in_review.map(|t| t.elapsed());
+                        break;
+                    }
+                    _ => {}
                 }
             }
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("no offer arrived within 10 s");
-        }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            anyhow::Ok(out)
+        }));
     }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await??);
+    }
+    Ok(outcomes)
 }
 
 /// A submission with a voucher and the front of a PRC resident ID card.

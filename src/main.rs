@@ -29,11 +29,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Runs a scripted walk through the lifecycle against a real server in a temporary directory.
+    /// Runs simulated tellers and supervisors against a real server in a temporary directory,
+    /// over gRPC with mutual TLS, and prints a summary. Exits non-zero if a request is left
+    /// unfinished.
     Demo {
-        /// Keep the demo's directory (certificates, ledger, images) here instead of deleting it.
+        /// How many requests the tellers submit.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Keep everything (certificates, ledger, images) in this directory instead of a
+        /// temporary one; a second run on it continues the same ledger.
         #[arg(long)]
-        keep: Option<PathBuf>,
+        data: Option<PathBuf>,
     },
     /// Development PKI.
     Pki {
@@ -124,9 +130,9 @@ async fn main() -> anyhow::Result<()> {
             server.shutdown().await?;
             Ok(())
         }
-        Command::Demo { keep } => {
+        Command::Demo { requests, data } => {
             init_logging(LogFormat::Text, "warn");
-            countersign::demo::run(keep).await
+            countersign::demo::run(requests, data).await
         }
         Command::Ledger { command } => ledger(command),
         Command::Pki { command } => match command {

@@ -76,11 +76,17 @@ pub async fn start(
     health_reporter
         .set_serving::<AuditServiceServer<AuditApi>>()
         .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build the reflection service")?;
     let (tx, rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
         .add_service(health)
+        .add_service(reflection)
         .add_service(teller)
         .add_service(supervisor)
         .add_service(audit);

@@ -13,6 +13,10 @@ mod teller;
 #[allow(clippy::large_enum_variant)]
 pub mod pb {
     tonic::include_proto!("countersign.v1");
+
+    /// The encoded descriptor set of the contract, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/countersign_descriptor.bin"));
 }
 
 pub use audit::AuditApi;

@@ -2,8 +2,7 @@
 
 use std::pin::Pin;
 
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Role, Submission};
@@ -21,6 +20,55 @@ pub struct TellerApi {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+/// One request's states: the current one, then each change. It ends after a final state; if
+/// it ends before one (the server is stopping, or the client read too slowly), it ends with
+/// UNAVAILABLE so the client knows to watch again.
+struct Watch {
+    first: Option<crate::domain::Request>,
+    rx: Option<tokio::sync::mpsc::Receiver<crate::domain::Request>>,
+    done: bool,
+}
+
+impl Stream for Watch {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let next = match self.first.take() {
+            Some(r) => Some(r),
+            None => match self.rx.as_mut() {
+                None => None,
+                Some(rx) => match rx.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                },
+            },
+        };
+        match next {
+            Some(r) => {
+                if r.state.is_final() || self.rx.is_none() {
+                    self.done = true;
+                }
+                Poll::Ready(Some(Ok(pb::WatchResponse {
+                    request: Some(convert::request(&r)),
+                })))
+            }
+            None => {
+                self.done = true;
+                Poll::Ready(Some(Err(Status::unavailable(
+                    "the watch ended before a final state; watch again to continue",
+                ))))
+            }
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl TellerService for TellerApi {
@@ -71,17 +119,11 @@ impl TellerService for TellerApi {
         let pb::WatchRequest { request_id } = req.into_inner();
         let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
         let (current, rx) = self.engine.watch(&teller.id, &id).await?;
-        let view = |r: crate::domain::Request| {
-            Ok(pb::WatchResponse {
-                request: Some(convert::request(&r)),
-            })
-        };
-        let first = tokio_stream::once(view(current));
-        let stream: WatchStream = match rx {
-            Some(rx) => Box::pin(first.chain(ReceiverStream::new(rx).map(view))),
-            None => Box::pin(first),
-        };
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(Watch {
+            first: Some(current),
+            rx,
+            done: false,
+        })))
     }
 
     async fn cancel(

@@ -26,6 +26,15 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
     let approved = submit(&t, "teller-01", "R-1").await;
     let reviewing = submit(&t, "teller-01", "R-2").await;
     let queued = submit(&t, "teller-03", "R-3").await;
+    let cancelled = submit(&t, "teller-02", "R-4").await;
+    t.teller("teller-02")
+        .await
+        .cancel(pb::CancelRequest {
+            request_id: cancelled.request_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
     {
         // sup-03 is of BR-0101: it can take only teller-03's request.
         let mut s3 = Console::open(&t, "sup-03").await;
@@ -47,10 +56,44 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
         let o = s.next_offer().await;
         assert_eq!(o.request_id, reviewing.request_id);
         s.accept(&o).await;
-        // Stop with the review open and the console still attached.
+        // Stop with the review open, the console attached and a Watch open.
+        let mut watch = t
+            .teller("teller-01")
+            .await
+            .watch(pb::WatchRequest {
+                request_id: reviewing.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            state(&watch.message().await.unwrap().unwrap().request.unwrap()),
+            pb::RequestState::InReview
+        );
         t.stop().await;
+        // The stream ends with a status that tells the client to reconnect.
+        let end = watch.message().await.expect_err("ends with a status");
+        assert_eq!(end.code(), tonic::Code::Unavailable);
     }
     t.restart().await;
+    assert_eq!(
+        state(&get(&t, "teller-02", &cancelled.request_id).await),
+        pb::RequestState::Cancelled
+    );
+    // A Watch opened after the restart starts from the current state.
+    let mut watch = t
+        .teller("teller-01")
+        .await
+        .watch(pb::WatchRequest {
+            request_id: reviewing.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(&watch.message().await.unwrap().unwrap().request.unwrap()),
+        pb::RequestState::Queued
+    );
     assert_eq!(
         state(&get(&t, "teller-01", &approved.request_id).await),
         pb::RequestState::Approved
@@ -83,6 +126,76 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
     let o = s.next_offer().await;
     assert_eq!(o.request_id, reviewing.request_id);
     assert_eq!(o.epoch, 2, "the epoch withdrawn at restart is never reused");
+    assert_eq!(
+        state(&watch.message().await.unwrap().unwrap().request.unwrap()),
+        pb::RequestState::Offered
+    );
+}
+
+#[tokio::test]
+async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
+    let mut t = TestServer::start().await;
+    // Requests in several states, from two tellers.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let teller = if i % 2 == 0 { "teller-01" } else { "teller-03" };
+        ids.push((
+            teller,
+            submit(&t, teller, &format!("E-{i}")).await.request_id,
+        ));
+    }
+    {
+        let mut s = Console::open(&t, "sup-02").await;
+        let o = s.next_offer().await;
+        s.accept(&o).await;
+        s.decide(&o, pb::Decision::Return, "IMG_UNREADABLE", "rescan")
+            .await
+            .unwrap();
+        let o = s.next_offer().await;
+        s.accept(&o).await;
+        s.decide(&o, pb::Decision::Approve, "", "ok").await.unwrap();
+    }
+    let snapshot = |t: &TestServer| {
+        let ids = ids.clone();
+        let (addr, pki) = (t.addr(), t.pki.clone());
+        async move {
+            let mut out = Vec::new();
+            for (teller, id) in &ids {
+                let mut c = countersign::client::teller(addr, &pki, teller)
+                    .await
+                    .unwrap();
+                out.push(
+                    c.get(pb::GetRequest {
+                        request_id: id.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .request
+                    .unwrap(),
+                );
+            }
+            let mut a = countersign::client::auditor(addr, &pki, "audit-01")
+                .await
+                .unwrap();
+            let search = a
+                .search(pb::SearchRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .requests;
+            (out, search)
+        }
+    };
+    let before = snapshot(&t).await;
+    t.stop().await;
+    std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
+    t.restart().await;
+    let after = snapshot(&t).await;
+    assert_eq!(
+        before, after,
+        "every request and the search index are rebuilt exactly"
+    );
 }
 
 #[tokio::test]

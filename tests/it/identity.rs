@@ -202,3 +202,55 @@ async fn a_teller_sees_only_their_own_requests() {
         "",
     );
 }
+
+#[tokio::test]
+async fn reflection_and_health_work_for_standard_tools() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let t = TestServer::start().await;
+    let ch = countersign::client::channel(t.addr(), &t.pki, "audit-01")
+        .await
+        .unwrap();
+    let mut r = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = r
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("{resp:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for s in [
+        "countersign.v1.TellerService",
+        "countersign.v1.SupervisorService",
+        "countersign.v1.AuditService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&s), "{s} missing from {names:?}");
+    }
+    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+    for s in [
+        "countersign.v1.TellerService",
+        "countersign.v1.SupervisorService",
+        "countersign.v1.AuditService",
+    ] {
+        let st = h
+            .check(tonic_health::pb::HealthCheckRequest { service: s.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            st.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{s}"
+        );
+    }
+}
