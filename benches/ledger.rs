@@ -14,7 +14,10 @@ use countersign::domain::*;
 use countersign::ledger::{DurableState, Ledger, merkle, record};
 
 fn scale(n: u64) -> u64 {
-    let s: f64 = std::env::var("BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let s: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     ((n as f64) * s).max(1.0) as u64
 }
 
@@ -52,7 +55,10 @@ async fn append(base: &std::path::Path, n: u64) {
     }
     wait(&mut durable, n).await;
     let s = t.elapsed().as_secs_f64();
-    println!("| append 300 B records, group commit + fdatasync + Merkle | {n} | {s:.2} s | {:.0} records/s |", n as f64 / s);
+    println!(
+        "| append 300 B records, group commit + fdatasync + Merkle | {n} | {s:.2} s | {:.0} records/s |",
+        n as f64 / s
+    );
 }
 
 fn submission(i: u64, images: &[ImageRef]) -> Submission {
@@ -60,7 +66,10 @@ fn submission(i: u64, images: &[ImageRef]) -> Submission {
         serial: TellerSerial::new(format!("S{i}")),
         transaction: Transaction {
             code: "WDL-CASH".into(),
-            amount: Money { minor_units: 100_000 + i as i64, currency: "CNY".into() },
+            amount: Money {
+                minor_units: 100_000 + i as i64,
+                currency: "CNY".into(),
+            },
             account: "6222020200112233445".into(),
             counterparty: None,
             attributes: Default::default(),
@@ -80,10 +89,18 @@ fn submission(i: u64, images: &[ImageRef]) -> Submission {
 async fn verify(base: &std::path::Path, n: u64) {
     let data = base.join("verify");
     let store = countersign::store::ImageStore::open(&data.join("images")).unwrap();
-    let images: Vec<ImageRef> = [b"\xff\xd8\xff voucher".as_slice(), b"\xff\xd8\xff id front".as_slice()]
-        .iter()
-        .map(|b| ImageRef { kind: ImageKind::Voucher, media_type: MediaType::Jpeg, hash: store.put(b).unwrap(), size: b.len() as u64 })
-        .collect();
+    let images: Vec<ImageRef> = [
+        b"\xff\xd8\xff voucher".as_slice(),
+        b"\xff\xd8\xff id front".as_slice(),
+    ]
+    .iter()
+    .map(|b| ImageRef {
+        kind: ImageKind::Voucher,
+        media_type: MediaType::Jpeg,
+        hash: store.put(b).unwrap(),
+        size: b.len() as u64,
+    })
+    .collect();
     let (_ledger, mut app, mut durable) = Ledger::open(&data.join("ledger"), 64 << 20).unwrap();
     let mut written = 0;
     let mut bytes = 0u64;
@@ -92,13 +109,38 @@ async fn verify(base: &std::path::Path, n: u64) {
         let id = RequestId::from_random((i as u128).to_le_bytes());
         let sup = PrincipalId::new("sup-01");
         let events = [
-            Event::Submitted { teller: PrincipalId::new("teller-01"), branch: BranchId::new("BR-0101"), submission: submission(i, &images) },
-            Event::Offered { supervisor: sup.clone(), epoch: 1, pool_size: 3, accept_by: Timestamp(2) },
-            Event::Accepted { supervisor: sup.clone(), epoch: 1 },
-            Event::Decided { supervisor: sup.clone(), epoch: 1, verdict: Verdict { decision: Decision::Approve, reason_code: String::new(), comment: "ok".into() } },
+            Event::Submitted {
+                teller: PrincipalId::new("teller-01"),
+                branch: BranchId::new("BR-0101"),
+                submission: submission(i, &images),
+            },
+            Event::Offered {
+                supervisor: sup.clone(),
+                epoch: 1,
+                pool_size: 3,
+                accept_by: Timestamp(2),
+            },
+            Event::Accepted {
+                supervisor: sup.clone(),
+                epoch: 1,
+            },
+            Event::Decided {
+                supervisor: sup.clone(),
+                epoch: 1,
+                verdict: Verdict {
+                    decision: Decision::Approve,
+                    reason_code: String::new(),
+                    comment: "ok".into(),
+                },
+            },
         ];
         for e in events {
-            let r = Record { request: id.clone(), at: Timestamp(1_795_800_000_000 + i as i64), actor: Actor::System, event: e };
+            let r = Record {
+                request: id.clone(),
+                at: Timestamp(1_795_800_000_000 + i as i64),
+                actor: Actor::System,
+                event: e,
+            };
             let b = record::encode(&r);
             bytes += b.len() as u64;
             app.append(b);
@@ -131,7 +173,10 @@ fn proofs(n: u64) {
         tree.push(merkle::leaf_hash(&i.to_le_bytes())).unwrap();
     }
     let build = t.elapsed().as_secs_f64();
-    println!("| build tree (leaf hash + push) | {n} | {build:.2} s | {:.0} leaves/s |", n as f64 / build);
+    println!(
+        "| build tree (leaf hash + push) | {n} | {build:.2} s | {:.0} leaves/s |",
+        n as f64 / build
+    );
     let root = tree.root();
     let count = 100_000u64;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -145,7 +190,11 @@ fn proofs(n: u64) {
         total += p.len();
     }
     let per = t.elapsed().as_secs_f64() / count as f64 * 1e6;
-    println!("| inclusion proof at full size ({} hashes avg) | {n} | {per:.2} µs/proof | {:.0} proofs/s |", total as u64 / count, 1e6 / per);
+    println!(
+        "| inclusion proof at full size ({} hashes avg) | {n} | {per:.2} µs/proof | {:.0} proofs/s |",
+        total as u64 / count,
+        1e6 / per
+    );
     // Check a sample so the numbers above are for proofs that verify.
     let i = n / 3;
     let p = tree.inclusion_proof(i, n).unwrap();
