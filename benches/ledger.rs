@@ -146,7 +146,7 @@ async fn verify(base: &std::path::Path, n: u64) {
             app.append(b);
             written += 1;
         }
-        if i % 1024 == 0 {
+        if i.is_multiple_of(1024) {
             app.flush().unwrap();
         }
         i += 1;
