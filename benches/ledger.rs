@@ -113,6 +113,18 @@ async fn verify(base: &std::path::Path, n: u64) {
                 teller: PrincipalId::new("teller-01"),
                 branch: BranchId::new("BR-0101"),
                 submission: submission(i, &images),
+                requirements: Requirements {
+                    rule: "cash-withdrawal-cny-large".into(),
+                    policy_sha256: "0".repeat(64),
+                    level: 2,
+                    approvals: 1,
+                    independent: true,
+                    priority: 2,
+                    offer_timeout_ms: 30_000,
+                    decision_deadline_ms: 3_600_000,
+                    escalate_after_ms: Some(900_000),
+                    escalate_after_declines: Some(3),
+                },
             },
             Event::Offered {
                 supervisor: sup.clone(),

@@ -21,7 +21,14 @@ struct ConfigFile {
     limits: LimitsFile,
     dispatch: DispatchFile,
     ledger: LedgerFile,
+    policy: PolicyFile,
     log: LogFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -51,12 +58,12 @@ struct LimitsFile {
     command_buffer: usize,
     page_size_max: usize,
     search_scan_max: usize,
+    stats_rows_max: usize,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DispatchFile {
-    offer_timeout_ms: u64,
     supervisor_tasks_max: usize,
 }
 
@@ -93,6 +100,8 @@ pub struct Config {
     pub api: ApiLimits,
     pub engine: EngineConfig,
     pub log_format: LogFormat,
+    /// Where the policy was read from, for reloads.
+    pub policy_path: PathBuf,
 }
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
@@ -130,10 +139,11 @@ command_buffer = 4096
 page_size_max = 1000
 # Most index entries one audit search call examines before it returns a partial page.
 search_scan_max = 20000
+# Most requests one statistics call covers; a wider range is RESOURCE_EXHAUSTED.
+stats_rows_max = 1000000
 
 [dispatch]
-# A supervisor has this long to accept an offer before it goes to someone else.
-offer_timeout_ms = 30000
+# Offer timeouts, decision deadlines, levels and dual control come from the policy file.
 # Requests one supervisor holds at once (offered or in review).
 supervisor_tasks_max = 1
 
@@ -146,6 +156,11 @@ origin = "countersign.example/ledger"
 signing_key = "ledger.key"
 # A new checkpoint is signed this often while records arrive (and on request).
 checkpoint_interval_ms = 1000
+
+[policy]
+# The authorization rules (TOML); `pki init` writes a sample. Reload with SIGHUP or
+# AdminService.ReloadPolicy: a reload applies to new submissions only.
+file = "policy.toml"
 
 [log]
 # "text" or "json"; filter with RUST_LOG, e.g. RUST_LOG=countersign=debug.
@@ -193,6 +208,7 @@ impl Config {
             ("limits.command_buffer", l.command_buffer),
             ("limits.page_size_max", l.page_size_max),
             ("limits.search_scan_max", l.search_scan_max),
+            ("limits.stats_rows_max", l.stats_rows_max),
             (
                 "dispatch.supervisor_tasks_max",
                 f.dispatch.supervisor_tasks_max,
@@ -206,9 +222,9 @@ impl Config {
         if l.message_bytes_max < l.image_bytes_max {
             bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
         }
-        if f.dispatch.offer_timeout_ms < 1000 {
-            bail!("dispatch.offer_timeout_ms: must be at least 1000");
-        }
+        let policy_path = rel(&f.policy.file);
+        let policy = crate::policy::Policy::load(&policy_path)
+            .with_context(|| format!("policy.file: {}", policy_path.display()))?;
         if f.ledger.segment_bytes_max < 1 << 20 {
             bail!("ledger.segment_bytes_max: must be at least 1 MiB");
         }
@@ -240,7 +256,7 @@ impl Config {
                 images_per_request_max: l.images_per_request_max,
             },
             engine: EngineConfig {
-                offer_timeout_ms: f.dispatch.offer_timeout_ms,
+                policy: std::sync::Arc::new(policy),
                 supervisor_tasks_max: f.dispatch.supervisor_tasks_max,
                 queue_length_max: l.queue_length_max,
                 pending_per_teller_max: l.pending_per_teller_max,
@@ -252,6 +268,7 @@ impl Config {
                 segment_bytes_max: f.ledger.segment_bytes_max,
                 page_size_max: l.page_size_max,
                 search_scan_max: l.search_scan_max,
+                stats_rows_max: l.stats_rows_max,
                 checkpoints: crate::engine::CheckpointConfig {
                     origin: f.ledger.origin.clone(),
                     signer_key: signer_key.trim().to_owned(),
@@ -259,6 +276,7 @@ impl Config {
                 },
             },
             log_format,
+            policy_path,
         })
     }
 }

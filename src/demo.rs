@@ -65,7 +65,10 @@ pub async fn run(requests: usize, data: Option<PathBuf>) -> anyhow::Result<()> {
         dir.display()
     );
     println!(
-        "4 supervisors attend; 3 tellers at 2 branches submit {requests} requests with 2 images each."
+        "4 supervisors attend; 3 tellers at 2 branches submit {requests} requests with 2 images each,"
+    );
+    println!(
+        "under the sample policy.toml: level 2 from CNY 50,000; two level-3 approvals from CNY 500,000."
     );
     println!(
         "Supervisors approve most, reject some, return some for a rescan; tellers cancel a few.\n"
@@ -293,11 +296,18 @@ async fn tell(
             let _permit = permit;
             let serial = format!("{id}-{i:05}");
             let sent = Instant::now();
+            // Under the sample policy CNY 50,000.00 and up needs a level-2 supervisor, and one
+            // request in eight is CNY 600,000.00, which needs two level-3 approvals.
+            let amount = if i % 8 == 7 {
+                60_000_000
+            } else {
+                5_000_000 + 1_000 * i as i64
+            };
             let r = c
                 .submit(submit_request(
                     &serial,
                     "WDL-CASH",
-                    5_000_000 + i as i64,
+                    amount,
                     "6222020200112233445",
                 ))
                 .await?

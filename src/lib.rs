@@ -12,5 +12,6 @@ pub mod domain;
 pub mod engine;
 pub mod ledger;
 pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod store;

@@ -125,6 +125,24 @@ async fn main() -> anyhow::Result<()> {
             let rng = Box::new(rand_chacha::ChaCha20Rng::from_os_rng());
             let server = countersign::server::start(&config, Arc::new(SystemClock), rng).await?;
             println!("countersign listening on {}", server.addr);
+            let engine = server.engine.clone();
+            let policy_path = config.policy_path.clone();
+            tokio::spawn(async move {
+                let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    // A policy with any mistake is refused whole; the old one stays.
+                    match countersign::policy::Policy::load(&policy_path) {
+                        Ok(p) => {
+                            engine.set_policy(p);
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: policy not reloaded"),
+                    }
+                }
+            });
             wait_for_signal().await?;
             tracing::info!("shutting down");
             server.shutdown().await?;

@@ -64,14 +64,14 @@ pub const DEMO_PRINCIPALS: &[DemoPrincipal] = &[
         name: "Chen Jianguo",
         role: "supervisor",
         branch: "CENTRE",
-        level: Some(2),
+        level: Some(3),
     },
     DemoPrincipal {
         id: "sup-02",
         name: "Liu Yang",
         role: "supervisor",
         branch: "CENTRE",
-        level: Some(1),
+        level: Some(3),
     },
     DemoPrincipal {
         id: "sup-03",
@@ -85,6 +85,13 @@ pub const DEMO_PRINCIPALS: &[DemoPrincipal] = &[
         name: "Huang Lei",
         role: "supervisor",
         branch: "BR-0202",
+        level: Some(2),
+    },
+    DemoPrincipal {
+        id: "sup-05",
+        name: "Sun Li",
+        role: "supervisor",
+        branch: "CENTRE",
         level: Some(1),
     },
     DemoPrincipal {
@@ -109,6 +116,7 @@ const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server.key";
 const PRINCIPALS_FILE: &str = "principals.toml";
 const LEDGER_KEY: &str = "ledger.key";
+const POLICY_FILE: &str = "policy.toml";
 const LEDGER_PUB: &str = "ledger.pub";
 /// The key name in checkpoint signature lines.
 const LEDGER_KEY_NAME: &str = "countersign.example/ledger";
@@ -144,6 +152,16 @@ struct PrincipalEntry<'a> {
     cert_sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     level: Option<u8>,
+    /// Supervisors: the largest amount (minor units) they may decide per currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ceilings: Option<std::collections::BTreeMap<&'static str, i64>>,
+}
+
+/// Demo ceilings by level: CNY 100,000.00 / 10,000,000.00 / 1,000,000,000.00 and a tenth of
+/// that in USD, so each level can decide what the sample policy gives it.
+fn demo_ceilings(level: u8) -> std::collections::BTreeMap<&'static str, i64> {
+    let cny = 10_000_000i64 * 100i64.pow(u32::from(level.saturating_sub(1)));
+    [("CNY", cny), ("USD", cny / 10)].into_iter().collect()
 }
 
 #[derive(Serialize)]
@@ -219,6 +237,7 @@ pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
             branch: principal.branch,
             cert_sha256: issued.fingerprint,
             level: principal.level,
+            ceilings: principal.level.map(demo_ceilings),
         });
     }
 
@@ -247,6 +266,13 @@ pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
         &format!("{verifier}\n"),
         Secrecy::Public,
         "ledger verifier key",
+    )?;
+
+    emit(
+        POLICY_FILE,
+        crate::policy::SAMPLE,
+        Secrecy::Public,
+        "sample policy",
     )?;
 
     // ca.pem is the "this directory holds a PKI" marker that the guard above checks,
@@ -550,7 +576,7 @@ mod tests {
             assert!(["teller", "supervisor", "auditor", "admin"].contains(&p.role));
             assert_eq!(p.level.is_some(), p.role == "supervisor", "{}", p.id);
         }
-        assert_eq!(DEMO_PRINCIPALS.len(), 9);
+        assert_eq!(DEMO_PRINCIPALS.len(), 10);
     }
 
     #[test]
@@ -559,7 +585,7 @@ mod tests {
         let dir = tmp.path().join("nested/pki");
         let written = init(&dir).unwrap();
 
-        assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 3);
+        assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 4);
         assert_eq!(written.last().unwrap(), &dir.join(CA_CERT));
         for path in &written {
             assert!(path.is_file(), "{}", path.display());
@@ -596,12 +622,16 @@ mod tests {
             let keys: Vec<_> = entry.keys().map(String::as_str).collect();
             let mut want = vec!["id", "name", "role", "branch", "cert_sha256"];
             if p.level.is_some() {
-                want.push("level");
+                want.extend(["level", "ceilings"]);
             }
             assert_eq!(keys.len(), want.len(), "{}", p.id);
             let fingerprint = fingerprint_pem(&read(&dir, &format!("{}.pem", p.id))).unwrap();
             assert_eq!(entry["cert_sha256"].as_str().unwrap(), fingerprint);
         }
+        // The server's own directory parser accepts what was written.
+        let d = crate::api::Directory::load(&dir.join(PRINCIPALS_FILE)).unwrap();
+        assert_eq!(d.len(), DEMO_PRINCIPALS.len());
+        crate::policy::Policy::load(&dir.join(POLICY_FILE)).unwrap();
     }
 
     #[test]

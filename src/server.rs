@@ -66,6 +66,12 @@ pub async fn start(
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let admin =
+        crate::api::pb::admin_service_server::AdminServiceServer::new(crate::api::AdminApi {
+            engine: engine.clone(),
+            directory: config.directory.clone(),
+            policy_path: config.policy_path.clone(),
+        });
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<TellerServiceServer<TellerApi>>()
@@ -75,6 +81,9 @@ pub async fn start(
         .await;
     health_reporter
         .set_serving::<AuditServiceServer<AuditApi>>()
+        .await;
+    health_reporter
+        .set_serving::<crate::api::pb::admin_service_server::AdminServiceServer<crate::api::AdminApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
@@ -89,7 +98,8 @@ pub async fn start(
         .add_service(reflection)
         .add_service(teller)
         .add_service(supervisor)
-        .add_service(audit);
+        .add_service(audit)
+        .add_service(admin);
     let incoming = TcpListenerStream::new(listener);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;

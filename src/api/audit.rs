@@ -158,9 +158,6 @@ impl AuditService for AuditApi {
                 ))
             })?),
         };
-        let ms = |t: Option<prost_types::Timestamp>| {
-            t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
-        };
         let some = |s: String| (!s.is_empty()).then_some(s);
         let page = self
             .engine
@@ -170,8 +167,8 @@ impl AuditService for AuditApi {
                 branch: some(branch_id),
                 code: some(transaction_code),
                 outcome,
-                from_ms: ms(submitted_from),
-                until_ms: ms(submitted_until),
+                from_ms: convert::millis(submitted_from),
+                until_ms: convert::millis(submitted_until),
                 page_size: page_size as usize,
                 scan_max: 0,
                 cursor,
@@ -217,6 +214,62 @@ impl AuditService for AuditApi {
         let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
         let bundle = self.engine.export_proof(&id).await?;
         Ok(Response::new(pb::ExportProofResponse { bundle }))
+    }
+
+    async fn get_statistics(
+        &self,
+        req: Request<pb::GetStatisticsRequest>,
+    ) -> Result<Response<pb::GetStatisticsResponse>, Status> {
+        self.directory.authorize(&req, AUDIT_ROLES)?;
+        let pb::GetStatisticsRequest {
+            submitted_from,
+            submitted_until,
+        } = req.into_inner();
+        let s = self
+            .engine
+            .statistics(
+                convert::millis(submitted_from),
+                convert::millis(submitted_until),
+            )
+            .await?;
+        let pct = |p: crate::engine::stats::Percentiles| pb::DurationPercentiles {
+            count: p.count,
+            p50_ms: p.p50.unwrap_or_default(),
+            p90_ms: p.p90.unwrap_or_default(),
+            p99_ms: p.p99.unwrap_or_default(),
+            max_ms: p.max.unwrap_or_default(),
+        };
+        let map = |m: std::collections::BTreeMap<String, u64>| m.into_iter().collect();
+        Ok(Response::new(pb::GetStatisticsResponse {
+            requests: s.requests,
+            by_outcome: map(s.by_outcome),
+            by_branch: map(s.by_branch),
+            by_transaction_code: map(s.by_code),
+            by_supervisor: map(s.by_supervisor),
+            wait: Some(pct(s.wait_ms)),
+            decision: Some(pct(s.decision_ms)),
+            branch_rejection: s
+                .branch_rejection_rate
+                .into_iter()
+                .map(|(branch_id, r)| pb::BranchRejection {
+                    branch_id,
+                    approved: r.approved,
+                    rejected: r.rejected,
+                    rate: r.rate,
+                })
+                .collect(),
+            unusual_pairs: s
+                .unusual_pairs
+                .into_iter()
+                .map(|p| pb::UnusualPair {
+                    teller_id: p.teller,
+                    supervisor_id: p.supervisor,
+                    observed: p.observed,
+                    expected: p.expected,
+                    z: p.z,
+                })
+                .collect(),
+        }))
     }
 }
 

@@ -238,6 +238,15 @@ pub fn verdict(decision: i32, reason_code: String, comment: String) -> Result<Ve
     })
 }
 
+/// Milliseconds since the epoch of an optional protobuf time.
+pub fn millis(t: Option<prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos / 1_000_000))
+    })
+}
+
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.0.div_euclid(1000),
@@ -304,6 +313,16 @@ pub fn image_ref(i: &ImageRef) -> pb::ImageRef {
     }
 }
 
+fn decision_record(d: &crate::domain::DecisionEntry) -> pb::DecisionRecord {
+    pb::DecisionRecord {
+        decision: decision(d.verdict.decision) as i32,
+        supervisor_id: d.supervisor.to_string(),
+        reason_code: d.verdict.reason_code.clone(),
+        comment: d.verdict.comment.clone(),
+        decided_at: Some(timestamp(d.at)),
+    }
+}
+
 /// The request as tellers, supervisors and auditors see it.
 pub fn request(r: &Request) -> pb::AuthorizationRequest {
     let s = &r.submission;
@@ -350,15 +369,15 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
                 resubmit_note: e.resubmit_note.clone().unwrap_or_default(),
             })
             .collect(),
-        decision: r.decision.as_ref().map(|d| pb::DecisionRecord {
-            decision: decision(d.verdict.decision) as i32,
-            supervisor_id: d.supervisor.to_string(),
-            reason_code: d.verdict.reason_code.clone(),
-            comment: d.verdict.comment.clone(),
-            decided_at: Some(timestamp(d.at)),
-        }),
+        decision: r.decision.as_ref().map(decision_record),
         submitted_at: Some(timestamp(r.submitted_at)),
         updated_at: Some(timestamp(r.updated_at)),
         version: r.version,
+        approvals_needed: u32::from(r.requirements.approvals),
+        approvals: r.approvals.iter().map(decision_record).collect(),
+        level_needed: u32::from(r.level),
+        decide_by: Some(timestamp(r.deadline())),
+        policy_rule: r.requirements.rule.clone(),
+        priority: u32::from(r.requirements.priority),
     }
 }

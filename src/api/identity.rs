@@ -32,6 +32,12 @@ struct PrincipalFile {
     branch: String,
     cert_sha256: String,
     level: Option<u8>,
+    /// Supervisors: the largest amount (minor units) they may decide, per currency.
+    #[serde(default)]
+    ceilings: std::collections::BTreeMap<String, i64>,
+    /// Supervisors: the transaction codes they may decide; absent or empty means all.
+    #[serde(default)]
+    codes: Vec<String>,
 }
 
 impl Directory {
@@ -74,6 +80,17 @@ impl Directory {
                 (_, Some(_)) => bail!("{at}: only supervisors have a level"),
                 (_, None) => 0,
             };
+            if role != Role::Supervisor && (!p.ceilings.is_empty() || !p.codes.is_empty()) {
+                bail!("{at}: only supervisors have ceilings and codes");
+            }
+            for (currency, ceiling) in &p.ceilings {
+                if !crate::domain::validate::CURRENCIES.contains(&currency.as_str()) {
+                    bail!("{at}: ceilings.{currency}: not a supported ISO 4217 code");
+                }
+                if *ceiling <= 0 {
+                    bail!("{at}: ceilings.{currency}: must be positive");
+                }
+            }
             let mut fp = [0u8; 32];
             hex::decode_to_slice(&p.cert_sha256, &mut fp)
                 .with_context(|| format!("{at}: cert_sha256 must be 64 hex characters"))?;
@@ -83,6 +100,8 @@ impl Directory {
                 role,
                 branch: BranchId::new(p.branch),
                 level,
+                ceilings: p.ceilings,
+                codes: p.codes.into_iter().collect(),
             };
             if by_fingerprint.insert(fp, principal).is_some() {
                 bail!("{at}: the certificate is already mapped to another principal");

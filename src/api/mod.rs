@@ -2,6 +2,7 @@
 //! to and from the domain, identity and role checks, the one mapping of errors to status codes,
 //! and the three services.
 
+mod admin;
 mod audit;
 pub mod convert;
 pub mod identity;
@@ -19,6 +20,7 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/countersign_descriptor.bin"));
 }
 
+pub use admin::AdminApi;
 pub use audit::AuditApi;
 pub use identity::Directory;
 pub use supervisor::SupervisorApi;

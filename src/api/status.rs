@@ -138,8 +138,18 @@ impl From<AuditError> for Status {
             AuditError::NotFound => Status::not_found(e.to_string()),
             AuditError::OutOfRange(_) => Status::out_of_range(e.to_string()),
             AuditError::NoDecision => Status::failed_precondition(e.to_string()),
+            AuditError::TooMany(_) => Status::resource_exhausted(e.to_string()),
             AuditError::Image(e) => image_store(e),
             AuditError::Storage(e) => internal(e),
+        }
+    }
+}
+
+impl From<PauseError> for Status {
+    fn from(e: PauseError) -> Status {
+        match e {
+            PauseError::NotAttending => Status::failed_precondition(e.to_string()),
+            PauseError::Unavailable(e) => unavailable(e),
         }
     }
 }

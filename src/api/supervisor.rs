@@ -173,4 +173,24 @@ impl SupervisorService for SupervisorApi {
             content,
         }))
     }
+
+    async fn pause(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::PauseRequest {} = req.into_inner();
+        self.engine.pause(&supervisor.id, true).await?;
+        Ok(Response::new(pb::PauseResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
+        let pb::ResumeRequest {} = req.into_inner();
+        self.engine.pause(&supervisor.id, false).await?;
+        Ok(Response::new(pb::ResumeResponse {}))
+    }
 }

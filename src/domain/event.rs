@@ -1,7 +1,7 @@
 //! Events: the only way a request changes. Each becomes one ledger record.
 
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
-use super::types::{ImageRef, Submission, Timestamp, Verdict};
+use super::types::{EscalationReason, ImageRef, Requirements, Submission, Timestamp, Verdict};
 
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub enum WithdrawReason {
     Superseded,
     /// The server restarted while the request was offered or in review.
     Restart,
+    /// The request was escalated to a level the offered supervisor does not have.
+    Escalated,
 }
 
 impl WithdrawReason {
@@ -28,6 +30,7 @@ impl WithdrawReason {
             WithdrawReason::Disconnected => "disconnected",
             WithdrawReason::Superseded => "superseded",
             WithdrawReason::Restart => "restart",
+            WithdrawReason::Escalated => "escalated",
         }
     }
 }
@@ -40,6 +43,8 @@ pub enum Event {
         teller: PrincipalId,
         branch: BranchId,
         submission: Submission,
+        /// What the policy required, as evaluated at submission.
+        requirements: Requirements,
     },
     Offered {
         supervisor: PrincipalId,
@@ -79,6 +84,13 @@ pub enum Event {
     Cancelled {
         reason: String,
     },
+    /// Not decided by its deadline.
+    Expired,
+    /// The level needed rose to `level`.
+    Escalated {
+        level: u8,
+        reason: EscalationReason,
+    },
 }
 
 impl Event {
@@ -94,6 +106,8 @@ impl Event {
             Event::Decided { .. } => "decided",
             Event::Resubmitted { .. } => "resubmitted",
             Event::Cancelled { .. } => "cancelled",
+            Event::Expired => "expired",
+            Event::Escalated { .. } => "escalated",
         }
     }
 }

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use super::event::Event;
+use super::event::{Event, Record};
 use super::ids::{BranchId, PrincipalId, RequestId};
-use super::types::{Decision, DecisionEntry, ImageRef, ReturnEntry, Submission, Timestamp};
+use super::types::{
+    Decision, DecisionEntry, EscalationReason, ImageRef, Requirements, ReturnEntry, Submission,
+    Timestamp,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
@@ -50,7 +53,18 @@ pub struct Request {
     /// Supervisors whose offer of it timed out; others are preferred for the next offer.
     pub timed_out: BTreeSet<PrincipalId>,
     pub returns: Vec<ReturnEntry>,
+    /// What the policy required at submission.
+    pub requirements: Requirements,
+    /// The authority level needed now: the policy's, raised by escalations.
+    pub level: u8,
+    /// Escalations so far, with why; each trigger fires once.
+    pub escalations: Vec<EscalationReason>,
+    /// Approvals given so far while more are needed (dual control); cleared by a resubmission.
+    pub approvals: Vec<DecisionEntry>,
+    /// The final approval or rejection.
     pub decision: Option<DecisionEntry>,
+    /// When a supervisor first accepted it.
+    pub first_accepted_at: Option<Timestamp>,
     pub submitted_at: Timestamp,
     pub updated_at: Timestamp,
     /// Ledger index of the Submitted record; orders the queue (older first).
@@ -81,6 +95,28 @@ pub enum FenceError {
 }
 
 impl Request {
+    /// The request a Submitted record creates; `None` for any other record.
+    pub fn open(index: u64, rec: &Record) -> Option<Self> {
+        let Event::Submitted {
+            teller,
+            branch,
+            submission,
+            requirements,
+        } = &rec.event
+        else {
+            return None;
+        };
+        Some(Request::submitted(
+            rec.request.clone(),
+            index,
+            rec.at,
+            teller.clone(),
+            branch.clone(),
+            submission.clone(),
+            requirements.clone(),
+        ))
+    }
+
     /// The request a Submitted event creates.
     pub fn submitted(
         id: RequestId,
@@ -89,12 +125,18 @@ impl Request {
         teller: PrincipalId,
         branch: BranchId,
         submission: Submission,
+        requirements: Requirements,
     ) -> Self {
         Request {
             id,
             teller,
             branch,
             submission,
+            level: requirements.level,
+            requirements,
+            escalations: Vec::new(),
+            approvals: Vec::new(),
+            first_accepted_at: None,
             state: State::Queued,
             epoch: 0,
             assignee: None,
@@ -163,6 +205,7 @@ impl Request {
                     .map_err(|_| bad(self))?;
                 self.state = State::InReview;
                 self.accept_by = None;
+                self.first_accepted_at.get_or_insert(at);
             }
             Event::Decided {
                 supervisor,
@@ -171,8 +214,24 @@ impl Request {
             } => {
                 self.check_fence(supervisor, *epoch, State::InReview)
                     .map_err(|_| bad(self))?;
+                if verdict.decision == Decision::Approve
+                    && self.approvals.iter().any(|a| &a.supervisor == supervisor)
+                {
+                    // Dual control: the same person never approves twice.
+                    return Err(bad(self));
+                }
                 self.assignee = None;
+                let needed = usize::from(self.requirements.approvals);
                 match verdict.decision {
+                    Decision::Approve if self.approvals.len() + 1 < needed => {
+                        // One approval of several: back to the queue for the next approver.
+                        self.approvals.push(DecisionEntry {
+                            supervisor: supervisor.clone(),
+                            verdict: verdict.clone(),
+                            at,
+                        });
+                        self.state = State::Queued;
+                    }
                     Decision::Approve | Decision::Reject => {
                         self.state = if verdict.decision == Decision::Approve {
                             State::Approved
@@ -212,15 +271,34 @@ impl Request {
                 if let Some(last) = self.returns.last_mut() {
                     last.resubmit_note = Some(note.clone());
                 }
+                // The content changed: approvals given to the old content no longer count.
+                self.approvals.clear();
                 self.state = State::Queued;
             }
-            Event::Cancelled { .. } => {
+            Event::Cancelled { .. } | Event::Expired => {
                 if self.state.is_final() {
                     return Err(bad(self));
                 }
-                self.state = State::Cancelled;
+                self.state = if matches!(event, Event::Expired) {
+                    State::Expired
+                } else {
+                    State::Cancelled
+                };
                 self.assignee = None;
                 self.accept_by = None;
+            }
+            Event::Escalated { level, reason } => {
+                let fresh = !self.escalations.contains(reason);
+                if self.state.is_final() || !fresh || *level != self.level + 1 || *level > 9 {
+                    return Err(bad(self));
+                }
+                self.level = *level;
+                self.escalations.push(*reason);
+                // State is unchanged: a request escalated while offered keeps its offer only if
+                // the holder still qualifies; the engine withdraws it otherwise.
+                self.updated_at = at;
+                self.version = index;
+                return Ok(());
             }
         }
         self.updated_at = at;
@@ -248,6 +326,28 @@ impl Request {
             return Err(FenceError::WrongState(self.state));
         }
         Ok(())
+    }
+
+    /// When the request expires if not decided.
+    pub fn deadline(&self) -> Timestamp {
+        self.submitted_at
+            .plus_ms(self.requirements.decision_deadline_ms)
+    }
+
+    /// When waiting unaccepted raises the level, if the policy says so and it has not yet.
+    pub fn escalate_at(&self) -> Option<Timestamp> {
+        let after = self.requirements.escalate_after_ms?;
+        (!self.escalations.contains(&EscalationReason::Waited))
+            .then(|| self.submitted_at.plus_ms(after))
+    }
+
+    /// Whether `declines` so far trigger the declines escalation.
+    pub fn declines_escalate(&self) -> bool {
+        self.requirements
+            .escalate_after_declines
+            .is_some_and(|n| self.declined_by.len() as u32 >= n)
+            && !self.escalations.contains(&EscalationReason::Declined)
+            && self.level < 9
     }
 
     fn requeue(&mut self) {
@@ -304,6 +404,10 @@ mod tests {
     }
 
     fn request() -> Request {
+        request_with(1)
+    }
+
+    fn request_with(approvals: u8) -> Request {
         Request::submitted(
             RequestId::from_random([1; 16]),
             0,
@@ -331,6 +435,18 @@ mod tests {
                 },
                 images: vec![image(1), image(2)],
                 note: String::new(),
+            },
+            Requirements {
+                rule: "r".into(),
+                policy_sha256: "00".into(),
+                level: 1,
+                approvals,
+                independent: true,
+                priority: 0,
+                offer_timeout_ms: 1000,
+                decision_deadline_ms: 100_000,
+                escalate_after_ms: Some(50_000),
+                escalate_after_declines: Some(2),
             },
         )
     }
@@ -391,6 +507,11 @@ mod tests {
             },
             Event::Cancelled {
                 reason: String::new(),
+            },
+            Event::Expired,
+            Event::Escalated {
+                level: 2,
+                reason: EscalationReason::Waited,
             },
         ]
     }
@@ -455,7 +576,9 @@ mod tests {
                     | (InReview, Event::OfferWithdrawn { .. })
                     | (InReview, Event::Decided { .. })
                     | (Returned, Event::Resubmitted { .. }) => true,
-                    (s, Event::Cancelled { .. }) => !s.is_final(),
+                    (s, Event::Cancelled { .. } | Event::Expired | Event::Escalated { .. }) => {
+                        !s.is_final()
+                    }
                     _ => false,
                 };
                 assert_eq!(ok, expected, "{:?} + {}", start.state, e.kind());
@@ -562,5 +685,127 @@ mod tests {
             resubmitted_images(&r.submission.images, &[], &[ImageHash([9; 32])]),
             None
         );
+    }
+
+    fn approve(r: &mut Request, index: u64, who: &str, epoch: u64) -> Result<(), ApplyError> {
+        r.apply(index, Timestamp(index as i64), &offered(epoch, who))?;
+        r.apply(
+            index + 1,
+            Timestamp(index as i64),
+            &Event::Accepted {
+                supervisor: p(who),
+                epoch,
+            },
+        )?;
+        r.apply(
+            index + 2,
+            Timestamp(index as i64),
+            &Event::Decided {
+                supervisor: p(who),
+                epoch,
+                verdict: verdict(Decision::Approve),
+            },
+        )
+    }
+
+    #[test]
+    fn dual_control_needs_two_different_approvers() {
+        let mut r = request_with(2);
+        approve(&mut r, 1, "a", 1).unwrap();
+        assert_eq!(
+            r.state,
+            State::Queued,
+            "one approval of two goes back to the queue"
+        );
+        assert_eq!(r.approvals.len(), 1);
+        assert_eq!(r.decision, None);
+        // The same person again is refused by the state machine itself.
+        let before = r.clone();
+        let mut again = r.clone();
+        assert!(approve(&mut again, 10, "a", 2).is_err());
+        assert_eq!(r, before);
+        approve(&mut r, 20, "b", 2).unwrap();
+        assert_eq!(r.state, State::Approved);
+        assert_eq!(r.decision.as_ref().unwrap().supervisor, p("b"));
+        // A rejection by the second ends it.
+        let mut x = request_with(2);
+        approve(&mut x, 1, "a", 1).unwrap();
+        x.apply(10, Timestamp(10), &offered(2, "b")).unwrap();
+        x.apply(
+            11,
+            Timestamp(11),
+            &Event::Accepted {
+                supervisor: p("b"),
+                epoch: 2,
+            },
+        )
+        .unwrap();
+        x.apply(
+            12,
+            Timestamp(12),
+            &Event::Decided {
+                supervisor: p("b"),
+                epoch: 2,
+                verdict: verdict(Decision::Reject),
+            },
+        )
+        .unwrap();
+        assert_eq!(x.state, State::Rejected);
+    }
+
+    #[test]
+    fn escalation_fires_once_per_trigger_and_deadlines_derive_from_submission() {
+        let mut r = request();
+        assert_eq!(r.deadline(), Timestamp(101_000));
+        assert_eq!(r.escalate_at(), Some(Timestamp(51_000)));
+        r.apply(
+            1,
+            Timestamp(51_000),
+            &Event::Escalated {
+                level: 2,
+                reason: EscalationReason::Waited,
+            },
+        )
+        .unwrap();
+        assert_eq!((r.level, r.escalate_at()), (2, None));
+        assert!(
+            r.apply(
+                2,
+                Timestamp(52_000),
+                &Event::Escalated {
+                    level: 3,
+                    reason: EscalationReason::Waited
+                }
+            )
+            .is_err()
+        );
+        assert!(!r.declines_escalate());
+        for (i, who) in ["a", "b"].into_iter().enumerate() {
+            let e = i as u64 + 1;
+            r.apply(10 + e * 2, Timestamp(1), &offered(e, who)).unwrap();
+            r.apply(
+                11 + e * 2,
+                Timestamp(1),
+                &Event::OfferDeclined {
+                    supervisor: p(who),
+                    epoch: e,
+                    reason: String::new(),
+                },
+            )
+            .unwrap();
+        }
+        assert!(r.declines_escalate());
+        r.apply(
+            30,
+            Timestamp(1),
+            &Event::Escalated {
+                level: 3,
+                reason: EscalationReason::Declined,
+            },
+        )
+        .unwrap();
+        assert!(!r.declines_escalate());
+        r.apply(31, Timestamp(101_000), &Event::Expired).unwrap();
+        assert_eq!(r.state, State::Expired);
     }
 }

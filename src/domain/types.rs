@@ -1,6 +1,6 @@
 //! The content of a submission and the principals who act on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::ids::{BranchId, ImageHash, PrincipalId, TellerSerial};
 
@@ -33,6 +33,68 @@ pub struct Principal {
     pub branch: BranchId,
     /// Authority level; 0 for everyone but supervisors.
     pub level: u8,
+    /// Supervisors: the largest amount (minor units) they may decide, per currency. A currency
+    /// not listed is one they may not decide at all.
+    pub ceilings: BTreeMap<String, i64>,
+    /// Supervisors: the transaction codes they may decide; empty means every code.
+    pub codes: BTreeSet<String>,
+}
+
+impl Principal {
+    /// Whether this supervisor's own authority covers a request needing `level` for this
+    /// transaction (branch independence is the dispatcher's separate rule).
+    pub fn may_decide(&self, level: u8, t: &Transaction) -> bool {
+        self.role == Role::Supervisor
+            && self.level >= level
+            && self
+                .ceilings
+                .get(&t.amount.currency)
+                .is_some_and(|c| *c >= t.amount.minor_units)
+            && (self.codes.is_empty() || self.codes.contains(&t.code))
+    }
+}
+
+/// What the policy required of a request when it was submitted. Recorded in the Submitted
+/// record, so that replay, timers and audits never depend on the policy file in force later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirements {
+    /// The rule that matched (or "unmatched-default").
+    pub rule: String,
+    /// SHA-256 (hex) of the policy file that was in force.
+    pub policy_sha256: String,
+    /// Authority level needed at submission (escalation may raise it).
+    pub level: u8,
+    /// Approvals needed: 1, or 2 for dual control.
+    pub approvals: u8,
+    /// Whether the supervisor must be of another branch than the teller.
+    pub independent: bool,
+    /// Higher is offered first.
+    pub priority: u8,
+    pub offer_timeout_ms: u64,
+    /// Not decided this long after submission, the request expires.
+    pub decision_deadline_ms: u64,
+    /// Unaccepted this long after submission, the level needed rises by one.
+    pub escalate_after_ms: Option<u64>,
+    /// After this many declines, the level needed rises by one.
+    pub escalate_after_declines: Option<u32>,
+}
+
+/// Why the level a request needs was raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EscalationReason {
+    /// Nobody accepted it within `escalate_after_ms`.
+    Waited,
+    /// It was declined `escalate_after_declines` times.
+    Declined,
+}
+
+impl EscalationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationReason::Waited => "waited",
+            EscalationReason::Declined => "declined",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -99,6 +99,16 @@ pub(crate) enum Command {
     /// Stop taking calls, end every stream, and stop once all appended records are durable
     /// and answered.
     Shutdown { reply: Reply<()> },
+    /// Pause (or resume) offers to a supervisor without closing their stream.
+    Pause {
+        supervisor: PrincipalId,
+        paused: bool,
+        reply: Reply<Result<(), PauseError>>,
+    },
+    /// A snapshot of the queue and the supervisors.
+    Status {
+        reply: Reply<super::status::QueueStatus>,
+    },
 }
 
 /// A supervisor's Attend stream has closed.
@@ -127,6 +137,8 @@ struct Session {
     tx: mpsc::Sender<SupervisorEvent>,
     /// Requests offered to or in review by this supervisor.
     tasks: BTreeSet<RequestId>,
+    /// Paused: keeps the stream and what it holds, gets no new offers.
+    paused: bool,
 }
 
 pub(crate) struct Core {
@@ -138,13 +150,20 @@ pub(crate) struct Core {
     /// Every request not yet final, plus final ones until their last record is projected.
     pub requests: HashMap<RequestId, Request>,
     /// QUEUED requests by the ledger index of their submission: older first.
-    pub queue: BTreeSet<(u64, RequestId)>,
+    pub queue: BTreeSet<QueueKey>,
     /// (teller, serial) -> (request, fingerprint) for requests held in memory.
     pub idem: HashMap<(PrincipalId, TellerSerial), (RequestId, [u8; 32])>,
     /// Undecided requests per teller.
     pub pending_by_teller: HashMap<PrincipalId, u32>,
     /// Offer deadlines: (accept_by, request, epoch).
     pub offer_deadlines: BTreeSet<(Timestamp, RequestId, u64)>,
+    /// Decision deadlines and wait escalations: (when, request). Entries are checked against
+    /// the request when due, so stale ones cost nothing.
+    pub timers: BTreeSet<(Timestamp, RequestId)>,
+    /// The policy new submissions are evaluated against (shared with the handle for reloads).
+    pub policy: super::SharedPolicy,
+    /// Per-supervisor counts for the current day.
+    pub day: super::status::DayCounts,
     sessions: HashMap<PrincipalId, Session>,
     session_seq: u64,
     watchers: HashMap<RequestId, Vec<mpsc::Sender<Request>>>,
@@ -171,6 +190,7 @@ impl Core {
         rng: Box<dyn rand::RngCore + Send>,
         appender: Appender,
         projection: Arc<Projection>,
+        policy: super::SharedPolicy,
     ) -> Self {
         let durable = appender.next_index();
         Core {
@@ -184,6 +204,9 @@ impl Core {
             idem: HashMap::new(),
             pending_by_teller: HashMap::new(),
             offer_deadlines: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            policy,
+            day: super::status::DayCounts::default(),
             sessions: HashMap::new(),
             session_seq: 0,
             watchers: HashMap::new(),
@@ -240,6 +263,7 @@ impl Core {
             }
             // Checked on every pass, not only on ticks: a busy engine must not starve timers.
             self.expire_offers();
+            self.run_timers();
             self.dispatch();
             if self.failed.is_none()
                 && let Err(e) = self.appender.flush()
@@ -291,19 +315,13 @@ impl Core {
 
     /// Applies a record (live or replayed) to the in-memory state.
     pub(crate) fn apply(&mut self, index: u64, rec: Record, fingerprint: Option<[u8; 32]>) {
-        let Record {
-            request: id,
-            at,
-            event,
-            ..
-        } = rec;
+        let id = rec.request.clone();
+        let at = rec.at;
         let mut created = None;
         let was = self.requests.get(&id).map(|r| r.state);
-        match &event {
+        match &rec.event {
             Event::Submitted {
-                teller,
-                branch,
-                submission,
+                teller, submission, ..
             } => {
                 let fp = fingerprint.unwrap_or_else(|| record::submission_fingerprint(submission));
                 created = Some((teller.clone(), submission.serial.clone(), fp));
@@ -312,14 +330,7 @@ impl Core {
                     (id.clone(), fp),
                 );
                 *self.pending_by_teller.entry(teller.clone()).or_default() += 1;
-                let r = Request::submitted(
-                    id.clone(),
-                    index,
-                    at,
-                    teller.clone(),
-                    branch.clone(),
-                    submission.clone(),
-                );
+                let r = Request::open(index, &rec).expect("a submitted record");
                 self.requests.insert(id.clone(), r);
             }
             e => {
@@ -332,17 +343,24 @@ impl Core {
             }
         }
         let r = &self.requests[&id];
-        let (state, submitted_index) = (r.state, r.submitted_index);
+        let state = r.state;
         if was == Some(State::Queued) && state != State::Queued {
-            self.queue.remove(&(submitted_index, id.clone()));
+            self.queue.remove(&queue_key(r));
         }
         if state == State::Queued && was != Some(State::Queued) {
-            self.queue.insert((submitted_index, id.clone()));
+            self.queue.insert(queue_key(r));
             self.dispatch_dirty = true;
         }
         if let (State::Offered, Some(deadline)) = (state, r.accept_by) {
             self.offer_deadlines.insert((deadline, id.clone(), r.epoch));
         }
+        if matches!(rec.event, Event::Submitted { .. }) {
+            self.timers.insert((r.deadline(), id.clone()));
+            if let Some(at) = r.escalate_at() {
+                self.timers.insert((at, id.clone()));
+            }
+        }
+        self.day.count(&rec, at);
         if state.is_final() {
             if let Some(n) = self.pending_by_teller.get_mut(&r.teller) {
                 *n = n.saturating_sub(1);
@@ -359,7 +377,7 @@ impl Core {
                 },
             ));
         }
-        let decided_by = match &event {
+        let decided_by = match &rec.event {
             Event::Decided { supervisor, .. } => Some(supervisor.clone()),
             _ => None,
         };
@@ -503,7 +521,8 @@ impl Core {
                 Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Shutdown { .. } => {}
+                Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Status { .. } | Command::Shutdown { .. } => {}
             }
             return;
         }
@@ -623,6 +642,25 @@ impl Core {
                 let _ = reply.send(r);
             }
             Command::Shutdown { .. } => unreachable!("handled above"),
+            Command::Pause {
+                supervisor,
+                paused,
+                reply,
+            } => {
+                let r = match self.sessions.get_mut(&supervisor) {
+                    Some(s) => {
+                        s.paused = paused;
+                        self.dispatch_dirty = true;
+                        tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
+                        Ok(())
+                    }
+                    None => Err(PauseError::NotAttending),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
         }
     }
 
@@ -660,11 +698,38 @@ impl Core {
                 self.config.pending_per_teller_max,
             ));
         }
+        let t = &submission.transaction;
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let terms = policy
+            .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
+            .map_err(|e| {
+                SubmitError::Invalid(crate::domain::validate::FieldError::new(
+                    "transaction",
+                    e.to_string(),
+                ))
+            })?;
+        let requirements = crate::domain::Requirements {
+            rule: terms.rule,
+            policy_sha256: policy.sha256().to_owned(),
+            level: terms.level,
+            approvals: terms.approvals,
+            independent: terms.independent,
+            priority: terms.priority,
+            offer_timeout_ms: terms.offer_timeout_ms,
+            decision_deadline_ms: terms.decision_deadline_ms,
+            escalate_after_ms: terms.escalate_after_ms,
+            escalate_after_declines: terms.escalate_after_declines,
+        };
         let id = RequestId::from_random(self.rng.random());
         let event = Event::Submitted {
             teller: teller.id.clone(),
             branch: teller.branch.clone(),
             submission,
+            requirements,
         };
         let at = self.now();
         let rec = Record {
@@ -792,6 +857,7 @@ impl Core {
                 principal: supervisor,
                 tx,
                 tasks: BTreeSet::new(),
+                paused: false,
             },
         );
         self.dispatch_dirty = true;
@@ -884,6 +950,9 @@ impl Core {
             },
         );
         self.release_task(&supervisor, &id);
+        if self.requests[&id].declines_escalate() {
+            self.escalate(&id, crate::domain::EscalationReason::Declined);
+        }
         Ok(())
     }
 
@@ -904,9 +973,21 @@ impl Core {
                 "a principal cannot decide their own request",
             ));
         }
-        if r.branch == supervisor.branch {
+        if r.requirements.independent && r.branch == supervisor.branch {
             return Err(DecideError::NotAllowed(
                 "a supervisor cannot decide a request from their own branch",
+            ));
+        }
+        if !supervisor.may_decide(r.level, &r.submission.transaction) {
+            return Err(DecideError::NotAllowed(
+                "the request needs more authority (level, amount ceiling or transaction code) than this supervisor has",
+            ));
+        }
+        if verdict.decision == crate::domain::Decision::Approve
+            && r.approvals.iter().any(|a| a.supervisor == supervisor.id)
+        {
+            return Err(DecideError::NotAllowed(
+                "dual control: the second approval must come from another supervisor",
             ));
         }
         self.record(
@@ -920,6 +1001,80 @@ impl Core {
         );
         self.release_task(&supervisor.id, &id);
         Ok(self.requests[&id].clone())
+    }
+
+    /// Expires requests past their decision deadline and escalates those that waited too long.
+    fn run_timers(&mut self) {
+        let now = self.now();
+        while let Some((when, id)) = self.timers.first().cloned() {
+            if when > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            if r.state.is_final() {
+                continue;
+            }
+            if now >= r.deadline() {
+                let holder = r.assignee.clone().map(|s| (s, r.epoch));
+                self.record(&id, Actor::System, Event::Expired);
+                if let Some((supervisor, epoch)) = holder {
+                    self.release_task(&supervisor, &id);
+                    self.send_supervisor(
+                        &supervisor,
+                        SupervisorEvent::Withdrawn {
+                            request: id.clone(),
+                            epoch,
+                            reason: "expired",
+                        },
+                    );
+                }
+            } else if r.escalate_at().is_some_and(|at| at <= now)
+                && matches!(r.state, State::Queued | State::Offered)
+                && r.level < 9
+            {
+                self.escalate(&id, crate::domain::EscalationReason::Waited);
+            }
+        }
+    }
+
+    /// Raises the level a request needs by one, recording why, and withdraws a current offer
+    /// from a supervisor who no longer qualifies.
+    fn escalate(&mut self, id: &RequestId, reason: crate::domain::EscalationReason) {
+        let r = &self.requests[id];
+        let level = r.level + 1;
+        self.record(id, Actor::System, Event::Escalated { level, reason });
+        let r = &self.requests[id];
+        if let (State::Offered, Some(holder)) = (r.state, r.assignee.clone()) {
+            let qualifies = self
+                .sessions
+                .get(&holder)
+                .is_some_and(|s| s.principal.may_decide(level, &r.submission.transaction));
+            if !qualifies {
+                let epoch = r.epoch;
+                self.record(
+                    id,
+                    Actor::System,
+                    Event::OfferWithdrawn {
+                        supervisor: holder.clone(),
+                        epoch,
+                        reason: WithdrawReason::Escalated,
+                    },
+                );
+                self.release_task(&holder, id);
+                self.send_supervisor(
+                    &holder,
+                    SupervisorEvent::Withdrawn {
+                        request: id.clone(),
+                        epoch,
+                        reason: "escalated",
+                    },
+                );
+            }
+        }
+        self.dispatch_dirty = true;
     }
 
     /// Moves offers whose accept deadline passed to the queue again.
@@ -971,7 +1126,7 @@ impl Core {
         let mut free: Vec<PrincipalId> = self
             .sessions
             .values()
-            .filter(|s| s.tasks.len() < tasks_max)
+            .filter(|s| s.tasks.len() < tasks_max && !s.paused)
             .map(|s| s.principal.id.clone())
             .collect();
         if free.is_empty() {
@@ -982,7 +1137,7 @@ impl Core {
         // Tasks each free supervisor will hold, counting the offers made in this pass.
         let mut load: Vec<usize> = free.iter().map(|p| self.sessions[p].tasks.len()).collect();
         let mut offers = Vec::new();
-        for (_, id) in &self.queue {
+        for (_, _, id) in &self.queue {
             if free.is_empty() {
                 break;
             }
@@ -1016,9 +1171,11 @@ impl Core {
             }
             offers.push((id.clone(), supervisor, eligible.len() as u32));
         }
-        let accept_by = self.now().plus_ms(self.config.offer_timeout_ms);
+        let now = self.now();
         for (id, supervisor, pool_size) in offers {
-            let epoch = self.requests[&id].epoch + 1;
+            let r = &self.requests[&id];
+            let epoch = r.epoch + 1;
+            let accept_by = now.plus_ms(r.requirements.offer_timeout_ms);
             self.record(
                 &id,
                 Actor::System,
@@ -1047,6 +1204,67 @@ impl Core {
         }
     }
 
+    fn status(&self) -> super::status::QueueStatus {
+        use super::status::*;
+        let now = self.now();
+        let mut st = QueueStatus {
+            at: now,
+            depth: Default::default(),
+            queued: 0,
+            offered: 0,
+            in_review: 0,
+            returned: 0,
+            oldest_waiting_ms: None,
+            supervisors: Vec::new(),
+        };
+        for r in self.requests.values() {
+            match r.state {
+                State::Queued => {
+                    st.queued += 1;
+                    *st.depth
+                        .entry((r.level, r.requirements.priority))
+                        .or_default() += 1;
+                    let waited = now.0 - r.submitted_at.0;
+                    st.oldest_waiting_ms =
+                        Some(st.oldest_waiting_ms.map_or(waited, |w| w.max(waited)));
+                }
+                State::Offered => st.offered += 1,
+                State::InReview => st.in_review += 1,
+                State::Returned => st.returned += 1,
+                _ => {}
+            }
+        }
+        let today = |id: &PrincipalId| self.day.per.get(id).cloned().unwrap_or_default();
+        for s in self.sessions.values() {
+            st.supervisors.push(SupervisorStatus {
+                id: s.principal.id.clone(),
+                name: s.principal.name.clone(),
+                branch: s.principal.branch.to_string(),
+                level: s.principal.level,
+                online: true,
+                paused: s.paused,
+                tasks: s.tasks.len() as u32,
+                today: today(&s.principal.id),
+            });
+        }
+        for (id, d) in &self.day.per {
+            if !self.sessions.contains_key(id) {
+                st.supervisors.push(SupervisorStatus {
+                    id: id.clone(),
+                    name: String::new(),
+                    branch: String::new(),
+                    level: 0,
+                    online: false,
+                    paused: false,
+                    tasks: 0,
+                    today: d.clone(),
+                });
+            }
+        }
+        st.supervisors.sort_by(|a, b| a.id.cmp(&b.id));
+        st
+    }
+
     /// Takes in an undecided request loaded at start.
     pub(crate) fn adopt(&mut self, r: Request, fingerprint: [u8; 32]) {
         self.idem.insert(
@@ -1055,7 +1273,12 @@ impl Core {
         );
         *self.pending_by_teller.entry(r.teller.clone()).or_default() += 1;
         if r.state == State::Queued {
-            self.queue.insert((r.submitted_index, r.id.clone()));
+            self.queue.insert(queue_key(&r));
+        }
+        // Timers are derived from ledger times, so they survive a restart.
+        self.timers.insert((r.deadline(), r.id.clone()));
+        if let Some(at) = r.escalate_at() {
+            self.timers.insert((at, r.id.clone()));
         }
         self.requests.insert(r.id.clone(), r);
     }
@@ -1066,7 +1289,24 @@ impl Core {
     }
 }
 
-/// Whether `s` may be offered `r` (first version of the rule; policy deepens it).
-fn eligible(r: &Request, s: &Principal) -> bool {
-    s.id != r.teller && s.branch != r.branch && !r.declined_by.contains(&s.id) && s.level >= 1
+/// Queue order: higher priority first, then older (by the index of the Submitted record).
+pub(crate) type QueueKey = (std::cmp::Reverse<u8>, u64, RequestId);
+
+pub(crate) fn queue_key(r: &Request) -> QueueKey {
+    (
+        std::cmp::Reverse(r.requirements.priority),
+        r.submitted_index,
+        r.id.clone(),
+    )
+}
+
+/// Whether supervisor `s` may be offered `r` now (DESIGN.md "Dispatch"): their own authority
+/// covers it (level, ceiling, codes), they are not the teller, not of the teller's branch when
+/// the policy asks independence, have not declined it, and have not already approved it.
+pub(crate) fn eligible(r: &Request, s: &Principal) -> bool {
+    s.id != r.teller
+        && (!r.requirements.independent || s.branch != r.branch)
+        && !r.declined_by.contains(&s.id)
+        && !r.approvals.iter().any(|a| a.supervisor == s.id)
+        && s.may_decide(r.level, &r.submission.transaction)
 }

@@ -133,8 +133,18 @@ pub enum AuditError {
     OutOfRange(String),
     #[error("the request has no approval or rejection yet")]
     NoDecision,
+    #[error("{0}")]
+    TooMany(String),
     #[error("read image: {0}")]
     Image(#[from] ImageStoreError),
     #[error(transparent)]
     Storage(#[from] StorageFault),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("the supervisor has no open Attend stream to pause")]
+    NotAttending,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }

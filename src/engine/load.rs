@@ -46,23 +46,7 @@ pub fn fold(ledger: &Ledger, id: &RequestId, indexes: &[u64]) -> Result<Loaded, 
             )));
         }
         match (&mut request, &rec.event) {
-            (
-                None,
-                Event::Submitted {
-                    teller,
-                    branch,
-                    submission,
-                },
-            ) => {
-                request = Some(Request::submitted(
-                    id.clone(),
-                    index,
-                    rec.at,
-                    teller.clone(),
-                    branch.clone(),
-                    submission.clone(),
-                ));
-            }
+            (None, Event::Submitted { .. }) => request = Request::open(index, &rec),
             (Some(r), e) => r
                 .apply(index, rec.at, e)
                 .map_err(|e| StorageFault(format!("record {index}: {e}")))?,

@@ -8,6 +8,8 @@ mod core;
 pub mod error;
 mod load;
 mod recover;
+pub mod stats;
+pub mod status;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,8 +33,8 @@ use core::{Command, Leave, Lookup};
 /// Engine settings, validated by the server's config before they get here.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// How long a supervisor has to accept an offer before it moves on.
-    pub offer_timeout_ms: u64,
+    /// The policy in force at start (reloads replace it in the engine).
+    pub policy: Arc<crate::policy::Policy>,
     /// Requests one supervisor may hold (offered or in review) at once.
     pub supervisor_tasks_max: usize,
     /// Undecided requests the engine holds at most; Submit beyond it is RESOURCE_EXHAUSTED.
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     pub page_size_max: usize,
     /// Most index entries one search call examines.
     pub search_scan_max: usize,
+    /// Most requests one statistics call covers.
+    pub stats_rows_max: usize,
     /// Signing checkpoints of the ledger.
     pub checkpoints: CheckpointConfig,
 }
@@ -79,6 +83,10 @@ impl std::fmt::Debug for CheckpointConfig {
             .finish_non_exhaustive()
     }
 }
+
+/// The policy in force for new submissions. A reload swaps the `Arc`; evaluation takes a
+/// clone of it per submission, so a reload never changes a submission half-way.
+pub type SharedPolicy = Arc<std::sync::RwLock<Arc<crate::policy::Policy>>>;
 
 /// What a supervisor's Attend stream carries.
 // Sent once per offer through a bounded channel; boxing the request would buy nothing.
@@ -118,6 +126,8 @@ pub struct EngineHandle {
     checkpointer: Arc<Checkpointer>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    /// The policy in force for new submissions, shared with the engine task.
+    policy: SharedPolicy,
 }
 
 /// Ends a supervisor's session when their Attend stream is dropped.
@@ -489,6 +499,76 @@ impl EngineHandle {
     /// How many ledger records are durable.
     pub fn ledger_len(&self) -> u64 {
         self.ledger.len()
+    }
+
+    /// Stops (or resumes) offers to a supervisor without closing their stream.
+    pub async fn pause(&self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
+        self.call(|reply| Command::Pause {
+            supervisor: supervisor.clone(),
+            paused,
+            reply,
+        })
+        .await?
+    }
+
+    /// The queue and the supervisors, exactly, as of now.
+    pub async fn queue_status(&self) -> Result<status::QueueStatus, Unavailable> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The policy new submissions are evaluated against.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the policy for new submissions (those already submitted keep the
+    /// requirements recorded with them); returns the previous one's hash.
+    pub fn set_policy(&self, policy: crate::policy::Policy) -> String {
+        tracing::info!(
+            sha256 = policy.sha256(),
+            "policy reloaded; it applies to new submissions"
+        );
+        let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let previous = p.sha256().to_owned();
+        *p = Arc::new(policy);
+        previous
+    }
+
+    /// Statistics over the requests submitted in [from, until).
+    pub async fn statistics(
+        &self,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<stats::Stats, AuditError> {
+        let p = self.projection.clone();
+        let max = self.config.stats_rows_max;
+        let rows = tokio::task::spawn_blocking(move || p.summaries_between(from_ms, until_ms, max))
+            .await
+            .map_err(|e| StorageFault(e.to_string()))?
+            .map_err(|e| StorageFault(e.to_string()))?
+            .map_err(|n| {
+                AuditError::TooMany(format!(
+                    "more than {max} requests ({n} so far) in the range; narrow it"
+                ))
+            })?;
+        let rows: Vec<stats::Row> = rows
+            .into_iter()
+            .map(|s| stats::Row {
+                teller: s.teller,
+                branch: s.branch,
+                code: s.code,
+                state: s.state,
+                deciders: s.deciders,
+                final_decider: s.final_decider,
+                submitted_at_ms: s.submitted_at_ms,
+                first_accepted_at_ms: s.first_accepted_at_ms,
+                finished_at_ms: s.finished_at_ms,
+            })
+            .collect();
+        Ok(stats::compute(&rows, 5, 3.0))
     }
 
     /// The key auditors verify checkpoints with (C2SP verifier key text).

@@ -56,13 +56,16 @@ pub(super) async fn start(
     replay(&ledger, &projection, applied, len)?;
     tracing::info!(records = len, replayed = len - applied, "ledger opened");
 
+    let policy: super::SharedPolicy = Arc::new(std::sync::RwLock::new(config.policy.clone()));
     let mut core = Core::new(
         config.clone(),
         clock.clone(),
         rng,
         appender,
         projection.clone(),
+        policy.clone(),
     );
+    count_today(&ledger, &mut core, clock.now())?;
     let active = projection.active()?;
     let mut held = Vec::new();
     for id in &active {
@@ -111,6 +114,7 @@ pub(super) async fn start(
         images,
         checkpointer,
         clock,
+        policy,
         config,
     };
     Ok((handle, task))
@@ -126,18 +130,9 @@ fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyho
         let rec = record::decode(&bytes).with_context(|| format!("decode record {index}"))?;
         let created = match &rec.event {
             Event::Submitted {
-                teller,
-                branch,
-                submission,
+                teller, submission, ..
             } => {
-                let r = Request::submitted(
-                    rec.request.clone(),
-                    index,
-                    rec.at,
-                    teller.clone(),
-                    branch.clone(),
-                    submission.clone(),
-                );
+                let r = Request::open(index, &rec).expect("a submitted record");
                 cache.insert(rec.request.clone(), r);
                 Some((
                     teller.clone(),
@@ -212,4 +207,30 @@ async fn sign_checkpoints(
             Err(e) => tracing::error!(error = %e, "checkpoint signer panicked"),
         }
     }
+}
+
+/// Rebuilds the supervisors' counts for today from today's records: the first is found by
+/// binary search on record times, so this reads O(log n) records plus today's.
+fn count_today(
+    ledger: &Ledger,
+    core: &mut Core,
+    now: crate::domain::Timestamp,
+) -> anyhow::Result<()> {
+    let start = now.0.div_euclid(super::status::DAY_MS) * super::status::DAY_MS;
+    let at = |i: u64| -> anyhow::Result<i64> { Ok(record::decode(&ledger.read(i)?)?.at.0) };
+    let (mut lo, mut hi) = (0, ledger.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if at(mid)? < start {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    for i in lo..ledger.len() {
+        let rec = record::decode(&ledger.read(i)?)?;
+        let t = rec.at;
+        core.day.count(&rec, t);
+    }
+    Ok(())
 }

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{
-    Actor, BranchId, CustomerIdentity, Decision, DocumentType, Event, IdVerification, ImageHash,
-    ImageKind, ImageRef, MediaType, Money, PrincipalId, Record, RequestId, Submission,
-    TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
+    Actor, BranchId, CustomerIdentity, Decision, DocumentType, EscalationReason, Event,
+    IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money, PrincipalId, Record,
+    RequestId, Requirements, Submission, TellerSerial, Timestamp, Transaction, Verdict,
+    WithdrawReason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,7 @@ enum EventV1 {
         teller: String,
         branch: String,
         submission: SubmissionV1,
+        requirements: RequirementsV1,
     },
     Offered {
         supervisor: String,
@@ -121,6 +123,71 @@ enum EventV1 {
     Cancelled {
         reason: String,
     },
+    Expired,
+    Escalated {
+        level: u8,
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequirementsV1 {
+    rule: String,
+    policy_sha256: String,
+    level: u8,
+    approvals: u8,
+    independent: bool,
+    priority: u8,
+    offer_timeout_ms: u64,
+    decision_deadline_ms: u64,
+    escalate_after_ms: Option<u64>,
+    escalate_after_declines: Option<u32>,
+}
+
+impl From<&Requirements> for RequirementsV1 {
+    fn from(r: &Requirements) -> Self {
+        let Requirements {
+            rule,
+            policy_sha256,
+            level,
+            approvals,
+            independent,
+            priority,
+            offer_timeout_ms,
+            decision_deadline_ms,
+            escalate_after_ms,
+            escalate_after_declines,
+        } = r;
+        RequirementsV1 {
+            rule: rule.clone(),
+            policy_sha256: policy_sha256.clone(),
+            level: *level,
+            approvals: *approvals,
+            independent: *independent,
+            priority: *priority,
+            offer_timeout_ms: *offer_timeout_ms,
+            decision_deadline_ms: *decision_deadline_ms,
+            escalate_after_ms: *escalate_after_ms,
+            escalate_after_declines: *escalate_after_declines,
+        }
+    }
+}
+
+impl From<RequirementsV1> for Requirements {
+    fn from(r: RequirementsV1) -> Self {
+        Requirements {
+            rule: r.rule,
+            policy_sha256: r.policy_sha256,
+            level: r.level,
+            approvals: r.approvals,
+            independent: r.independent,
+            priority: r.priority,
+            offer_timeout_ms: r.offer_timeout_ms,
+            decision_deadline_ms: r.decision_deadline_ms,
+            escalate_after_ms: r.escalate_after_ms,
+            escalate_after_declines: r.escalate_after_declines,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -196,10 +263,15 @@ names!(decision_name, decision_from, Decision, "decision", {
     Decision::Reject => "reject",
     Decision::Return => "return",
 });
+names!(escalation_name, escalation_from, EscalationReason, "reason", {
+    EscalationReason::Waited => "waited",
+    EscalationReason::Declined => "declined",
+});
 names!(withdraw_name, withdraw_from, WithdrawReason, "reason", {
     WithdrawReason::Disconnected => "disconnected",
     WithdrawReason::Superseded => "superseded",
     WithdrawReason::Restart => "restart",
+    WithdrawReason::Escalated => "escalated",
 });
 
 impl From<&ImageRef> for ImageV1 {
@@ -300,10 +372,12 @@ impl From<&Event> for EventV1 {
                 teller,
                 branch,
                 submission,
+                requirements,
             } => EventV1::Submitted {
                 teller: p(teller),
                 branch: branch.as_str().into(),
                 submission: submission.into(),
+                requirements: requirements.into(),
             },
             Event::Offered {
                 supervisor,
@@ -365,6 +439,11 @@ impl From<&Event> for EventV1 {
             Event::Cancelled { reason } => EventV1::Cancelled {
                 reason: reason.clone(),
             },
+            Event::Expired => EventV1::Expired,
+            Event::Escalated { level, reason } => EventV1::Escalated {
+                level: *level,
+                reason: escalation_name(*reason).into(),
+            },
         }
     }
 }
@@ -378,10 +457,12 @@ impl TryFrom<EventV1> for Event {
                 teller,
                 branch,
                 submission,
+                requirements,
             } => Event::Submitted {
                 teller: p(teller),
                 branch: BranchId::new(branch),
                 submission: submission.try_into()?,
+                requirements: requirements.into(),
             },
             EventV1::Offered {
                 supervisor,
@@ -451,6 +532,11 @@ impl TryFrom<EventV1> for Event {
                 note,
             },
             EventV1::Cancelled { reason } => Event::Cancelled { reason },
+            EventV1::Expired => Event::Expired,
+            EventV1::Escalated { level, reason } => Event::Escalated {
+                level,
+                reason: escalation_from(&reason)?,
+            },
         })
     }
 }

@@ -229,20 +229,9 @@ fn replay(
 ) -> Result<(), String> {
     let rec = record::decode(payload).map_err(|e| format!("record {index}: {e}"))?;
     match &rec.event {
-        Event::Submitted {
-            teller,
-            branch,
-            submission,
-        } => {
+        Event::Submitted { submission, .. } => {
             images.extend(submission.images.iter().map(|i| i.hash));
-            let r = Request::submitted(
-                rec.request.clone(),
-                index,
-                rec.at,
-                teller.clone(),
-                branch.clone(),
-                submission.clone(),
-            );
+            let r = Request::open(index, &rec).expect("a submitted record");
             if requests.insert(rec.request.clone(), r).is_some() {
                 return Err(format!(
                     "record {index}: request {} is submitted twice",

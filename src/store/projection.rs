@@ -54,15 +54,30 @@ pub struct Summary {
     pub updated_at_ms: i64,
     /// Stored name of the state (see `state_name`).
     pub state: String,
-    /// Everyone who decided it (returns included), in order.
+    /// Everyone who decided it (returns and first approvals included), in order.
     pub deciders: Vec<String>,
+    /// Whose decision made it APPROVED or REJECTED.
+    #[serde(default)]
+    pub final_decider: Option<String>,
+    #[serde(default)]
+    pub first_accepted_at_ms: Option<i64>,
+    /// When it reached a final state.
+    #[serde(default)]
+    pub finished_at_ms: Option<i64>,
 }
 
 impl Summary {
     pub fn of(r: &crate::domain::Request) -> Summary {
         let t = &r.submission.transaction;
-        let mut deciders: Vec<String> =
-            r.returns.iter().map(|x| x.supervisor.to_string()).collect();
+        // Returns and approvals in time order, then the final decision.
+        let mut earlier: Vec<(crate::domain::Timestamp, String)> = r
+            .returns
+            .iter()
+            .map(|x| (x.at, x.supervisor.to_string()))
+            .chain(r.approvals.iter().map(|a| (a.at, a.supervisor.to_string())))
+            .collect();
+        earlier.sort();
+        let mut deciders: Vec<String> = earlier.into_iter().map(|(_, s)| s).collect();
         if let Some(d) = &r.decision {
             deciders.push(d.supervisor.to_string());
         }
@@ -76,6 +91,9 @@ impl Summary {
             updated_at_ms: r.updated_at.0,
             state: state_name(r.state).into(),
             deciders,
+            final_decider: r.decision.as_ref().map(|d| d.supervisor.to_string()),
+            first_accepted_at_ms: r.first_accepted_at.map(|t| t.0),
+            finished_at_ms: r.state.is_final().then_some(r.updated_at.0),
         }
     }
 
@@ -367,6 +385,40 @@ impl Projection {
             }
         }
         Ok(SearchPage { hits, cursor: None })
+    }
+
+    /// The summaries of requests submitted in [from, until), at most `max` of them; `Err`
+    /// with the count reached when there are more.
+    pub fn summaries_between(
+        &self,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+        max: usize,
+    ) -> Result<Result<Vec<Summary>, usize>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.search(&SearchQuery {
+                teller: None,
+                supervisor: None,
+                branch: None,
+                code: None,
+                outcome: None,
+                from_ms,
+                until_ms,
+                page_size: 10_000,
+                scan_max: 10_000,
+                cursor,
+            })?;
+            out.extend(page.hits.into_iter().map(|(_, s)| s));
+            if out.len() > max {
+                return Ok(Err(out.len()));
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(Ok(out)),
+            }
+        }
     }
 
     /// Every request not in a final state.

@@ -283,6 +283,7 @@ async fn sigkill_loses_no_acknowledged_submit() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     countersign::pki::init(&pki).unwrap();
+    std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
     let config = pki.join("countersign.toml");
     let text = test_config_text(&|s| {
         s.replace(

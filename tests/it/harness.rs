@@ -35,6 +35,56 @@ pub fn test_config_text(edit: &dyn Fn(String) -> String) -> String {
     )
 }
 
+/// The policy tests run under: level 1 and one approval for anything, unless a rule below
+/// says otherwise; each rule exists for a test of that behaviour.
+pub const TEST_POLICY: &str = r#"
+[defaults]
+level = 1
+approvals = 1
+independent = true
+priority = 0
+offer_timeout_ms = 30000
+decision_deadline_ms = 86400000
+
+[unmatched]
+allow = true
+
+[[rules]]
+name = "dual"
+codes = ["DUAL"]
+approvals = 2
+
+[[rules]]
+name = "big"
+codes = ["BIG"]
+level = 2
+
+[[rules]]
+name = "urgent"
+codes = ["URGENT"]
+priority = 9
+
+[[rules]]
+name = "escalate-on-declines"
+codes = ["ESC-DECL"]
+escalate_after_declines = 2
+
+[[rules]]
+name = "escalate-on-wait"
+codes = ["ESC-WAIT"]
+escalate_after_ms = 60000
+
+[[rules]]
+name = "short-deadline"
+codes = ["SHORT"]
+decision_deadline_ms = 120000
+
+[[rules]]
+name = "refused-in-cny"
+codes = ["NO-RULE"]
+currency = "USD"
+"#;
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(&|s| s).await
@@ -45,6 +95,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
         countersign::pki::init(&pki).expect("pki init");
+        std::fs::write(pki.join("policy.toml"), TEST_POLICY).expect("write test policy");
         let config = Config::parse(&test_config_text(edit), &pki).expect("config");
         let clock = ManualClock::new(SystemClock.now());
         let mut t = TestServer {

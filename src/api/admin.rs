@@ -1,0 +1,106 @@
+//! AdminService: the duty manager's view of the queue, and the policy.
+
+use std::path::PathBuf;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::Role;
+use crate::engine::EngineHandle;
+
+use super::Directory;
+use super::convert;
+use super::pb::{self, admin_service_server::AdminService};
+
+pub struct AdminApi {
+    pub engine: EngineHandle,
+    pub directory: Directory,
+    /// The policy file the config names; ReloadPolicy re-reads it.
+    pub policy_path: PathBuf,
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn get_queue_status(
+        &self,
+        req: Request<pb::GetQueueStatusRequest>,
+    ) -> Result<Response<pb::GetQueueStatusResponse>, Status> {
+        self.directory.authorize(&req, &[Role::Admin])?;
+        let pb::GetQueueStatusRequest {} = req.into_inner();
+        let s = self
+            .engine
+            .queue_status()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::GetQueueStatusResponse {
+            taken_at: Some(convert::timestamp(s.at)),
+            depth: s
+                .depth
+                .into_iter()
+                .map(|((level, priority), count)| pb::QueueDepth {
+                    level: u32::from(level),
+                    priority: u32::from(priority),
+                    count,
+                })
+                .collect(),
+            queued: s.queued,
+            offered: s.offered,
+            in_review: s.in_review,
+            returned: s.returned,
+            oldest_waiting_ms: s.oldest_waiting_ms.unwrap_or(0),
+            supervisors: s
+                .supervisors
+                .into_iter()
+                .map(|v| pb::SupervisorState {
+                    supervisor_id: v.id.to_string(),
+                    name: v.name,
+                    branch_id: v.branch,
+                    level: u32::from(v.level),
+                    online: v.online,
+                    paused: v.paused,
+                    tasks: v.tasks,
+                    offers_today: v.today.offers,
+                    accepts_today: v.today.accepts,
+                    declines_today: v.today.declines,
+                    timeouts_today: v.today.timeouts,
+                    approvals_today: v.today.approvals,
+                    rejections_today: v.today.rejections,
+                    returns_today: v.today.returns,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        self.directory.authorize(&req, &[Role::Admin])?;
+        let pb::GetPolicyRequest {} = req.into_inner();
+        let p = self.engine.policy();
+        Ok(Response::new(pb::GetPolicyResponse {
+            text: p.text().to_owned(),
+            sha256: p.sha256().to_owned(),
+            rule_names: p.rule_names().into_iter().map(str::to_owned).collect(),
+        }))
+    }
+
+    async fn reload_policy(
+        &self,
+        req: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let admin = self.directory.authorize(&req, &[Role::Admin])?;
+        let pb::ReloadPolicyRequest {} = req.into_inner();
+        let path = self.policy_path.clone();
+        let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("policy not reloaded: {e}")))?;
+        let sha256 = policy.sha256().to_owned();
+        let previous_sha256 = self.engine.set_policy(policy);
+        tracing::info!(admin = %admin.id, %sha256, %previous_sha256, "policy reloaded by admin");
+        Ok(Response::new(pb::ReloadPolicyResponse {
+            sha256,
+            previous_sha256,
+        }))
+    }
+}
