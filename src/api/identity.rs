@@ -1,7 +1,7 @@
 //! Who is calling: the principal directory maps the SHA-256 of a client certificate (DER) to a
 //! principal, and every RPC checks that principal's role before doing anything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -50,7 +50,7 @@ impl Directory {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: DirectoryFile = toml::from_str(text).context("parse principal directory")?;
         let mut by_fingerprint = HashMap::new();
-        let mut ids = HashSet::new();
+        let mut ids: HashMap<PrincipalId, Principal> = HashMap::new();
         for (i, p) in file.principals.into_iter().enumerate() {
             let at = format!("principals[{i}] ({})", p.id);
             let id_ok = !p.id.is_empty()
@@ -60,9 +60,6 @@ impl Directory {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !id_ok || p.id == "system" {
                 bail!("{at}: id must be 1 to 64 of A-Z a-z 0-9 - _ . and not \"system\"");
-            }
-            if !ids.insert(p.id.clone()) {
-                bail!("{at}: id is listed twice");
             }
             if p.branch.trim().is_empty() {
                 bail!("{at}: branch is required");
@@ -103,6 +100,14 @@ impl Directory {
                 ceilings: p.ceilings,
                 codes: p.codes.into_iter().collect(),
             };
+            // One principal may hold several certificates (a renewal overlaps the old one);
+            // every entry of an id must then say the same about them.
+            if let Some(first) = ids.get(&principal.id)
+                && first != &principal
+            {
+                bail!("{at}: listed again with different details; entries of one id must agree");
+            }
+            ids.insert(principal.id.clone(), principal.clone());
             if by_fingerprint.insert(fp, principal).is_some() {
                 bail!("{at}: the certificate is already mapped to another principal");
             }

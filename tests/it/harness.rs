@@ -275,3 +275,63 @@ pub async fn submit(t: &TestServer, teller: &str, serial: &str) -> pb::Authoriza
     .request
     .expect("request")
 }
+
+/// Submits a request with this transaction code and amount (CNY minor units).
+pub async fn submit_code(
+    t: &TestServer,
+    teller: &str,
+    serial: &str,
+    code: &str,
+    minor_units: i64,
+) -> pb::AuthorizationRequest {
+    t.teller(teller)
+        .await
+        .submit(submit_request(
+            serial,
+            code,
+            minor_units,
+            "6222020200112233445",
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("submit {serial}: {s:?}"))
+        .into_inner()
+        .request
+        .expect("request")
+}
+
+impl TestServer {
+    pub async fn admin(
+        &self,
+    ) -> countersign::api::pb::admin_service_client::AdminServiceClient<Channel> {
+        countersign::api::pb::admin_service_client::AdminServiceClient::new(
+            client::channel(self.addr(), &self.pki, "admin-01")
+                .await
+                .expect("admin channel"),
+        )
+    }
+
+    /// The ledger records of one request, as the auditor reads them.
+    pub async fn history(&self, id: &str) -> Vec<serde_json::Value> {
+        self.auditor()
+            .await
+            .get_request(pb::GetRequestRequest {
+                request_id: id.into(),
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .events
+            .iter()
+            .map(|e| serde_json::from_slice(&e.record).expect("record is JSON"))
+            .collect()
+    }
+}
+
+impl Console {
+    pub async fn approve(&mut self, o: &pb::Offer) -> pb::AuthorizationRequest {
+        self.accept(o).await;
+        self.decide(o, pb::Decision::Approve, "", "ok")
+            .await
+            .expect("approve")
+    }
+}

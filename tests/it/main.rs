@@ -8,3 +8,4 @@ mod identity;
 mod ledger;
 mod lifecycle;
 mod limits;
+mod policy;
