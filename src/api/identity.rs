@@ -115,6 +115,14 @@ impl Directory {
         Ok(Directory { by_fingerprint })
     }
 
+    /// The principal with this id, if the directory has one.
+    pub fn principal(&self, id: &str) -> Option<Principal> {
+        self.by_fingerprint
+            .values()
+            .find(|p| p.id.as_str() == id)
+            .cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.by_fingerprint.len()
     }

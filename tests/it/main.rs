@@ -9,3 +9,4 @@ mod ledger;
 mod lifecycle;
 mod limits;
 mod policy;
+mod simulation;
