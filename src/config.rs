@@ -65,6 +65,7 @@ struct LimitsFile {
 #[serde(deny_unknown_fields)]
 struct DispatchFile {
     supervisor_tasks_max: usize,
+    review_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +147,8 @@ stats_rows_max = 1000000
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
 # Requests one supervisor holds at once (offered or in review).
 supervisor_tasks_max = 1
+# A supervisor who accepts and does not decide within this loses the request to the queue.
+review_timeout_ms = 600000
 
 [ledger]
 segment_bytes_max = 67108864
@@ -222,6 +225,9 @@ impl Config {
         if l.message_bytes_max < l.image_bytes_max {
             bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
         }
+        if f.dispatch.review_timeout_ms < 10_000 {
+            bail!("dispatch.review_timeout_ms: must be at least 10000");
+        }
         let policy_path = rel(&f.policy.file);
         let policy = crate::policy::Policy::load(&policy_path)
             .with_context(|| format!("policy.file: {}", policy_path.display()))?;
@@ -258,6 +264,7 @@ impl Config {
             engine: EngineConfig {
                 policy: std::sync::Arc::new(policy),
                 supervisor_tasks_max: f.dispatch.supervisor_tasks_max,
+                review_timeout_ms: f.dispatch.review_timeout_ms,
                 queue_length_max: l.queue_length_max,
                 pending_per_teller_max: l.pending_per_teller_max,
                 images_per_request_max: l.images_per_request_max,

@@ -378,6 +378,7 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
         level_needed: u32::from(r.level),
         decide_by: Some(timestamp(r.deadline())),
         policy_rule: r.requirements.rule.clone(),
+        policy_sha256: r.requirements.policy_sha256.clone(),
         priority: u32::from(r.requirements.priority),
     }
 }

@@ -7,8 +7,15 @@ use crate::domain::validate::FieldError;
 use crate::engine::*;
 use crate::store::ImageStoreError;
 
+/// INVALID_ARGUMENT naming the field twice: in the message, for people, and in a
+/// `google.rpc.BadRequest` detail, for programs.
 pub fn invalid(e: FieldError) -> Status {
-    Status::invalid_argument(e.to_string())
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        e.to_string(),
+        ErrorDetails::with_bad_request_violation(e.field, e.reason),
+    )
 }
 
 fn unavailable(e: Unavailable) -> Status {

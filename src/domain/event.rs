@@ -22,6 +22,8 @@ pub enum WithdrawReason {
     Restart,
     /// The request was escalated to a level the offered supervisor does not have.
     Escalated,
+    /// The supervisor accepted it but did not decide within the review timeout.
+    ReviewTimeout,
 }
 
 impl WithdrawReason {
@@ -31,6 +33,7 @@ impl WithdrawReason {
             WithdrawReason::Superseded => "superseded",
             WithdrawReason::Restart => "restart",
             WithdrawReason::Escalated => "escalated",
+            WithdrawReason::ReviewTimeout => "review_timeout",
         }
     }
 }

@@ -198,6 +198,14 @@ impl Request {
                 if !held {
                     return Err(bad(self));
                 }
+                if let Event::OfferWithdrawn {
+                    reason: super::event::WithdrawReason::ReviewTimeout,
+                    ..
+                } = event
+                {
+                    // Like an offer timeout: someone else is preferred next time.
+                    self.timed_out.insert(supervisor.clone());
+                }
                 self.requeue();
             }
             Event::Accepted { supervisor, epoch } => {

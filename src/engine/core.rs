@@ -157,6 +157,9 @@ pub(crate) struct Core {
     pub pending_by_teller: HashMap<PrincipalId, u32>,
     /// Offer deadlines: (accept_by, request, epoch).
     pub offer_deadlines: BTreeSet<(Timestamp, RequestId, u64)>,
+    /// Review deadlines: (accepted + review timeout, request, epoch). A supervisor who accepts
+    /// and never decides loses the request then.
+    pub review_deadlines: BTreeSet<(Timestamp, RequestId, u64)>,
     /// Decision deadlines and wait escalations: (when, request). Entries are checked against
     /// the request when due, so stale ones cost nothing.
     pub timers: BTreeSet<(Timestamp, RequestId)>,
@@ -177,8 +180,13 @@ pub(crate) struct Core {
     durable: u64,
     /// Set once the ledger or sled failed; every later command is refused with it.
     failed: Option<String>,
-    /// Whether something changed that may let an offer be made.
-    dispatch_dirty: bool,
+    /// Capacity appeared (a supervisor attended, resumed or finished a task): every queued
+    /// request must be considered again.
+    dispatch_all: bool,
+    /// Requests that (re-)entered the queue since the last dispatch. After a dispatch no free
+    /// supervisor is eligible for any queued request, so a new request needs checking only
+    /// against the free supervisors, not the whole queue against them.
+    dispatch_new: BTreeSet<QueueKey>,
     /// Set by Shutdown: answered, and the loop left, once everything appended is released.
     stopping: Option<Reply<()>>,
 }
@@ -204,6 +212,7 @@ impl Core {
             idem: HashMap::new(),
             pending_by_teller: HashMap::new(),
             offer_deadlines: BTreeSet::new(),
+            review_deadlines: BTreeSet::new(),
             timers: BTreeSet::new(),
             policy,
             day: super::status::DayCounts::default(),
@@ -215,7 +224,8 @@ impl Core {
             evict: VecDeque::new(),
             durable,
             failed: None,
-            dispatch_dirty: true,
+            dispatch_all: true,
+            dispatch_new: BTreeSet::new(),
             stopping: None,
         }
     }
@@ -349,10 +359,20 @@ impl Core {
         }
         if state == State::Queued && was != Some(State::Queued) {
             self.queue.insert(queue_key(r));
-            self.dispatch_dirty = true;
+            self.dispatch_new.insert(queue_key(r));
+            // Back in the queue (a first approval, a resubmission, a withdrawal): a wait
+            // escalation that has not fired yet is armed again.
+            if let Some(at) = r.escalate_at() {
+                self.timers.insert((at, id.clone()));
+            }
         }
         if let (State::Offered, Some(deadline)) = (state, r.accept_by) {
             self.offer_deadlines.insert((deadline, id.clone(), r.epoch));
+        }
+        if matches!(rec.event, Event::Accepted { .. }) {
+            let deadline = at.plus_ms(self.config.review_timeout_ms);
+            self.review_deadlines
+                .insert((deadline, id.clone(), r.epoch));
         }
         if matches!(rec.event, Event::Submitted { .. }) {
             self.timers.insert((r.deadline(), id.clone()));
@@ -497,7 +517,8 @@ impl Core {
             // Dropping the senders ends every Attend and Watch stream; consoles reconnect.
             self.sessions.clear();
             self.watchers.clear();
-            self.dispatch_dirty = false;
+            self.dispatch_all = false;
+            self.dispatch_new.clear();
             if self.stopping.is_none() {
                 self.stopping = Some(reply);
             }
@@ -650,7 +671,7 @@ impl Core {
                 let r = match self.sessions.get_mut(&supervisor) {
                     Some(s) => {
                         s.paused = paused;
-                        self.dispatch_dirty = true;
+                        self.dispatch_all |= !paused;
                         tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
                         Ok(())
                     }
@@ -659,7 +680,9 @@ impl Core {
                 let _ = reply.send(r);
             }
             Command::Status { reply } => {
-                let _ = reply.send(self.status());
+                // Held like any reply, so the snapshot never shows what is not yet on disk.
+                let st = self.status();
+                self.reply(reply, st);
             }
         }
     }
@@ -860,7 +883,7 @@ impl Core {
                 paused: false,
             },
         );
-        self.dispatch_dirty = true;
+        self.dispatch_all = true;
         (self.session_seq, rx)
     }
 
@@ -894,13 +917,12 @@ impl Core {
                 );
             }
         }
-        self.dispatch_dirty = true;
     }
 
     fn release_task(&mut self, supervisor: &PrincipalId, id: &RequestId) {
         if let Some(s) = self.sessions.get_mut(supervisor) {
             s.tasks.remove(id);
-            self.dispatch_dirty = true;
+            self.dispatch_all = true;
         }
     }
 
@@ -1074,12 +1096,43 @@ impl Core {
                 );
             }
         }
-        self.dispatch_dirty = true;
     }
 
-    /// Moves offers whose accept deadline passed to the queue again.
+    /// Moves offers whose accept deadline passed, and reviews held past the review timeout,
+    /// to the queue again.
     fn expire_offers(&mut self) {
         let now = self.now();
+        while let Some((deadline, id, epoch)) = self.review_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.review_deadlines.pop_first();
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            if r.state != State::InReview || r.epoch != epoch {
+                continue;
+            }
+            let supervisor = r.assignee.clone().expect("reviews have an assignee");
+            self.record(
+                &id,
+                Actor::System,
+                Event::OfferWithdrawn {
+                    supervisor: supervisor.clone(),
+                    epoch,
+                    reason: WithdrawReason::ReviewTimeout,
+                },
+            );
+            self.release_task(&supervisor, &id);
+            self.send_supervisor(
+                &supervisor,
+                SupervisorEvent::Withdrawn {
+                    request: id.clone(),
+                    epoch,
+                    reason: "review_timeout",
+                },
+            );
+        }
         while let Some((deadline, id, epoch)) = self.offer_deadlines.first().cloned() {
             if deadline > now {
                 break;
@@ -1118,10 +1171,11 @@ impl Core {
     /// Offers queued requests, oldest first, each to a supervisor drawn uniformly at random
     /// from those eligible for it.
     fn dispatch(&mut self) {
-        if !self.dispatch_dirty || self.failed.is_some() || self.stopping.is_some() {
+        let all = std::mem::take(&mut self.dispatch_all);
+        let new = std::mem::take(&mut self.dispatch_new);
+        if (!all && new.is_empty()) || self.failed.is_some() || self.stopping.is_some() {
             return;
         }
-        self.dispatch_dirty = false;
         let tasks_max = self.config.supervisor_tasks_max;
         let mut free: Vec<PrincipalId> = self
             .sessions
@@ -1137,7 +1191,13 @@ impl Core {
         // Tasks each free supervisor will hold, counting the offers made in this pass.
         let mut load: Vec<usize> = free.iter().map(|p| self.sessions[p].tasks.len()).collect();
         let mut offers = Vec::new();
-        for (_, _, id) in &self.queue {
+        let queue = &self.queue;
+        let keys: Box<dyn Iterator<Item = &QueueKey>> = if all {
+            Box::new(queue.iter())
+        } else {
+            Box::new(new.iter().filter(|k| queue.contains(k)))
+        };
+        for (_, _, id) in keys {
             if free.is_empty() {
                 break;
             }
@@ -1234,7 +1294,15 @@ impl Core {
                 _ => {}
             }
         }
-        let today = |id: &PrincipalId| self.day.per.get(id).cloned().unwrap_or_default();
+        // Counts roll over when a record of a new day arrives; before that, after midnight,
+        // today's counts are zero.
+        let current = now.0.div_euclid(DAY_MS) == self.day.day;
+        let today = |id: &PrincipalId| {
+            current
+                .then(|| self.day.per.get(id).cloned())
+                .flatten()
+                .unwrap_or_default()
+        };
         for s in self.sessions.values() {
             st.supervisors.push(SupervisorStatus {
                 id: s.principal.id.clone(),
@@ -1247,7 +1315,7 @@ impl Core {
                 today: today(&s.principal.id),
             });
         }
-        for (id, d) in &self.day.per {
+        for (id, d) in self.day.per.iter().filter(|_| current) {
             if !self.sessions.contains_key(id) {
                 st.supervisors.push(SupervisorStatus {
                     id: id.clone(),

@@ -35,6 +35,8 @@ use core::{Command, Leave, Lookup};
 pub struct EngineConfig {
     /// The policy in force at start (reloads replace it in the engine).
     pub policy: Arc<crate::policy::Policy>,
+    /// How long a supervisor may hold an accepted request without deciding it.
+    pub review_timeout_ms: u64,
     /// Requests one supervisor may hold (offered or in review) at once.
     pub supervisor_tasks_max: usize,
     /// Undecided requests the engine holds at most; Submit beyond it is RESOURCE_EXHAUSTED.

@@ -272,6 +272,7 @@ names!(withdraw_name, withdraw_from, WithdrawReason, "reason", {
     WithdrawReason::Superseded => "superseded",
     WithdrawReason::Restart => "restart",
     WithdrawReason::Escalated => "escalated",
+    WithdrawReason::ReviewTimeout => "review_timeout",
 });
 
 impl From<&ImageRef> for ImageV1 {

@@ -170,6 +170,12 @@ async fn bad_submissions_are_refused_with_the_field_named() {
                     "{name}: message {:?} should name {field}",
                     s.message()
                 );
+                use tonic_types::StatusExt;
+                let details = s
+                    .get_details_bad_request()
+                    .unwrap_or_else(|| panic!("{name}: no BadRequest detail"));
+                assert_eq!(details.field_violations.len(), 1, "{name}");
+                assert_eq!(details.field_violations[0].field, field, "{name}");
             }
         }
     }

@@ -706,3 +706,33 @@ async fn wait_offline(t: &TestServer, id: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_supervisor_who_accepts_and_never_decides_loses_the_request() {
+    let t = TestServer::start().await;
+    let r = submit_code(&t, "teller-01", "RT-1", "WDL-CASH", 100_000).await;
+    let mut a = Console::open(&t, "sup-02").await;
+    let o = a.next_offer().await;
+    a.accept(&o).await;
+    let mut b = Console::open(&t, "sup-05").await;
+    b.expect_quiet(100).await;
+    t.clock.advance_ms(600_001);
+    match a.next().await {
+        pb::attend_response::Event::Withdrawn(w) => assert_eq!(
+            (w.request_id.as_str(), w.reason.as_str()),
+            (r.request_id.as_str(), "review_timeout")
+        ),
+        other => panic!("expected a withdrawal, got {other:?}"),
+    }
+    // It goes to the other supervisor, and the late decision is refused.
+    let o2 = b.next_offer().await;
+    assert_eq!(
+        (o2.request_id.as_str(), o2.epoch),
+        (r.request_id.as_str(), 2)
+    );
+    assert_status(
+        a.decide(&o, pb::Decision::Approve, "", "late").await,
+        Code::FailedPrecondition,
+        "",
+    );
+}
