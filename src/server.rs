@@ -85,6 +85,35 @@ pub async fn start(
     health_reporter
         .set_serving::<crate::api::pb::admin_service_server::AdminServiceServer<crate::api::AdminApi>>()
         .await;
+    // Health follows the engine: NOT_SERVING while the ledger cannot write.
+    let mut healthy = engine.health();
+    let reporter = health_reporter.clone();
+    tokio::spawn(async move {
+        loop {
+            let serving = *healthy.borrow_and_update();
+            let status = if serving {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status("countersign.v1.TellerService", status)
+                .await;
+            reporter
+                .set_service_status("countersign.v1.SupervisorService", status)
+                .await;
+            reporter
+                .set_service_status("countersign.v1.AuditService", status)
+                .await;
+            reporter
+                .set_service_status("countersign.v1.AdminService", status)
+                .await;
+            if healthy.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

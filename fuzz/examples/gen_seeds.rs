@@ -138,6 +138,25 @@ fn main() {
     s.extend_from_slice(&frames[..frames.len() - 10]);
     write("segment_reader", "headed-torn", &s);
     write("segment_reader", "raw-empty-header", &[0u8; 17]);
+    // Framed mode (bit 1): NUL-separated payloads, framed by the target. A whole history,
+    // then a second request that is only submitted.
+    let mut s = vec![2u8];
+    for (i, r) in recs.iter().filter(|r| r.event.kind() != "expired").enumerate() {
+        if i > 0 {
+            s.push(0);
+        }
+        s.extend_from_slice(&record::encode(r));
+    }
+    write("segment_reader", "framed-history", &s);
+    let mut second = recs[0].clone();
+    second.request = RequestId::from_random([0xa5; 16]);
+    let mut s = vec![2u8];
+    s.extend_from_slice(&record::encode(&recs[0]));
+    s.push(0);
+    s.extend_from_slice(&record::encode(&second));
+    s.push(0);
+    s.extend_from_slice(&record::encode(&recs[1]));
+    write("segment_reader", "framed-two-requests", &s);
 
     // signed_note: a real signed checkpoint, the key texts.
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);

@@ -1,8 +1,12 @@
 //! A segment file of arbitrary bytes, read by the offline verifier and by `Ledger::open`.
 //!
-//! Input: byte 0 chooses whether a valid segment header (first index 0) is prepended (odd) or
-//! the rest is written raw (even). The rest (at most 64 KiB) becomes
-//! `<tmp>/ledger/00000000000000000000.seg`.
+//! Input: byte 0 is the mode, the rest (at most 64 KiB) the body of
+//! `<tmp>/ledger/00000000000000000000.seg`:
+//! * bit 1 clear: bit 0 set prepends a valid segment header (first index 0), clear writes the
+//!   rest raw;
+//! * bit 1 set ("framed"): the rest is split at 0x00 bytes (JSON records never hold a raw NUL)
+//!   and each piece becomes a frame with the right index and checksum after a valid header, so
+//!   mutations reach record decoding and the state-machine replay instead of dying at the CRC.
 //!
 //! Besides "no panic", it checks that the two readers agree: when `verify_data_dir` finds no
 //! problem, `Ledger::open` must open the same number of records with the same Merkle root, and
@@ -36,10 +40,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut bytes = Vec::with_capacity(frame::SEGMENT_HEADER_LEN + rest.len());
-    if mode & 1 == 1 {
+    if mode & 2 == 2 {
         bytes.extend_from_slice(&frame::segment_header(0));
+        for (i, payload) in rest.split(|&b| b == 0).enumerate() {
+            frame::encode(i as u64, payload, &mut bytes);
+        }
+    } else {
+        if mode & 1 == 1 {
+            bytes.extend_from_slice(&frame::segment_header(0));
+        }
+        bytes.extend_from_slice(rest);
     }
-    bytes.extend_from_slice(rest);
 
     let tmp = tempdir();
     let ledger_dir = tmp.path().join("ledger");
@@ -51,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Opening may cut a torn tail or rewrite an all-zero header; it runs after verifying.
     match Ledger::open(&ledger_dir, 1 << 20) {
-        Ok((ledger, appender, mut durable)) => {
+        Ok((ledger, appender, durable)) => {
             let n = ledger.len();
             assert_eq!(ledger.tree_size(), n, "tree size differs from record count");
             for i in 0..n {

@@ -189,6 +189,15 @@ pub(crate) struct Core {
     dispatch_new: BTreeSet<QueueKey>,
     /// Set by Shutdown: answered, and the loop left, once everything appended is released.
     stopping: Option<Reply<()>>,
+    /// Set while the ledger cannot write (full disk, I/O error); writes are refused meanwhile.
+    degraded: Option<String>,
+    /// When the writer was last probed while degraded (real time: a retry interval, not a
+    /// domain time).
+    last_probe: Option<std::time::Instant>,
+    /// True while the engine can take writes; the server's health service follows it.
+    pub health: tokio::sync::watch::Sender<bool>,
+    /// The durable records, for rebuilding state after a write failure.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 impl Core {
@@ -199,6 +208,7 @@ impl Core {
         appender: Appender,
         projection: Arc<Projection>,
         policy: super::SharedPolicy,
+        ledger: Arc<crate::ledger::Ledger>,
     ) -> Self {
         let durable = appender.next_index();
         Core {
@@ -227,6 +237,10 @@ impl Core {
             dispatch_all: true,
             dispatch_new: BTreeSet::new(),
             stopping: None,
+            degraded: None,
+            last_probe: None,
+            health: tokio::sync::watch::Sender::new(true),
+            ledger,
         }
     }
 
@@ -249,7 +263,11 @@ impl Core {
                         let state = durable.borrow_and_update().clone();
                         match state {
                             DurableState::Count(n) => self.release(n),
-                            DurableState::Failed(e) => self.fail(e),
+                            DurableState::Failed { count, error } => {
+                                // What was durable before the failure is answered as usual.
+                                self.release(count);
+                                self.degrade(count, error);
+                            }
                         }
                     }
                 }
@@ -269,12 +287,17 @@ impl Core {
                         n += 1;
                     }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    self.probe_if_degraded();
+                }
             }
             // Checked on every pass, not only on ticks: a busy engine must not starve timers.
-            self.expire_offers();
-            self.run_timers();
-            self.dispatch();
+            // Nothing is recorded while the ledger cannot write.
+            if self.degraded.is_none() {
+                self.expire_offers();
+                self.run_timers();
+                self.dispatch();
+            }
             if self.failed.is_none()
                 && let Err(e) = self.appender.flush()
             {
@@ -307,6 +330,105 @@ impl Core {
 
     fn unavailable(&self) -> Option<Unavailable> {
         self.failed.clone().map(Unavailable)
+    }
+
+    /// A ledger write failed (disk full, I/O error): nothing past `durable` was acknowledged,
+    /// so every effect of it is dropped and the in-memory state is rebuilt from what is
+    /// durable. Writes are refused with UNAVAILABLE, and health says NOT_SERVING, until a probe
+    /// shows the disk can write again.
+    fn degrade(&mut self, durable: u64, error: String) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!(%error, durable, "ledger cannot write: refusing writes, NOT_SERVING");
+        self.degraded = Some(format!("the ledger cannot write: {error}"));
+        self.health.send_replace(false);
+        self.durable = durable;
+        self.appender.rewind(durable);
+        // Pending sends are for records that are not on disk: dropping them answers UNAVAILABLE.
+        self.outbox.clear();
+        self.updates.retain(|u| u.index < durable);
+        // Streams end with UNAVAILABLE; clients reconnect when the server serves again.
+        self.watchers.clear();
+        self.sessions.clear();
+        if let Err(e) = self.reload_from_durable() {
+            self.fail(format!("rebuild state after a ledger failure: {e}"));
+        }
+        self.last_probe = Some(std::time::Instant::now());
+    }
+
+    /// Drops every in-memory request and loads the undecided ones again from sled and the
+    /// durable ledger, as at start.
+    fn reload_from_durable(&mut self) -> Result<(), StorageFault> {
+        self.requests.clear();
+        self.queue.clear();
+        self.idem.clear();
+        self.pending_by_teller.clear();
+        self.timers.clear();
+        self.offer_deadlines.clear();
+        self.review_deadlines.clear();
+        self.evict.clear();
+        self.dispatch_new.clear();
+        let fault = |e: crate::store::StoreError| StorageFault(e.to_string());
+        for id in self.projection.active().map_err(fault)? {
+            let indexes = self
+                .projection
+                .request(&id)
+                .map_err(fault)?
+                .ok_or_else(|| StorageFault(format!("active request {id} has no row")))?
+                .1;
+            let r = super::load::fold(&self.ledger, &id, &indexes)?.request;
+            let (_, fp) = self
+                .projection
+                .idempotency(&r.teller, &r.submission.serial)
+                .map_err(fault)?
+                .ok_or_else(|| StorageFault(format!("request {id} has no idempotency row")))?;
+            self.adopt(r, fp);
+        }
+        Ok(())
+    }
+
+    /// While degraded, asks the writer (at most once a second) whether it can write again;
+    /// when it can, withdraws the offers and reviews whose consoles were cut off, and serves.
+    fn probe_if_degraded(&mut self) {
+        if self.degraded.is_none() || self.failed.is_some() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last_probe
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_probe = Some(now);
+        if let Err(e) = self.appender.probe(self.durable) {
+            tracing::warn!(error = %e, "ledger still cannot write");
+            return;
+        }
+        tracing::info!("ledger writes again: serving");
+        self.degraded = None;
+        let held: Vec<_> = self
+            .requests
+            .values()
+            .filter(|r| matches!(r.state, State::Offered | State::InReview))
+            .map(|r| (r.id.clone(), r.assignee.clone(), r.epoch))
+            .collect();
+        for (id, supervisor, epoch) in held {
+            if let Some(supervisor) = supervisor {
+                self.record(
+                    &id,
+                    Actor::System,
+                    Event::OfferWithdrawn {
+                        supervisor,
+                        epoch,
+                        reason: WithdrawReason::Disconnected,
+                    },
+                );
+            }
+        }
+        self.dispatch_all = true;
+        self.health.send_replace(true);
     }
 
     /// Appends one event and applies it to the in-memory request; returns its index.
@@ -524,11 +646,22 @@ impl Core {
             }
             return;
         }
-        let unavailable = self.unavailable().or_else(|| {
-            self.stopping
-                .as_ref()
-                .map(|_| Unavailable("the server is shutting down".into()))
-        });
+        let writes = !matches!(
+            cmd,
+            Command::Get { .. }
+                | Command::Watch { .. }
+                | Command::Status { .. }
+                | Command::OfferImage { .. }
+                | Command::Pause { .. }
+        );
+        let unavailable = self
+            .unavailable()
+            .or_else(|| {
+                self.stopping
+                    .as_ref()
+                    .map(|_| Unavailable("the server is shutting down".into()))
+            })
+            .or_else(|| self.degraded.clone().filter(|_| writes).map(Unavailable));
         if let Some(u) = unavailable {
             // Dropping the reply sender would also say UNAVAILABLE; saying why is kinder.
             match cmd {

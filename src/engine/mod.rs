@@ -130,6 +130,8 @@ pub struct EngineHandle {
     config: EngineConfig,
     /// The policy in force for new submissions, shared with the engine task.
     policy: SharedPolicy,
+    /// True while the engine can take writes.
+    health: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Ends a supervisor's session when their Attend stream is dropped.
@@ -571,6 +573,18 @@ impl EngineHandle {
             })
             .collect();
         Ok(stats::compute(&rows, 5, 3.0))
+    }
+
+    /// Follows whether the engine can take writes (false while the ledger cannot write).
+    pub fn health(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.health.clone()
+    }
+
+    /// Makes ledger writes fail as on a full disk (`true`) or succeed again (`false`): for
+    /// tests of storage faults.
+    #[doc(hidden)]
+    pub fn inject_ledger_faults(&self, on: bool) {
+        self.ledger.inject_write_faults(on);
     }
 
     /// The key auditors verify checkpoints with (C2SP verifier key text).

@@ -64,6 +64,7 @@ pub(super) async fn start(
         appender,
         projection.clone(),
         policy.clone(),
+        ledger.clone(),
     );
     count_today(&ledger, &mut core, clock.now())?;
     let active = projection.active()?;
@@ -96,6 +97,7 @@ pub(super) async fn start(
     }
     tracing::info!(undecided = active.len(), "requests loaded");
 
+    let health = core.health.subscribe();
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
     core.flush()?;
@@ -115,6 +117,7 @@ pub(super) async fn start(
         checkpointer,
         clock,
         policy,
+        health,
         config,
     };
     Ok((handle, task))

@@ -54,6 +54,8 @@ pub struct Ledger {
     /// Every complete-subtree hash, kept in memory (64 bytes per record in all) and rebuilt at
     /// start from the records, which opening reads anyway to check them.
     pub(crate) tree: RwLock<Tree>,
+    /// Set by tests to make every write fail as on a full disk.
+    pub(crate) faults: std::sync::atomic::AtomicBool,
 }
 
 /// Where the writer carries on after opening.
@@ -104,6 +106,7 @@ impl Ledger {
             dir: dir.to_owned(),
             segments: RwLock::new(segments),
             tree: RwLock::new(tree),
+            faults: std::sync::atomic::AtomicBool::new(false),
         });
         let tail = Tail {
             file,
@@ -159,6 +162,13 @@ impl Ledger {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes every ledger write fail (as on a full disk) until called with `false`: for tests
+    /// of storage faults, in place of a small filesystem.
+    #[doc(hidden)]
+    pub fn inject_write_faults(&self, on: bool) {
+        self.faults.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Leaves in the Merkle tree: the durable record count.

@@ -1,6 +1,12 @@
 //! The group-commit writer: one thread that takes every batch queued since its last write,
 //! writes them in one go, calls fdatasync once, and then publishes the durable record count.
 //! Callers are answered only when that count passes their records, so one fsync answers many.
+//!
+//! When a write or fdatasync fails (a full disk, an I/O error), the writer cuts the segment
+//! back to its last durable length, drops the batch (none of it was acknowledged), publishes
+//! `Failed` and refuses batches until a probe (a trial write and fdatasync of scratch bytes,
+//! cut off again) succeeds. Nothing after the last durable record survives a failure, so the
+//! log never gets a gap or a duplicate.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,12 +20,20 @@ use super::frame::{self, FRAME_HEADER_LEN};
 use super::merkle::{self, Hash};
 use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
 
-/// What the writer has made durable: a record count, or the error that stopped it. After an
-/// error the writer writes nothing more, so the log never gets a gap.
+/// What the writer has made durable: a record count, or the error that stopped it (with the
+/// count durable before it). After an error the writer writes nothing until a probe succeeds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DurableState {
     Count(u64),
-    Failed(String),
+    Failed { count: u64, error: String },
+}
+
+/// What the writer thread is asked to do.
+enum Job {
+    Batch(Vec<(u64, Vec<u8>)>),
+    /// Try a write and fdatasync; on success the writer takes batches again, starting at
+    /// the durable count.
+    Probe(std::sync::mpsc::Sender<Result<(), String>>),
 }
 
 /// Watches the durable record count.
@@ -28,7 +42,7 @@ pub type Durable = watch::Receiver<DurableState>;
 /// The only way to add records. Indexes are given out here, in order; records are sent to the
 /// writer thread on `flush`.
 pub struct Appender {
-    tx: mpsc::Sender<Vec<(u64, Vec<u8>)>>,
+    tx: mpsc::Sender<Job>,
     next: u64,
     buf: Vec<(u64, Vec<u8>)>,
 }
@@ -59,8 +73,30 @@ impl Appender {
         }
         let batch = std::mem::take(&mut self.buf);
         self.tx
-            .send(batch)
+            .send(Job::Batch(batch))
             .map_err(|_| LedgerError::WriterFailed("writer thread has stopped".into()))
+    }
+
+    /// After a failure: forgets every record past `durable` (none was written), so the next
+    /// append gets index `durable` again.
+    pub fn rewind(&mut self, durable: u64) {
+        self.buf.clear();
+        self.next = durable;
+    }
+
+    /// After a failure: drops what was appended but not written, and asks the writer whether
+    /// it can write again. Blocking (one small write and fdatasync). On success the next index
+    /// is `durable`.
+    pub fn probe(&mut self, durable: u64) -> Result<(), String> {
+        self.buf.clear();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx
+            .send(Job::Probe(tx))
+            .map_err(|_| "writer thread has stopped".to_string())?;
+        rx.recv()
+            .map_err(|_| "writer thread has stopped".to_string())??;
+        self.next = durable;
+        Ok(())
     }
 }
 
@@ -69,7 +105,7 @@ pub(crate) fn start(
     tail: Tail,
     segment_bytes_max: u64,
 ) -> Result<(Appender, Durable), LedgerError> {
-    let (tx, rx) = mpsc::channel::<Vec<(u64, Vec<u8>)>>();
+    let (tx, rx) = mpsc::channel::<Job>();
     let (durable_tx, durable_rx) = watch::channel(DurableState::Count(tail.next_index));
     let next = tail.next_index;
     std::thread::Builder::new()
@@ -84,20 +120,42 @@ pub(crate) fn start(
                 pending: Vec::new(),
                 leaves: Vec::new(),
             };
+            // Whether the last write failed and no probe has succeeded since.
+            let mut failed = false;
             while let Ok(first) = rx.recv() {
-                let mut batches = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batches.push(more);
+                let mut batches = Vec::new();
+                let mut probes = Vec::new();
+                for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match job {
+                        // Batches sent before the engine saw the failure were never
+                        // acknowledged; they are dropped with it.
+                        Job::Batch(b) if !failed => batches.push(b),
+                        Job::Batch(_) => {}
+                        Job::Probe(reply) => probes.push(reply),
+                    }
                 }
-                match w.write(batches) {
-                    Ok(count) => {
+                if !batches.is_empty() {
+                    match w.write(batches) {
+                        Ok(count) => {
+                            durable_tx.send_replace(DurableState::Count(count));
+                        }
+                        Err(e) => {
+                            failed = true;
+                            let count = w.recover();
+                            tracing::error!(error = %e, durable = count, "ledger write failed; refusing writes until the disk can write again");
+                            durable_tx.send_replace(DurableState::Failed { count, error: e.to_string() });
+                        }
+                    }
+                }
+                for reply in probes {
+                    let r = w.probe();
+                    if r.is_ok() && failed {
+                        failed = false;
+                        let count = w.durable_count();
+                        tracing::info!(durable = count, "ledger writes again");
                         durable_tx.send_replace(DurableState::Count(count));
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "ledger write failed; refusing all further writes");
-                        durable_tx.send_replace(DurableState::Failed(e.to_string()));
-                        return;
-                    }
+                    let _ = reply.send(r);
                 }
             }
         })
@@ -159,11 +217,54 @@ impl Writer {
         Ok(count)
     }
 
+    /// After a failed write: forgets the unwritten frames and cuts the file back to its last
+    /// durable length (best effort: if even that fails, the next open cuts the torn tail).
+    /// Returns the durable record count.
+    fn recover(&mut self) -> u64 {
+        self.buf.clear();
+        self.pending.clear();
+        self.leaves.clear();
+        if let Err(e) = self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_all())
+        {
+            tracing::warn!(error = %e, "could not cut the segment back after a failed write");
+        }
+        self.durable_count()
+    }
+
+    fn durable_count(&self) -> u64 {
+        let segs = self
+            .ledger
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        segs.last().map_or(0, |s| s.first + s.offsets.len() as u64)
+    }
+
+    /// Checks the disk can take a write again: writes and fdatasyncs a block past the end of
+    /// the segment, then cuts it off again.
+    fn probe(&mut self) -> Result<(), String> {
+        let r = (|| {
+            fault(&self.ledger)?;
+            self.file.write_all(&[0u8; 4096])?;
+            self.file.sync_data()?;
+            self.file.set_len(self.len)?;
+            self.file.sync_all()
+        })();
+        if r.is_err() {
+            let _ = self.file.set_len(self.len);
+        }
+        r.map_err(|e| e.to_string())
+    }
+
     /// Writes the buffered frames, fdatasyncs, and only then makes them readable.
     fn sync(&mut self) -> Result<(), LedgerError> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        fault(&self.ledger).map_err(io("write ledger records"))?;
         self.file
             .write_all(&self.buf)
             .map_err(io("write ledger records"))?;
@@ -206,4 +307,16 @@ pub(crate) fn create_segment(dir: &Path, first_index: u64) -> Result<Segment, Le
         file,
         offsets: Vec::new(),
     })
+}
+
+/// The fault a test injected, if any: lets tests make the disk "full" without a small
+/// filesystem. Always `Ok` unless `Ledger::inject_write_faults(true)` was called.
+fn fault(ledger: &Ledger) -> std::io::Result<()> {
+    if ledger.faults.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "injected fault: no space left on device",
+        ));
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! time is a manual clock the test moves, and dispatch draws from a seeded RNG.
 
 mod durability;
+mod faults;
 mod harness;
 mod identity;
 mod ledger;
