@@ -59,6 +59,7 @@ struct LimitsFile {
     page_size_max: usize,
     search_scan_max: usize,
     stats_rows_max: usize,
+    watch_streams_per_principal_max: usize,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +143,8 @@ page_size_max = 1000
 search_scan_max = 20000
 # Most requests one statistics call covers; a wider range is RESOURCE_EXHAUSTED.
 stats_rows_max = 1000000
+# Most Watch streams one teller may hold open at once (a terminal follows a few requests).
+watch_streams_per_principal_max = 50
 
 [dispatch]
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
@@ -213,6 +216,10 @@ impl Config {
             ("limits.search_scan_max", l.search_scan_max),
             ("limits.stats_rows_max", l.stats_rows_max),
             (
+                "limits.watch_streams_per_principal_max",
+                l.watch_streams_per_principal_max,
+            ),
+            (
                 "dispatch.supervisor_tasks_max",
                 f.dispatch.supervisor_tasks_max,
             ),
@@ -260,6 +267,7 @@ impl Config {
                 message_bytes_max: l.message_bytes_max,
                 image_bytes_max: l.image_bytes_max,
                 images_per_request_max: l.images_per_request_max,
+                watch_streams_per_principal_max: l.watch_streams_per_principal_max,
             },
             engine: EngineConfig {
                 policy: std::sync::Arc::new(policy),

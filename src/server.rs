@@ -51,6 +51,7 @@ pub async fn start(
         engine: engine.clone(),
         directory: config.directory.clone(),
         limits: config.api.clone(),
+        watches: Default::default(),
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);

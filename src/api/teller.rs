@@ -17,6 +17,8 @@ pub struct TellerApi {
     pub engine: EngineHandle,
     pub directory: Directory,
     pub limits: ApiLimits,
+    /// Open Watch streams per teller.
+    pub watches: super::StreamCounts,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -25,6 +27,8 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 /// it ends before one (the server is stopping, or the client read too slowly), it ends with
 /// UNAVAILABLE so the client knows to watch again.
 struct Watch {
+    /// Holds the teller's stream slot until the stream is dropped.
+    _slot: super::StreamSlot,
     first: Option<crate::domain::Request>,
     rx: Option<tokio::sync::mpsc::Receiver<crate::domain::Request>>,
     done: bool,
@@ -118,8 +122,13 @@ impl TellerService for TellerApi {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
         let pb::WatchRequest { request_id } = req.into_inner();
         let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let max = self.limits.watch_streams_per_principal_max;
+        let slot = self.watches.take(teller.id.as_str(), max).ok_or_else(|| {
+            Status::resource_exhausted(format!("at most {max} Watch streams may be open at once"))
+        })?;
         let (current, rx) = self.engine.watch(&teller.id, &id).await?;
         Ok(Response::new(Box::pin(Watch {
+            _slot: slot,
             first: Some(current),
             rx,
             done: false,

@@ -155,6 +155,75 @@ async fn bad_submissions_are_refused_with_the_field_named() {
             |r| r.note = "bell\u{7}".into(),
             "note",
         ),
+        (
+            "code too long",
+            |r| r.transaction.as_mut().unwrap().code = "C".repeat(129),
+            "transaction.code",
+        ),
+        (
+            "control char in counterparty",
+            |r| r.transaction.as_mut().unwrap().counterparty = "x\u{1b}".into(),
+            "transaction.counterparty",
+        ),
+        (
+            "too many attributes",
+            |r| {
+                r.transaction.as_mut().unwrap().attributes =
+                    (0..33).map(|i| (format!("k{i}"), "v".into())).collect()
+            },
+            "transaction.attributes",
+        ),
+        (
+            "empty attribute key",
+            |r| {
+                r.transaction
+                    .as_mut()
+                    .unwrap()
+                    .attributes
+                    .insert(String::new(), "v".into());
+            },
+            "transaction.attributes",
+        ),
+        (
+            "long attribute value",
+            |r| {
+                r.transaction
+                    .as_mut()
+                    .unwrap()
+                    .attributes
+                    .insert("k".into(), "v".repeat(129));
+            },
+            "transaction.attributes",
+        ),
+        (
+            "passport number with spaces",
+            |r| {
+                let c = r.customer.as_mut().unwrap();
+                c.document_type = pb::DocumentType::Passport as i32;
+                c.document_number = "E 123 456".into();
+            },
+            "customer.document_number",
+        ),
+        (
+            "ID with an impossible birth date",
+            |r| r.customer.as_mut().unwrap().document_number = "110105194902300023".into(),
+            "customer.document_number",
+        ),
+        (
+            "name too long",
+            |r| r.customer.as_mut().unwrap().name = "N".repeat(129),
+            "customer.name",
+        ),
+        (
+            "unknown image kind enum",
+            |r| r.images[0].kind = 42,
+            "images[0].kind",
+        ),
+        (
+            "declared PDF, content JPEG",
+            |r| r.images[0].media_type = "application/pdf".into(),
+            "images[0].media_type",
+        ),
     ];
     let len = t.ledger_len();
     let count = cases.len();
@@ -180,7 +249,7 @@ async fn bad_submissions_are_refused_with_the_field_named() {
         }
     }
     assert_eq!(t.ledger_len(), len, "no refused submission stored anything");
-    assert!(count >= 30);
+    assert!(count >= 40, "{count} cases");
     // The same serial is still free: nothing half-stored claimed it.
     let ok = teller
         .submit(submit_request(
@@ -252,4 +321,46 @@ async fn an_oversized_message_is_refused() {
         "{s:?}"
     );
     assert_eq!(t.ledger_len(), len);
+}
+
+#[tokio::test]
+async fn watch_streams_per_teller_are_limited_and_freed_on_close() {
+    let t = TestServer::start_with(&|s| {
+        s.replace(
+            "watch_streams_per_principal_max = 50",
+            "watch_streams_per_principal_max = 2",
+        )
+    })
+    .await;
+    let r = submit(&t, "teller-01", "W-1").await;
+    let mut c = t.teller("teller-01").await;
+    let w = || pb::WatchRequest {
+        request_id: r.request_id.clone(),
+    };
+    let a = c.watch(w()).await.unwrap().into_inner();
+    let _b = c.watch(w()).await.unwrap().into_inner();
+    assert_status(c.watch(w()).await, Code::ResourceExhausted, "Watch streams");
+    // Another teller is not affected.
+    let r2 = submit(&t, "teller-02", "W-2").await;
+    t.teller("teller-02")
+        .await
+        .watch(pb::WatchRequest {
+            request_id: r2.request_id,
+        })
+        .await
+        .unwrap();
+    // Closing one frees its slot (the server notices the reset stream).
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.watch(w()).await {
+            Ok(_) => break,
+            Err(s) => assert_eq!(s.code(), Code::ResourceExhausted),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
