@@ -364,7 +364,7 @@ async fn assert_all_present(
 }
 
 /// Starts the real binary and reads the address it bound from its first line of output.
-fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+pub fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--config"])
         .arg(config)
