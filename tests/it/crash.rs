@@ -48,7 +48,13 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
     for round in 0..=kills {
         let (mut child, addr) = spawn_server(&config);
         if round > 0 {
+            let t0 = std::time::Instant::now();
             check(addr, &pki, &acked, &data).await;
+            let n = acked.lock().unwrap().len();
+            eprintln!(
+                "after kill {round}: {n} acknowledged requests checked in {:.2} s",
+                t0.elapsed().as_secs_f64()
+            );
         }
         if round == kills {
             child.kill().unwrap();
