@@ -26,6 +26,7 @@ pub async fn channel(addr: SocketAddr, pki: &Path, principal: &str) -> anyhow::R
         ))
         .domain_name("localhost");
     let channel = Endpoint::from_shared(format!("https://{addr}"))?
+        .tcp_nodelay(true)
         .tls_config(tls)?
         .connect()
         .await

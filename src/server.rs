@@ -130,7 +130,13 @@ pub async fn start(
         .add_service(supervisor)
         .add_service(audit)
         .add_service(admin);
-    let incoming = TcpListenerStream::new(listener);
+    // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK: that costs
+    // tens of milliseconds per call (serve_with_incoming does not set it for us).
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
