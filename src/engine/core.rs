@@ -357,9 +357,31 @@ impl Core {
         self.last_probe = Some(std::time::Instant::now());
     }
 
+    /// Records the withdrawal of every request held by a supervisor (offered or in review),
+    /// putting it back in the queue: used when the consoles holding them are gone.
+    pub(crate) fn withdraw_held(&mut self, reason: WithdrawReason) {
+        let held: Vec<_> = self
+            .requests
+            .values()
+            .filter(|r| matches!(r.state, State::Offered | State::InReview))
+            .filter_map(|r| Some((r.id.clone(), r.assignee.clone()?, r.epoch)))
+            .collect();
+        for (id, supervisor, epoch) in held {
+            self.record(
+                &id,
+                Actor::System,
+                Event::OfferWithdrawn {
+                    supervisor,
+                    epoch,
+                    reason,
+                },
+            );
+        }
+    }
+
     /// Drops every in-memory request and loads the undecided ones again from sled and the
     /// durable ledger, as at start.
-    fn reload_from_durable(&mut self) -> Result<(), StorageFault> {
+    pub(crate) fn reload_from_durable(&mut self) -> Result<(), StorageFault> {
         self.requests.clear();
         self.queue.clear();
         self.idem.clear();
@@ -408,25 +430,7 @@ impl Core {
         }
         tracing::info!("ledger writes again: serving");
         self.degraded = None;
-        let held: Vec<_> = self
-            .requests
-            .values()
-            .filter(|r| matches!(r.state, State::Offered | State::InReview))
-            .map(|r| (r.id.clone(), r.assignee.clone(), r.epoch))
-            .collect();
-        for (id, supervisor, epoch) in held {
-            if let Some(supervisor) = supervisor {
-                self.record(
-                    &id,
-                    Actor::System,
-                    Event::OfferWithdrawn {
-                        supervisor,
-                        epoch,
-                        reason: WithdrawReason::Disconnected,
-                    },
-                );
-            }
-        }
+        self.withdraw_held(WithdrawReason::Disconnected);
         self.dispatch_all = true;
         self.health.send_replace(true);
     }

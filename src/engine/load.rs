@@ -1,7 +1,7 @@
 //! Rebuilding a request from its ledger records, for requests no longer held in memory and
 //! for recovery at start.
 
-use crate::domain::{Event, Record, Request, RequestId, State};
+use crate::domain::{Event, Record, Request, RequestId};
 use crate::ledger::{Ledger, record};
 use crate::store::Projection;
 
@@ -60,9 +60,4 @@ pub fn fold(ledger: &Ledger, id: &RequestId, indexes: &[u64]) -> Result<Loaded, 
     }
     let request = request.ok_or_else(|| StorageFault(format!("request {id} has no records")))?;
     Ok(Loaded { request, records })
-}
-
-/// Whether a state means the request is held by a supervisor.
-pub fn held(state: State) -> bool {
-    matches!(state, State::Offered | State::InReview)
 }

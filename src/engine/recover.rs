@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::domain::{Actor, Event, Request, RequestId, WithdrawReason};
+use crate::domain::{Event, Request, RequestId, WithdrawReason};
 use crate::ledger::checkpoints::Checkpointer;
 use crate::ledger::{Ledger, record};
 use crate::store::{ImageStore, Projection, RowUpdate, Summary};
@@ -67,35 +67,11 @@ pub(super) async fn start(
         ledger.clone(),
     );
     count_today(&ledger, &mut core, clock.now())?;
-    let active = projection.active()?;
-    let mut held = Vec::new();
-    for id in &active {
-        let indexes = projection
-            .request(id)?
-            .with_context(|| format!("active request {id} has no projection row"))?
-            .1;
-        let r = load::fold(&ledger, id, &indexes)?.request;
-        let (_, fingerprint) = projection
-            .idempotency(&r.teller, &r.submission.serial)?
-            .with_context(|| format!("request {id} has no idempotency row"))?;
-        if load::held(r.state) {
-            held.push((r.id.clone(), r.assignee.clone(), r.epoch));
-        }
-        core.adopt(r, fingerprint);
-    }
-    for (id, supervisor, epoch) in held {
-        let supervisor = supervisor.context("held request without a supervisor")?;
-        core.record(
-            &id,
-            Actor::System,
-            Event::OfferWithdrawn {
-                supervisor,
-                epoch,
-                reason: WithdrawReason::Restart,
-            },
-        );
-    }
-    tracing::info!(undecided = active.len(), "requests loaded");
+    core.reload_from_durable()?;
+    // Whatever was offered or in review when the server stopped goes back to the queue: the
+    // consoles that held it are gone.
+    core.withdraw_held(WithdrawReason::Restart);
+    tracing::info!(undecided = core.requests.len(), "requests loaded");
 
     let health = core.health.subscribe();
     let (tx, rx) = mpsc::channel(config.command_buffer);
