@@ -235,14 +235,14 @@ async fn a_busy_day_breaks_no_rule_and_replays_to_the_same_state() {
             stop.clone(),
         )));
     }
-    // The clock moves 5 s of simulated time every 20 ms of real time: offers time out, waits
+    // The clock moves 15 s of simulated time every 20 ms of real time: offers time out, waits
     // escalate and short deadlines pass while the day runs.
     let clock = t.clock.clone();
     let ticking = stop.clone();
     let ticker = tokio::spawn(async move {
         while !ticking.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            clock.advance_ms(5_000);
+            clock.advance_ms(15_000);
         }
     });
     let tellers: Vec<_> = ["teller-01", "teller-02", "teller-03"]
