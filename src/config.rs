@@ -50,6 +50,7 @@ struct IdentityFile {
 struct LimitsFile {
     message_bytes_max: usize,
     image_bytes_max: usize,
+    images_per_request_min: usize,
     images_per_request_max: usize,
     queue_length_max: usize,
     pending_per_teller_max: u32,
@@ -126,6 +127,8 @@ principals = "principals.toml"
 message_bytes_max = 41943040
 # A 300 dpi A4 voucher scan as JPEG is well under 4 MiB.
 image_bytes_max = 4194304
+# Every request carries its voucher scan; 0 admits requests with no image at all.
+images_per_request_min = 1
 images_per_request_max = 8
 # Undecided requests held at once; Submit beyond it is RESOURCE_EXHAUSTED.
 queue_length_max = 100000
@@ -229,6 +232,9 @@ impl Config {
                 bail!("{name}: must be at least 1");
             }
         }
+        if l.images_per_request_min > l.images_per_request_max {
+            bail!("limits.images_per_request_min: must be at most limits.images_per_request_max");
+        }
         if l.message_bytes_max < l.image_bytes_max {
             bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
         }
@@ -266,6 +272,7 @@ impl Config {
             api: ApiLimits {
                 message_bytes_max: l.message_bytes_max,
                 image_bytes_max: l.image_bytes_max,
+                images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
                 watch_streams_per_principal_max: l.watch_streams_per_principal_max,
             },
@@ -275,6 +282,7 @@ impl Config {
                 review_timeout_ms: f.dispatch.review_timeout_ms,
                 queue_length_max: l.queue_length_max,
                 pending_per_teller_max: l.pending_per_teller_max,
+                images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
                 watch_buffer: l.watch_buffer,
                 attend_buffer: l.attend_buffer,

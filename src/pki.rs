@@ -22,22 +22,22 @@ use sha2::{Digest, Sha256};
 
 /// One principal the demo PKI issues a certificate for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DemoPrincipal {
+pub struct DemoPrincipal<'a> {
     /// Stable identifier; also the certificate CN and the file stem of its cert and key.
-    pub id: &'static str,
+    pub id: &'a str,
     /// Display name.
-    pub name: &'static str,
+    pub name: &'a str,
     /// One of "teller", "supervisor", "auditor", "admin".
-    pub role: &'static str,
+    pub role: &'a str,
     /// Branch code the principal belongs to ("CENTRE" for head office).
-    pub branch: &'static str,
+    pub branch: &'a str,
     /// Approval level; supervisors only.
     pub level: Option<u8>,
 }
 
 /// The demo principals: three tellers, four supervisors of two levels spread over
 /// head office and two branches, one auditor and one admin.
-pub const DEMO_PRINCIPALS: &[DemoPrincipal] = &[
+pub const DEMO_PRINCIPALS: &[DemoPrincipal<'static>] = &[
     DemoPrincipal {
         id: "teller-01",
         name: "Li Na",
@@ -175,6 +175,12 @@ struct PrincipalsFile<'a> {
 /// <id>.key, plus principals.toml. Key files are written with mode 0600 (unix).
 /// Returns the paths written, in the order written; ca.pem comes last.
 pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
+    init_with(out, DEMO_PRINCIPALS)
+}
+
+/// As [`init`], with the given principals instead of the demo ones (the load generator
+/// issues many tellers and supervisors this way).
+pub fn init_with(out: &Path, principals: &[DemoPrincipal<'_>]) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(out).with_context(|| format!("create pki directory {}", out.display()))?;
     let ca_cert_path = out.join(CA_CERT);
     let ca_exists = ca_cert_path
@@ -214,8 +220,8 @@ pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
     )?;
     emit(SERVER_KEY, &server.key_pem, Secrecy::Private, "server key")?;
 
-    let mut entries = Vec::with_capacity(DEMO_PRINCIPALS.len());
-    for principal in DEMO_PRINCIPALS {
+    let mut entries = Vec::with_capacity(principals.len());
+    for principal in principals {
         let issued = issue_leaf(client_params(principal.id)?, &ca)
             .with_context(|| format!("issue client certificate for {}", principal.id))?;
         emit(

@@ -42,8 +42,14 @@ pub fn submit(
         customer.ok_or_else(|| FieldError::new("customer", "is required"))?,
         now,
     )?;
-    if images.is_empty() {
-        return Err(FieldError::new("images", "at least one image is required"));
+    if images.len() < limits.images_per_request_min {
+        return Err(FieldError::new(
+            "images",
+            format!(
+                "at least {} image(s) are required",
+                limits.images_per_request_min
+            ),
+        ));
     }
     let images = uploads("images", images, limits)?;
     validate::text("note", &note, validate::TEXT_CHARS_MAX, false, true)?;

@@ -33,6 +33,8 @@ pub struct ApiLimits {
     pub message_bytes_max: usize,
     /// Largest image, in bytes.
     pub image_bytes_max: usize,
+    /// Fewest images on one request.
+    pub images_per_request_min: usize,
     /// Most images on one request.
     pub images_per_request_max: usize,
     /// Most Watch streams one principal may hold open at once.

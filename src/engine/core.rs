@@ -964,10 +964,13 @@ impl Core {
             )
             .into());
         };
-        if images.is_empty() {
+        if images.len() < self.config.images_per_request_min {
             return Err(crate::domain::validate::FieldError::new(
                 "images",
-                "a request needs at least one image",
+                format!(
+                    "a request needs at least {} image(s)",
+                    self.config.images_per_request_min
+                ),
             )
             .into());
         }

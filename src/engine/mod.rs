@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub queue_length_max: usize,
     /// Undecided requests one teller may have at once.
     pub pending_per_teller_max: u32,
+    /// Images one request must carry at least (checked again at Resubmit).
+    pub images_per_request_min: usize,
     /// Images one request may carry.
     pub images_per_request_max: usize,
     /// State changes buffered per Watch stream before a slow reader is dropped.
