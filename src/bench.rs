@@ -66,6 +66,9 @@ pub struct Options {
     /// Instead of a timed run: submit this many requests with no supervisor attending, then
     /// report the server's memory with all of them waiting in the queue.
     pub fill: Option<usize>,
+    /// Instead of lifecycles: the tellers call grpc.health.v1 Check in a loop, which measures
+    /// what one bare RPC over mutual TLS costs on this machine, the floor under everything else.
+    pub floor: bool,
     pub json: bool,
 }
 
@@ -117,9 +120,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             opts.supervisors
         );
     }
-    let result = match opts.fill {
-        Some(n) => fill(&server, &opts, n).await,
-        None => timed(&server, &opts).await,
+    let result = match (opts.fill, opts.floor) {
+        (Some(n), _) => fill(&server, &opts, n).await,
+        (None, true) => floor(&server, &opts).await,
+        (None, false) => timed(&server, &opts).await,
     };
     server.stop().await?;
     result
@@ -637,6 +641,62 @@ async fn supervise(
         {
             decided.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    Ok(())
+}
+
+/// Bare RPCs: every teller connection runs `in_flight` loops of health checks.
+async fn floor(server: &Server, opts: &Options) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut channels = Vec::new();
+    for id in &server.tellers[..opts.tellers] {
+        channels.push(client::channel(server.addr, &server.pki, id).await?);
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let usage_before = server.usage();
+    let own_before = Usage::of("/proc/self");
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(opts.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for ch in &channels {
+        for _ in 0..opts.in_flight {
+            let mut h = HealthClient::new(ch.clone());
+            let calls = calls.clone();
+            tasks.spawn(async move {
+                while Instant::now() < end {
+                    if h.check(HealthCheckRequest::default()).await.is_ok() {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = calls.load(Ordering::Relaxed);
+    let server_cpu = usage_before.zip(server.usage()).map(|(b, a)| a.since(&b));
+    let client_cpu = own_before
+        .zip(Usage::of("/proc/self"))
+        .map(|(b, a)| a.since(&b));
+    let per_call = |cpu: Option<f64>| cpu.map(|c| c / n.max(1) as f64 * 1e6);
+    println!("\n| health checks | per second | server CPU per call | clients' CPU per call |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {n} | {:.0} | {} µs | {} µs |",
+        n as f64 / elapsed,
+        per_call(server_cpu).map_or("-".into(), |v| format!("{v:.1}")),
+        per_call(client_cpu).map_or("-".into(), |v| format!("{v:.1}")),
+    );
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "calls": n,
+                "calls_per_s": n as f64 / elapsed,
+                "server_cpu_us_per_call": per_call(server_cpu),
+                "client_cpu_us_per_call": per_call(client_cpu),
+            })
+        );
     }
     Ok(())
 }

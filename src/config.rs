@@ -52,6 +52,7 @@ struct LimitsFile {
     image_bytes_max: usize,
     images_per_request_min: usize,
     images_per_request_max: usize,
+    projection_cache_bytes: u64,
     queue_length_max: usize,
     pending_per_teller_max: u32,
     watch_buffer: usize,
@@ -130,6 +131,8 @@ image_bytes_max = 4194304
 # Every request carries its voucher scan; 0 admits requests with no image at all.
 images_per_request_min = 1
 images_per_request_max = 8
+# Page cache of the projections (sled); rows beyond it are read from disk.
+projection_cache_bytes = 67108864
 # Undecided requests held at once; Submit beyond it is RESOURCE_EXHAUSTED.
 queue_length_max = 100000
 # Undecided requests one teller may have at once.
@@ -209,6 +212,10 @@ impl Config {
             ("limits.images_per_request_max", l.images_per_request_max),
             ("limits.queue_length_max", l.queue_length_max),
             (
+                "limits.projection_cache_bytes",
+                l.projection_cache_bytes as usize,
+            ),
+            (
                 "limits.pending_per_teller_max",
                 l.pending_per_teller_max as usize,
             ),
@@ -284,6 +291,7 @@ impl Config {
                 pending_per_teller_max: l.pending_per_teller_max,
                 images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
+                projection_cache_bytes: l.projection_cache_bytes,
                 watch_buffer: l.watch_buffer,
                 attend_buffer: l.attend_buffer,
                 command_buffer: l.command_buffer,

@@ -84,6 +84,10 @@ enum Command {
         /// report the server's memory with all of them queued.
         #[arg(long)]
         fill: Option<usize>,
+        /// Instead of lifecycles, time bare RPCs (grpc.health.v1 Check) over the same
+        /// connections: the cost of the transport alone on this machine.
+        #[arg(long)]
+        floor: bool,
         /// Print the figures as one JSON line at the end too.
         #[arg(long)]
         json: bool,
@@ -212,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             server_pid,
             server_data,
             fill,
+            floor,
             json,
         } => {
             init_logging(LogFormat::Text, "warn");
@@ -228,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
                 server_pid,
                 server_data,
                 fill,
+                floor,
                 json,
             })
             .await

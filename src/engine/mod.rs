@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub queue_length_max: usize,
     /// Undecided requests one teller may have at once.
     pub pending_per_teller_max: u32,
+    /// Most bytes the projection (sled) keeps in its page cache.
+    pub projection_cache_bytes: u64,
     /// Images one request must carry at least (checked again at Resubmit).
     pub images_per_request_min: usize,
     /// Images one request may carry.
@@ -193,16 +195,17 @@ impl EngineHandle {
             .map_err(|_| Unavailable("the ledger could not make the call durable".into()))
     }
 
-    /// Stores the images durably. Blocking file I/O runs off the async runtime.
+    /// Stores the images durably. Blocking file I/O runs off the async runtime, one task per
+    /// image, so a request's images wait for their fsyncs together rather than in turn.
     pub async fn store_images(
         &self,
         images: Vec<(crate::domain::ImageKind, MediaType, Vec<u8>)>,
     ) -> Result<Vec<ImageRef>, crate::store::ImageStoreError> {
-        let store = self.images.clone();
-        tokio::task::spawn_blocking(move || {
-            images
-                .into_iter()
-                .map(|(kind, media_type, bytes)| {
+        let writes: Vec<_> = images
+            .into_iter()
+            .map(|(kind, media_type, bytes)| {
+                let store = self.images.clone();
+                tokio::task::spawn_blocking(move || {
                     let hash = store.put(&bytes)?;
                     Ok(ImageRef {
                         kind,
@@ -211,13 +214,16 @@ impl EngineHandle {
                         size: bytes.len() as u64,
                     })
                 })
-                .collect()
-        })
-        .await
-        .map_err(|e| crate::store::ImageStoreError::Io {
-            action: "join image writer",
-            source: std::io::Error::other(e),
-        })?
+            })
+            .collect();
+        let mut refs = Vec::with_capacity(writes.len());
+        for w in writes {
+            refs.push(w.await.map_err(|e| crate::store::ImageStoreError::Io {
+                action: "join image writer",
+                source: std::io::Error::other(e),
+            })??);
+        }
+        Ok(refs)
     }
 
     pub async fn submit(

@@ -30,8 +30,10 @@ pub(super) async fn start(
     std::fs::create_dir_all(data_dir).context("create data directory")?;
     let (ledger, appender, durable) =
         Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
-    let projection =
-        Arc::new(Projection::open(&data_dir.join("projection")).context("open projection")?);
+    let projection = Arc::new(
+        Projection::open(&data_dir.join("projection"), config.projection_cache_bytes)
+            .context("open projection")?,
+    );
     let images = Arc::new(ImageStore::open(&data_dir.join("images")).context("open image store")?);
     let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
         .context("read the checkpoint signing key")?;

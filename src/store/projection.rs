@@ -171,9 +171,21 @@ struct IdemRow {
 
 const APPLIED: &[u8] = b"applied";
 
+/// How often sled writes its dirty pages out by itself.
+const PROJECTION_FLUSH_MS: u64 = 2000;
+
 impl Projection {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(path).map_err(sled_err("open sled"))?;
+    /// Opens (or creates) the projection with a page cache of at most `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        // Nothing here needs sled's own fsync for safety: every row is rebuilt from the ledger
+        // past `applied` at start. A flush every few seconds only bounds that replay.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(PROJECTION_FLUSH_MS))
+            .open()
+            .map_err(sled_err("open sled"))?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err("open sled tree"));
         Ok(Projection {
             requests: tree("requests")?,
@@ -212,25 +224,40 @@ impl Projection {
         );
         let res: Result<(), TransactionError<StoreError>> =
             trees.transaction(|(requests, idem, active, meta, search)| {
+                // A batch often holds several records of one request (submitted and offered
+                // land together under load): each row is read and written once per batch.
+                let mut rows: Vec<(&RequestId, RequestRow)> = Vec::new();
+                let mut slots: std::collections::HashMap<&RequestId, usize> =
+                    std::collections::HashMap::new();
                 for u in updates {
                     let key = u.request.as_str().as_bytes();
-                    let mut row = match requests.get(key)? {
-                        Some(b) => serde_json::from_slice::<RequestRow>(&b).map_err(|_| {
-                            ConflictableTransactionError::Abort(StoreError::Damaged(
-                                u.request.to_string(),
-                            ))
-                        })?,
-                        None => RequestRow {
-                            state: String::new(),
-                            records: Vec::new(),
-                            summary: None,
-                        },
+                    let slot = match slots.get(&u.request) {
+                        Some(&i) => i,
+                        None => {
+                            let row = match requests.get(key)? {
+                                Some(b) => {
+                                    serde_json::from_slice::<RequestRow>(&b).map_err(|_| {
+                                        ConflictableTransactionError::Abort(StoreError::Damaged(
+                                            u.request.to_string(),
+                                        ))
+                                    })?
+                                }
+                                None => RequestRow {
+                                    state: String::new(),
+                                    records: Vec::new(),
+                                    summary: None,
+                                },
+                            };
+                            rows.push((&u.request, row));
+                            slots.insert(&u.request, rows.len() - 1);
+                            rows.len() - 1
+                        }
                     };
+                    let row = &mut rows[slot].1;
                     let was_final = state_from(&row.state).is_some_and(State::is_final);
                     row.state = state_name(u.state).into();
                     row.records.push(u.index);
                     row.summary = Some(u.summary.clone());
-                    requests.insert(key, serde_json::to_vec(&row).expect("plain data"))?;
                     let at = u.summary.submitted_at_ms;
                     if let Some((teller, serial, fp)) = &u.created {
                         let idem_row = IdemRow {
@@ -252,11 +279,15 @@ impl Projection {
                     if (u.state.is_final() && !was_final) || u.state == State::Returned {
                         search.insert(index_key("o", state_name(u.state), at, &u.request), &[])?;
                     }
-                    if u.state.is_final() {
+                }
+                for (id, row) in &rows {
+                    let key = id.as_str().as_bytes();
+                    if state_from(&row.state).is_some_and(State::is_final) {
                         active.remove(key)?;
                     } else {
                         active.insert(key, &[])?;
                     }
+                    requests.insert(key, serde_json::to_vec(row).expect("plain data"))?;
                 }
                 meta.insert(APPLIED, &applied.to_be_bytes())?;
                 Ok(())
