@@ -2,6 +2,7 @@
 //! clients, real ledger and sled files in a temporary directory. Nothing of ours is mocked;
 //! time is a manual clock the test moves, and dispatch draws from a seeded RNG.
 
+mod bench;
 mod crash;
 mod durability;
 mod faults;
