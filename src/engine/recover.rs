@@ -26,10 +26,15 @@ pub(super) async fn start(
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     std::fs::create_dir_all(data_dir).context("create data directory")?;
-    let (ledger, appender, durable) =
-        Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
+    let (ledger, appender, durable) = Ledger::open_measured(
+        &data_dir.join("ledger"),
+        config.segment_bytes_max,
+        metrics.ledger.clone(),
+    )
+    .context("open ledger")?;
     let projection =
         Arc::new(Projection::open(&data_dir.join("projection")).context("open projection")?);
     let images = Arc::new(ImageStore::open(&data_dir.join("images")).context("open image store")?);
@@ -65,6 +70,7 @@ pub(super) async fn start(
         projection.clone(),
         policy.clone(),
         ledger.clone(),
+        metrics,
     );
     count_today(&ledger, &mut core, clock.now())?;
     core.reload_from_durable()?;
