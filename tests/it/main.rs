@@ -10,5 +10,6 @@ mod identity;
 mod ledger;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod policy;
 mod simulation;
