@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use hyper::body::Incoming;
@@ -354,9 +354,9 @@ impl LedgerMetrics {
         );
     }
 
-    /// A batch handed to the writer at `queued` is durable now.
-    pub fn appended(&self, queued: Instant) {
-        self.append.observe(queued.elapsed().as_secs_f64());
+    /// A batch handed to the writer `waited` ago is durable now.
+    pub fn appended(&self, waited: Duration) {
+        self.append.observe(waited.as_secs_f64());
     }
 
     /// One fdatasync made `records` records durable and took `took`.

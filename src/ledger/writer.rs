@@ -128,9 +128,11 @@ pub(crate) fn start(
             };
             // Whether the last write failed and no probe has succeeded since.
             let mut failed = false;
+            // When each batch of this round was handed over; kept to reuse its capacity.
+            let mut queued: Vec<Instant> = Vec::new();
             while let Ok(first) = rx.recv() {
                 let mut batches = Vec::new();
-                let mut queued = Vec::new();
+                queued.clear();
                 let mut probes = Vec::new();
                 for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                     match job {
@@ -148,8 +150,9 @@ pub(crate) fn start(
                     match w.write(batches) {
                         Ok(count) => {
                             w.metrics.durable(count);
-                            for at in queued {
-                                w.metrics.appended(at);
+                            let now = Instant::now();
+                            for at in &queued {
+                                w.metrics.appended(now.duration_since(*at));
                             }
                             durable_tx.send_replace(DurableState::Count(count));
                         }
