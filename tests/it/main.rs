@@ -4,6 +4,7 @@
 
 mod crash;
 mod durability;
+mod exposition;
 mod faults;
 mod harness;
 mod identity;
