@@ -23,6 +23,14 @@ struct ConfigFile {
     ledger: LedgerFile,
     policy: PolicyFile,
     log: LogFile,
+    /// Absent: metrics are not served.
+    metrics: Option<MetricsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: String,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +114,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the policy was read from, for reloads.
     pub policy_path: PathBuf,
+    /// Where Prometheus metrics are served over plain HTTP; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
@@ -177,6 +187,12 @@ file = "policy.toml"
 [log]
 # "text" or "json"; filter with RUST_LOG, e.g. RUST_LOG=countersign=debug.
 format = "text"
+
+# Prometheus metrics at GET /metrics over plain HTTP (no TLS, no client certificates), on an
+# address of their own: bind it to loopback or a management network. Without this section
+# nothing is served. The series are listed in README.md.
+# [metrics]
+# listen = "127.0.0.1:9464"
 "#;
 
 impl Config {
@@ -264,6 +280,19 @@ impl Config {
         let signer_key = read("ledger.signing_key", &f.ledger.signing_key)?;
         crate::ledger::checkpoint::parse_signer(signer_key.trim())
             .context("ledger.signing_key: not a signer key")?;
+        let metrics_listen = match &f.metrics {
+            None => None,
+            Some(m) => {
+                let at: SocketAddr = m
+                    .listen
+                    .parse()
+                    .context("metrics.listen: must be an address such as 127.0.0.1:9464")?;
+                if at == listen && at.port() != 0 {
+                    bail!("metrics.listen: must differ from listen");
+                }
+                Some(at)
+            }
+        };
         let log_format = match f.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -308,6 +337,64 @@ impl Config {
             },
             log_format,
             policy_path,
+            metrics_listen,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory with everything the sample config names (certificates, principals,
+    /// policy, signing key).
+    fn pki() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path()).unwrap();
+        dir
+    }
+
+    const METRICS_OFF: &str = "# [metrics]\n# listen = \"127.0.0.1:9464\"\n";
+
+    #[test]
+    fn the_sample_parses_and_serves_no_metrics() {
+        let dir = pki();
+        assert!(
+            SAMPLE.contains(METRICS_OFF),
+            "the sample documents [metrics]"
+        );
+        let c = Config::parse(SAMPLE, dir.path()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7443".parse().unwrap());
+        assert_eq!(c.metrics_listen, None);
+    }
+
+    #[test]
+    fn the_metrics_section_names_the_address() {
+        let dir = pki();
+        let on = |listen: &str| {
+            SAMPLE.replace(METRICS_OFF, &format!("[metrics]\nlisten = \"{listen}\"\n"))
+        };
+        let c = Config::parse(&on("127.0.0.1:9464"), dir.path()).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let c = Config::parse(&on("[::1]:0"), dir.path()).unwrap();
+        assert_eq!(c.metrics_listen, Some("[::1]:0".parse().unwrap()));
+        for (bad, why) in [
+            (on("localhost:9464"), "metrics.listen: must be an address"),
+            (
+                on("127.0.0.1:7443"),
+                "metrics.listen: must differ from listen",
+            ),
+            (
+                SAMPLE.replace(METRICS_OFF, "[metrics]\n"),
+                "missing field `listen`",
+            ),
+            (
+                on("127.0.0.1:9464") + "path = \"/m\"\n",
+                "unknown field `path`",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod ledger;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod server;

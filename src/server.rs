@@ -23,7 +23,10 @@ pub struct Server {
     /// The address actually bound (the port is chosen by the OS when the config says 0).
     pub addr: SocketAddr,
     pub engine: EngineHandle,
+    /// Where `GET /metrics` is served, when the config names a metrics address.
+    pub metrics_addr: Option<SocketAddr>,
     engine_task: JoinHandle<()>,
+    metrics: Option<crate::metrics::Endpoint>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -34,12 +37,28 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
 ) -> anyhow::Result<Server> {
-    let (engine, engine_task) =
-        EngineHandle::start(&config.data_dir, config.engine.clone(), clock, rng).await?;
+    // Always kept, so the engine records the same way whether or not anything is served.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (engine, engine_task) = EngineHandle::start(
+        &config.data_dir,
+        config.engine.clone(),
+        clock,
+        rng,
+        metrics.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let addr = listener.local_addr().context("read bound address")?;
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let endpoint = crate::metrics::serve(at, metrics).await?;
+            tracing::info!(addr = %endpoint.addr, "serving metrics at GET /metrics");
+            Some(endpoint)
+        }
+        None => None,
+    };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
             &config.tls_cert_pem,
@@ -144,6 +163,8 @@ pub async fn start(
     Ok(Server {
         addr,
         engine,
+        metrics_addr: metrics.as_ref().map(|m| m.addr),
+        metrics,
         engine_task,
         shutdown: Some(tx),
         task,
@@ -160,6 +181,9 @@ impl Server {
             let _ = tx.send(());
         }
         (&mut self.task).await.context("join server task")??;
+        if let Some(m) = self.metrics.take() {
+            m.stop().await;
+        }
         self.engine.flush()?;
         let Server {
             engine,

@@ -14,6 +14,7 @@ use crate::domain::{
     Request, RequestId, State, Submission, TellerSerial, Timestamp, Verdict, WithdrawReason,
 };
 use crate::ledger::{Appender, Durable, DurableState, record};
+use crate::metrics::{EngineMetrics, Escalation, Metrics, Outcome, SubmitResult};
 use crate::store::{Projection, RowUpdate, Summary};
 
 use super::clock::Clock;
@@ -198,9 +199,24 @@ pub(crate) struct Core {
     pub health: tokio::sync::watch::Sender<bool>,
     /// The durable records, for rebuilding state after a write failure.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// The series the engine records (see `measure` and `count_sessions`).
+    metrics: Arc<Metrics>,
+}
+
+/// What `apply` needs to know of a request before an event changes it, for the metrics.
+#[derive(Clone, Copy)]
+struct Before {
+    state: State,
+    level: u8,
+    /// The time of its last record: while it is in review, that is the accept.
+    updated_at: Timestamp,
+    accepted: bool,
 }
 
 impl Core {
+    // Each argument is a separate dependency the single writer owns; a struct holding them
+    // would only rename this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: EngineConfig,
         clock: Arc<dyn Clock>,
@@ -209,6 +225,7 @@ impl Core {
         projection: Arc<Projection>,
         policy: super::SharedPolicy,
         ledger: Arc<crate::ledger::Ledger>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let durable = appender.next_index();
         Core {
@@ -241,6 +258,7 @@ impl Core {
             last_probe: None,
             health: tokio::sync::watch::Sender::new(true),
             ledger,
+            metrics,
         }
     }
 
@@ -326,6 +344,7 @@ impl Core {
         self.outbox.clear();
         self.watchers.clear();
         self.sessions.clear();
+        self.count_sessions();
     }
 
     fn unavailable(&self) -> Option<Unavailable> {
@@ -351,6 +370,7 @@ impl Core {
         // Streams end with UNAVAILABLE; clients reconnect when the server serves again.
         self.watchers.clear();
         self.sessions.clear();
+        self.count_sessions();
         if let Err(e) = self.reload_from_durable() {
             self.fail(format!("rebuild state after a ledger failure: {e}"));
         }
@@ -391,6 +411,7 @@ impl Core {
         self.review_deadlines.clear();
         self.evict.clear();
         self.dispatch_new.clear();
+        self.metrics.engine.clear_requests();
         let fault = |e: crate::store::StoreError| StorageFault(e.to_string());
         for id in self.projection.active().map_err(fault)? {
             let indexes = self
@@ -454,7 +475,13 @@ impl Core {
         let id = rec.request.clone();
         let at = rec.at;
         let mut created = None;
-        let was = self.requests.get(&id).map(|r| r.state);
+        let before = self.requests.get(&id).map(|r| Before {
+            state: r.state,
+            level: r.level,
+            updated_at: r.updated_at,
+            accepted: r.first_accepted_at.is_some(),
+        });
+        let was = before.map(|b| b.state);
         match &rec.event {
             Event::Submitted {
                 teller, submission, ..
@@ -507,6 +534,7 @@ impl Core {
             }
         }
         self.day.count(&rec, at);
+        measure(&self.metrics.engine, &rec.event, before, r, at);
         if state.is_final() {
             if let Some(n) = self.pending_by_teller.get_mut(&r.teller) {
                 *n = n.saturating_sub(1);
@@ -642,6 +670,7 @@ impl Core {
             tracing::info!("engine stopping: ending streams, finishing what is in flight");
             // Dropping the senders ends every Attend and Watch stream; consoles reconnect.
             self.sessions.clear();
+            self.count_sessions();
             self.watchers.clear();
             self.dispatch_all = false;
             self.dispatch_new.clear();
@@ -669,7 +698,10 @@ impl Core {
         if let Some(u) = unavailable {
             // Dropping the reply sender would also say UNAVAILABLE; saying why is kinder.
             match cmd {
-                Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+                Command::Submit { reply, .. } => {
+                    self.metrics.engine.submission(SubmitResult::Refused);
+                    drop(reply.send(Err(u.into())))
+                }
                 Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
                 Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
@@ -692,6 +724,11 @@ impl Core {
                 reply,
             } => {
                 let r = self.submit(teller, submission, fingerprint);
+                self.metrics.engine.submission(match &r {
+                    Ok((_, _, false)) => SubmitResult::Accepted,
+                    Ok((_, _, true)) => SubmitResult::Replayed,
+                    Err(_) => SubmitResult::Refused,
+                });
                 self.reply(reply, r);
             }
             Command::Get { teller, id, reply } => {
@@ -809,6 +846,7 @@ impl Core {
                     Some(s) => {
                         s.paused = paused;
                         self.dispatch_all |= !paused;
+                        self.count_sessions();
                         tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
                         Ok(())
                     }
@@ -1023,6 +1061,7 @@ impl Core {
                 paused: false,
             },
         );
+        self.count_sessions();
         self.dispatch_all = true;
         (self.session_seq, rx)
     }
@@ -1037,6 +1076,7 @@ impl Core {
             return;
         }
         let s = self.sessions.remove(&leave.supervisor).expect("checked");
+        self.count_sessions();
         tracing::info!(supervisor = %leave.supervisor, session = s.id, reason = reason.as_str(), "supervisor signed out");
         for id in s.tasks {
             let Some(r) = self.requests.get(&id) else {
@@ -1480,8 +1520,10 @@ impl Core {
             (r.id.clone(), fingerprint),
         );
         *self.pending_by_teller.entry(r.teller.clone()).or_default() += 1;
+        self.metrics.engine.undecided(1);
         if r.state == State::Queued {
             self.queue.insert(queue_key(&r));
+            self.metrics.engine.queued(r.level, 1);
         }
         // Timers are derived from ledger times, so they survive a restart.
         self.timers.insert((r.deadline(), r.id.clone()));
@@ -1489,6 +1531,14 @@ impl Core {
             self.timers.insert((at, r.id.clone()));
         }
         self.requests.insert(r.id.clone(), r);
+    }
+
+    /// Sets the supervisor gauges from the sessions; called wherever sessions are added,
+    /// removed, cleared or paused. Sessions change per sign-in, not per event, so counting the
+    /// paused ones afresh costs nothing that matters.
+    fn count_sessions(&self) {
+        let paused = self.sessions.values().filter(|s| s.paused).count();
+        self.metrics.engine.supervisors(self.sessions.len(), paused);
     }
 
     /// Hands what was appended to the ledger writer.
@@ -1517,4 +1567,58 @@ pub(crate) fn eligible(r: &Request, s: &Principal) -> bool {
         && !r.declined_by.contains(&s.id)
         && !r.approvals.iter().any(|a| a.supervisor == s.id)
         && s.may_decide(r.level, &r.submission.transaction)
+}
+
+/// Counts one applied event: the one place where records move the engine's series. `before`
+/// is the request as it was (`None` for a submission), `r` as the event left it, `at` the
+/// record's time; durations come from record times (the injected clock), never from `Instant`.
+fn measure(m: &EngineMetrics, event: &Event, before: Option<Before>, r: &Request, at: Timestamp) {
+    // Leaving the queue, entering it, or an escalation while queued moves the depth gauges.
+    let queued_before = before.filter(|b| b.state == State::Queued).map(|b| b.level);
+    let queued_now = (r.state == State::Queued).then_some(r.level);
+    if queued_before != queued_now {
+        if let Some(level) = queued_before {
+            m.queued(level, -1);
+        }
+        if let Some(level) = queued_now {
+            m.queued(level, 1);
+        }
+    }
+    match event {
+        Event::Submitted { .. } => m.undecided(1),
+        Event::Offered { .. } => m.offered(),
+        Event::OfferDeclined { .. } => m.declined(),
+        Event::OfferTimedOut { .. } => m.offer_timed_out(),
+        Event::OfferWithdrawn {
+            reason: WithdrawReason::ReviewTimeout,
+            ..
+        } => m.review_timed_out(),
+        Event::Accepted { .. } if before.is_some_and(|b| !b.accepted) => {
+            m.waited_ms(at.0 - r.submitted_at.0);
+        }
+        Event::Decided { .. } => {
+            // Only leaving review changes a request in review (escalation is for queued and
+            // offered ones), so its last record before the decision is the accept.
+            if let Some(b) = before.filter(|b| b.state == State::InReview) {
+                m.decided_after_ms(at.0 - b.updated_at.0);
+            }
+        }
+        Event::Escalated { reason, .. } => m.escalated(match reason {
+            crate::domain::EscalationReason::Waited => Escalation::Waited,
+            crate::domain::EscalationReason::Declined => Escalation::Declined,
+        }),
+        _ => {}
+    }
+    // `Request::apply` refuses every event on a final request, so this is the transition.
+    let outcome = match r.state {
+        State::Approved => Some(Outcome::Approved),
+        State::Rejected => Some(Outcome::Rejected),
+        State::Cancelled => Some(Outcome::Cancelled),
+        State::Expired => Some(Outcome::Expired),
+        State::Queued | State::Offered | State::InReview | State::Returned => None,
+    };
+    if let Some(outcome) = outcome {
+        m.undecided(-1);
+        m.finished(outcome);
+    }
 }

@@ -160,14 +160,16 @@ fn gone() -> Unavailable {
 
 impl EngineHandle {
     /// Opens the data directory, recovers, and starts the engine task, which ends after
-    /// `shutdown` (or when every handle is dropped).
+    /// `shutdown` (or when every handle is dropped). The engine and the ledger writer record
+    /// into `metrics`.
     pub async fn start(
         data_dir: &Path,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
         rng: Box<dyn rand::RngCore + Send>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
-        recover::start(data_dir, config, clock, rng).await
+        recover::start(data_dir, config, clock, rng, metrics).await
     }
 
     /// Ends every stream, answers what is in flight once durable, and stops the engine.

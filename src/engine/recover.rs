@@ -26,10 +26,15 @@ pub(super) async fn start(
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     std::fs::create_dir_all(data_dir).context("create data directory")?;
-    let (ledger, appender, durable) =
-        Ledger::open(&data_dir.join("ledger"), config.segment_bytes_max).context("open ledger")?;
+    let (ledger, appender, durable) = Ledger::open_measured(
+        &data_dir.join("ledger"),
+        config.segment_bytes_max,
+        metrics.ledger.clone(),
+    )
+    .context("open ledger")?;
     let projection = Arc::new(
         Projection::open(&data_dir.join("projection"), config.projection_cache_bytes)
             .context("open projection")?,
@@ -67,6 +72,7 @@ pub(super) async fn start(
         projection.clone(),
         policy.clone(),
         ledger.clone(),
+        metrics,
     );
     count_today(&ledger, &mut core, clock.now())?;
     core.reload_from_durable()?;

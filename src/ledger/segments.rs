@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::merkle::{self, Hash, ProofError, Tree};
 use super::writer::{self, Appender, Durable};
+use crate::metrics::LedgerMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -73,6 +74,15 @@ impl Ledger {
         dir: &Path,
         segment_bytes_max: u64,
     ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
+        Self::open_measured(dir, segment_bytes_max, LedgerMetrics::new())
+    }
+
+    /// As `open`, with the writer recording into `metrics` (the server's registry).
+    pub fn open_measured(
+        dir: &Path,
+        segment_bytes_max: u64,
+        metrics: LedgerMetrics,
+    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
         fs::create_dir_all(dir).map_err(io("create ledger directory"))?;
         let mut names: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io("list ledger directory"))?
@@ -113,7 +123,7 @@ impl Ledger {
             len,
             next_index,
         };
-        let (appender, durable) = writer::start(ledger.clone(), tail, segment_bytes_max)?;
+        let (appender, durable) = writer::start(ledger.clone(), tail, segment_bytes_max, metrics)?;
         Ok((ledger, appender, durable))
     }
 

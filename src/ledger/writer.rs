@@ -13,12 +13,14 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::frame::{self, FRAME_HEADER_LEN};
 use super::merkle::{self, Hash};
 use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
+use crate::metrics::LedgerMetrics;
 
 /// What the writer has made durable: a record count, or the error that stopped it (with the
 /// count durable before it). After an error the writer writes nothing until a probe succeeds.
@@ -30,7 +32,8 @@ pub enum DurableState {
 
 /// What the writer thread is asked to do.
 enum Job {
-    Batch(Vec<(u64, Vec<u8>)>),
+    /// Records, and when they were handed over (for the append latency).
+    Batch(Vec<(u64, Vec<u8>)>, Instant),
     /// Try a write and fdatasync; on success the writer takes batches again, starting at
     /// the durable count.
     Probe(std::sync::mpsc::Sender<Result<(), String>>),
@@ -73,7 +76,7 @@ impl Appender {
         }
         let batch = std::mem::take(&mut self.buf);
         self.tx
-            .send(Job::Batch(batch))
+            .send(Job::Batch(batch, Instant::now()))
             .map_err(|_| LedgerError::WriterFailed("writer thread has stopped".into()))
     }
 
@@ -104,10 +107,12 @@ pub(crate) fn start(
     ledger: Arc<Ledger>,
     tail: Tail,
     segment_bytes_max: u64,
+    metrics: LedgerMetrics,
 ) -> Result<(Appender, Durable), LedgerError> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (durable_tx, durable_rx) = watch::channel(DurableState::Count(tail.next_index));
     let next = tail.next_index;
+    metrics.durable(next);
     std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
@@ -119,29 +124,42 @@ pub(crate) fn start(
                 buf: Vec::new(),
                 pending: Vec::new(),
                 leaves: Vec::new(),
+                metrics,
             };
             // Whether the last write failed and no probe has succeeded since.
             let mut failed = false;
+            // When each batch of this round was handed over; kept to reuse its capacity.
+            let mut queued: Vec<Instant> = Vec::new();
             while let Ok(first) = rx.recv() {
                 let mut batches = Vec::new();
+                queued.clear();
                 let mut probes = Vec::new();
                 for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                     match job {
                         // Batches sent before the engine saw the failure were never
                         // acknowledged; they are dropped with it.
-                        Job::Batch(b) if !failed => batches.push(b),
-                        Job::Batch(_) => {}
+                        Job::Batch(b, at) if !failed => {
+                            batches.push(b);
+                            queued.push(at);
+                        }
+                        Job::Batch(..) => {}
                         Job::Probe(reply) => probes.push(reply),
                     }
                 }
                 if !batches.is_empty() {
                     match w.write(batches) {
                         Ok(count) => {
+                            w.metrics.durable(count);
+                            let now = Instant::now();
+                            for at in &queued {
+                                w.metrics.appended(now.duration_since(*at));
+                            }
                             durable_tx.send_replace(DurableState::Count(count));
                         }
                         Err(e) => {
                             failed = true;
                             let count = w.recover();
+                            w.metrics.durable(count);
                             tracing::error!(error = %e, durable = count, "ledger write failed; refusing writes until the disk can write again");
                             durable_tx.send_replace(DurableState::Failed { count, error: e.to_string() });
                         }
@@ -153,6 +171,7 @@ pub(crate) fn start(
                         failed = false;
                         let count = w.durable_count();
                         tracing::info!(durable = count, "ledger writes again");
+                        w.metrics.durable(count);
                         durable_tx.send_replace(DurableState::Count(count));
                     }
                     let _ = reply.send(r);
@@ -183,6 +202,8 @@ struct Writer {
     pending: Vec<u64>,
     /// Leaf hashes of the frames in `buf`, added to the tree once they are durable.
     leaves: Vec<Hash>,
+    /// Batch sizes, fdatasync times, append latency and the durable count.
+    metrics: LedgerMetrics,
 }
 
 impl Writer {
@@ -268,7 +289,9 @@ impl Writer {
         self.file
             .write_all(&self.buf)
             .map_err(io("write ledger records"))?;
+        let started = Instant::now();
         self.file.sync_data().map_err(io("fdatasync ledger"))?;
+        self.metrics.synced(self.pending.len(), started.elapsed());
         self.len += self.buf.len() as u64;
         self.buf.clear();
         let mut segs = self

@@ -5,11 +5,13 @@
 mod bench;
 mod crash;
 mod durability;
+mod exposition;
 mod faults;
 mod harness;
 mod identity;
 mod ledger;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod policy;
 mod simulation;
