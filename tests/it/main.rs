@@ -12,3 +12,4 @@ mod lifecycle;
 mod limits;
 mod policy;
 mod simulation;
+mod spans;
