@@ -1,12 +1,15 @@
 //! Every RPC runs in a span named after it that carries who called (`principal`, `branch`)
 //! and the request concerned (`request_id`), and a stream's log lines fall in its call's span.
 //!
-//! The subscriber is installed for this thread only (`set_default`), which sees everything
-//! because the test runtime is current-thread: the server, its connections and the engine all
-//! run on this thread.
+//! The capturing subscriber is the binary's global default, and keeps only what happens on
+//! the thread of this test, whose runtime is current-thread: the server, its connections and
+//! the engine all run on it. (A `set_default` subscriber would not do: while it is the only
+//! dispatcher registered, tracing-core caches each callsite's interest from the thread that
+//! first reaches it, so a span another test's thread reaches first is never sent to it.)
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use countersign::api::pb;
 use tracing::field::{Field, Visit};
@@ -19,11 +22,8 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_rpc_span_names_the_caller_and_the_request() {
-    let seen = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(seen.clone().with_filter(
-        tracing_subscriber::filter::filter_fn(|m| m.target().starts_with("countersign")),
-    ));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let seen = Captured::install();
+    CAPTURING.with(|c| c.set(true));
 
     let mut t = TestServer::start().await;
     let first = submit(&t, "teller-01", "SP-1").await.request_id;
@@ -114,7 +114,30 @@ type EventSeen = (String, Option<usize>);
 /// A span's place in `Captured::spans`, kept in the registry's extensions of the span.
 struct Index(usize);
 
+thread_local! {
+    /// Set on the thread whose spans and events are kept.
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Captured {
+    /// Installs the layer as the global default (once for the binary) and returns its store.
+    fn install() -> Captured {
+        static SEEN: OnceLock<Captured> = OnceLock::new();
+        SEEN.get_or_init(|| {
+            let seen = Captured::default();
+            let subscriber = tracing_subscriber::registry().with(seen.clone().with_filter(
+                tracing_subscriber::filter::filter_fn(|m| m.target().starts_with("countersign")),
+            ));
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the test binary");
+            // Callsites another thread registered while the default was being set get their
+            // interest again.
+            tracing::callsite::rebuild_interest_cache();
+            seen
+        })
+        .clone()
+    }
+
     /// Asserts a span `name` exists with these fields and this request id (or none at all).
     fn span(&self, name: &str, fields: &[(&str, &str)], request: Option<&str>) {
         let spans = self.spans.lock().unwrap();
@@ -148,6 +171,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !CAPTURING.with(Cell::get) {
+            return;
+        }
         let mut seen = SpanSeen {
             name: attrs.metadata().name(),
             fields: BTreeMap::new(),
@@ -162,11 +188,17 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let span = ctx.span(id).expect("a recorded span is in the registry");
         let extensions = span.extensions();
-        let Index(at) = extensions.get::<Index>().expect("indexed at creation");
+        // Spans of other threads were not kept.
+        let Some(Index(at)) = extensions.get::<Index>() else {
+            return;
+        };
         values.record(&mut Fields(&mut self.spans.lock().unwrap()[*at].fields));
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !CAPTURING.with(Cell::get) {
+            return;
+        }
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
         let at = ctx
