@@ -60,6 +60,7 @@ struct LimitsFile {
     search_scan_max: usize,
     stats_rows_max: usize,
     watch_streams_per_principal_max: usize,
+    shutdown_grace_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +105,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the policy was read from, for reloads.
     pub policy_path: PathBuf,
+    /// How long connections still open at shutdown get to close before the server stops anyway.
+    pub shutdown_grace_ms: u64,
 }
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
@@ -145,6 +148,9 @@ search_scan_max = 20000
 stats_rows_max = 1000000
 # Most Watch streams one teller may hold open at once (a terminal follows a few requests).
 watch_streams_per_principal_max = 50
+# At shutdown, how long open connections get to close (replies written, streams ended) before
+# the server stops anyway. Every acknowledged call is durable before this wait begins.
+shutdown_grace_ms = 5000
 
 [dispatch]
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
@@ -232,6 +238,9 @@ impl Config {
         if l.message_bytes_max < l.image_bytes_max {
             bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
         }
+        if !(100..=600_000).contains(&l.shutdown_grace_ms) {
+            bail!("limits.shutdown_grace_ms: must be from 100 to 600000");
+        }
         if f.dispatch.review_timeout_ms < 10_000 {
             bail!("dispatch.review_timeout_ms: must be at least 10000");
         }
@@ -292,6 +301,7 @@ impl Config {
             },
             log_format,
             policy_path,
+            shutdown_grace_ms: l.shutdown_grace_ms,
         })
     }
 }
