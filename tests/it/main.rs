@@ -11,5 +11,6 @@ mod ledger;
 mod lifecycle;
 mod limits;
 mod policy;
+mod shutdown;
 mod simulation;
 mod spans;
