@@ -70,6 +70,7 @@ struct LimitsFile {
     search_scan_max: usize,
     stats_rows_max: usize,
     watch_streams_per_principal_max: usize,
+    shutdown_grace_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +117,8 @@ pub struct Config {
     pub policy_path: PathBuf,
     /// Where Prometheus metrics are served over plain HTTP; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long connections still open at shutdown get to close before the server stops anyway.
+    pub shutdown_grace_ms: u64,
 }
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
@@ -161,6 +164,9 @@ search_scan_max = 20000
 stats_rows_max = 1000000
 # Most Watch streams one teller may hold open at once (a terminal follows a few requests).
 watch_streams_per_principal_max = 50
+# At shutdown, how long open connections get to close (replies written, streams ended) before
+# the server stops anyway. Every acknowledged call is durable before this wait begins.
+shutdown_grace_ms = 5000
 
 [dispatch]
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
@@ -261,6 +267,9 @@ impl Config {
         if l.message_bytes_max < l.image_bytes_max {
             bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
         }
+        if !(100..=600_000).contains(&l.shutdown_grace_ms) {
+            bail!("limits.shutdown_grace_ms: must be from 100 to 600000");
+        }
         if f.dispatch.review_timeout_ms < 10_000 {
             bail!("dispatch.review_timeout_ms: must be at least 10000");
         }
@@ -338,6 +347,7 @@ impl Config {
             log_format,
             policy_path,
             metrics_listen,
+            shutdown_grace_ms: l.shutdown_grace_ms,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -29,7 +30,22 @@ pub struct Server {
     metrics: Option<crate::metrics::Endpoint>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The health statuses; cleared at shutdown, which ends every health Watch stream.
+    health: tonic_health::server::HealthReporter,
+    /// Makes health follow the engine; stopped at shutdown so it cannot set a status again.
+    health_task: JoinHandle<()>,
+    /// How long connections still open at shutdown get to close.
+    grace: Duration,
 }
+
+/// The names health is reported under: the whole server ("") and each service.
+const HEALTH_NAMES: [&str; 5] = [
+    "",
+    "countersign.v1.TellerService",
+    "countersign.v1.SupervisorService",
+    "countersign.v1.AuditService",
+    "countersign.v1.AdminService",
+];
 
 /// Opens the data directory, recovers, and starts serving.
 pub async fn start(
@@ -108,7 +124,7 @@ pub async fn start(
     // Health follows the engine: NOT_SERVING while the ledger cannot write.
     let mut healthy = engine.health();
     let reporter = health_reporter.clone();
-    tokio::spawn(async move {
+    let health_task = tokio::spawn(async move {
         loop {
             let serving = *healthy.borrow_and_update();
             let status = if serving {
@@ -116,19 +132,9 @@ pub async fn start(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status("countersign.v1.TellerService", status)
-                .await;
-            reporter
-                .set_service_status("countersign.v1.SupervisorService", status)
-                .await;
-            reporter
-                .set_service_status("countersign.v1.AuditService", status)
-                .await;
-            reporter
-                .set_service_status("countersign.v1.AdminService", status)
-                .await;
+            for name in HEALTH_NAMES {
+                reporter.set_service_status(name, status).await;
+            }
             if healthy.changed().await.is_err() {
                 return;
             }
@@ -168,19 +174,45 @@ pub async fn start(
         engine_task,
         shutdown: Some(tx),
         task,
+        health: health_reporter,
+        health_task,
+        grace: Duration::from_millis(config.shutdown_grace_ms),
     })
 }
 
 impl Server {
-    /// Ends every stream (clients see UNAVAILABLE and reconnect), answers the calls in
-    /// flight once their records are durable, stops serving, flushes sled and closes the data
-    /// directory, so that a new server can open it at once.
+    /// Reports NOT_SERVING, ends every stream (clients see UNAVAILABLE and reconnect; health
+    /// watchers see the stream end), answers the calls in flight once their records are
+    /// durable, stops serving, flushes sled and closes the data directory, so that a new server
+    /// can open it at once. Connections still open after the grace period (a stream the server
+    /// does not end, such as reflection, or a client that does not read) are left behind: by
+    /// then nothing they could be told is missing from disk.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.health_task.abort();
+        for name in HEALTH_NAMES {
+            self.health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         self.engine.shutdown().await;
+        // A health Watch lasts as long as its status: without this, one monitor would hold its
+        // connection, and so the graceful stop below, open forever.
+        for name in HEALTH_NAMES {
+            self.health.clear_service_status(name).await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.context("join server task")??;
+        match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(joined) => joined.context("join server task")??,
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = self.grace.as_millis() as u64,
+                    "connections still open after the shutdown grace period; stopping anyway"
+                );
+                self.task.abort();
+            }
+        }
         if let Some(m) = self.metrics.take() {
             m.stop().await;
         }

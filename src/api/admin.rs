@@ -20,6 +20,12 @@ pub struct AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    #[tracing::instrument(
+        name = "GetQueueStatus",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_queue_status(
         &self,
         req: Request<pb::GetQueueStatusRequest>,
@@ -70,6 +76,12 @@ impl AdminService for AdminApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetPolicy",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_policy(
         &self,
         req: Request<pb::GetPolicyRequest>,
@@ -84,11 +96,17 @@ impl AdminService for AdminApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "ReloadPolicy",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn reload_policy(
         &self,
         req: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
-        let admin = self.directory.authorize(&req, &[Role::Admin])?;
+        self.directory.authorize(&req, &[Role::Admin])?;
         let pb::ReloadPolicyRequest {} = req.into_inner();
         let path = self.policy_path.clone();
         let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
@@ -97,7 +115,7 @@ impl AdminService for AdminApi {
             .map_err(|e| Status::invalid_argument(format!("policy not reloaded: {e}")))?;
         let sha256 = policy.sha256().to_owned();
         let previous_sha256 = self.engine.set_policy(policy);
-        tracing::info!(admin = %admin.id, %sha256, %previous_sha256, "policy reloaded by admin");
+        tracing::info!(%sha256, %previous_sha256, "policy reloaded by admin");
         Ok(Response::new(pb::ReloadPolicyResponse {
             sha256,
             previous_sha256,

@@ -21,13 +21,19 @@ const AUDIT_ROLES: &[Role] = &[Role::Auditor, Role::Admin];
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
+    #[tracing::instrument(
+        name = "GetRequest",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn get_request(
         &self,
         req: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::GetRequestResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetRequestRequest { request_id } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let loaded = self.engine.audit_request(&id).await?;
         let events = loaded.records.into_iter().map(ledger_event).collect();
         Ok(Response::new(pb::GetRequestResponse {
@@ -36,6 +42,12 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetImage",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_image(
         &self,
         req: Request<pb::GetImageRequest>,
@@ -47,6 +59,12 @@ impl AuditService for AuditApi {
         Ok(Response::new(pb::GetImageResponse { content }))
     }
 
+    #[tracing::instrument(
+        name = "GetCheckpoint",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_checkpoint(
         &self,
         req: Request<pb::GetCheckpointRequest>,
@@ -61,6 +79,12 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetInclusionProof",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn get_inclusion_proof(
         &self,
         req: Request<pb::GetInclusionProofRequest>,
@@ -70,9 +94,7 @@ impl AuditService for AuditApi {
         let target = match target {
             Some(pb::get_inclusion_proof_request::Target::RecordIndex(i)) => ProofTarget::Record(i),
             Some(pb::get_inclusion_proof_request::Target::DecisionOfRequestId(id)) => {
-                ProofTarget::DecisionOf(
-                    convert::request_id("decision_of_request_id", &id).map_err(invalid)?,
-                )
+                ProofTarget::DecisionOf(super::concerning("decision_of_request_id", &id)?)
             }
             None => {
                 return Err(invalid(FieldError::new(
@@ -90,6 +112,12 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetConsistencyProof",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_consistency_proof(
         &self,
         req: Request<pb::GetConsistencyProofRequest>,
@@ -105,6 +133,12 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetRecords",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_records(
         &self,
         req: Request<pb::GetRecordsRequest>,
@@ -119,6 +153,12 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "Search",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn search(
         &self,
         req: Request<pb::SearchRequest>,
@@ -205,17 +245,29 @@ impl AuditService for AuditApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "ExportProof",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn export_proof(
         &self,
         req: Request<pb::ExportProofRequest>,
     ) -> Result<Response<pb::ExportProofResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::ExportProofRequest { request_id } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let bundle = self.engine.export_proof(&id).await?;
         Ok(Response::new(pb::ExportProofResponse { bundle }))
     }
 
+    #[tracing::instrument(
+        name = "GetStatistics",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn get_statistics(
         &self,
         req: Request<pb::GetStatisticsRequest>,

@@ -132,6 +132,9 @@ impl Directory {
     }
 
     /// The caller's principal, if their certificate is known and their role is one of `roles`.
+    /// The principal and their branch are recorded on the call's span (see `api::rpc`) as soon
+    /// as the certificate is known, refused or not, so that every line the call logs names
+    /// who made it.
     pub fn authorize<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
         let certs = req
             .peer_certs()
@@ -146,6 +149,9 @@ impl Directory {
                 "the client certificate is not in the principal directory",
             ));
         };
+        let span = tracing::Span::current();
+        span.record("principal", p.id.as_str());
+        span.record("branch", p.branch.as_str());
         if !roles.contains(&p.role) {
             tracing::warn!(principal = %p.id, role = ?p.role, "access denied: wrong role for this service");
             return Err(Status::permission_denied(format!(

@@ -1,6 +1,11 @@
 //! The gRPC boundary: the generated protobuf types (only this module knows them), conversion
 //! to and from the domain, identity and role checks, the one mapping of errors to status codes,
 //! and the three services.
+//!
+//! Every RPC handler runs in a span named after the RPC (`Submit`, `Decide`, ...) that declares
+//! `principal`, `branch` and `request_id`: `Directory::authorize` records the first two,
+//! `concerning` (or the handler, once the engine has assigned one) the third. A stream's span
+//! lives as long as the stream, and is entered whenever the stream is polled.
 
 mod admin;
 mod audit;
@@ -25,6 +30,19 @@ pub use audit::AuditApi;
 pub use identity::Directory;
 pub use supervisor::SupervisorApi;
 pub use teller::TellerApi;
+
+/// The request a call concerns, from its `field`; recorded on the call's span so that every
+/// line the call logs names it.
+fn concerning(field: &str, text: &str) -> Result<crate::domain::RequestId, tonic::Status> {
+    let id = convert::request_id(field, text).map_err(status::invalid)?;
+    record_request(&id);
+    Ok(id)
+}
+
+/// Records on the call's span the request it concerns, for calls that learn it late (Submit).
+fn record_request(id: &crate::domain::RequestId) {
+    tracing::Span::current().record("request_id", id.as_str());
+}
 
 /// Limits the API enforces before anything reaches the engine.
 #[derive(Clone, Debug)]

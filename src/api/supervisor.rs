@@ -26,16 +26,20 @@ pub struct AttendStream {
     rx: mpsc::Receiver<SupervisorEvent>,
     _guard: SessionGuard,
     done: bool,
+    /// The Attend call's span: entered on every poll, so what the stream logs is the call's.
+    span: tracing::Span,
 }
 
 impl Stream for AttendStream {
     type Item = Result<pb::AttendResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        if this.done {
             return Poll::Ready(None);
         }
-        let ev = match self.rx.poll_recv(cx) {
+        let ev = match this.rx.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(ev) => ev,
         };
@@ -66,14 +70,16 @@ impl Stream for AttendStream {
                 })),
             }),
             Some(SupervisorEvent::Superseded) => {
-                self.done = true;
+                this.done = true;
+                tracing::debug!("attend stream replaced by a newer one");
                 Err(Status::aborted(
                     "a newer Attend stream of the same supervisor replaced this one",
                 ))
             }
             None => {
                 // The engine ended the session: it stopped or could not deliver to us.
-                self.done = true;
+                this.done = true;
+                tracing::debug!("attend session ended by the engine");
                 Err(Status::unavailable(
                     "the session ended; reconnect to attend again",
                 ))
@@ -87,6 +93,12 @@ impl Stream for AttendStream {
 impl SupervisorService for SupervisorApi {
     type AttendStream = AttendStream;
 
+    #[tracing::instrument(
+        name = "Attend",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn attend(
         &self,
         req: Request<pb::AttendRequest>,
@@ -98,22 +110,35 @@ impl SupervisorService for SupervisorApi {
             rx,
             _guard: guard,
             done: false,
+            span: tracing::Span::current(),
         }))
     }
 
+    #[tracing::instrument(
+        name = "Accept",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn accept(
         &self,
         req: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::AcceptResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::AcceptRequest { request_id, epoch } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let r = self.engine.accept(&supervisor.id, &id, epoch).await?;
         Ok(Response::new(pb::AcceptResponse {
             request: Some(convert::request(&r)),
         }))
     }
 
+    #[tracing::instrument(
+        name = "Decline",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn decline(
         &self,
         req: Request<pb::DeclineRequest>,
@@ -124,7 +149,7 @@ impl SupervisorService for SupervisorApi {
             epoch,
             reason,
         } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         crate::domain::validate::text(
             "reason",
             &reason,
@@ -139,6 +164,12 @@ impl SupervisorService for SupervisorApi {
         Ok(Response::new(pb::DeclineResponse {}))
     }
 
+    #[tracing::instrument(
+        name = "Decide",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn decide(
         &self,
         req: Request<pb::DecideRequest>,
@@ -151,7 +182,7 @@ impl SupervisorService for SupervisorApi {
             reason_code,
             comment,
         } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let verdict = convert::verdict(decision, reason_code, comment).map_err(invalid)?;
         let r = self.engine.decide(&supervisor, &id, epoch, verdict).await?;
         Ok(Response::new(pb::DecideResponse {
@@ -159,13 +190,19 @@ impl SupervisorService for SupervisorApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "GetOfferImage",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn get_offer_image(
         &self,
         req: Request<pb::GetOfferImageRequest>,
     ) -> Result<Response<pb::GetOfferImageResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::GetOfferImageRequest { request_id, sha256 } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let hash = convert::image_hash("sha256", &sha256).map_err(invalid)?;
         let (media, content) = self.engine.offer_image(&supervisor.id, &id, hash).await?;
         Ok(Response::new(pb::GetOfferImageResponse {
@@ -174,6 +211,12 @@ impl SupervisorService for SupervisorApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "Pause",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn pause(
         &self,
         req: Request<pb::PauseRequest>,
@@ -184,6 +227,12 @@ impl SupervisorService for SupervisorApi {
         Ok(Response::new(pb::PauseResponse {}))
     }
 
+    #[tracing::instrument(
+        name = "Resume",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
     async fn resume(
         &self,
         req: Request<pb::ResumeRequest>,

@@ -32,6 +32,8 @@ struct Watch {
     first: Option<crate::domain::Request>,
     rx: Option<tokio::sync::mpsc::Receiver<crate::domain::Request>>,
     done: bool,
+    /// The Watch call's span: entered on every poll, so what the stream logs is the call's.
+    span: tracing::Span,
 }
 
 impl Stream for Watch {
@@ -42,12 +44,14 @@ impl Stream for Watch {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        if self.done {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        if this.done {
             return Poll::Ready(None);
         }
-        let next = match self.first.take() {
+        let next = match this.first.take() {
             Some(r) => Some(r),
-            None => match self.rx.as_mut() {
+            None => match this.rx.as_mut() {
                 None => None,
                 Some(rx) => match rx.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -57,15 +61,16 @@ impl Stream for Watch {
         };
         match next {
             Some(r) => {
-                if r.state.is_final() || self.rx.is_none() {
-                    self.done = true;
+                if r.state.is_final() || this.rx.is_none() {
+                    this.done = true;
                 }
                 Poll::Ready(Some(Ok(pb::WatchResponse {
                     request: Some(convert::request(&r)),
                 })))
             }
             None => {
-                self.done = true;
+                this.done = true;
+                tracing::debug!("watch ended before a final state");
                 Poll::Ready(Some(Err(Status::unavailable(
                     "the watch ended before a final state; watch again to continue",
                 ))))
@@ -76,13 +81,17 @@ impl Stream for Watch {
 
 #[tonic::async_trait]
 impl TellerService for TellerApi {
-    #[tracing::instrument(skip_all, fields(teller, request_id))]
+    #[tracing::instrument(
+        name = "Submit",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn submit(
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
-        tracing::Span::current().record("teller", teller.id.as_str());
         let input =
             convert::submit(req.into_inner(), self.engine.now(), &self.limits).map_err(invalid)?;
         // Images are made durable before the record that names them is appended.
@@ -99,17 +108,23 @@ impl TellerService for TellerApi {
             note: input.note,
         };
         let done = self.engine.submit(teller, submission).await?;
-        tracing::Span::current().record("request_id", done.request.id.as_str());
+        super::record_request(&done.request.id);
         Ok(Response::new(pb::SubmitResponse {
             request: Some(convert::request(&done.request)),
             replayed: done.replayed,
         }))
     }
 
+    #[tracing::instrument(
+        name = "Get",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
         let pb::GetRequest { request_id } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let r = self.engine.get(&teller.id, &id).await?;
         Ok(Response::new(pb::GetResponse {
             request: Some(convert::request(&r)),
@@ -118,10 +133,16 @@ impl TellerService for TellerApi {
 
     type WatchStream = WatchStream;
 
+    #[tracing::instrument(
+        name = "Watch",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
         let pb::WatchRequest { request_id } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         let max = self.limits.watch_streams_per_principal_max;
         let slot = self.watches.take(teller.id.as_str(), max).ok_or_else(|| {
             Status::resource_exhausted(format!("at most {max} Watch streams may be open at once"))
@@ -132,16 +153,23 @@ impl TellerService for TellerApi {
             first: Some(current),
             rx,
             done: false,
+            span: tracing::Span::current(),
         })))
     }
 
+    #[tracing::instrument(
+        name = "Cancel",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn cancel(
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
         let pb::CancelRequest { request_id, reason } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         crate::domain::validate::text(
             "reason",
             &reason,
@@ -156,6 +184,12 @@ impl TellerService for TellerApi {
         }))
     }
 
+    #[tracing::instrument(
+        name = "Resubmit",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
     async fn resubmit(
         &self,
         req: Request<pb::ResubmitRequest>,
@@ -167,7 +201,7 @@ impl TellerService for TellerApi {
             remove_image_sha256,
             note,
         } = req.into_inner();
-        let id = convert::request_id("request_id", &request_id).map_err(invalid)?;
+        let id = super::concerning("request_id", &request_id)?;
         if remove_image_sha256.len() > self.limits.images_per_request_max {
             return Err(invalid(crate::domain::validate::FieldError::new(
                 "remove_image_sha256",

@@ -69,7 +69,7 @@ pub(crate) enum Command {
     },
     Attend {
         supervisor: Principal,
-        reply: Reply<(u64, mpsc::Receiver<SupervisorEvent>)>,
+        reply: Reply<Result<(u64, mpsc::Receiver<SupervisorEvent>), AttendError>>,
     },
     Accept {
         supervisor: PrincipalId,
@@ -326,6 +326,13 @@ impl Core {
                 let _ = reply.send(());
                 break;
             }
+        }
+        // Calls that reached the channel after the last pass are refused with the reason:
+        // dropped, their callers would read a ledger failure. Once closed, the channel takes
+        // no more (callers then hear that the engine is not running).
+        commands.close();
+        while let Ok(cmd) = commands.try_recv() {
+            refuse(cmd, Unavailable("the server is shutting down".into()));
         }
         tracing::info!("engine stopped");
     }
@@ -696,24 +703,10 @@ impl Core {
             })
             .or_else(|| self.degraded.clone().filter(|_| writes).map(Unavailable));
         if let Some(u) = unavailable {
-            // Dropping the reply sender would also say UNAVAILABLE; saying why is kinder.
-            match cmd {
-                Command::Submit { reply, .. } => {
-                    self.metrics.engine.submission(SubmitResult::Refused);
-                    drop(reply.send(Err(u.into())))
-                }
-                Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Attend { .. } => {}
-                Command::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-                Command::Status { .. } | Command::Shutdown { .. } => {}
+            if matches!(cmd, Command::Submit { .. }) {
+                self.metrics.engine.submission(SubmitResult::Refused);
             }
+            refuse(cmd, u);
             return;
         }
         match cmd {
@@ -777,7 +770,7 @@ impl Core {
             Command::Attend { supervisor, reply } => {
                 let id = supervisor.id.clone();
                 let (session, rx) = self.attend(supervisor);
-                if reply.send((session, rx)).is_err() {
+                if reply.send(Ok((session, rx))).is_err() {
                     // The caller went away before the stream existed: no ghost session.
                     self.leave(
                         Leave {
@@ -1544,6 +1537,26 @@ impl Core {
     /// Hands what was appended to the ledger writer.
     pub(crate) fn flush(&mut self) -> Result<(), crate::ledger::LedgerError> {
         self.appender.flush()
+    }
+}
+
+/// Answers a call the engine will not carry out with why. (Dropping the reply sender would
+/// also say UNAVAILABLE, but as if the ledger had failed.) Status has no error to send:
+/// dropping its reply ends it.
+fn refuse(cmd: Command, u: Unavailable) {
+    match cmd {
+        Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Attend { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Status { .. } | Command::Shutdown { .. } => {}
     }
 }
 

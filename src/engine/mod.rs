@@ -349,7 +349,7 @@ impl EngineHandle {
         let id = supervisor.id.clone();
         let (session, rx) = self
             .call(|reply| Command::Attend { supervisor, reply })
-            .await?;
+            .await??;
         let guard = SessionGuard {
             leave_tx: self.leave_tx.clone(),
             supervisor: id,

@@ -14,11 +14,11 @@ use countersign::api::pb;
 use countersign::domain::{Request, State};
 use rand::{Rng, SeedableRng};
 
-use crate::durability::spawn_server;
+use crate::durability::{BinaryFiles, spawn_server};
 use crate::harness::*;
 
 /// What clients were told succeeded: request id -> (teller, serial, amount, decision if any).
-type Acked = Arc<Mutex<HashMap<String, (String, String, i64, Option<(String, i32)>)>>>;
+pub type Acked = Arc<Mutex<HashMap<String, (String, String, i64, Option<(String, i32)>)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
@@ -26,22 +26,13 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    countersign::pki::init(&pki).unwrap();
-    std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
-    let config = pki.join("countersign.toml");
-    std::fs::write(
-        &config,
-        test_config_text(&|s| {
-            s.replace(
-                "pending_per_teller_max = 20",
-                "pending_per_teller_max = 100000",
-            )
-        }),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
+    // `_dir` keeps the temporary directory until the end of the test.
+    let BinaryFiles {
+        dir: _dir,
+        pki,
+        config,
+        data,
+    } = BinaryFiles::new();
     let acked: Acked = Default::default();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
     let started = std::time::Instant::now();
@@ -108,20 +99,32 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
     assert!(decided > 0, "no decision was acknowledged");
 }
 
-async fn tell(
+/// How a load task ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// The call whose failure ended the task (a refusal or a broken connection); `None` when
+    /// the task was told to stop or could not connect.
+    pub call: Option<tonic::Status>,
+    /// A supervisor's Attend stream: how it ended, `Ok` for an end without a status.
+    pub stream: Option<Result<(), tonic::Status>>,
+}
+
+/// A teller submitting one request after another until a Submit fails or `stop` is set;
+/// every acknowledged Submit goes into `acked`.
+pub async fn tell(
     addr: std::net::SocketAddr,
     pki: std::path::PathBuf,
     teller: &'static str,
     prefix: String,
     acked: Acked,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+) -> Ended {
     let Ok(mut c) = countersign::client::teller(addr, &pki, teller).await else {
-        return;
+        return Ended::default();
     };
     for i in 0.. {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+            break;
         }
         let serial = format!("{prefix}-{i}");
         let amount = 1_000 + i as i64;
@@ -135,40 +138,65 @@ async fn tell(
                     .unwrap()
                     .insert(id, (teller.to_string(), serial, amount, None));
             }
-            Err(_) => return,
+            Err(s) => {
+                return Ended {
+                    call: Some(s),
+                    stream: None,
+                };
+            }
         }
     }
+    Ended::default()
 }
 
-async fn decide(
+/// A supervisor attending, and accepting and deciding every offer (rejecting when the epoch
+/// is a multiple of 3), until a call fails, the Attend stream ends, or `stop` is set; every
+/// acknowledged decision goes into `acked`.
+pub async fn decide(
     addr: std::net::SocketAddr,
     pki: std::path::PathBuf,
     sup: &'static str,
     acked: Acked,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+) -> Ended {
     let Ok(mut c) = countersign::client::supervisor(addr, &pki, sup).await else {
-        return;
+        return Ended::default();
     };
-    let Ok(resp) = c.attend(pb::AttendRequest {}).await else {
-        return;
+    let mut offers = match c.attend(pb::AttendRequest {}).await {
+        Ok(resp) => resp.into_inner(),
+        Err(s) => {
+            return Ended {
+                call: Some(s),
+                stream: None,
+            };
+        }
     };
-    let mut offers = resp.into_inner();
-    while let Ok(Some(m)) = offers.message().await {
+    // After a failed call the stream is read to its end, to learn how it ended.
+    let mut call = None;
+    let stream = loop {
+        let m = match offers.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(s) => break Err(s),
+        };
+        if call.is_some() {
+            continue;
+        }
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+            return Ended::default();
         }
         let Some(pb::attend_response::Event::Offer(o)) = m.event else {
             continue;
         };
-        if c.accept(pb::AcceptRequest {
-            request_id: o.request_id.clone(),
-            epoch: o.epoch,
-        })
-        .await
-        .is_err()
+        if let Err(s) = c
+            .accept(pb::AcceptRequest {
+                request_id: o.request_id.clone(),
+                epoch: o.epoch,
+            })
+            .await
         {
-            return;
+            call = Some(s);
+            continue;
         }
         let decision = if o.epoch % 3 == 0 {
             pb::Decision::Reject
@@ -192,14 +220,18 @@ async fn decide(
                     v.3 = Some((sup.to_string(), decision as i32));
                 }
             }
-            Err(_) => return,
+            Err(s) => call = Some(s),
         }
+    };
+    Ended {
+        call,
+        stream: Some(stream),
     }
 }
 
 /// After a restart: everything acknowledged is there, the ledger verifies, and the queue is
 /// exactly what the ledger says is waiting.
-async fn check(
+pub async fn check(
     addr: std::net::SocketAddr,
     pki: &std::path::Path,
     acked: &Acked,

@@ -280,23 +280,13 @@ async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
 /// there after a restart on the same data.
 #[tokio::test]
 async fn sigkill_loses_no_acknowledged_submit() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    countersign::pki::init(&pki).unwrap();
-    std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
-    let config = pki.join("countersign.toml");
-    let text = test_config_text(&|s| {
-        s.replace(
-            "pending_per_teller_max = 20",
-            "pending_per_teller_max = 100000",
-        )
-    });
-    std::fs::write(&config, text).unwrap();
+    let files = BinaryFiles::new();
+    let (pki, config) = (&files.pki, &files.config);
     const TELLERS: [&str; 3] = ["teller-01", "teller-02", "teller-03"];
     let mut acked: Vec<(usize, String)> = Vec::new();
     for round in 0..3 {
-        let (mut child, addr) = spawn_server(&config);
-        assert_all_present(addr, &pki, &acked).await;
+        let (mut child, addr) = spawn_server(config);
+        assert_all_present(addr, pki, &acked).await;
         // Submit from one task per teller, and kill the server while they are submitting.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
@@ -333,8 +323,8 @@ async fn sigkill_loses_no_acknowledged_submit() {
         }
         acked.extend(got);
     }
-    let (mut child, addr) = spawn_server(&config);
-    assert_all_present(addr, &pki, &acked).await;
+    let (mut child, addr) = spawn_server(config);
+    assert_all_present(addr, pki, &acked).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(acked.len() >= 60);
@@ -359,6 +349,41 @@ async fn assert_all_present(
             let r = r
                 .unwrap_or_else(|s| panic!("acknowledged request {id} of {teller} is lost: {s:?}"));
             assert_eq!(&r.into_inner().request.unwrap().request_id, id);
+        }
+    }
+}
+
+/// The files the real binary runs on, in a temporary directory: a PKI, the test policy and a
+/// configuration that lets each teller hold as many undecided requests as a load test submits.
+pub struct BinaryFiles {
+    /// Holds everything below; removed when dropped.
+    pub dir: tempfile::TempDir,
+    pub pki: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    /// The server's data directory (ledger, images, projections).
+    pub data: std::path::PathBuf,
+}
+
+impl BinaryFiles {
+    pub fn new() -> BinaryFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        countersign::pki::init(&pki).unwrap();
+        std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
+        let config = pki.join("countersign.toml");
+        let text = test_config_text(&|s| {
+            s.replace(
+                "pending_per_teller_max = 20",
+                "pending_per_teller_max = 100000",
+            )
+        });
+        std::fs::write(&config, text).unwrap();
+        let data = dir.path().join("data");
+        BinaryFiles {
+            dir,
+            pki,
+            config,
+            data,
         }
     }
 }

@@ -14,4 +14,6 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod policy;
+mod shutdown;
 mod simulation;
+mod spans;
