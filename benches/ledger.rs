@@ -88,19 +88,19 @@ fn submission(i: u64, images: &[ImageRef]) -> Submission {
 
 async fn verify(base: &std::path::Path, n: u64) {
     let data = base.join("verify");
-    let store = countersign::store::ImageStore::open(&data.join("images")).unwrap();
-    let images: Vec<ImageRef> = [
+    let store = countersign::store::ImageStore::open(&data.join("images"), 16).unwrap();
+    let mut images: Vec<ImageRef> = Vec::new();
+    for b in [
         b"\xff\xd8\xff voucher".as_slice(),
         b"\xff\xd8\xff id front".as_slice(),
-    ]
-    .iter()
-    .map(|b| ImageRef {
-        kind: ImageKind::Voucher,
-        media_type: MediaType::Jpeg,
-        hash: store.put(b).unwrap(),
-        size: b.len() as u64,
-    })
-    .collect();
+    ] {
+        images.push(ImageRef {
+            kind: ImageKind::Voucher,
+            media_type: MediaType::Jpeg,
+            hash: store.put(b.to_vec()).await.unwrap(),
+            size: b.len() as u64,
+        });
+    }
     let (_ledger, mut app, mut durable) = Ledger::open(&data.join("ledger"), 64 << 20).unwrap();
     let mut written = 0;
     let mut bytes = 0u64;

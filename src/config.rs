@@ -61,6 +61,7 @@ struct LimitsFile {
     images_per_request_min: usize,
     images_per_request_max: usize,
     projection_cache_bytes: u64,
+    image_writes_max: usize,
     queue_length_max: usize,
     pending_per_teller_max: u32,
     watch_buffer: usize,
@@ -144,6 +145,9 @@ image_bytes_max = 4194304
 # Every request carries its voucher scan; 0 admits requests with no image at all.
 images_per_request_min = 1
 images_per_request_max = 8
+# Images queued for the image writer at once (it appends them and fsyncs once for the lot);
+# more uploads wait their turn. Bounds the memory uploads waiting to be written can hold.
+image_writes_max = 256
 # Page cache of the projections (sled); rows beyond it are read from disk.
 projection_cache_bytes = 67108864
 # Undecided requests held at once; Submit beyond it is RESOURCE_EXHAUSTED.
@@ -233,6 +237,7 @@ impl Config {
             ("limits.image_bytes_max", l.image_bytes_max),
             ("limits.images_per_request_max", l.images_per_request_max),
             ("limits.queue_length_max", l.queue_length_max),
+            ("limits.image_writes_max", l.image_writes_max),
             (
                 "limits.projection_cache_bytes",
                 l.projection_cache_bytes as usize,
@@ -330,6 +335,7 @@ impl Config {
                 images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
                 projection_cache_bytes: l.projection_cache_bytes,
+                image_writes_max: l.image_writes_max,
                 watch_buffer: l.watch_buffer,
                 attend_buffer: l.attend_buffer,
                 command_buffer: l.command_buffer,

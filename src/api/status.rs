@@ -32,9 +32,18 @@ fn fence(e: FenceError) -> Status {
 }
 
 fn image_store(e: ImageStoreError) -> Status {
-    match e {
-        ImageStoreError::NotFound(_) => Status::not_found(e.to_string()),
-        ImageStoreError::Damaged(_) | ImageStoreError::Io { .. } => internal(e),
+    fn code(e: &ImageStoreError) -> tonic::Code {
+        match e {
+            ImageStoreError::NotFound(_) => tonic::Code::NotFound,
+            // The disk refused a write, or the writer is gone: worth retrying later.
+            ImageStoreError::Io { .. } | ImageStoreError::Stopped => tonic::Code::Unavailable,
+            ImageStoreError::Damaged(_) | ImageStoreError::Corrupt { .. } => tonic::Code::Internal,
+            ImageStoreError::Batch(inner) => code(inner),
+        }
+    }
+    match code(&e) {
+        tonic::Code::Internal => internal(e),
+        c => Status::new(c, e.to_string()),
     }
 }
 

@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub queue_length_max: usize,
     /// Undecided requests one teller may have at once.
     pub pending_per_teller_max: u32,
+    /// Images queued for the image writer at once; more uploads wait their turn.
+    pub image_writes_max: usize,
     /// Most bytes the projection (sled) keeps in its page cache.
     pub projection_cache_bytes: u64,
     /// Images one request must carry at least (checked again at Resubmit).
@@ -197,31 +199,33 @@ impl EngineHandle {
             .map_err(|_| Unavailable("the ledger could not make the call durable".into()))
     }
 
-    /// Stores the images durably. Blocking file I/O runs off the async runtime, one task per
-    /// image, so a request's images wait for their fsyncs together rather than in turn.
+    /// Stores the images durably: the image writer appends them with whatever else is queued
+    /// and answers after one fdatasync for the lot.
     pub async fn store_images(
         &self,
         images: Vec<(crate::domain::ImageKind, MediaType, Vec<u8>)>,
     ) -> Result<Vec<ImageRef>, crate::store::ImageStoreError> {
-        let writes: Vec<_> = images
+        // One task per image, so a request's images are queued together and share a write.
+        let puts: Vec<_> = images
             .into_iter()
             .map(|(kind, media_type, bytes)| {
                 let store = self.images.clone();
-                tokio::task::spawn_blocking(move || {
-                    let hash = store.put(&bytes)?;
+                tokio::spawn(async move {
+                    let size = bytes.len() as u64;
+                    let hash = store.put(bytes).await?;
                     Ok(ImageRef {
                         kind,
                         media_type,
                         hash,
-                        size: bytes.len() as u64,
+                        size,
                     })
                 })
             })
             .collect();
-        let mut refs = Vec::with_capacity(writes.len());
-        for w in writes {
-            refs.push(w.await.map_err(|e| crate::store::ImageStoreError::Io {
-                action: "join image writer",
+        let mut refs = Vec::with_capacity(puts.len());
+        for p in puts {
+            refs.push(p.await.map_err(|e| crate::store::ImageStoreError::Io {
+                action: "join image upload",
                 source: std::io::Error::other(e),
             })??);
         }

@@ -39,7 +39,10 @@ pub(super) async fn start(
         Projection::open(&data_dir.join("projection"), config.projection_cache_bytes)
             .context("open projection")?,
     );
-    let images = Arc::new(ImageStore::open(&data_dir.join("images")).context("open image store")?);
+    let images = Arc::new(
+        ImageStore::open(&data_dir.join("images"), config.image_writes_max)
+            .context("open image store")?,
+    );
     let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
         .context("read the checkpoint signing key")?;
     let checkpointer = Arc::new(

@@ -16,6 +16,7 @@ use super::frame::{self, Decoded, SEGMENT_HEADER_LEN};
 use super::merkle::{self, Hash, Tree};
 use super::record;
 use crate::domain::{Event, ImageHash, Request, RequestId, State};
+use crate::store::images::ImageReader;
 
 /// The proof bundle `ExportProof` returns (JSON). docs/ledger.md documents it for auditors.
 #[derive(Serialize, Deserialize)]
@@ -203,12 +204,12 @@ fn verify_into(
     report.checkpoints = notes.len();
     report.torn_tail = torn_at.map(|(_, what)| what);
 
-    let dir = data.join("images");
+    // The image log's reader is the store's own; what it reads is checked here, hash by hash.
+    let log =
+        ImageReader::open_read_only(&data.join("images")).map_err(|e| format!("image log: {e}"))?;
     for h in &images {
         let hex = h.to_hex();
-        let path = dir.join(&hex[..2]).join(&hex);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("image {hex}: cannot read {}: {e}", path.display()))?;
+        let bytes = log.get(h).map_err(|e| format!("image {hex}: {e}"))?;
         if ImageHash(Sha256::digest(&bytes).into()) != *h {
             return Err(format!(
                 "image {hex}: its content no longer matches its hash"

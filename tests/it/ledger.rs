@@ -435,8 +435,21 @@ async fn an_exported_bundle_verifies_offline_and_tampering_fails_it() {
         .into_inner()
         .bundle;
     let v = verifier(&t);
-    let images = t.data_dir().join("images");
-    let report = verify_bundle(&bundle, &v, Some(&images)).expect("the bundle verifies");
+    // The auditor fetches the request's images with GetImage into a folder of their own.
+    let images = tempfile::tempdir().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+    let mut auditor = t.auditor().await;
+    for img in listed["images"].as_array().unwrap() {
+        let sha = img["sha256"].as_str().unwrap();
+        let content = auditor
+            .get_image(pb::GetImageRequest { sha256: sha.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .content;
+        std::fs::write(images.path().join(sha), content).unwrap();
+    }
+    let report = verify_bundle(&bundle, &v, Some(images.path())).expect("the bundle verifies");
     assert_eq!(report.request_id, ids[1]);
     assert_eq!(report.state, countersign::domain::State::Approved);
     assert_eq!((report.records, report.images_checked), (4, 2));
@@ -470,11 +483,11 @@ async fn an_exported_bundle_verifies_offline_and_tampering_fails_it() {
             .as_str()
             .unwrap()
             .to_owned();
-    let path = images.join(&first[..2]).join(&first);
+    let path = images.path().join(&first);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[20] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let err = verify_bundle(&bundle, &v, Some(&images)).unwrap_err();
+    let err = verify_bundle(&bundle, &v, Some(images.path())).unwrap_err();
     assert!(err.contains(&first), "{err}");
 }
 
@@ -566,20 +579,11 @@ async fn offline_verify_catches_every_kind_of_tampering() {
     assert!(r.problem.unwrap().contains("record 2"));
     // An edited image.
     let r = verify_damaged(&data, &v, |d| {
-        let dir = std::fs::read_dir(d.join("images"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap() != "tmp")
-            .unwrap();
-        let img = std::fs::read_dir(&dir)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let mut b = std::fs::read(&img).unwrap();
-        b[15] ^= 1;
-        std::fs::write(&img, b).unwrap();
+        // The first image's content starts after the log's 8-byte magic and a 36-byte header.
+        let log = d.join("images").join("00000000.img");
+        let mut b = std::fs::read(&log).unwrap();
+        b[8 + 36 + 15] ^= 1;
+        std::fs::write(&log, b).unwrap();
     });
     assert!(r.problem.unwrap().starts_with("image "));
     // The last record removed: the signed checkpoint still covers it.
