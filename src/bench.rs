@@ -210,7 +210,11 @@ async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<Server> {
     }));
     crate::pki::init_with(&pki, &principals)?;
     let queue = opts.fill.unwrap_or(0).max(100_000);
-    let per_teller = queue.div_ceil(tellers.len()).max(opts.in_flight * 2);
+    // Filling, tellers share one counter and the fastest take more: let any one take it all.
+    let per_teller = match opts.fill {
+        Some(_) => queue,
+        None => queue.div_ceil(tellers.len()).max(opts.in_flight * 2),
+    };
     let config = crate::config::SAMPLE
         .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
         .replace("data_dir = \"data\"", "data_dir = \"../data\"")

@@ -157,6 +157,7 @@ impl From<AuditError> for Status {
             AuditError::TooMany(_) => Status::resource_exhausted(e.to_string()),
             AuditError::Image(e) => image_store(e),
             AuditError::Storage(e) => internal(e),
+            AuditError::Unavailable(e) => unavailable(e),
         }
     }
 }

@@ -151,6 +151,7 @@ impl EngineHandle {
             n => n.min(self.config.page_size_max),
         };
         q.scan_max = self.config.search_scan_max;
+        self.projected().await?;
         let p = self.projection.clone();
         tokio::task::spawn_blocking(move || p.search(&q))
             .await

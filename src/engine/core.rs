@@ -110,7 +110,14 @@ pub(crate) enum Command {
     Status {
         reply: Reply<super::status::QueueStatus>,
     },
+    /// Bring the projection up to every durable record, for a read that must see them all.
+    Project { reply: Reply<()> },
 }
+
+/// Durable row updates applied to sled in one transaction once this many are waiting (and on
+/// every tick). Every sled transaction seals and writes sled's log buffer from a thread of its
+/// own, so one per ledger batch cost more CPU under load than the rest of the projection.
+const PROJECT_BATCH: usize = 2048;
 
 /// A supervisor's Attend stream has closed.
 pub(crate) struct Leave {
@@ -173,8 +180,10 @@ pub(crate) struct Core {
     watchers: HashMap<RequestId, Vec<mpsc::Sender<Request>>>,
     /// Sends waiting for durability: (records needed, what to send).
     outbox: VecDeque<(u64, Outgoing)>,
-    /// Projection updates waiting for durability.
+    /// Projection updates, applied to sled in batches once durable.
     updates: Vec<RowUpdate>,
+    /// How many records the projection reflects.
+    projected: u64,
     /// Final requests to drop from memory once projected: (records needed, id).
     evict: VecDeque<(u64, RequestId)>,
     /// How many records are durable.
@@ -248,6 +257,7 @@ impl Core {
             watchers: HashMap::new(),
             outbox: VecDeque::new(),
             updates: Vec::new(),
+            projected: durable,
             evict: VecDeque::new(),
             durable,
             failed: None,
@@ -306,6 +316,7 @@ impl Core {
                     }
                 }
                 _ = tick.tick() => {
+                    self.project();
                     self.probe_if_degraded();
                 }
             }
@@ -327,6 +338,7 @@ impl Core {
                 break;
             }
         }
+        self.project();
         // Calls that reached the channel after the last pass are refused with the reason:
         // dropped, their callers would read a ledger failure. Once closed, the channel takes
         // no more (callers then hear that the engine is not running).
@@ -374,6 +386,8 @@ impl Core {
         // Pending sends are for records that are not on disk: dropping them answers UNAVAILABLE.
         self.outbox.clear();
         self.updates.retain(|u| u.index < durable);
+        // The rebuild below reads sled, which must first hold everything durable.
+        self.project();
         // Streams end with UNAVAILABLE; clients reconnect when the server serves again.
         self.watchers.clear();
         self.sessions.clear();
@@ -608,13 +622,8 @@ impl Core {
             return;
         }
         self.durable = count;
-        let split = self.updates.partition_point(|u| u.index < count);
-        if split > 0 {
-            let done: Vec<RowUpdate> = self.updates.drain(..split).collect();
-            if let Err(e) = self.projection.apply(&done, count) {
-                self.fail(format!("apply projection: {e}"));
-                return;
-            }
+        if self.updates.len() >= PROJECT_BATCH {
+            self.project();
         }
         while self.outbox.front().is_some_and(|(need, _)| *need <= count) {
             let (_, out) = self.outbox.pop_front().expect("front checked");
@@ -628,6 +637,25 @@ impl Core {
                 } => self.deliver(&supervisor, session, event),
             }
         }
+    }
+
+    /// Applies the durable row updates to sled in one transaction, then drops from memory the
+    /// final requests sled now reflects: from then on reads of them go to sled, so a request
+    /// is never in neither place.
+    fn project(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let count = self.durable;
+        let split = self.updates.partition_point(|u| u.index < count);
+        if split > 0 {
+            let done: Vec<RowUpdate> = self.updates.drain(..split).collect();
+            if let Err(e) = self.projection.apply(&done, count) {
+                self.fail(format!("apply projection: {e}"));
+                return;
+            }
+        }
+        self.projected = count;
         while self.evict.front().is_some_and(|(need, _)| *need <= count) {
             let (_, id) = self.evict.pop_front().expect("front checked");
             if let Some(r) = self.requests.get(&id)
@@ -691,6 +719,7 @@ impl Core {
             Command::Get { .. }
                 | Command::Watch { .. }
                 | Command::Status { .. }
+                | Command::Project { .. }
                 | Command::OfferImage { .. }
                 | Command::Pause { .. }
         );
@@ -851,6 +880,10 @@ impl Core {
                 // Held like any reply, so the snapshot never shows what is not yet on disk.
                 let st = self.status();
                 self.reply(reply, st);
+            }
+            Command::Project { reply } => {
+                self.project();
+                let _ = reply.send(());
             }
         }
     }
@@ -1556,7 +1589,7 @@ fn refuse(cmd: Command, u: Unavailable) {
         Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
         Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
         Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Status { .. } | Command::Shutdown { .. } => {}
+        Command::Status { .. } | Command::Shutdown { .. } | Command::Project { .. } => {}
     }
 }
 

@@ -139,6 +139,8 @@ pub enum AuditError {
     Image(#[from] ImageStoreError),
     #[error(transparent)]
     Storage(#[from] StorageFault),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
 #[derive(Debug, thiserror::Error)]

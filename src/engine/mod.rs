@@ -475,6 +475,7 @@ impl EngineHandle {
 
     /// A request with all its records, for auditors. Reads only what is durable.
     pub async fn audit_request(&self, id: &RequestId) -> Result<Loaded, AuditError> {
+        self.projected().await?;
         let (ledger, projection, id) = (self.ledger.clone(), self.projection.clone(), id.clone());
         tokio::task::spawn_blocking(move || load::load(&ledger, &projection, &id))
             .await
@@ -561,6 +562,7 @@ impl EngineHandle {
         from_ms: Option<i64>,
         until_ms: Option<i64>,
     ) -> Result<stats::Stats, AuditError> {
+        self.projected().await?;
         let p = self.projection.clone();
         let max = self.config.stats_rows_max;
         let rows = tokio::task::spawn_blocking(move || p.summaries_between(from_ms, until_ms, max))
@@ -607,6 +609,12 @@ impl EngineHandle {
     }
 
     /// Flushes sled; called at shutdown.
+    /// Waits until sled reflects every record durable now: the projection is applied in
+    /// batches, and an audit read must see every acknowledged change.
+    async fn projected(&self) -> Result<(), Unavailable> {
+        self.call(|reply| Command::Project { reply }).await
+    }
+
     pub fn flush(&self) -> Result<(), StorageFault> {
         self.projection
             .flush()
