@@ -78,6 +78,8 @@ const W1_IMAGE_BYTES: usize = 64 * 1024;
 /// two level-3 approvals.
 const SINGLE_AMOUNT: i64 = 6_000_000;
 const DUAL_AMOUNT: i64 = 60_000_000;
+/// How long `--fill` waits after the last submission before reading the server's memory.
+const SETTLE: Duration = Duration::from_secs(10);
 /// How long in-flight lifecycles may take to finish after the measured window.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -765,9 +767,14 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let failed = failed.load(Ordering::Relaxed);
     let queued = n as u64 - failed;
+    let usage_at_end = server.usage();
+    // Allocators give freed memory back over seconds; what the queue itself holds is the
+    // figure once that has happened.
+    tokio::time::sleep(SETTLE).await;
     let usage = server.usage();
     let disk = server.disk_bytes();
     let rss = usage.map(|u| u.rss_kib as f64 / 1024.0);
+    let rss_at_end = usage_at_end.map(|u| u.rss_kib as f64 / 1024.0);
     let peak = usage.map(|u| u.rss_peak_kib as f64 / 1024.0);
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
     if !opts.json {
@@ -788,6 +795,7 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
         "refused": failed,
         "submits_per_s": queued as f64 / elapsed.as_secs_f64(),
         "server_rss_mib": rss,
+        "server_rss_at_end_mib": rss_at_end,
         "server_rss_peak_mib": peak,
         "disk_bytes": disk.map(|d| d.total()),
     });

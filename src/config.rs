@@ -149,7 +149,7 @@ images_per_request_max = 8
 # more uploads wait their turn. Bounds the memory uploads waiting to be written can hold.
 image_writes_max = 256
 # Page cache of the projections (sled); rows beyond it are read from disk.
-projection_cache_bytes = 67108864
+projection_cache_bytes = 16777216
 # Undecided requests held at once; Submit beyond it is RESOURCE_EXHAUSTED.
 queue_length_max = 100000
 # Undecided requests one teller may have at once.

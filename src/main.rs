@@ -10,6 +10,13 @@ use rand::SeedableRng;
 use countersign::config::{Config, LogFormat};
 use countersign::engine::SystemClock;
 
+/// jemalloc rather than glibc's allocator. Measured with `countersign bench` on the 2-core box:
+/// glibc's malloc and free were about a fifth of the server's CPU (W0 about 1,700 lifecycles/s
+/// at about 700 µs of server CPU each; with jemalloc about 3,300/s at about 320 µs), and with
+/// 100,000 requests queued glibc's heap held about 55 MiB more, fragmented by image buffers.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "countersign",
@@ -171,6 +178,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
+            // Return freed memory to the system from a background thread, as it decays, rather
+            // than only when the server next allocates.
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                eprintln!("jemalloc background thread not started: {e}");
+            }
             let config = Config::load(&config)?;
             init_logging(config.log_format, "info");
             let rng = Box::new(rand_chacha::ChaCha20Rng::from_os_rng());

@@ -82,7 +82,11 @@ fn transaction(t: pb::Transaction) -> Result<Transaction, FieldError> {
         },
         account,
         counterparty: (!counterparty.is_empty()).then_some(counterparty),
-        attributes: attributes.into_iter().collect(),
+        attributes: attributes
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
     };
     validate::transaction(&t)?;
     Ok(t)

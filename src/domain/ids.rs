@@ -2,18 +2,18 @@
 
 use std::fmt;
 
-/// A server-issued request id: 32 lowercase hex characters drawn from the engine's RNG.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(String);
+/// A server-issued request id: 32 lowercase hex characters drawn from the engine's RNG, kept
+/// inline (the engine holds each id in several maps; as a `String` every copy was another heap
+/// allocation). Ordered and hashed as the text is.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId([u8; 32]);
 
 impl RequestId {
     /// Makes an id from 16 random bytes.
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut s = String::with_capacity(32);
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        RequestId(s)
+        let mut out = [0u8; 32];
+        hex::encode_to_slice(bytes, &mut out).expect("32 bytes hold 16 in hex");
+        RequestId(out)
     }
 
     /// Parses an id a client sent; `None` when it cannot be one of ours.
@@ -21,29 +21,37 @@ impl RequestId {
         let ok = s.len() == 32
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| RequestId(s.to_owned()))
+        ok.then(|| RequestId(s.as_bytes().try_into().expect("32 bytes checked")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("only hex digits are ever stored")
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({:?})", self.as_str())
     }
 }
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        /// Shared text: the engine copies ids into several maps, and a copy is then a count,
+        /// not another allocation.
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
-                $name(s.into())
+                $name(std::sync::Arc::from(s.into()))
             }
 
             pub fn as_str(&self) -> &str {

@@ -156,7 +156,9 @@ pub(crate) struct Core {
     pub appender: Appender,
     pub projection: Arc<Projection>,
     /// Every request not yet final, plus final ones until their last record is projected.
-    pub requests: HashMap<RequestId, Request>,
+    /// Boxed: the table then holds 32 bytes a slot rather than a whole request, and growing
+    /// it moves pointers, not requests.
+    pub requests: HashMap<RequestId, Box<Request>>,
     /// QUEUED requests by the ledger index of their submission: older first.
     pub queue: BTreeSet<QueueKey>,
     /// (teller, serial) -> (request, fingerprint) for requests held in memory.
@@ -515,7 +517,7 @@ impl Core {
                 );
                 *self.pending_by_teller.entry(teller.clone()).or_default() += 1;
                 let r = Request::open(index, &rec).expect("a submitted record");
-                self.requests.insert(id.clone(), r);
+                self.requests.insert(id.clone(), Box::new(r));
             }
             e => {
                 let r = self
@@ -563,7 +565,7 @@ impl Core {
             self.evict.push_back((index + 1, id.clone()));
         }
         if self.watchers.contains_key(&id) {
-            let view = r.clone();
+            let view = Request::clone(r);
             self.outbox.push_back((
                 index + 1,
                 Outgoing::Notify {
@@ -755,7 +757,7 @@ impl Core {
             }
             Command::Get { teller, id, reply } => {
                 let r = match self.requests.get(&id) {
-                    Some(r) if r.teller == teller => Ok(Lookup::Active(r.clone())),
+                    Some(r) if r.teller == teller => Ok(Lookup::Active(Request::clone(r))),
                     Some(_) => Err(GetError::NotFound),
                     None => Ok(Lookup::NotActive),
                 };
@@ -765,7 +767,7 @@ impl Core {
                 let r = match self.requests.get(&id) {
                     Some(r) if r.teller == teller => {
                         let (tx, rx) = mpsc::channel(self.config.watch_buffer);
-                        let view = r.clone();
+                        let view = Request::clone(r);
                         if !view.state.is_final() {
                             self.watchers.entry(id).or_default().push(tx);
                         }
@@ -907,7 +909,7 @@ impl Core {
                 return Err(SubmitError::SerialReused(key.1.to_string()));
             }
             let found = match self.requests.get(&id) {
-                Some(r) => Lookup::Active(r.clone()),
+                Some(r) => Lookup::Active(Request::clone(r)),
                 None => Lookup::NotActive,
             };
             return Ok((found, id, true));
@@ -964,11 +966,18 @@ impl Core {
         };
         let index = self.appender.append(record::encode(&rec));
         self.apply(index, rec, Some(fingerprint));
-        Ok((Lookup::Active(self.requests[&id].clone()), id, false))
+        Ok((
+            Lookup::Active(Request::clone(&self.requests[&id])),
+            id,
+            false,
+        ))
     }
 
     fn owned(&self, teller: &PrincipalId, id: &RequestId) -> Option<&Request> {
-        self.requests.get(id).filter(|r| &r.teller == teller)
+        self.requests
+            .get(id)
+            .filter(|r| &r.teller == teller)
+            .map(|r| &**r)
     }
 
     fn cancel(
@@ -999,7 +1008,7 @@ impl Core {
                 },
             );
         }
-        Ok(Lookup::Active(self.requests[&id].clone()))
+        Ok(Lookup::Active(Request::clone(&self.requests[&id])))
     }
 
     fn resubmit(
@@ -1058,7 +1067,7 @@ impl Core {
                 note,
             },
         );
-        Ok(Lookup::Active(self.requests[&id].clone()))
+        Ok(Lookup::Active(Request::clone(&self.requests[&id])))
     }
 
     fn attend(&mut self, supervisor: Principal) -> (u64, mpsc::Receiver<SupervisorEvent>) {
@@ -1156,7 +1165,7 @@ impl Core {
             Actor::Principal(supervisor.clone()),
             Event::Accepted { supervisor, epoch },
         );
-        Ok(self.requests[&id].clone())
+        Ok(Request::clone(&self.requests[&id]))
     }
 
     fn decline(
@@ -1228,7 +1237,7 @@ impl Core {
             },
         );
         self.release_task(&supervisor.id, &id);
-        Ok(self.requests[&id].clone())
+        Ok(Request::clone(&self.requests[&id]))
     }
 
     /// Expires requests past their decision deadline and escalates those that waited too long.
@@ -1457,7 +1466,7 @@ impl Core {
                 .get_mut(&supervisor)
                 .expect("picked from sessions");
             s.tasks.insert(id.clone());
-            let view = self.requests[&id].clone();
+            let view = Request::clone(&self.requests[&id]);
             self.send_supervisor(
                 &supervisor,
                 SupervisorEvent::Offer {
@@ -1556,7 +1565,7 @@ impl Core {
         if let Some(at) = r.escalate_at() {
             self.timers.insert((at, r.id.clone()));
         }
-        self.requests.insert(r.id.clone(), r);
+        self.requests.insert(r.id.clone(), Box::new(r));
     }
 
     /// Sets the supervisor gauges from the sessions; called wherever sessions are added,

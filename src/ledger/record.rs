@@ -316,7 +316,7 @@ impl From<&Submission> for SubmissionV1 {
                 currency: transaction.amount.currency.clone(),
                 account: transaction.account.clone(),
                 counterparty: transaction.counterparty.clone(),
-                attributes: transaction.attributes.clone(),
+                attributes: transaction.attributes.iter().cloned().collect(),
             },
             customer: CustomerV1 {
                 document_type: doc_name(customer.document_type).into(),
@@ -346,7 +346,7 @@ impl TryFrom<SubmissionV1> for Submission {
                 },
                 account: t.account,
                 counterparty: t.counterparty,
-                attributes: t.attributes,
+                attributes: t.attributes.into_iter().collect(),
             },
             customer: CustomerIdentity {
                 document_type: doc_from(&c.document_type)?,
