@@ -41,34 +41,53 @@ pub enum Workload {
     W1,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Simulated tellers, one connection each.
+    #[arg(long, default_value_t = 16)]
     pub tellers: usize,
+    /// Simulated supervisors, one connection and Attend stream each, approving at once.
+    #[arg(long, default_value_t = 64)]
     pub supervisors: usize,
     /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Lifecycles started per second (open loop); `None` is as fast as possible.
+    /// Start this many lifecycles per second (open loop) instead of as many as the server
+    /// takes.
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// Lifecycles each teller keeps going at once in the closed loop.
+    /// Lifecycles each teller keeps going at once (closed loop).
+    #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
+    /// w0: no images; w1: two 64 KiB images per request.
+    #[arg(long, value_enum, default_value = "w0")]
     pub workload: Workload,
-    /// Two approvals from two supervisors per request.
+    /// Dual control: two approvals by two supervisors per request.
+    #[arg(long)]
     pub dual: bool,
-    /// A server already running; needs `pki`.
+    /// Drive a running server at this address instead of starting one (needs --pki).
+    #[arg(long)]
     pub target: Option<SocketAddr>,
-    /// The PKI directory of `target`: tellers and supervisors are taken from its
-    /// principals.toml.
+    /// With --target: the PKI directory whose principals.toml names the tellers and
+    /// supervisors to use, with their certificates.
+    #[arg(long)]
     pub pki: Option<PathBuf>,
-    /// With `target`: its process id, to read its CPU and memory.
+    /// With --target: the server's process id, to report its CPU and memory.
+    #[arg(long)]
     pub server_pid: Option<u32>,
-    /// With `target`: its data directory, to measure disk use.
+    /// With --target: the server's data directory, to report disk use.
+    #[arg(long)]
     pub server_data: Option<PathBuf>,
-    /// Instead of a timed run: submit this many requests with no supervisor attending, then
-    /// report the server's memory with all of them waiting in the queue.
+    /// Instead of a timed run, submit this many requests with no supervisor attending and
+    /// report the server's memory with all of them queued.
+    #[arg(long)]
     pub fill: Option<usize>,
-    /// Instead of lifecycles: the tellers call grpc.health.v1 Check in a loop, which measures
-    /// what one bare RPC over mutual TLS costs on this machine, the floor under everything else.
+    /// Instead of lifecycles, time bare RPCs (grpc.health.v1 Check) over the same
+    /// connections: the cost of the transport alone on this machine.
+    #[arg(long)]
     pub floor: bool,
+    /// Print the figures as one JSON line at the end too.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -51,54 +51,7 @@ enum Command {
     /// Load generator: starts the server in a temporary directory (or drives `--target`), runs
     /// simulated tellers and supervisors who approve at once over gRPC with mutual TLS, and
     /// prints throughput, latency percentiles, the server's CPU, peak memory and disk use.
-    Bench {
-        /// Simulated tellers, one connection each.
-        #[arg(long, default_value_t = 16)]
-        tellers: usize,
-        /// Simulated supervisors, one connection and Attend stream each, approving at once.
-        #[arg(long, default_value_t = 64)]
-        supervisors: usize,
-        /// Seconds of measured load.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        /// Start this many lifecycles per second (open loop) instead of as many as the server
-        /// takes.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Lifecycles each teller keeps going at once (closed loop).
-        #[arg(long, default_value_t = 8)]
-        in_flight: usize,
-        /// w0: no images; w1: two 64 KiB images per request.
-        #[arg(long, value_enum, default_value = "w0")]
-        workload: countersign::bench::Workload,
-        /// Dual control: two approvals by two supervisors per request.
-        #[arg(long)]
-        dual: bool,
-        /// Drive a running server at this address instead of starting one (needs --pki).
-        #[arg(long)]
-        target: Option<std::net::SocketAddr>,
-        /// With --target: the PKI directory whose principals.toml names the tellers and
-        /// supervisors to use, with their certificates.
-        #[arg(long)]
-        pki: Option<PathBuf>,
-        /// With --target: the server's process id, to report its CPU and memory.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// With --target: the server's data directory, to report disk use.
-        #[arg(long)]
-        server_data: Option<PathBuf>,
-        /// Instead of a timed run, submit this many requests with no supervisor attending and
-        /// report the server's memory with all of them queued.
-        #[arg(long)]
-        fill: Option<usize>,
-        /// Instead of lifecycles, time bare RPCs (grpc.health.v1 Check) over the same
-        /// connections: the cost of the transport alone on this machine.
-        #[arg(long)]
-        floor: bool,
-        /// Print the figures as one JSON line at the end too.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(countersign::bench::Options),
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -215,40 +168,9 @@ async fn main() -> anyhow::Result<()> {
             init_logging(LogFormat::Text, "warn");
             countersign::demo::run(requests, data).await
         }
-        Command::Bench {
-            tellers,
-            supervisors,
-            duration,
-            rate,
-            in_flight,
-            workload,
-            dual,
-            target,
-            pki,
-            server_pid,
-            server_data,
-            fill,
-            floor,
-            json,
-        } => {
+        Command::Bench(options) => {
             init_logging(LogFormat::Text, "warn");
-            countersign::bench::run(countersign::bench::Options {
-                tellers,
-                supervisors,
-                duration,
-                rate,
-                in_flight,
-                workload,
-                dual,
-                target,
-                pki,
-                server_pid,
-                server_data,
-                fill,
-                floor,
-                json,
-            })
-            .await
+            countersign::bench::run(options).await
         }
         Command::Ledger { command } => ledger(command),
         Command::Pki { command } => match command {
