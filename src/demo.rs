@@ -122,31 +122,33 @@ pub async fn run(requests: usize, data: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The auditor's view of one request that was returned and resubmitted.
     let mut auditor = client::auditor(addr, &pki, "audit-01").await?;
-    let sample = auditor
+    let approved = auditor
         .search(pb::SearchRequest {
             outcome: pb::RequestState::Approved as i32,
-            page_size: 50,
+            page_size: 200,
             ..Default::default()
         })
         .await?
         .into_inner()
-        .requests
-        .into_iter()
-        .find(|r| r.supervisor_ids.len() > 1);
-    if let Some(s) = sample {
+        .requests;
+    for s in approved {
         let history = auditor
             .get_request(pb::GetRequestRequest {
                 request_id: s.request_id.clone(),
             })
             .await?
             .into_inner();
+        if !history.events.iter().any(|e| e.kind == "resubmitted") {
+            continue;
+        }
         println!(
-            "\nThe ledger's history of {} (returned once, then approved):",
+            "\nThe ledger's history of {} (returned, resubmitted, then approved):",
             s.request_id
         );
         for e in &history.events {
             println!("  #{:<5} {:<16} by {}", e.index, e.kind, e.actor_id);
         }
+        break;
     }
     server.shutdown().await?;
 
