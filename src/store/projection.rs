@@ -171,19 +171,18 @@ struct IdemRow {
 
 const APPLIED: &[u8] = b"applied";
 
-/// How often sled writes its dirty pages out by itself.
-const PROJECTION_FLUSH_MS: u64 = 2000;
-
 impl Projection {
     /// Opens (or creates) the projection with a page cache of at most `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         // Nothing here needs sled's own fsync for safety: every row is rebuilt from the ledger
-        // past `applied` at start. A flush every few seconds only bounds that replay.
+        // past `applied` at start. Every transaction already hands its log to the OS; sled's
+        // periodic flush only added fsyncs that showed as latency spikes (W1 at 1,000/s: notify
+        // p99.9 up to 39 ms with a 2 s flush, at most 21 ms without). Shutdown flushes.
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(PROJECTION_FLUSH_MS))
+            .flush_every_ms(None)
             .open()
             .map_err(sled_err("open sled"))?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err("open sled tree"));
