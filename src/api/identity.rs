@@ -123,6 +123,18 @@ impl Directory {
             .cloned()
     }
 
+    /// The ids of every principal with `role`, sorted, each once (a principal may hold several
+    /// certificates).
+    pub fn ids_with_role(&self, role: Role) -> Vec<PrincipalId> {
+        let ids: std::collections::BTreeSet<PrincipalId> = self
+            .by_fingerprint
+            .values()
+            .filter(|p| p.role == role)
+            .map(|p| p.id.clone())
+            .collect();
+        ids.into_iter().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.by_fingerprint.len()
     }
