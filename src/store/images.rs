@@ -128,12 +128,10 @@ impl ImageReader {
 
     /// Reads an image back and checks it still matches its hash.
     pub fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, ImageStoreError> {
-        let place = *self
-            .index
-            .read()
-            .expect("index lock")
-            .get(hash)
-            .ok_or(ImageStoreError::NotFound(*hash))?;
+        let found = self.index.read().expect("index lock").get(hash).copied();
+        let Some(place) = found else {
+            return self.get_legacy(hash);
+        };
         let file = {
             let mut files = self.files.lock().expect("files lock");
             match files.get(&place.segment) {
@@ -151,6 +149,25 @@ impl ImageReader {
         let mut bytes = vec![0u8; place.len as usize];
         file.read_exact_at(&mut bytes, place.offset)
             .map_err(io("read image"))?;
+        if ImageStore::hash(&bytes) != *hash {
+            return Err(ImageStoreError::Damaged(*hash));
+        }
+        Ok(bytes)
+    }
+}
+
+impl ImageReader {
+    /// Data directories written before the image log kept one file per image, at
+    /// `images/ab/abcd…`; those images are still served (and verified) from there.
+    fn get_legacy(&self, hash: &ImageHash) -> Result<Vec<u8>, ImageStoreError> {
+        let hex = hash.to_hex();
+        let bytes = match fs::read(self.dir.join(&hex[..2]).join(&hex)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ImageStoreError::NotFound(*hash));
+            }
+            Err(e) => return Err(io("read image")(e)),
+        };
         if ImageStore::hash(&bytes) != *hash {
             return Err(ImageStoreError::Damaged(*hash));
         }
@@ -322,17 +339,22 @@ impl ImageStore {
 }
 
 fn new_segment(dir: &Path, n: u32) -> Result<File, ImageStoreError> {
+    let path = dir.join(segment_name(n));
     let mut f = OpenOptions::new()
         .create_new(true)
         .append(true)
-        .open(dir.join(segment_name(n)))
+        .open(&path)
         .map_err(io("create image log segment"))?;
-    f.write_all(MAGIC).map_err(io("write image log header"))?;
-    f.sync_data().map_err(io("fdatasync image log"))?;
-    // The new name is durable only once the folder is synced.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync image directory"))?;
+    let made = f
+        .write_all(MAGIC)
+        .and_then(|()| f.sync_data())
+        // The new name is durable only once the folder is synced.
+        .and_then(|()| File::open(dir).and_then(|d| d.sync_all()));
+    if let Err(e) = made {
+        // Otherwise the next rotation, after the disk recovers, would find the name taken.
+        let _ = fs::remove_file(&path);
+        return Err(io("start image log segment")(e));
+    }
     Ok(f)
 }
 
@@ -473,6 +495,53 @@ mod tests {
         let reader = ImageReader::open_read_only(dir.path()).unwrap();
         for (h, v) in [(ha, &a), (hb, &b), (hc, &c)] {
             assert_eq!(&reader.get(&h).unwrap(), v);
+        }
+    }
+
+    #[tokio::test]
+    async fn images_of_the_old_one_file_layout_are_still_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = jpeg(9, 3000);
+        let h = ImageStore::hash(&old);
+        let hex = h.to_hex();
+        fs::create_dir_all(dir.path().join(&hex[..2])).unwrap();
+        fs::write(dir.path().join(&hex[..2]).join(&hex), &old).unwrap();
+        let store = ImageStore::open(dir.path(), 4).unwrap();
+        assert_eq!(store.get(&h).unwrap(), old);
+        drop(store);
+        let mut damaged = old.clone();
+        damaged[100] ^= 1;
+        fs::write(dir.path().join(&hex[..2]).join(&hex), &damaged).unwrap();
+        let reader = ImageReader::open_read_only(dir.path()).unwrap();
+        assert!(matches!(reader.get(&h), Err(ImageStoreError::Damaged(_))));
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_torn_last_frame_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path(), 4).unwrap();
+        let a = jpeg(3, 5000);
+        let ha = store.put(a.clone()).await.unwrap();
+        drop(store);
+        let seg = dir.path().join(segment_name(0));
+        let good = fs::metadata(&seg).unwrap().len();
+        let mut content_short = 10_000u32.to_le_bytes().to_vec();
+        content_short.extend([7u8; 32]);
+        content_short.extend([1u8; 100]);
+        let mut too_long = (FRAME_BYTES_MAX as u32 + 1).to_le_bytes().to_vec();
+        too_long.extend([7u8; 32]);
+        for tail in [content_short, vec![0u8; 36], too_long] {
+            let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+            f.write_all(&tail).unwrap();
+            drop(f);
+            // The offline reader leaves the file alone and still reads what is whole.
+            let reader = ImageReader::open_read_only(dir.path()).unwrap();
+            assert_eq!(reader.get(&ha).unwrap(), a);
+            assert_eq!(fs::metadata(&seg).unwrap().len(), good + tail.len() as u64);
+            drop(reader);
+            let store = ImageStore::open(dir.path(), 4).unwrap();
+            assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+            assert_eq!(store.get(&ha).unwrap(), a);
         }
     }
 
