@@ -184,8 +184,6 @@ pub(crate) struct Core {
     outbox: VecDeque<(u64, Outgoing)>,
     /// Projection updates, applied to sled in batches once durable.
     updates: Vec<RowUpdate>,
-    /// How many records the projection reflects.
-    projected: u64,
     /// Final requests to drop from memory once projected: (records needed, id).
     evict: VecDeque<(u64, RequestId)>,
     /// How many records are durable.
@@ -259,7 +257,6 @@ impl Core {
             watchers: HashMap::new(),
             outbox: VecDeque::new(),
             updates: Vec::new(),
-            projected: durable,
             evict: VecDeque::new(),
             durable,
             failed: None,
@@ -657,7 +654,6 @@ impl Core {
                 return;
             }
         }
-        self.projected = count;
         while self.evict.front().is_some_and(|(need, _)| *need <= count) {
             let (_, id) = self.evict.pop_front().expect("front checked");
             if let Some(r) = self.requests.get(&id)

@@ -608,13 +608,13 @@ impl EngineHandle {
         self.checkpointer.verifier().to_text()
     }
 
-    /// Flushes sled; called at shutdown.
     /// Waits until sled reflects every record durable now: the projection is applied in
     /// batches, and an audit read must see every acknowledged change.
     async fn projected(&self) -> Result<(), Unavailable> {
         self.call(|reply| Command::Project { reply }).await
     }
 
+    /// Flushes sled; called at shutdown.
     pub fn flush(&self) -> Result<(), StorageFault> {
         self.projection
             .flush()

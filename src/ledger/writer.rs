@@ -169,7 +169,7 @@ pub(crate) fn start(
                     let r = w.probe();
                     if r.is_ok() && failed {
                         failed = false;
-                        let count = w.durable_count();
+                        let count = w.ledger.len();
                         tracing::info!(durable = count, "ledger writes again");
                         w.metrics.durable(count);
                         durable_tx.send_replace(DurableState::Count(count));
@@ -252,16 +252,7 @@ impl Writer {
         {
             tracing::warn!(error = %e, "could not cut the segment back after a failed write");
         }
-        self.durable_count()
-    }
-
-    fn durable_count(&self) -> u64 {
-        let segs = self
-            .ledger
-            .segments
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        segs.last().map_or(0, |s| s.first + s.offsets.len() as u64)
+        self.ledger.len()
     }
 
     /// Checks the disk can take a write again: writes and fdatasyncs a block past the end of
@@ -318,11 +309,18 @@ pub(crate) fn create_segment(dir: &Path, first_index: u64) -> Result<Segment, Le
         .write(true)
         .open(&path)
         .map_err(io(format!("create {}", path.display())))?;
-    write_durable(&mut f, &frame::segment_header(first_index))
-        .map_err(io("write segment header"))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync ledger directory"))?;
+    let made = write_durable(&mut f, &frame::segment_header(first_index))
+        .map_err(io("write segment header"))
+        .and_then(|()| {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("sync ledger directory"))
+        });
+    if let Err(e) = made {
+        // Otherwise the next rotation, after the disk recovers, would find the name taken.
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     let file = File::open(&path).map_err(io("open new segment for reading"))?;
     Ok(Segment {
         first: first_index,
