@@ -797,6 +797,9 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
     if opts.json {
         println!("{json}");
     }
+    if failed > 0 {
+        bail!("{failed} of {n} submissions were refused; the queue holds fewer than asked");
+    }
     Ok(())
 }
 

@@ -413,4 +413,43 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
     }
+
+    #[test]
+    fn limits_this_session_added_are_checked() {
+        let dir = pki();
+        let c = Config::parse(SAMPLE, dir.path()).unwrap();
+        assert_eq!(c.api.images_per_request_min, 1);
+        assert_eq!(c.engine.image_writes_max, 256);
+        assert_eq!(c.engine.projection_cache_bytes, 16 << 20);
+        let zero = SAMPLE.replace("images_per_request_min = 1", "images_per_request_min = 0");
+        assert_eq!(
+            Config::parse(&zero, dir.path())
+                .unwrap()
+                .api
+                .images_per_request_min,
+            0
+        );
+        for (from, to, why) in [
+            (
+                "images_per_request_min = 1",
+                "images_per_request_min = 9",
+                "limits.images_per_request_min: must be at most",
+            ),
+            (
+                "image_writes_max = 256",
+                "image_writes_max = 0",
+                "limits.image_writes_max: must be at least 1",
+            ),
+            (
+                "projection_cache_bytes = 16777216",
+                "projection_cache_bytes = 0",
+                "limits.projection_cache_bytes: must be at least 1",
+            ),
+        ] {
+            assert!(SAMPLE.contains(from), "{from}");
+            let bad = SAMPLE.replace(from, to);
+            let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
+            assert!(e.contains(why), "{e}");
+        }
+    }
 }

@@ -263,6 +263,11 @@ async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
         exit >= Duration::from_millis(900),
         "exited in {exit:?}: the open stream was not waited for"
     );
+    // The configured grace (1 s), not the sample's 5 s.
+    assert!(
+        exit < Duration::from_millis(2500),
+        "exited in {exit:?}: shutdown_grace_ms was not used"
+    );
     eprintln!(
         "SIGTERM with a reflection stream open: exit 0 in {:.0} ms (grace 1000 ms)",
         exit.as_secs_f64() * 1000.0
