@@ -11,7 +11,8 @@
 use std::time::Instant;
 
 use countersign::domain::*;
-use countersign::ledger::{DurableState, Ledger, merkle, record};
+use countersign::ledger::{merkle, record};
+use countersign::storage::embedded::{DurableState, Ledger};
 
 fn scale(n: u64) -> u64 {
     let s: f64 = std::env::var("BENCH_SCALE")
@@ -31,7 +32,7 @@ async fn main() {
     proofs(scale(10_000_000));
 }
 
-async fn wait(durable: &mut countersign::ledger::Durable, n: u64) {
+async fn wait(durable: &mut countersign::storage::embedded::Durable, n: u64) {
     durable
         .wait_for(|s| matches!(s, DurableState::Count(c) if *c >= n))
         .await
@@ -88,7 +89,7 @@ fn submission(i: u64, images: &[ImageRef]) -> Submission {
 
 async fn verify(base: &std::path::Path, n: u64) {
     let data = base.join("verify");
-    let store = countersign::store::ImageStore::open(&data.join("images"), 16).unwrap();
+    let store = countersign::storage::embedded::ImageStore::open(&data.join("images"), 16).unwrap();
     let mut images: Vec<ImageRef> = Vec::new();
     for b in [
         b"\xff\xd8\xff voucher".as_slice(),
@@ -167,7 +168,7 @@ async fn verify(base: &std::path::Path, n: u64) {
     wait(&mut durable, written).await;
     drop((_ledger, app, durable));
     let t = Instant::now();
-    let report = countersign::ledger::verify::verify_data_dir(&data, None);
+    let report = countersign::verify::verify_data_dir(&data, None);
     let s = t.elapsed().as_secs_f64();
     assert_eq!(report.problem, None);
     assert_eq!(report.records, written);

@@ -366,7 +366,7 @@ mod tests {
     /// policy, signing key).
     fn pki() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        crate::pki::init(dir.path()).unwrap();
+        crate::tools::pki::init(dir.path()).unwrap();
         dir
     }
 

@@ -5,15 +5,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod bench;
-pub mod client;
 pub mod config;
-pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod ledger;
 pub mod metrics;
-pub mod pki;
 pub mod policy;
 pub mod server;
-pub mod store;
+pub mod storage;
+pub mod tools;
+pub mod verify;

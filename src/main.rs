@@ -51,7 +51,7 @@ enum Command {
     /// Load generator: starts the server in a temporary directory (or drives `--target`), runs
     /// simulated tellers and supervisors who approve at once over gRPC with mutual TLS, and
     /// prints throughput, latency percentiles, the server's CPU, peak memory and disk use.
-    Bench(countersign::bench::Options),
+    Bench(countersign::tools::bench::Options),
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -166,16 +166,16 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo { requests, data } => {
             init_logging(LogFormat::Text, "warn");
-            countersign::demo::run(requests, data).await
+            countersign::tools::demo::run(requests, data).await
         }
         Command::Bench(options) => {
             init_logging(LogFormat::Text, "warn");
-            countersign::bench::run(options).await
+            countersign::tools::bench::run(options).await
         }
         Command::Ledger { command } => ledger(command),
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
-                let written = countersign::pki::init(&out)?;
+                let written = countersign::tools::pki::init(&out)?;
                 let config = out.join("countersign.toml");
                 std::fs::write(&config, countersign::config::SAMPLE)
                     .with_context(|| format!("write {}", config.display()))?;
@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             PkiCommand::Issue { dir, id } => {
-                let fp = countersign::pki::issue_client(&dir, &id)?;
+                let fp = countersign::tools::pki::issue_client(&dir, &id)?;
                 println!("cert_sha256 = \"{fp}\"");
                 Ok(())
             }
@@ -223,7 +223,7 @@ fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Verify { data, pubkey } => {
             let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
-            let r = countersign::ledger::verify::verify_data_dir(&data, verifier.as_ref());
+            let r = countersign::verify::verify_data_dir(&data, verifier.as_ref());
             println!("records:     {}", r.records);
             println!(
                 "root:        {}",
@@ -264,7 +264,7 @@ fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
             let verifier = verifier_arg(&pubkey)?;
             let json =
                 std::fs::read(&bundle).with_context(|| format!("read {}", bundle.display()))?;
-            match countersign::ledger::verify::verify_bundle(&json, &verifier, images.as_deref()) {
+            match countersign::verify::verify_bundle(&json, &verifier, images.as_deref()) {
                 Ok(r) => {
                     println!("request:     {}", r.request_id);
                     println!("state:       {:?}", r.state);

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use countersign::domain::*;
 use countersign::ledger::checkpoint::{self, Checkpoint};
-use countersign::ledger::{frame, record};
+use countersign::ledger::record;
+use countersign::storage::embedded::frame;
 use rand::SeedableRng;
 
 const KEY_NAME: &str = "countersign-fuzz";

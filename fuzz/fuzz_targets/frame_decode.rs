@@ -2,7 +2,7 @@
 //! to exactly the bytes it consumed.
 #![no_main]
 
-use countersign::ledger::frame::{self, Decoded, FRAME_HEADER_LEN, PAYLOAD_BYTES_MAX};
+use countersign::storage::embedded::frame::{self, Decoded, FRAME_HEADER_LEN, PAYLOAD_BYTES_MAX};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

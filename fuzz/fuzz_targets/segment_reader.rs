@@ -16,7 +16,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use countersign::ledger::{Ledger, frame, verify};
+use countersign::storage::embedded::{Ledger, frame};
+use countersign::verify;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_INPUT: usize = 64 * 1024;

@@ -5,7 +5,7 @@ use tonic::Status;
 use crate::domain::FenceError;
 use crate::domain::validate::FieldError;
 use crate::engine::*;
-use crate::store::ImageStoreError;
+use crate::storage::embedded::ImageStoreError;
 
 /// INVALID_ARGUMENT naming the field twice: in the message, for people, and in a
 /// `google.rpc.BadRequest` detail, for programs.

@@ -7,10 +7,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::domain::validate::FieldError;
 use crate::domain::{Event, RequestId, State};
-use crate::ledger::checkpoints::Signed;
-use crate::ledger::verify::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord};
 use crate::ledger::{merkle, record};
-use crate::store::{SearchPage, SearchQuery};
+use crate::storage::embedded::checkpoints::Signed;
+use crate::storage::embedded::{SearchPage, SearchQuery};
+use crate::verify::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord};
 
 use super::EngineHandle;
 use super::error::{AuditError, StorageFault};
@@ -54,7 +54,9 @@ impl EngineHandle {
             .await
             .map_err(fault)?
             .map_err(|e| match e {
-                crate::ledger::checkpoints::CheckpointError::Empty => AuditError::NotFound,
+                crate::storage::embedded::checkpoints::CheckpointError::Empty => {
+                    AuditError::NotFound
+                }
                 e => fault(e),
             })
     }

@@ -13,9 +13,10 @@ use crate::domain::{
     Actor, Event, FenceError, ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record,
     Request, RequestId, State, Submission, TellerSerial, Timestamp, Verdict, WithdrawReason,
 };
-use crate::ledger::{Appender, Durable, DurableState, record};
+use crate::ledger::record;
 use crate::metrics::{EngineMetrics, Escalation, Metrics, Outcome, SubmitResult};
-use crate::store::{Projection, RowUpdate, Summary};
+use crate::storage::embedded::{Appender, Durable, DurableState};
+use crate::storage::embedded::{Projection, RowUpdate, Summary};
 
 use super::clock::Clock;
 use super::error::*;
@@ -207,7 +208,7 @@ pub(crate) struct Core {
     /// True while the engine can take writes; the server's health service follows it.
     pub health: tokio::sync::watch::Sender<bool>,
     /// The durable records, for rebuilding state after a write failure.
-    pub ledger: Arc<crate::ledger::Ledger>,
+    pub ledger: Arc<crate::storage::embedded::Ledger>,
     /// The series the engine records (see `measure` and `count_sessions`).
     metrics: Arc<Metrics>,
 }
@@ -233,7 +234,7 @@ impl Core {
         appender: Appender,
         projection: Arc<Projection>,
         policy: super::SharedPolicy,
-        ledger: Arc<crate::ledger::Ledger>,
+        ledger: Arc<crate::storage::embedded::Ledger>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let durable = appender.next_index();
@@ -432,7 +433,7 @@ impl Core {
         self.evict.clear();
         self.dispatch_new.clear();
         self.metrics.engine.clear_requests();
-        let fault = |e: crate::store::StoreError| StorageFault(e.to_string());
+        let fault = |e: crate::storage::embedded::StoreError| StorageFault(e.to_string());
         for id in self.projection.active().map_err(fault)? {
             let indexes = self
                 .projection
@@ -1573,7 +1574,7 @@ impl Core {
     }
 
     /// Hands what was appended to the ledger writer.
-    pub(crate) fn flush(&mut self) -> Result<(), crate::ledger::LedgerError> {
+    pub(crate) fn flush(&mut self) -> Result<(), crate::storage::embedded::LedgerError> {
         self.appender.flush()
     }
 }

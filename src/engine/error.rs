@@ -2,7 +2,7 @@
 
 use crate::domain::validate::FieldError;
 use crate::domain::{FenceError, State};
-use crate::store::ImageStoreError;
+use crate::storage::embedded::ImageStoreError;
 
 /// The engine cannot take the call: its ledger failed or it is shutting down. Nothing of the
 /// call was acknowledged.

@@ -2,8 +2,9 @@
 //! for recovery at start.
 
 use crate::domain::{Event, Record, Request, RequestId};
-use crate::ledger::{Ledger, record};
-use crate::store::Projection;
+use crate::ledger::record;
+use crate::storage::embedded::Ledger;
+use crate::storage::embedded::Projection;
 
 use super::error::StorageFault;
 

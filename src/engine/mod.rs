@@ -25,9 +25,10 @@ use crate::domain::{
     ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId, Submission,
     Timestamp, Verdict,
 };
-use crate::ledger::checkpoints::Checkpointer;
-use crate::ledger::{Ledger, record};
-use crate::store::{ImageStore, Projection};
+use crate::ledger::record;
+use crate::storage::embedded::Ledger;
+use crate::storage::embedded::checkpoints::Checkpointer;
+use crate::storage::embedded::{ImageStore, Projection};
 use core::{Command, Leave, Lookup};
 
 /// Engine settings, validated by the server's config before they get here.
@@ -204,7 +205,7 @@ impl EngineHandle {
     pub async fn store_images(
         &self,
         images: Vec<(crate::domain::ImageKind, MediaType, Vec<u8>)>,
-    ) -> Result<Vec<ImageRef>, crate::store::ImageStoreError> {
+    ) -> Result<Vec<ImageRef>, crate::storage::embedded::ImageStoreError> {
         // One task per image, so a request's images are queued together and share a write.
         let puts: Vec<_> = images
             .into_iter()
@@ -224,10 +225,13 @@ impl EngineHandle {
             .collect();
         let mut refs = Vec::with_capacity(puts.len());
         for p in puts {
-            refs.push(p.await.map_err(|e| crate::store::ImageStoreError::Io {
-                action: "join image upload",
-                source: std::io::Error::other(e),
-            })??);
+            refs.push(
+                p.await
+                    .map_err(|e| crate::storage::embedded::ImageStoreError::Io {
+                        action: "join image upload",
+                        source: std::io::Error::other(e),
+                    })??,
+            );
         }
         Ok(refs)
     }
@@ -483,11 +487,14 @@ impl EngineHandle {
             .ok_or(AuditError::NotFound)
     }
 
-    async fn read_image(&self, hash: ImageHash) -> Result<Vec<u8>, crate::store::ImageStoreError> {
+    async fn read_image(
+        &self,
+        hash: ImageHash,
+    ) -> Result<Vec<u8>, crate::storage::embedded::ImageStoreError> {
         let store = self.images.clone();
         tokio::task::spawn_blocking(move || store.get(&hash))
             .await
-            .map_err(|e| crate::store::ImageStoreError::Io {
+            .map_err(|e| crate::storage::embedded::ImageStoreError::Io {
                 action: "join image reader",
                 source: std::io::Error::other(e),
             })?

@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
 use crate::domain::{Event, Request, RequestId, WithdrawReason};
-use crate::ledger::checkpoints::Checkpointer;
-use crate::ledger::{Ledger, record};
-use crate::store::{ImageStore, Projection, RowUpdate, Summary};
+use crate::ledger::record;
+use crate::storage::embedded::Ledger;
+use crate::storage::embedded::checkpoints::Checkpointer;
+use crate::storage::embedded::{ImageStore, Projection, RowUpdate, Summary};
 
 use super::clock::Clock;
 use super::core::Core;

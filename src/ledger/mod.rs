@@ -1,18 +1,8 @@
-//! The ledger: the append-only, segmented log of records that is the system of record.
-//!
-//! `frame` owns the byte layout; `Ledger` opens the segments (cutting a torn tail left by a
-//! crash), serves reads by index, and hands out the single `Appender`; the group-commit writer
-//! thread makes records durable and publishes how many are. `record` maps domain records to the
-//! bytes stored. The ledger knows nothing of sled, protobuf or the engine.
+//! The ledger's format and mathematics, whatever stores it: `record` maps domain records to
+//! the bytes stored and hashed, `merkle` is the RFC 6962 tree over them, and `checkpoint` the
+//! C2SP signed notes that commit to a tree. The ledger knows nothing of files, sled, protobuf
+//! or the engine; the backends in `storage` keep its records.
 
 pub mod checkpoint;
-pub mod checkpoints;
-pub mod frame;
 pub mod merkle;
 pub mod record;
-mod segments;
-pub mod verify;
-mod writer;
-
-pub use segments::{Ledger, LedgerError};
-pub use writer::{Appender, Durable, DurableState};

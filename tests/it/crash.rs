@@ -119,7 +119,7 @@ pub async fn tell(
     acked: Acked,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Ended {
-    let Ok(mut c) = countersign::client::teller(addr, &pki, teller).await else {
+    let Ok(mut c) = countersign::tools::client::teller(addr, &pki, teller).await else {
         return Ended::default();
     };
     for i in 0.. {
@@ -159,7 +159,7 @@ pub async fn decide(
     acked: Acked,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Ended {
-    let Ok(mut c) = countersign::client::supervisor(addr, &pki, sup).await else {
+    let Ok(mut c) = countersign::tools::client::supervisor(addr, &pki, sup).await else {
         return Ended::default();
     };
     let mut offers = match c.attend(pb::AttendRequest {}).await {
@@ -243,7 +243,7 @@ pub async fn check(
         if !clients.contains_key(teller) {
             clients.insert(
                 teller.clone(),
-                countersign::client::teller(addr, pki, teller)
+                countersign::tools::client::teller(addr, pki, teller)
                     .await
                     .unwrap(),
             );
@@ -280,11 +280,11 @@ pub async fn check(
     }
     // The ledger as the server left it after restart: every request's history is valid.
     let states = replay_states(data);
-    let report = countersign::ledger::verify::verify_data_dir(data, None);
+    let report = countersign::verify::verify_data_dir(data, None);
     assert_eq!(report.problem, None);
     // Right after a restart nobody attends: everything undecided is waiting in the queue.
     let mut admin = countersign::api::pb::admin_service_client::AdminServiceClient::new(
-        countersign::client::channel(addr, pki, "admin-01")
+        countersign::tools::client::channel(addr, pki, "admin-01")
             .await
             .unwrap(),
     );
@@ -318,8 +318,8 @@ fn replay_states(data: &std::path::Path) -> HashMap<String, State> {
     for path in names {
         let bytes = std::fs::read(path).unwrap();
         let mut pos = 16;
-        while let countersign::ledger::frame::Decoded::Frame { payload, len, .. } =
-            countersign::ledger::frame::decode(&bytes[pos..], index)
+        while let countersign::storage::embedded::frame::Decoded::Frame { payload, len, .. } =
+            countersign::storage::embedded::frame::decode(&bytes[pos..], index)
         {
             let rec = countersign::ledger::record::decode(payload).unwrap();
             match Request::open(index, &rec) {

@@ -161,7 +161,7 @@ async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
         async move {
             let mut out = Vec::new();
             for (teller, id) in &ids {
-                let mut c = countersign::client::teller(addr, &pki, teller)
+                let mut c = countersign::tools::client::teller(addr, &pki, teller)
                     .await
                     .unwrap();
                 out.push(
@@ -175,7 +175,7 @@ async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
                     .unwrap(),
                 );
             }
-            let mut a = countersign::client::auditor(addr, &pki, "audit-01")
+            let mut a = countersign::tools::client::auditor(addr, &pki, "audit-01")
                 .await
                 .unwrap();
             let search = a
@@ -293,7 +293,7 @@ async fn sigkill_loses_no_acknowledged_submit() {
         for (w, teller) in TELLERS.iter().enumerate() {
             let (tx, pki) = (tx.clone(), pki.clone());
             tasks.push(tokio::spawn(async move {
-                let mut c = countersign::client::teller(addr, &pki, teller)
+                let mut c = countersign::tools::client::teller(addr, &pki, teller)
                     .await
                     .unwrap();
                 for i in 0..100_000 {
@@ -337,7 +337,7 @@ async fn assert_all_present(
 ) {
     const TELLERS: [&str; 3] = ["teller-01", "teller-02", "teller-03"];
     for (w, teller) in TELLERS.iter().enumerate() {
-        let mut c = countersign::client::teller(addr, pki, teller)
+        let mut c = countersign::tools::client::teller(addr, pki, teller)
             .await
             .unwrap();
         for (_, id) in acked.iter().filter(|(x, _)| *x == w) {
@@ -368,7 +368,7 @@ impl BinaryFiles {
     pub fn new() -> BinaryFiles {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
-        countersign::pki::init(&pki).unwrap();
+        countersign::tools::pki::init(&pki).unwrap();
         std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
         let config = pki.join("countersign.toml");
         let text = test_config_text(&|s| {

@@ -10,7 +10,7 @@ use tonic::Code;
 use crate::harness::*;
 
 async fn health(t: &TestServer) -> i32 {
-    let ch = countersign::client::channel(t.addr(), &t.pki, "audit-01")
+    let ch = countersign::tools::client::channel(t.addr(), &t.pki, "audit-01")
         .await
         .unwrap();
     tonic_health::pb::health_client::HealthClient::new(ch)
@@ -103,7 +103,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     drop(engine);
 
     t.stop().await;
-    let report = countersign::ledger::verify::verify_data_dir(&t.data_dir(), None);
+    let report = countersign::verify::verify_data_dir(&t.data_dir(), None);
     assert_eq!(report.problem, None);
     assert_eq!(report.torn_tail, None);
     // Exactly one submitted record per acknowledged submission: no duplicate, no gap.

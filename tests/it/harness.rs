@@ -7,15 +7,15 @@ use std::time::Duration;
 use countersign::api::pb::supervisor_service_client::SupervisorServiceClient;
 use countersign::api::pb::teller_service_client::TellerServiceClient;
 use countersign::api::pb::{self, audit_service_client::AuditServiceClient};
-use countersign::client;
 use countersign::config::Config;
 use countersign::engine::{Clock, ManualClock, SystemClock};
 use countersign::server::Server;
+use countersign::tools::client;
 use rand::SeedableRng;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-pub use countersign::demo::{fake_jpeg, submit_request};
+pub use countersign::tools::demo::{fake_jpeg, submit_request};
 
 pub struct TestServer {
     pub dir: tempfile::TempDir,
@@ -94,7 +94,7 @@ impl TestServer {
     pub async fn start_with(edit: &dyn Fn(String) -> String) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
-        countersign::pki::init(&pki).expect("pki init");
+        countersign::tools::pki::init(&pki).expect("pki init");
         std::fs::write(pki.join("policy.toml"), TEST_POLICY).expect("write test policy");
         let config = Config::parse(&test_config_text(edit), &pki).expect("config");
         let clock = ManualClock::new(SystemClock.now());

@@ -16,7 +16,7 @@ async fn each_role_is_confined_to_its_service() {
         let t = &t;
         async move {
             SupervisorServiceClient::new(
-                countersign::client::channel(t.addr(), &t.pki, id)
+                countersign::tools::client::channel(t.addr(), &t.pki, id)
                     .await
                     .unwrap(),
             )
@@ -26,7 +26,7 @@ async fn each_role_is_confined_to_its_service() {
         let t = &t;
         async move {
             TellerServiceClient::new(
-                countersign::client::channel(t.addr(), &t.pki, id)
+                countersign::tools::client::channel(t.addr(), &t.pki, id)
                     .await
                     .unwrap(),
             )
@@ -36,7 +36,7 @@ async fn each_role_is_confined_to_its_service() {
         let t = &t;
         async move {
             AuditServiceClient::new(
-                countersign::client::channel(t.addr(), &t.pki, id)
+                countersign::tools::client::channel(t.addr(), &t.pki, id)
                     .await
                     .unwrap(),
             )
@@ -105,7 +105,7 @@ async fn each_role_is_confined_to_its_service() {
 async fn a_certificate_not_in_the_directory_gets_nothing() {
     let t = TestServer::start().await;
     // Signed by the same CA, so TLS accepts it, but nobody put it in the directory.
-    countersign::pki::issue_client(&t.pki, "mallory").unwrap();
+    countersign::tools::pki::issue_client(&t.pki, "mallory").unwrap();
     let mut c = t.teller("mallory").await;
     assert_status(
         c.submit(submit_request("M-1", "WDL-CASH", 100, "acct"))
@@ -210,7 +210,7 @@ async fn reflection_and_health_work_for_standard_tools() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let t = TestServer::start().await;
-    let ch = countersign::client::channel(t.addr(), &t.pki, "audit-01")
+    let ch = countersign::tools::client::channel(t.addr(), &t.pki, "audit-01")
         .await
         .unwrap();
     let mut r = ServerReflectionClient::new(ch.clone());

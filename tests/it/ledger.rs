@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use countersign::api::pb;
 use countersign::ledger::checkpoint::{self, Verifier};
 use countersign::ledger::merkle;
-use countersign::ledger::verify::{verify_bundle, verify_data_dir};
+use countersign::verify::{verify_bundle, verify_data_dir};
 use tonic::Code;
 
 use crate::harness::*;
@@ -496,7 +496,7 @@ fn verify_damaged(
     data: &std::path::Path,
     v: &Verifier,
     damage: impl Fn(&std::path::Path),
-) -> countersign::ledger::verify::Report {
+) -> countersign::verify::Report {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(data, copy.path());
     damage(copy.path());

@@ -13,7 +13,7 @@ use crate::harness::*;
 async fn dual_control_needs_a_second_different_supervisor() {
     let t = TestServer::start().await;
     // sup-01 gets a second certificate (a renewal): same principal, another key.
-    let fp = countersign::pki::issue_client(&t.pki, "sup-01-renewed").unwrap();
+    let fp = countersign::tools::pki::issue_client(&t.pki, "sup-01-renewed").unwrap();
     let mut dir = std::fs::read_to_string(t.pki.join("principals.toml")).unwrap();
     dir.push_str(&format!(
         "\n[[principals]]\nid = \"sup-01\"\nname = \"Chen Jianguo\"\nrole = \"supervisor\"\nbranch = \"CENTRE\"\ncert_sha256 = \"{fp}\"\nlevel = 3\nceilings = {{ CNY = 100000000000, USD = 10000000000 }}\n"
@@ -59,9 +59,10 @@ async fn dual_control_needs_a_second_different_supervisor() {
     // The same person is never offered it again, not even through the renewed certificate.
     a.expect_quiet(300).await;
     drop(a);
-    let mut renewed_client = countersign::client::supervisor(t.addr(), &t.pki, "sup-01-renewed")
-        .await
-        .unwrap();
+    let mut renewed_client =
+        countersign::tools::client::supervisor(t.addr(), &t.pki, "sup-01-renewed")
+            .await
+            .unwrap();
     let mut renewed = renewed_client
         .attend(pb::AttendRequest {})
         .await
@@ -379,7 +380,7 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     );
     assert_status(
         countersign::api::pb::admin_service_client::AdminServiceClient::new(
-            countersign::client::channel(t.addr(), &t.pki, "audit-01")
+            countersign::tools::client::channel(t.addr(), &t.pki, "audit-01")
                 .await
                 .unwrap(),
         )

@@ -29,7 +29,7 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
 
     // A request above every supervisor's ceiling waits in the queue until the end, so its Watch
     // is still open when the server stops.
-    let mut teller = countersign::client::teller(addr, &files.pki, "teller-02")
+    let mut teller = countersign::tools::client::teller(addr, &files.pki, "teller-02")
         .await
         .unwrap();
     let amount = 500_000_000_000;
@@ -57,7 +57,7 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
 
     // A monitor following the server's health holds its stream open until the server ends it.
     let mut health = tonic_health::pb::health_client::HealthClient::new(
-        countersign::client::channel(addr, &files.pki, "admin-01")
+        countersign::tools::client::channel(addr, &files.pki, "admin-01")
             .await
             .unwrap(),
     )
@@ -156,14 +156,14 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
     assert_eq!(last, Some(not_serving));
 
     // A graceful stop leaves no torn tail: the last record was written whole.
-    let report = countersign::ledger::verify::verify_data_dir(&files.data, None);
+    let report = countersign::verify::verify_data_dir(&files.data, None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 
     // On the same data: everything acknowledged is there, as acknowledged, and the held
     // request is still waiting.
     let (mut child, addr) = spawn_server(&files.config);
     check(addr, &files.pki, &acked, &files.data).await;
-    let mut teller = countersign::client::teller(addr, &files.pki, "teller-02")
+    let mut teller = countersign::tools::client::teller(addr, &files.pki, "teller-02")
         .await
         .unwrap();
     let r = teller
@@ -242,7 +242,7 @@ async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
     assert_ne!(edited, text, "the sample states shutdown_grace_ms");
     std::fs::write(&files.config, edited).unwrap();
     let (mut child, addr) = spawn_server(&files.config);
-    let channel = countersign::client::channel(addr, &files.pki, "admin-01")
+    let channel = countersign::tools::client::channel(addr, &files.pki, "admin-01")
         .await
         .unwrap();
     let ask = ServerReflectionRequest {
@@ -272,6 +272,6 @@ async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
         "SIGTERM with a reflection stream open: exit 0 in {:.0} ms (grace 1000 ms)",
         exit.as_secs_f64() * 1000.0
     );
-    let report = countersign::ledger::verify::verify_data_dir(&files.data, None);
+    let report = countersign::verify::verify_data_dir(&files.data, None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 }

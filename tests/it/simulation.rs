@@ -30,7 +30,7 @@ fn add_supervisors(t: &TestServer) -> Vec<String> {
     let branches = ["CENTRE", "BR-0101", "BR-0202", "BR-0303"];
     for i in 0..(SUPERVISORS - ids.len()) {
         let id = format!("sim-{i:02}");
-        let fp = countersign::pki::issue_client(&t.pki, &id).unwrap();
+        let fp = countersign::tools::pki::issue_client(&t.pki, &id).unwrap();
         let level = 1 + (i % 3) as i64;
         dir.push_str(&format!(
             "\n[[principals]]\nid = \"{id}\"\nname = \"Sim {i}\"\nrole = \"supervisor\"\nbranch = \"{}\"\ncert_sha256 = \"{fp}\"\nlevel = {level}\nceilings = {{ CNY = {} }}\n",
@@ -52,7 +52,7 @@ async fn supervisor(
 ) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut c) = countersign::client::supervisor(t.0, &t.1, &id).await else {
+        let Ok(mut c) = countersign::tools::client::supervisor(t.0, &t.1, &id).await else {
             return;
         };
         let Ok(resp) = c.attend(pb::AttendRequest {}).await else {
@@ -124,7 +124,9 @@ async fn teller(
     seed: u64,
 ) -> Vec<String> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let c = countersign::client::teller(t.0, &t.1, id).await.unwrap();
+    let c = countersign::tools::client::teller(t.0, &t.1, id)
+        .await
+        .unwrap();
     let codes = [
         "WDL-CASH", "WDL-CASH", "DUAL", "BIG", "URGENT", "ESC-DECL", "ESC-WAIT", "SHORT",
     ];
@@ -332,7 +334,7 @@ async fn a_busy_day_breaks_no_rule_and_replays_to_the_same_state() {
             "no {k} record: the day was too quiet to test anything"
         );
     }
-    let report = countersign::ledger::verify::verify_data_dir(&t.data_dir(), None);
+    let report = countersign::verify::verify_data_dir(&t.data_dir(), None);
     assert_eq!(report.problem, None);
     std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
     t.restart().await;

@@ -28,10 +28,10 @@ use crate::api::pb::{
     self, supervisor_service_client::SupervisorServiceClient,
     teller_service_client::TellerServiceClient,
 };
-use crate::client;
-use crate::demo::fake_jpeg;
 use crate::domain::Role;
-use crate::pki::DemoPrincipal;
+use crate::tools::client;
+use crate::tools::demo::fake_jpeg;
+use crate::tools::pki::DemoPrincipal;
 
 /// What each request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -230,7 +230,7 @@ async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<Server> {
         branch: "CENTRE",
         level: Some(3),
     }));
-    crate::pki::init_with(&pki, &principals)?;
+    crate::tools::pki::init_with(&pki, &principals)?;
     let queue = opts.fill.unwrap_or(0).max(100_000);
     // Filling, tellers share one counter and the fastest take more: let any one take it all.
     let per_teller = match opts.fill {
@@ -528,7 +528,7 @@ impl Lifecycle {
         c: &mut TellerServiceClient<Channel>,
         serial: &str,
     ) -> Result<Sample, tonic::Status> {
-        let mut req = crate::demo::submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
+        let mut req = crate::tools::demo::submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
         req.images = self.images.for_request(serial);
         let sent = Instant::now();
         self.offer_clock.sent(serial, sent);
@@ -734,7 +734,8 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
                         break;
                     }
                     let serial = format!("F{run_id}T{t}N{i}");
-                    let mut req = crate::demo::submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
+                    let mut req =
+                        crate::tools::demo::submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
                     req.images = images.for_request(&serial);
                     if let Err(e) = c.submit(req).await
                         && failed.fetch_add(1, Ordering::Relaxed) < 3

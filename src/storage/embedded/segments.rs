@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::merkle::{self, Hash, ProofError, Tree};
 use super::writer::{self, Appender, Durable};
+use crate::ledger::merkle::{self, Hash, ProofError, Tree};
 use crate::metrics::LedgerMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -324,9 +324,9 @@ pub(crate) fn write_durable(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::DurableState;
+    use crate::storage::embedded::DurableState;
 
-    async fn wait(durable: &mut crate::ledger::Durable, n: u64) {
+    async fn wait(durable: &mut crate::storage::embedded::Durable, n: u64) {
         durable
             .wait_for(|s| matches!(s, DurableState::Count(c) if *c >= n))
             .await

@@ -8,10 +8,10 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::checkpoint::{self, Checkpoint, NoteError, Signer, Verifier};
 use super::frame::{self, Decoded, SEGMENT_HEADER_LEN};
-use super::merkle::{self, ProofError};
 use super::segments::Ledger;
+use crate::ledger::checkpoint::{self, Checkpoint, NoteError, Signer, Verifier};
+use crate::ledger::merkle::{self, ProofError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

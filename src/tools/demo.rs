@@ -16,9 +16,9 @@ use crate::api::pb::{
     self, supervisor_service_client::SupervisorServiceClient,
     teller_service_client::TellerServiceClient,
 };
-use crate::client;
 use crate::config::Config;
 use crate::engine::SystemClock;
+use crate::tools::client;
 
 /// A minimal JPEG header followed by `len` random bytes: enough for the image sniffer, which
 /// judges the format by its magic bytes.
@@ -47,7 +47,7 @@ pub async fn run(requests: usize, data: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = data.unwrap_or_else(|| tmp.path().to_owned());
     let pki = dir.join("pki");
     if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki)?;
+        crate::tools::pki::init(&pki)?;
     }
     let config_text = crate::config::SAMPLE
         .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
@@ -153,7 +153,7 @@ pub async fn run(requests: usize, data: Option<PathBuf>) -> anyhow::Result<()> {
     server.shutdown().await?;
 
     summarize(&outcomes, requests, elapsed);
-    let report = crate::ledger::verify::verify_data_dir(&dir.join("data"), None);
+    let report = crate::verify::verify_data_dir(&dir.join("data"), None);
     println!(
         "\nledger verify: {} records, {} checkpoints, root {}: {}",
         report.records,

@@ -10,13 +10,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{self, Verifier};
-use super::checkpoints::{LOG_NAME, read_log};
-use super::frame::{self, Decoded, SEGMENT_HEADER_LEN};
-use super::merkle::{self, Hash, Tree};
-use super::record;
 use crate::domain::{Event, ImageHash, Request, RequestId, State};
-use crate::store::images::ImageReader;
+use crate::ledger::checkpoint::{self, Verifier};
+use crate::ledger::merkle::{self, Hash, Tree};
+use crate::ledger::record;
+use crate::storage::embedded::checkpoints::{LOG_NAME, read_log};
+use crate::storage::embedded::frame::{self, Decoded, SEGMENT_HEADER_LEN};
+use crate::storage::embedded::images::ImageReader;
 
 /// The proof bundle `ExportProof` returns (JSON). docs/ledger.md documents it for auditors.
 #[derive(Serialize, Deserialize)]

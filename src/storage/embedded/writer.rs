@@ -18,8 +18,8 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use super::frame::{self, FRAME_HEADER_LEN};
-use super::merkle::{self, Hash};
 use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
+use crate::ledger::merkle::{self, Hash};
 use crate::metrics::LedgerMetrics;
 
 /// What the writer has made durable: a record count, or the error that stopped it (with the

@@ -1,0 +1,17 @@
+//! The embedded backend: everything on one local disk. The ledger in segment files with a
+//! group-commit writer thread (`segments`, `writer`, `frame`), the signed checkpoints beside it
+//! (`checkpoints`), the image log (`images`) and the sled projection (`projection`). Only this
+//! module imports sled. Nothing here but the ledger is ever the sole copy of a fact: images are
+//! named by hash in ledger records, and the projection can be rebuilt from the ledger.
+
+pub mod checkpoints;
+pub mod frame;
+pub mod images;
+pub mod projection;
+mod segments;
+mod writer;
+
+pub use images::{ImageStore, ImageStoreError};
+pub use projection::{Projection, RowUpdate, SearchPage, SearchQuery, StoreError, Summary};
+pub use segments::{Ledger, LedgerError};
+pub use writer::{Appender, Durable, DurableState};
