@@ -107,6 +107,8 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The storage backend and its settings.
+    pub storage: crate::storage::StorageConfig,
     pub tls_cert_pem: String,
     pub tls_key_pem: String,
     pub client_ca_pem: String,
@@ -315,6 +317,12 @@ impl Config {
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
+            storage: crate::storage::StorageConfig::Embedded(crate::storage::embedded::Settings {
+                data_dir: rel(&f.data_dir),
+                segment_bytes_max: f.ledger.segment_bytes_max,
+                image_writes_max: l.image_writes_max,
+                projection_cache_bytes: l.projection_cache_bytes,
+            }),
             tls_cert_pem: read("tls.cert", &f.tls.cert)?,
             tls_key_pem: read("tls.key", &f.tls.key)?,
             client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
@@ -334,13 +342,10 @@ impl Config {
                 pending_per_teller_max: l.pending_per_teller_max,
                 images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
-                projection_cache_bytes: l.projection_cache_bytes,
-                image_writes_max: l.image_writes_max,
                 watch_buffer: l.watch_buffer,
                 attend_buffer: l.attend_buffer,
                 command_buffer: l.command_buffer,
                 tick_ms: 50,
-                segment_bytes_max: f.ledger.segment_bytes_max,
                 page_size_max: l.page_size_max,
                 search_scan_max: l.search_scan_max,
                 stats_rows_max: l.stats_rows_max,
@@ -419,8 +424,9 @@ mod tests {
         let dir = pki();
         let c = Config::parse(SAMPLE, dir.path()).unwrap();
         assert_eq!(c.api.images_per_request_min, 1);
-        assert_eq!(c.engine.image_writes_max, 256);
-        assert_eq!(c.engine.projection_cache_bytes, 16 << 20);
+        let crate::storage::StorageConfig::Embedded(storage) = &c.storage;
+        assert_eq!(storage.image_writes_max, 256);
+        assert_eq!(storage.projection_cache_bytes, 16 << 20);
         let zero = SAMPLE.replace("images_per_request_min = 1", "images_per_request_min = 0");
         assert_eq!(
             Config::parse(&zero, dir.path())

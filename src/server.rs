@@ -55,14 +55,9 @@ pub async fn start(
 ) -> anyhow::Result<Server> {
     // Always kept, so the engine records the same way whether or not anything is served.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let (engine, engine_task) = EngineHandle::start(
-        &config.data_dir,
-        config.engine.clone(),
-        clock,
-        rng,
-        metrics.clone(),
-    )
-    .await?;
+    let storage = crate::storage::open(&config.storage, &metrics).context("open storage")?;
+    let (engine, engine_task) =
+        EngineHandle::start(storage, config.engine.clone(), clock, rng, metrics.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
@@ -216,7 +211,7 @@ impl Server {
         if let Some(m) = self.metrics.take() {
             m.stop().await;
         }
-        self.engine.flush()?;
+        self.engine.flush().await?;
         let Server {
             engine,
             engine_task,

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::validate::FieldError;
 use crate::domain::{Actor, Record, Role, State};
 use crate::engine::{EngineHandle, ProofTarget};
-use crate::storage::embedded::SearchQuery;
+use crate::storage::SearchQuery;
 
 use super::Directory;
 use super::convert;

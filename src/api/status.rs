@@ -5,7 +5,7 @@ use tonic::Status;
 use crate::domain::FenceError;
 use crate::domain::validate::FieldError;
 use crate::engine::*;
-use crate::storage::embedded::ImageStoreError;
+use crate::storage::StorageError;
 
 /// INVALID_ARGUMENT naming the field twice: in the message, for people, and in a
 /// `google.rpc.BadRequest` detail, for programs.
@@ -31,19 +31,15 @@ fn fence(e: FenceError) -> Status {
     Status::failed_precondition(e.to_string())
 }
 
-fn image_store(e: ImageStoreError) -> Status {
-    fn code(e: &ImageStoreError) -> tonic::Code {
-        match e {
-            ImageStoreError::NotFound(_) => tonic::Code::NotFound,
-            // The disk refused a write, or the writer is gone: worth retrying later.
-            ImageStoreError::Io { .. } | ImageStoreError::Stopped => tonic::Code::Unavailable,
-            ImageStoreError::Damaged(_) | ImageStoreError::Corrupt { .. } => tonic::Code::Internal,
-            ImageStoreError::Batch(inner) => code(inner),
+/// A storage error where a caller reads an image: a missing image is NOT_FOUND, a backend
+/// that cannot serve now is UNAVAILABLE (worth retrying), anything else is INTERNAL.
+fn image_store(e: StorageError) -> Status {
+    match e {
+        StorageError::ImageNotFound(_) => Status::not_found(e.to_string()),
+        StorageError::Unavailable { .. } | StorageError::Join(_) => {
+            Status::unavailable(e.to_string())
         }
-    }
-    match code(&e) {
-        tonic::Code::Internal => internal(e),
-        c => Status::new(c, e.to_string()),
+        e => internal(e),
     }
 }
 
@@ -156,6 +152,7 @@ impl From<AuditError> for Status {
             AuditError::NoDecision => Status::failed_precondition(e.to_string()),
             AuditError::TooMany(_) => Status::resource_exhausted(e.to_string()),
             AuditError::Image(e) => image_store(e),
+            AuditError::Checkpoint(e) => internal(e),
             AuditError::Storage(e) => internal(e),
             AuditError::Unavailable(e) => unavailable(e),
         }

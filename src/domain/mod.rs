@@ -3,12 +3,14 @@
 //! time arrives as an argument and every fact arrives as a value.
 
 pub mod event;
+pub mod fold;
 pub mod ids;
 pub mod request;
 pub mod types;
 pub mod validate;
 
 pub use event::{Actor, Event, Record, WithdrawReason};
+pub use fold::FoldError;
 pub use ids::{BranchId, ImageHash, PrincipalId, RequestId, TellerSerial};
 pub use request::{FenceError, Request, State};
 pub use types::*;

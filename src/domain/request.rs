@@ -75,7 +75,7 @@ pub struct Request {
 
 /// Why an event cannot apply to a request: a replayed ledger that disagrees with the state
 /// machine, which means a bug or a damaged ledger.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("event {kind} cannot apply to request {request} in state {state:?}")]
 pub struct ApplyError {
     pub request: RequestId,

@@ -8,12 +8,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::domain::validate::FieldError;
 use crate::domain::{Event, RequestId, State};
 use crate::ledger::{merkle, record};
-use crate::storage::embedded::checkpoints::Signed;
-use crate::storage::embedded::{SearchPage, SearchQuery};
+use crate::storage::{SearchPage, SearchQuery, StorageError};
 use crate::verify::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord};
 
 use super::EngineHandle;
+use super::checkpoints::{CheckpointError, Signed};
 use super::error::{AuditError, StorageFault};
+use super::handle::blocking;
 
 /// What an inclusion proof is for.
 pub enum ProofTarget {
@@ -29,8 +30,13 @@ pub struct Inclusion {
     pub proof: Vec<merkle::Hash>,
 }
 
-fn fault(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Storage(StorageFault(e.to_string()))
+fn fault(e: StorageError) -> AuditError {
+    AuditError::Storage(StorageFault(e))
+}
+
+/// A proof the tree cannot give for sizes it holds: the tree disagrees with itself.
+fn proof_fault(e: crate::ledger::merkle::ProofError) -> AuditError {
+    fault(StorageError::damaged("build a proof", e))
 }
 
 impl EngineHandle {
@@ -52,12 +58,10 @@ impl EngineHandle {
         let c = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || c.sign_now())
             .await
-            .map_err(fault)?
+            .map_err(|e| fault(StorageError::Join(e)))?
             .map_err(|e| match e {
-                crate::storage::embedded::checkpoints::CheckpointError::Empty => {
-                    AuditError::NotFound
-                }
-                e => fault(e),
+                CheckpointError::Empty => AuditError::NotFound,
+                e => AuditError::Checkpoint(e),
             })
     }
 
@@ -81,7 +85,10 @@ impl EngineHandle {
                 "record {index} is not in the tree of size {size}"
             )));
         }
-        let proof = self.ledger.inclusion_proof(index, size).map_err(fault)?;
+        let proof = self
+            .ledger
+            .inclusion_proof(index, size)
+            .map_err(proof_fault)?;
         let record = self.ledger.read(index).map_err(fault)?;
         Ok(Inclusion {
             index,
@@ -117,7 +124,7 @@ impl EngineHandle {
                 "to_tree_size {to} exceeds the tree ({tree})"
             )));
         }
-        self.ledger.consistency_proof(from, to).map_err(fault)
+        self.ledger.consistency_proof(from, to).map_err(proof_fault)
     }
 
     /// Records `start..end`, at most `page_size_max` of them.
@@ -134,17 +141,18 @@ impl EngineHandle {
             .min(len)
             .min(start.saturating_add(self.config.page_size_max as u64));
         let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             (start..end)
-                .map(|i| {
-                    let bytes = ledger.read(i).map_err(fault)?;
-                    let rec = record::decode(&bytes).map_err(fault)?;
-                    Ok((i, rec, bytes))
+                .map(|index| {
+                    let bytes = ledger.read(index)?;
+                    let rec = record::decode(&bytes)
+                        .map_err(|source| StorageError::Record { index, source })?;
+                    Ok((index, rec, bytes))
                 })
                 .collect()
         })
         .await
-        .map_err(fault)?
+        .map_err(fault)
     }
 
     pub async fn search(&self, mut q: SearchQuery) -> Result<SearchPage, AuditError> {
@@ -155,10 +163,7 @@ impl EngineHandle {
         q.scan_max = self.config.search_scan_max;
         self.projected().await?;
         let p = self.projection.clone();
-        tokio::task::spawn_blocking(move || p.search(&q))
-            .await
-            .map_err(fault)?
-            .map_err(fault)
+        blocking(move || p.search(&q)).await.map_err(fault)
     }
 
     /// A self-contained bundle proving every record of one request against a checkpoint.
@@ -173,7 +178,10 @@ impl EngineHandle {
         let mut records = Vec::new();
         let mut images = Vec::new();
         for (index, rec, bytes) in &loaded.records {
-            let proof = self.ledger.inclusion_proof(*index, size).map_err(fault)?;
+            let proof = self
+                .ledger
+                .inclusion_proof(*index, size)
+                .map_err(proof_fault)?;
             records.push(BundleRecord {
                 index: *index,
                 record: B64.encode(bytes),

@@ -1,19 +1,46 @@
 //! One error type per engine operation. The API maps each to a gRPC status in one place.
 
+use std::sync::Arc;
+
 use crate::domain::validate::FieldError;
 use crate::domain::{FenceError, State};
-use crate::storage::embedded::ImageStoreError;
+use crate::storage::StorageError;
 
-/// The engine cannot take the call: its ledger failed or it is shutting down. Nothing of the
-/// call was acknowledged.
+/// The engine cannot take the call: it is shutting down, stopped, or its ledger cannot write.
+/// Nothing of the call was acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("engine unavailable: {0}")]
-pub struct Unavailable(pub String);
+pub enum Unavailable {
+    #[error("engine unavailable: the engine is not running")]
+    NotRunning,
+    /// The call's records were appended but the ledger failed before they were durable.
+    #[error("engine unavailable: the ledger could not make the call durable")]
+    NotDurable,
+    #[error("engine unavailable: the server is shutting down")]
+    ShuttingDown,
+    /// The ledger cannot write now (full disk, I/O error); it serves again by itself once a
+    /// probe write succeeds.
+    #[error("engine unavailable: the ledger cannot write: {0}")]
+    CannotWrite(#[source] Arc<StorageError>),
+    /// Storage failed in a way the engine does not recover from until a restart.
+    #[error("engine unavailable: {action}: {source}")]
+    Stopped {
+        action: &'static str,
+        #[source]
+        source: Arc<StorageError>,
+    },
+    #[error("engine unavailable: the ledger writer stopped")]
+    WriterStopped,
+}
 
-/// Reading stored state failed (ledger or sled): a server-side fault, not the caller's.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Reading stored state failed (ledger, projection): a server-side fault, not the caller's.
+#[derive(Debug, thiserror::Error)]
 #[error("storage: {0}")]
-pub struct StorageFault(pub String);
+pub struct StorageFault(#[from] pub StorageError);
+
+/// Storing a request's images failed; nothing that names them was recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreImagesError(#[source] pub StorageError);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -26,7 +53,7 @@ pub enum SubmitError {
     #[error("the teller has {0} undecided requests, the most allowed")]
     TellerPendingFull(u32),
     #[error("store image: {0}")]
-    Image(#[from] ImageStoreError),
+    Image(#[from] StoreImagesError),
     #[error(transparent)]
     Storage(#[from] StorageFault),
     #[error(transparent)]
@@ -64,7 +91,7 @@ pub enum ResubmitError {
     #[error("the request is {0:?}; only a RETURNED request can be resubmitted")]
     NotReturned(State),
     #[error("store image: {0}")]
-    Image(#[from] ImageStoreError),
+    Image(#[from] StoreImagesError),
     #[error(transparent)]
     Storage(#[from] StorageFault),
     #[error(transparent)]
@@ -118,7 +145,7 @@ pub enum ImageError {
     #[error("the image is not attached to a request this caller may see")]
     NotVisible,
     #[error("read image: {0}")]
-    Store(#[from] ImageStoreError),
+    Store(#[source] StorageError),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
@@ -136,7 +163,10 @@ pub enum AuditError {
     #[error("{0}")]
     TooMany(String),
     #[error("read image: {0}")]
-    Image(#[from] ImageStoreError),
+    Image(#[source] StorageError),
+    /// Signing a checkpoint failed.
+    #[error("sign checkpoint: {0}")]
+    Checkpoint(#[from] super::checkpoints::CheckpointError),
     #[error(transparent)]
     Storage(#[from] StorageFault),
     #[error(transparent)]

@@ -1,12 +1,8 @@
-//! Rebuilding a request from its ledger records, for requests no longer held in memory and
-//! for recovery at start.
+//! Reading a request back from storage: its records named by the projection, folded by the
+//! one fold (`domain::fold`). For requests no longer in memory, for audits, and for recovery.
 
-use crate::domain::{Event, Record, Request, RequestId};
-use crate::ledger::record;
-use crate::storage::embedded::Ledger;
-use crate::storage::embedded::Projection;
-
-use super::error::StorageFault;
+use crate::domain::{Record, Request, RequestId, fold};
+use crate::storage::{LedgerRead, Projection, StorageError};
 
 /// A request folded from its records, with the records (index, decoded, stored bytes).
 pub struct Loaded {
@@ -15,50 +11,43 @@ pub struct Loaded {
 }
 
 /// Reads the request's records named by the projection and folds them. `Ok(None)` when the
-/// projection has no such request.
+/// projection has no such request. Blocking.
 pub fn load(
-    ledger: &Ledger,
-    projection: &Projection,
+    ledger: &dyn LedgerRead,
+    projection: &dyn Projection,
     id: &RequestId,
-) -> Result<Option<Loaded>, StorageFault> {
-    let Some((_, indexes)) = projection
-        .request(id)
-        .map_err(|e| StorageFault(e.to_string()))?
-    else {
+) -> Result<Option<Loaded>, StorageError> {
+    let Some((_, indexes)) = projection.request(id)? else {
         return Ok(None);
     };
-    fold(ledger, id, &indexes).map(Some)
+    fold_indexes(ledger, id, &indexes).map(Some)
 }
 
-/// Folds the records at `indexes` (oldest first) into the request they describe.
-pub fn fold(ledger: &Ledger, id: &RequestId, indexes: &[u64]) -> Result<Loaded, StorageFault> {
+/// Folds the records at `indexes` (oldest first) into request `id`. Blocking.
+pub fn fold_indexes(
+    ledger: &dyn LedgerRead,
+    id: &RequestId,
+    indexes: &[u64],
+) -> Result<Loaded, StorageError> {
     let mut records = Vec::with_capacity(indexes.len());
-    let mut request: Option<Request> = None;
     for &index in indexes {
-        let bytes = ledger
-            .read(index)
-            .map_err(|e| StorageFault(e.to_string()))?;
-        let rec =
-            record::decode(&bytes).map_err(|e| StorageFault(format!("record {index}: {e}")))?;
-        if &rec.request != id {
-            return Err(StorageFault(format!(
-                "record {index} belongs to {}, not {id}",
-                rec.request
-            )));
-        }
-        match (&mut request, &rec.event) {
-            (None, Event::Submitted { .. }) => request = Request::open(index, &rec),
-            (Some(r), e) => r
-                .apply(index, rec.at, e)
-                .map_err(|e| StorageFault(format!("record {index}: {e}")))?,
-            (None, _) => {
-                return Err(StorageFault(format!(
-                    "request {id} does not start with a submitted record"
-                )));
-            }
-        }
+        let bytes = ledger.read(index)?;
+        let rec = crate::ledger::record::decode(&bytes)
+            .map_err(|source| StorageError::Record { index, source })?;
         records.push((index, rec, bytes));
     }
-    let request = request.ok_or_else(|| StorageFault(format!("request {id} has no records")))?;
+    let request = fold::fold(records.iter().map(|(i, r, _)| (*i, r))).map_err(|source| {
+        StorageError::Fold {
+            request: id.clone(),
+            source,
+        }
+    })?;
+    // The fold checks the records agree with each other; the first must also be `id`'s.
+    if &request.id != id {
+        return Err(StorageError::Inconsistent(format!(
+            "the projection's records for {id} belong to {}",
+            request.id
+        )));
+    }
     Ok(Loaded { request, records })
 }

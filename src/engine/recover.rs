@@ -1,84 +1,78 @@
-//! Start-up: open the ledger, bring sled up to date by replaying the records it has not seen,
-//! load every undecided request into the engine, and put back in the queue whatever was
-//! offered or in review when the server stopped.
+//! Start-up from storage the composition root opened: check the stored checkpoints, bring the
+//! projection up to date by replaying the records it has not seen, load every undecided
+//! request into the engine, put back in the queue whatever was offered or in review when the
+//! server stopped, and start the engine on a thread of its own.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use crate::domain::{Event, Request, RequestId, WithdrawReason};
+use crate::domain::{Event, Request, RequestId, WithdrawReason, fold};
 use crate::ledger::record;
-use crate::storage::embedded::Ledger;
-use crate::storage::embedded::checkpoints::Checkpointer;
-use crate::storage::embedded::{ImageStore, Projection, RowUpdate, Summary};
+use crate::storage::{LedgerRead, Projection, RowUpdate, Storage, StorageError, Summary};
 
+use super::checkpoints::Checkpointer;
 use super::clock::Clock;
-use super::core::Core;
+use super::core::{Core, Parts};
 use super::{EngineConfig, EngineHandle, load};
 
 /// Records replayed into sled per transaction.
 const REPLAY_BATCH: usize = 4096;
 
+/// Recovers from `storage` and starts the engine on a thread of its own; returns the handle
+/// and the task that ends when the engine stops.
 pub(super) async fn start(
-    data_dir: &Path,
+    storage: Storage,
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
-    std::fs::create_dir_all(data_dir).context("create data directory")?;
-    let (ledger, appender, durable) = Ledger::open_measured(
-        &data_dir.join("ledger"),
-        config.segment_bytes_max,
-        metrics.ledger.clone(),
-    )
-    .context("open ledger")?;
-    let projection = Arc::new(
-        Projection::open(&data_dir.join("projection"), config.projection_cache_bytes)
-            .context("open projection")?,
-    );
-    let images = Arc::new(
-        ImageStore::open(&data_dir.join("images"), config.image_writes_max)
-            .context("open image store")?,
-    );
+    let Storage {
+        ledger,
+        appender,
+        durable,
+        checkpoints,
+        images,
+        projection,
+    } = storage;
     let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
         .context("read the checkpoint signing key")?;
     let checkpointer = Arc::new(
-        Checkpointer::open(ledger.clone(), signer, config.checkpoints.origin.clone())
-            .context("open checkpoint log")?,
+        Checkpointer::open(
+            ledger.clone(),
+            checkpoints,
+            signer,
+            config.checkpoints.origin.clone(),
+        )
+        .context("open checkpoint log")?,
     );
-
-    // The subdirectories just created must survive a crash too.
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .context("sync data directory")?;
     let len = ledger.len();
     let applied = projection.applied()?;
     if applied > len {
         bail!(
             "the projection reflects {applied} records but the ledger holds {len}; the ledger \
-             lost records or the projection belongs to another ledger: move {} aside to rebuild it",
-            data_dir.join("projection").display()
+             lost records or the projection belongs to another ledger: rebuild the projection \
+             (for the embedded backend, move the data directory's projection/ aside)"
         );
     }
-    replay(&ledger, &projection, applied, len)?;
+    replay(ledger.as_ref(), projection.as_ref(), applied, len)?;
     tracing::info!(records = len, replayed = len - applied, "ledger opened");
 
     let policy: super::SharedPolicy = Arc::new(std::sync::RwLock::new(config.policy.clone()));
-    let mut core = Core::new(
-        config.clone(),
-        clock.clone(),
+    let mut core = Core::new(Parts {
+        config: config.clone(),
+        clock: clock.clone(),
         rng,
         appender,
-        projection.clone(),
-        policy.clone(),
-        ledger.clone(),
+        ledger: ledger.clone(),
+        projection: projection.clone(),
+        policy: policy.clone(),
         metrics,
-    );
-    count_today(&ledger, &mut core, clock.now())?;
+    });
+    count_today(ledger.as_ref(), &mut core, clock.now())?;
     core.reload_from_durable()?;
     // Whatever was offered or in review when the server stopped goes back to the queue: the
     // consoles that held it are gone.
@@ -88,8 +82,16 @@ pub(super) async fn start(
     let health = core.health.subscribe();
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
-    core.flush()?;
-    let task = tokio::spawn(core.run(rx, leave_rx, durable));
+    core.appender.flush()?;
+    // The engine gets a thread and a runtime of its own: its storage calls block (sled, disk
+    // reads), and must not hold up the threads that serve gRPC.
+    let engine = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .thread_name("engine")
+        .build()
+        .context("build the engine's runtime")?;
+    let task =
+        tokio::task::spawn_blocking(move || engine.block_on(core.run(rx, leave_rx, durable)));
     tokio::spawn(sign_checkpoints(
         checkpointer.clone(),
         ledger.clone(),
@@ -113,49 +115,53 @@ pub(super) async fn start(
 
 /// Applies records `from..to` to the projection. Requests are read back from the ledger as
 /// they are first touched, then kept until the end of the replay.
-fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyhow::Result<()> {
+fn replay(
+    ledger: &dyn LedgerRead,
+    projection: &dyn Projection,
+    from: u64,
+    to: u64,
+) -> Result<(), StorageError> {
     let mut cache: HashMap<RequestId, Request> = HashMap::new();
     let mut updates = Vec::new();
     for index in from..to {
-        let bytes = ledger.read(index)?;
-        let rec = record::decode(&bytes).with_context(|| format!("decode record {index}"))?;
+        let rec = ledger.record(index)?;
+        let id = rec.request.clone();
+        if !cache.contains_key(&id) && !matches!(rec.event, Event::Submitted { .. }) {
+            let (_, indexes) = projection.request(&id)?.ok_or_else(|| {
+                StorageError::Inconsistent(format!("record {index} names unknown request {id}"))
+            })?;
+            cache.insert(
+                id.clone(),
+                load::fold_indexes(ledger, &id, &indexes)?.request,
+            );
+        }
+        let fold_error = |source| StorageError::Fold {
+            request: id.clone(),
+            source,
+        };
+        if let Some(opened) = fold::step(cache.get_mut(&id), index, &rec).map_err(fold_error)? {
+            cache.insert(id.clone(), opened);
+        }
+        let Some(r) = cache.get(&id) else {
+            continue;
+        };
         let created = match &rec.event {
             Event::Submitted {
                 teller, submission, ..
-            } => {
-                let r = Request::open(index, &rec).expect("a submitted record");
-                cache.insert(rec.request.clone(), r);
-                Some((
-                    teller.clone(),
-                    submission.serial.clone(),
-                    record::submission_fingerprint(submission),
-                ))
-            }
-            e => {
-                if !cache.contains_key(&rec.request) {
-                    let indexes = projection
-                        .request(&rec.request)?
-                        .with_context(|| {
-                            format!("record {index} names unknown request {}", rec.request)
-                        })?
-                        .1;
-                    let r = load::fold(ledger, &rec.request, &indexes)?.request;
-                    cache.insert(rec.request.clone(), r);
-                }
-                let r = cache.get_mut(&rec.request).expect("inserted above");
-                r.apply(index, rec.at, e)
-                    .with_context(|| format!("replay record {index}"))?;
-                None
-            }
+            } => Some((
+                teller.clone(),
+                submission.serial.clone(),
+                record::submission_fingerprint(submission),
+            )),
+            _ => None,
         };
-        let r = &cache[&rec.request];
         let decided_by = match &rec.event {
             Event::Decided { supervisor, .. } => Some(supervisor.clone()),
             _ => None,
         };
         updates.push(RowUpdate {
             index,
-            request: rec.request.clone(),
+            request: id,
             state: r.state,
             created,
             decided_by,
@@ -176,9 +182,9 @@ fn replay(ledger: &Ledger, projection: &Projection, from: u64, to: u64) -> anyho
 /// command channel closes).
 async fn sign_checkpoints(
     checkpointer: Arc<Checkpointer>,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerRead>,
     interval_ms: u64,
-    alive: mpsc::WeakSender<super::core::Command>,
+    alive: mpsc::WeakSender<super::command::Command>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -203,12 +209,12 @@ async fn sign_checkpoints(
 /// Rebuilds the supervisors' counts for today from today's records: the first is found by
 /// binary search on record times, so this reads O(log n) records plus today's.
 fn count_today(
-    ledger: &Ledger,
+    ledger: &dyn LedgerRead,
     core: &mut Core,
     now: crate::domain::Timestamp,
-) -> anyhow::Result<()> {
+) -> Result<(), StorageError> {
     let start = now.0.div_euclid(super::status::DAY_MS) * super::status::DAY_MS;
-    let at = |i: u64| -> anyhow::Result<i64> { Ok(record::decode(&ledger.read(i)?)?.at.0) };
+    let at = |i: u64| -> Result<i64, StorageError> { Ok(ledger.record(i)?.at.0) };
     let (mut lo, mut hi) = (0, ledger.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -219,7 +225,7 @@ fn count_today(
         }
     }
     for i in lo..ledger.len() {
-        let rec = record::decode(&ledger.read(i)?)?;
+        let rec = ledger.record(i)?;
         let t = rec.at;
         core.day.count(&rec, t);
     }

@@ -90,3 +90,72 @@ pub struct QueueStatus {
     pub oldest_waiting_ms: Option<i64>,
     pub supervisors: Vec<SupervisorStatus>,
 }
+
+/// The duty manager's snapshot of the engine's state, taken between two commands.
+pub(crate) fn snapshot(core: &super::core::Core) -> QueueStatus {
+    use crate::domain::State;
+    let now = core.now();
+    let mut st = QueueStatus {
+        at: now,
+        depth: Default::default(),
+        queued: 0,
+        offered: 0,
+        in_review: 0,
+        returned: 0,
+        oldest_waiting_ms: None,
+        supervisors: Vec::new(),
+    };
+    for r in core.requests.iter() {
+        match r.state {
+            State::Queued => {
+                st.queued += 1;
+                *st.depth
+                    .entry((r.level, r.requirements.priority))
+                    .or_default() += 1;
+                let waited = now.0 - r.submitted_at.0;
+                st.oldest_waiting_ms = Some(st.oldest_waiting_ms.map_or(waited, |w| w.max(waited)));
+            }
+            State::Offered => st.offered += 1,
+            State::InReview => st.in_review += 1,
+            State::Returned => st.returned += 1,
+            _ => {}
+        }
+    }
+    // Counts roll over when a record of a new day arrives; before that, after midnight,
+    // today's counts are zero.
+    let current = now.0.div_euclid(DAY_MS) == core.day.day;
+    let today = |id: &PrincipalId| {
+        current
+            .then(|| core.day.per.get(id).cloned())
+            .flatten()
+            .unwrap_or_default()
+    };
+    for s in core.sessions.iter() {
+        st.supervisors.push(SupervisorStatus {
+            id: s.principal.id.clone(),
+            name: s.principal.name.clone(),
+            branch: s.principal.branch.to_string(),
+            level: s.principal.level,
+            online: true,
+            paused: s.paused,
+            tasks: s.tasks.len() as u32,
+            today: today(&s.principal.id),
+        });
+    }
+    for (id, d) in core.day.per.iter().filter(|_| current) {
+        if core.sessions.get(id).is_none() {
+            st.supervisors.push(SupervisorStatus {
+                id: id.clone(),
+                name: String::new(),
+                branch: String::new(),
+                level: 0,
+                online: false,
+                paused: false,
+                tasks: 0,
+                today: d.clone(),
+            });
+        }
+    }
+    st.supervisors.sort_by(|a, b| a.id.cmp(&b.id));
+    st
+}

@@ -1,5 +1,265 @@
 //! The storage seam: what the engine needs of the ledger, the image store and the audit
-//! projection, and the backends behind it. `embedded` (segment files, the image log and sled)
-//! is the default.
+//! projection, named by what it does (append a batch durably, read a record, put an image),
+//! never by how. A backend implements the traits here; the composition root opens one with
+//! `open` and hands it to the engine, which sees nothing else. `embedded` (segment files, the
+//! image log and sled on one disk) is the default backend.
+//!
+//! Every method here may block (a disk read, a fsync, a database round trip): the engine calls
+//! them from its own thread, and async callers go through `spawn_blocking`.
 
 pub mod embedded;
+mod rows;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::domain::{FoldError, ImageHash, PrincipalId, RequestId, State, TellerSerial};
+use crate::ledger::merkle::{Hash, ProofError};
+use crate::ledger::record::RecordError;
+
+pub(crate) use rows::state_from;
+pub use rows::{RowUpdate, SearchKey, SearchPage, SearchQuery, Summary, state_name};
+
+/// A backend's own error, kept whole as the cause of a `StorageError`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage operation failed. The backend's error is kept as the source, so logs and callers
+/// see the whole chain; the variants say what a caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The backend cannot do it now (disk full, I/O error, writer stopped): worth retrying
+    /// once the operator has fixed the cause.
+    #[error("{action}: {source}")]
+    Unavailable {
+        action: &'static str,
+        #[source]
+        source: Cause,
+    },
+    /// Stored data is damaged or disagrees with itself: an operator must look.
+    #[error("{action}: {source}")]
+    Damaged {
+        action: &'static str,
+        #[source]
+        source: Cause,
+    },
+    /// The ledger holds fewer records.
+    #[error("record {0} is not in the ledger")]
+    NoSuchRecord(u64),
+    #[error("image {0} is not stored")]
+    ImageNotFound(ImageHash),
+    #[error("image {0} is damaged: its content no longer matches its hash")]
+    ImageDamaged(ImageHash),
+    /// A stored record does not decode.
+    #[error("decode ledger record {index}: {source}")]
+    Record {
+        index: u64,
+        #[source]
+        source: RecordError,
+    },
+    /// A request's records do not fold into a request.
+    #[error("fold the records of request {request}: {source}")]
+    Fold {
+        request: RequestId,
+        #[source]
+        source: FoldError,
+    },
+    /// The projection names something the ledger does not hold (or the reverse).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// Blocking storage work run off the async runtime panicked or was cancelled.
+    #[error("run blocking storage work: {0}")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl StorageError {
+    /// A backend error for an operation that may succeed later.
+    pub fn unavailable(
+        action: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StorageError::Unavailable {
+            action,
+            source: Box::new(source),
+        }
+    }
+
+    /// A backend error that means stored data is damaged.
+    pub fn damaged(
+        action: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StorageError::Damaged {
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// What the ledger's writer has made durable: a record count, or the error that stopped it
+/// with the count durable before it. After an error nothing is written until a probe succeeds.
+#[derive(Clone, Debug)]
+pub enum DurableState {
+    Count(u64),
+    Failed {
+        count: u64,
+        error: Arc<StorageError>,
+    },
+}
+
+/// Follows the durable record count.
+pub type Durable = tokio::sync::watch::Receiver<DurableState>;
+
+/// The durable ledger and the Merkle tree over it, as readers see them. Only records that are
+/// durable are visible, so a reader never sees one that a crash could take back.
+pub trait LedgerRead: Send + Sync {
+    /// How many records are durable.
+    fn len(&self) -> u64;
+    /// Whether no record is durable yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The stored bytes of record `index`.
+    fn read(&self, index: u64) -> Result<Vec<u8>, StorageError>;
+    /// How many records the Merkle tree covers (every durable record).
+    fn tree_size(&self) -> u64;
+    /// The tree size and root hash, read together.
+    fn head(&self) -> (u64, Hash);
+    /// The root of the tree of the first `size` records.
+    fn root_at(&self, size: u64) -> Result<Hash, ProofError>;
+    /// The RFC 6962 inclusion proof of record `index` in the tree of `size` records.
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError>;
+    /// The RFC 6962 consistency proof between trees of `from` and `to` records.
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProofError>;
+    /// Makes every later write fail as on a full disk (`true`) or succeed again: a hook for
+    /// tests of storage faults.
+    fn inject_write_faults(&self, on: bool);
+}
+
+impl dyn LedgerRead + '_ {
+    /// Reads and decodes record `index`.
+    pub fn record(&self, index: u64) -> Result<crate::domain::Record, StorageError> {
+        let bytes = self.read(index)?;
+        crate::ledger::record::decode(&bytes)
+            .map_err(|source| StorageError::Record { index, source })
+    }
+}
+
+/// The one way to add records: held by the engine's single writer. Indexes are handed out
+/// here in order; `flush` hands what was appended to the backend, which makes it durable and
+/// then moves the `Durable` count.
+pub trait LedgerAppend: Send {
+    /// The index the next appended record gets (also: how many records there will be).
+    fn next_index(&self) -> u64;
+    /// Queues a record and returns its index; it is durable once the durable count passes it.
+    fn append(&mut self, payload: Vec<u8>) -> u64;
+    /// Hands everything appended so far to be made durable.
+    fn flush(&mut self) -> Result<(), StorageError>;
+    /// After a failure: forgets every record past `durable` (none was written).
+    fn rewind(&mut self, durable: u64);
+    /// After a failure: asks whether the backend can write again; on success the next index
+    /// is `durable`. Blocking.
+    fn probe(&mut self, durable: u64) -> Result<(), StorageError>;
+}
+
+/// Where signed checkpoints are kept, in the order they were signed.
+pub trait CheckpointLog: Send + Sync {
+    /// Every signed note stored, oldest first (read once, at start).
+    fn notes(&self) -> Result<Vec<String>, StorageError>;
+    /// Stores note number `seq` durably before returning.
+    fn append(&self, seq: u64, note: &str) -> Result<(), StorageError>;
+}
+
+/// A boxed future, for the trait methods that wait (an image's fsync).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Images, content-addressed by SHA-256. An image is durable before `put` returns, so a
+/// record naming it can never name something a crash took back.
+pub trait ImageStore: Send + Sync {
+    /// Stores `bytes` durably and returns their hash (at once when already stored).
+    fn put(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<ImageHash, StorageError>>;
+    /// Reads an image back, checked against its hash. Blocking.
+    fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, StorageError>;
+    /// Whether an image is stored.
+    fn has(&self, hash: &ImageHash) -> bool;
+}
+
+/// The audit projection: rows derived from the ledger, never the sole copy of a fact. Each
+/// `apply` carries the count of ledger records it reflects, stored with the rows, so after a
+/// crash exactly the records it has not seen are replayed.
+pub trait Projection: Send + Sync {
+    /// How many ledger records the projection reflects.
+    fn applied(&self) -> Result<u64, StorageError>;
+    /// Applies the updates of consecutive records, ending at `applied` records, atomically.
+    fn apply(&self, updates: &[RowUpdate], applied: u64) -> Result<(), StorageError>;
+    /// A request's state and the ledger indexes of its records, oldest first.
+    fn request(&self, id: &RequestId) -> Result<Option<(State, Vec<u64>)>, StorageError>;
+    /// The request a (teller, serial) submitted, with the submission's fingerprint.
+    fn idempotency(
+        &self,
+        teller: &PrincipalId,
+        serial: &TellerSerial,
+    ) -> Result<Option<(RequestId, [u8; 32])>, StorageError>;
+    /// What audit search shows of a request.
+    fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StorageError>;
+    /// One page of an audit search, newest submission first.
+    fn search(&self, q: &SearchQuery) -> Result<SearchPage, StorageError>;
+    /// The summaries of requests submitted in [from, until), at most `max`; `Err` with the
+    /// count reached when there are more.
+    fn summaries_between(
+        &self,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+        max: usize,
+    ) -> Result<Result<Vec<Summary>, usize>, StorageError>;
+    /// Every request not in a final state.
+    fn active(&self) -> Result<Vec<RequestId>, StorageError>;
+    /// Makes the projection's own state durable (at shutdown; anything lost otherwise is
+    /// replayed from the ledger).
+    fn flush(&self) -> Result<(), StorageError>;
+}
+
+/// An opened backend: everything the engine stores, handed to it by the composition root.
+pub struct Storage {
+    pub ledger: Arc<dyn LedgerRead>,
+    /// Taken by the engine's single writer.
+    pub appender: Box<dyn LedgerAppend>,
+    /// Follows the appender's durable count.
+    pub durable: Durable,
+    pub checkpoints: Box<dyn CheckpointLog>,
+    pub images: Arc<dyn ImageStore>,
+    pub projection: Arc<dyn Projection>,
+}
+
+/// How to open storage: the backend and its settings.
+#[derive(Clone, Debug)]
+pub enum StorageConfig {
+    /// Everything under one local data directory.
+    Embedded(embedded::Settings),
+}
+
+/// Opens the configured backend. Called by the composition root (`server`), never by the
+/// engine.
+pub fn open(
+    config: &StorageConfig,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Storage, StorageError> {
+    match config {
+        StorageConfig::Embedded(settings) => embedded::open(settings, metrics.ledger.clone()),
+    }
+}
+
+/// Where the embedded backend keeps its files, for messages that tell an operator what to do.
+pub fn describe(config: &StorageConfig) -> String {
+    match config {
+        StorageConfig::Embedded(s) => s.data_dir.display().to_string(),
+    }
+}
+
+/// The data directory a path-based tool works on.
+pub fn data_dir(config: &StorageConfig) -> &Path {
+    match config {
+        StorageConfig::Embedded(s) => &s.data_dir,
+    }
+}

@@ -336,6 +336,11 @@ impl ImageStore {
     pub fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, ImageStoreError> {
         self.reader.get(hash)
     }
+
+    /// Whether an image of this hash is stored.
+    pub fn contains(&self, hash: &ImageHash) -> bool {
+        self.reader.contains(hash)
+    }
 }
 
 fn new_segment(dir: &Path, n: u32) -> Result<File, ImageStoreError> {

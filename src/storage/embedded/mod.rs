@@ -8,10 +8,14 @@ pub mod checkpoints;
 pub mod frame;
 pub mod images;
 pub mod projection;
+mod seam;
 mod segments;
 mod writer;
 
 pub use images::{ImageStore, ImageStoreError};
-pub use projection::{Projection, RowUpdate, SearchPage, SearchQuery, StoreError, Summary};
+pub use projection::{SledProjection, StoreError};
+pub use seam::{Settings, images_dir, ledger_dir, open, projection_dir};
 pub use segments::{Ledger, LedgerError};
-pub use writer::{Appender, Durable, DurableState};
+pub use writer::Appender;
+// The durable count is the seam's type; re-exported for the benches and tests of this backend.
+pub use crate::storage::{Durable, DurableState};

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::writer::{self, Appender, Durable};
+use super::writer::{self, Appender};
 use crate::ledger::merkle::{self, Hash, ProofError, Tree};
 use crate::metrics::LedgerMetrics;
+use crate::storage::Durable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

@@ -17,18 +17,12 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::storage::{Durable, DurableState, StorageError};
+
 use super::frame::{self, FRAME_HEADER_LEN};
 use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
 use crate::ledger::merkle::{self, Hash};
 use crate::metrics::LedgerMetrics;
-
-/// What the writer has made durable: a record count, or the error that stopped it (with the
-/// count durable before it). After an error the writer writes nothing until a probe succeeds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DurableState {
-    Count(u64),
-    Failed { count: u64, error: String },
-}
 
 /// What the writer thread is asked to do.
 enum Job {
@@ -38,9 +32,6 @@ enum Job {
     /// the durable count.
     Probe(std::sync::mpsc::Sender<Result<(), String>>),
 }
-
-/// Watches the durable record count.
-pub type Durable = watch::Receiver<DurableState>;
 
 /// The only way to add records. Indexes are given out here, in order; records are sent to the
 /// writer thread on `flush`.
@@ -161,7 +152,10 @@ pub(crate) fn start(
                             let count = w.recover();
                             w.metrics.durable(count);
                             tracing::error!(error = %e, durable = count, "ledger write failed; refusing writes until the disk can write again");
-                            durable_tx.send_replace(DurableState::Failed { count, error: e.to_string() });
+                            durable_tx.send_replace(DurableState::Failed {
+                                count,
+                                error: Arc::new(StorageError::unavailable("write ledger batch", e)),
+                            });
                         }
                     }
                 }

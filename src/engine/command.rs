@@ -1,0 +1,139 @@
+//! The commands the engine's handle sends to the single writer, each with the channel its
+//! answer goes back on, and `refuse`, which answers one the engine will not carry out.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{
+    ImageHash, ImageRef, MediaType, Principal, PrincipalId, Request, RequestId, Submission, Verdict,
+};
+
+use super::SupervisorEvent;
+use super::error::*;
+
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+/// The request (or where to read it), its id, and whether the Submit was a retry.
+pub(crate) type SubmitAnswer = (Lookup<Request>, RequestId, bool);
+/// The current state and a receiver of later changes.
+pub(crate) type WatchStart = (Request, mpsc::Receiver<Request>);
+
+/// What the engine answers when a request is not held in memory: the caller reads it from the
+/// store (final requests never change, so there is no race).
+pub(crate) enum Lookup<T> {
+    Active(T),
+    NotActive,
+}
+
+impl<T> Lookup<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Active(t) => Lookup::Active(f(t)),
+            Lookup::NotActive => Lookup::NotActive,
+        }
+    }
+}
+
+// Commands are moved once, through a channel; boxing the large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    Submit {
+        teller: Principal,
+        submission: Submission,
+        fingerprint: [u8; 32],
+        reply: Reply<Result<SubmitAnswer, SubmitError>>,
+    },
+    Get {
+        teller: PrincipalId,
+        id: RequestId,
+        reply: Reply<Result<Lookup<Request>, GetError>>,
+    },
+    Watch {
+        teller: PrincipalId,
+        id: RequestId,
+        reply: Reply<Result<Lookup<WatchStart>, GetError>>,
+    },
+    Cancel {
+        teller: PrincipalId,
+        id: RequestId,
+        reason: String,
+        reply: Reply<Result<Lookup<Request>, CancelError>>,
+    },
+    Resubmit {
+        teller: PrincipalId,
+        id: RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+        reply: Reply<Result<Lookup<Request>, ResubmitError>>,
+    },
+    Attend {
+        supervisor: Principal,
+        reply: Reply<Result<(u64, mpsc::Receiver<SupervisorEvent>), AttendError>>,
+    },
+    Accept {
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reply: Reply<Result<Request, AcceptError>>,
+    },
+    Decline {
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reason: String,
+        reply: Reply<Result<(), DeclineError>>,
+    },
+    Decide {
+        supervisor: Principal,
+        id: RequestId,
+        epoch: u64,
+        verdict: Verdict,
+        reply: Reply<Result<Request, DecideError>>,
+    },
+    OfferImage {
+        supervisor: PrincipalId,
+        id: RequestId,
+        hash: ImageHash,
+        reply: Reply<Result<MediaType, ImageError>>,
+    },
+    /// Stop taking calls, end every stream, and stop once all appended records are durable
+    /// and answered.
+    Shutdown { reply: Reply<()> },
+    /// Pause (or resume) offers to a supervisor without closing their stream.
+    Pause {
+        supervisor: PrincipalId,
+        paused: bool,
+        reply: Reply<Result<(), PauseError>>,
+    },
+    /// A snapshot of the queue and the supervisors.
+    Status {
+        reply: Reply<super::status::QueueStatus>,
+    },
+    /// Bring the projection up to every durable record, for a read that must see them all.
+    Project { reply: Reply<()> },
+}
+
+/// A supervisor's Attend stream has closed.
+pub(crate) struct Leave {
+    pub supervisor: PrincipalId,
+    pub session: u64,
+}
+
+/// Answers a call the engine will not carry out with why. (Dropping the reply sender would
+/// also say UNAVAILABLE, but as if the ledger had failed.) Status has no error to send:
+/// dropping its reply ends it.
+pub(crate) fn refuse(cmd: Command, u: Unavailable) {
+    match cmd {
+        Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Attend { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
+        Command::Status { .. } | Command::Shutdown { .. } | Command::Project { .. } => {}
+    }
+}

@@ -1,0 +1,623 @@
+//! Command handling: what each call of the handle does to the engine's state. Every check
+//! that can refuse a command runs before its event is recorded, so a refused call stores
+//! nothing; every answer goes through `Core::reply`, so none leaves before it is durable.
+
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::domain::validate::FieldError;
+use crate::domain::{
+    Actor, Decision, EscalationReason, Event, FenceError, ImageHash, ImageRef, Principal,
+    PrincipalId, Record, Request, RequestId, State, Submission, Verdict, WithdrawReason,
+};
+use crate::metrics::SubmitResult;
+
+use super::command::{Command, Leave, Lookup, SubmitAnswer, refuse};
+use super::core::Core;
+use super::error::*;
+use super::timers::Due;
+use super::{SupervisorEvent, Withdrawal};
+
+impl Core {
+    pub(crate) fn handle(&mut self, cmd: Command) {
+        if let Command::Shutdown { reply } = cmd {
+            self.begin_shutdown(reply);
+            return;
+        }
+        let writes = !matches!(
+            cmd,
+            Command::Get { .. }
+                | Command::Watch { .. }
+                | Command::Status { .. }
+                | Command::Project { .. }
+                | Command::OfferImage { .. }
+                | Command::Pause { .. }
+        );
+        if let Some(u) = self.refusal(writes) {
+            if matches!(cmd, Command::Submit { .. }) {
+                self.metrics.engine.submission(SubmitResult::Refused);
+            }
+            refuse(cmd, u);
+            return;
+        }
+        match cmd {
+            Command::Submit {
+                teller,
+                submission,
+                fingerprint,
+                reply,
+            } => {
+                let r = self.submit(teller, submission, fingerprint);
+                self.metrics.engine.submission(match &r {
+                    Ok((_, _, false)) => SubmitResult::Accepted,
+                    Ok((_, _, true)) => SubmitResult::Replayed,
+                    Err(_) => SubmitResult::Refused,
+                });
+                self.reply(reply, r);
+            }
+            Command::Get { teller, id, reply } => {
+                let r = self.lookup(&teller, &id).map(|l| l.map(Request::clone));
+                self.reply(reply, r);
+            }
+            Command::Watch { teller, id, reply } => {
+                let r = self.watch(teller, id);
+                self.reply(reply, r);
+            }
+            Command::Cancel {
+                teller,
+                id,
+                reason,
+                reply,
+            } => {
+                let r = self.cancel(teller, id, reason);
+                self.reply(reply, r);
+            }
+            Command::Resubmit {
+                teller,
+                id,
+                added,
+                removed,
+                note,
+                reply,
+            } => {
+                let r = self.resubmit(teller, id, added, removed, note);
+                self.reply(reply, r);
+            }
+            Command::Attend { supervisor, reply } => {
+                let id = supervisor.id.clone();
+                let (session, rx) = self.attend(supervisor);
+                if reply.send(Ok((session, rx))).is_err() {
+                    // The caller went away before the stream existed: no ghost session.
+                    let leave = Leave {
+                        supervisor: id,
+                        session,
+                    };
+                    self.leave(leave, WithdrawReason::Disconnected);
+                }
+            }
+            Command::Accept {
+                supervisor,
+                id,
+                epoch,
+                reply,
+            } => {
+                let r = self.accept(supervisor, id, epoch);
+                self.reply(reply, r);
+            }
+            Command::Decline {
+                supervisor,
+                id,
+                epoch,
+                reason,
+                reply,
+            } => {
+                let r = self.decline(supervisor, id, epoch, reason);
+                self.reply(reply, r);
+            }
+            Command::Decide {
+                supervisor,
+                id,
+                epoch,
+                verdict,
+                reply,
+            } => {
+                let r = self.decide(supervisor, id, epoch, verdict);
+                self.reply(reply, r);
+            }
+            Command::OfferImage {
+                supervisor,
+                id,
+                hash,
+                reply,
+            } => {
+                let _ = reply.send(self.offer_image(&supervisor, &id, hash));
+            }
+            Command::Pause {
+                supervisor,
+                paused,
+                reply,
+            } => {
+                let _ = reply.send(self.pause(&supervisor, paused));
+            }
+            Command::Status { reply } => {
+                // Held like any reply, so the snapshot never shows what is not yet on disk.
+                let st = super::status::snapshot(self);
+                self.reply(reply, st);
+            }
+            Command::Project { reply } => {
+                self.project();
+                let _ = reply.send(());
+            }
+            // Answered before the match.
+            Command::Shutdown { reply } => self.begin_shutdown(reply),
+        }
+    }
+
+    fn begin_shutdown(&mut self, reply: super::command::Reply<()>) {
+        tracing::info!("engine stopping: ending streams, finishing what is in flight");
+        // Dropping the senders ends every Attend and Watch stream; consoles reconnect.
+        self.sessions.clear();
+        self.count_sessions();
+        self.watchers.clear();
+        self.dispatch_all = false;
+        self.dispatch_new.clear();
+        if self.stopping.is_none() {
+            self.stopping = Some(reply);
+        }
+    }
+
+    /// A teller's request if held here, `NotActive` if not held (the caller reads it from the
+    /// projection: final requests never change, so there is no race), NotFound if another
+    /// teller's.
+    fn lookup(&self, teller: &PrincipalId, id: &RequestId) -> Result<Lookup<&Request>, GetError> {
+        match self.requests.get(id) {
+            Some(r) if &r.teller == teller => Ok(Lookup::Active(r)),
+            Some(_) => Err(GetError::NotFound),
+            None => Ok(Lookup::NotActive),
+        }
+    }
+
+    fn watch(
+        &mut self,
+        teller: PrincipalId,
+        id: RequestId,
+    ) -> Result<Lookup<super::command::WatchStart>, GetError> {
+        let view = match self.lookup(&teller, &id)? {
+            Lookup::Active(r) => Request::clone(r),
+            Lookup::NotActive => return Ok(Lookup::NotActive),
+        };
+        let (tx, rx) = mpsc::channel(self.config.watch_buffer);
+        if !view.state.is_final() {
+            self.watchers.entry(id).or_default().push(tx);
+        }
+        Ok(Lookup::Active((view, rx)))
+    }
+
+    fn submit(
+        &mut self,
+        teller: Principal,
+        submission: Submission,
+        fingerprint: [u8; 32],
+    ) -> Result<SubmitAnswer, SubmitError> {
+        let earlier = match self.requests.submitted_as(&teller.id, &submission.serial) {
+            Some(found) => Some(found.clone()),
+            None => self
+                .projection
+                .idempotency(&teller.id, &submission.serial)
+                .map_err(StorageFault)?,
+        };
+        if let Some((id, fp)) = earlier {
+            if fp != fingerprint {
+                return Err(SubmitError::SerialReused(submission.serial.to_string()));
+            }
+            let found = match self.requests.get(&id) {
+                Some(r) => Lookup::Active(Request::clone(r)),
+                None => Lookup::NotActive,
+            };
+            return Ok((found, id, true));
+        }
+        if self.requests.undecided() >= self.config.queue_length_max {
+            return Err(SubmitError::QueueFull(self.config.queue_length_max));
+        }
+        if self.requests.pending(&teller.id) >= self.config.pending_per_teller_max {
+            return Err(SubmitError::TellerPendingFull(
+                self.config.pending_per_teller_max,
+            ));
+        }
+        let t = &submission.transaction;
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let terms = policy
+            .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
+            .map_err(|e| SubmitError::Invalid(FieldError::new("transaction", e.to_string())))?;
+        let requirements = crate::domain::Requirements {
+            rule: terms.rule,
+            policy_sha256: policy.sha256().to_owned(),
+            level: terms.level,
+            approvals: terms.approvals,
+            independent: terms.independent,
+            priority: terms.priority,
+            offer_timeout_ms: terms.offer_timeout_ms,
+            decision_deadline_ms: terms.decision_deadline_ms,
+            escalate_after_ms: terms.escalate_after_ms,
+            escalate_after_declines: terms.escalate_after_declines,
+        };
+        let id = RequestId::from_random(self.rng.random());
+        let rec = Record {
+            request: id.clone(),
+            at: self.now(),
+            actor: Actor::Principal(teller.id.clone()),
+            event: Event::Submitted {
+                teller: teller.id,
+                branch: teller.branch,
+                submission,
+                requirements,
+            },
+        };
+        self.append(rec, Some(fingerprint));
+        let view = self.requests.get(&id).cloned();
+        match view {
+            Some(r) => Ok((Lookup::Active(r), id, false)),
+            // Applying failed and stopped the engine; nothing was acknowledged.
+            None => Err(self.refusal(true).unwrap_or(Unavailable::NotDurable).into()),
+        }
+    }
+
+    /// The request as it is now, for a command that just changed it.
+    fn current(&self, id: &RequestId) -> Result<Request, Unavailable> {
+        self.requests
+            .get(id)
+            .cloned()
+            .ok_or_else(|| self.refusal(true).unwrap_or(Unavailable::NotDurable))
+    }
+
+    fn cancel(
+        &mut self,
+        teller: PrincipalId,
+        id: RequestId,
+        reason: String,
+    ) -> Result<Lookup<Request>, CancelError> {
+        let Some(r) = self.requests.owned(&teller, &id) else {
+            return match self.requests.contains(&id) {
+                true => Err(CancelError::NotFound),
+                false => Ok(Lookup::NotActive),
+            };
+        };
+        if r.state.is_final() {
+            return Err(CancelError::Final(r.state));
+        }
+        let holder = r.assignee.clone().map(|s| (s, r.epoch));
+        self.record(&id, Actor::Principal(teller), Event::Cancelled { reason });
+        if let Some((supervisor, epoch)) = holder {
+            self.withdraw(&id, &supervisor, epoch, None, Withdrawal::Cancelled);
+        }
+        Ok(Lookup::Active(self.current(&id)?))
+    }
+
+    fn resubmit(
+        &mut self,
+        teller: PrincipalId,
+        id: RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+    ) -> Result<Lookup<Request>, ResubmitError> {
+        let Some(r) = self.requests.owned(&teller, &id) else {
+            return match self.requests.contains(&id) {
+                true => Err(ResubmitError::NotFound),
+                false => Ok(Lookup::NotActive),
+            };
+        };
+        if r.state != State::Returned {
+            return Err(ResubmitError::NotReturned(r.state));
+        }
+        let Some(images) =
+            crate::domain::request::resubmitted_images(&r.submission.images, &added, &removed)
+        else {
+            return Err(FieldError::new(
+                "remove_image_sha256",
+                "names an image that is not attached, or names one twice",
+            )
+            .into());
+        };
+        let (min, max) = (
+            self.config.images_per_request_min,
+            self.config.images_per_request_max,
+        );
+        if images.len() < min {
+            let why = format!("a request needs at least {min} image(s)");
+            return Err(FieldError::new("images", why).into());
+        }
+        if images.len() > max {
+            let why = format!(
+                "the request would hold {} images; at most {max} are allowed",
+                images.len()
+            );
+            return Err(FieldError::new("images", why).into());
+        }
+        let event = Event::Resubmitted {
+            added,
+            removed,
+            note,
+        };
+        self.record(&id, Actor::Principal(teller), event);
+        Ok(Lookup::Active(self.current(&id)?))
+    }
+
+    fn attend(&mut self, supervisor: Principal) -> (u64, mpsc::Receiver<SupervisorEvent>) {
+        let id = supervisor.id.clone();
+        let (session, rx, replaced) = self.sessions.open(supervisor, self.config.attend_buffer);
+        if let Some(old) = replaced {
+            let _ = old.tx.try_send(SupervisorEvent::Superseded);
+            self.signed_out(&id, old, WithdrawReason::Superseded);
+        }
+        tracing::info!(supervisor = %id, session, "supervisor signed in");
+        self.count_sessions();
+        self.dispatch_all = true;
+        (session, rx)
+    }
+
+    /// Ends a supervisor's session, if still current, and puts what they held back in the
+    /// queue.
+    pub(crate) fn leave(&mut self, leave: Leave, reason: WithdrawReason) {
+        if let Some(s) = self.sessions.close(&leave.supervisor, leave.session) {
+            self.signed_out(&leave.supervisor, s, reason);
+        }
+    }
+
+    fn signed_out(
+        &mut self,
+        supervisor: &PrincipalId,
+        s: super::sessions::Session,
+        reason: WithdrawReason,
+    ) {
+        self.count_sessions();
+        tracing::info!(supervisor = %supervisor, session = s.id, reason = reason.as_str(), "supervisor signed out");
+        for id in s.tasks {
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            if matches!(r.state, State::Offered | State::InReview)
+                && r.assignee.as_ref() == Some(supervisor)
+            {
+                let event = Event::OfferWithdrawn {
+                    supervisor: supervisor.clone(),
+                    epoch: r.epoch,
+                    reason,
+                };
+                self.record(&id, Actor::System, event);
+            }
+        }
+    }
+
+    fn fenced(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+        state: State,
+    ) -> Result<&Request, Option<FenceError>> {
+        let r = self.requests.get(id).ok_or(None)?;
+        r.check_fence(supervisor, epoch, state).map_err(Some)?;
+        Ok(r)
+    }
+
+    fn accept(
+        &mut self,
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+    ) -> Result<Request, AcceptError> {
+        self.fenced(&supervisor, &id, epoch, State::Offered)
+            .map_err(|e| e.map_or(AcceptError::NotFound, AcceptError::Fence))?;
+        let event = Event::Accepted {
+            supervisor: supervisor.clone(),
+            epoch,
+        };
+        self.record(&id, Actor::Principal(supervisor), event);
+        Ok(self.current(&id)?)
+    }
+
+    fn decline(
+        &mut self,
+        supervisor: PrincipalId,
+        id: RequestId,
+        epoch: u64,
+        reason: String,
+    ) -> Result<(), DeclineError> {
+        self.fenced(&supervisor, &id, epoch, State::Offered)
+            .map_err(|e| e.map_or(DeclineError::NotFound, DeclineError::Fence))?;
+        let event = Event::OfferDeclined {
+            supervisor: supervisor.clone(),
+            epoch,
+            reason,
+        };
+        self.record(&id, Actor::Principal(supervisor.clone()), event);
+        self.release_task(&supervisor, &id);
+        if self
+            .requests
+            .get(&id)
+            .is_some_and(Request::declines_escalate)
+        {
+            self.escalate(&id, EscalationReason::Declined);
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &mut self,
+        supervisor: Principal,
+        id: RequestId,
+        epoch: u64,
+        verdict: Verdict,
+    ) -> Result<Request, DecideError> {
+        let r = self
+            .fenced(&supervisor.id, &id, epoch, State::InReview)
+            .map_err(|e| e.map_or(DecideError::NotFound, DecideError::Fence))?;
+        // Dispatch already kept these apart; checking again here means a bug in dispatch
+        // cannot turn into a self-authorized or same-branch decision.
+        if r.teller == supervisor.id {
+            return Err(DecideError::NotAllowed(
+                "a principal cannot decide their own request",
+            ));
+        }
+        if r.requirements.independent && r.branch == supervisor.branch {
+            return Err(DecideError::NotAllowed(
+                "a supervisor cannot decide a request from their own branch",
+            ));
+        }
+        if !supervisor.may_decide(r.level, &r.submission.transaction) {
+            return Err(DecideError::NotAllowed(
+                "the request needs more authority (level, amount ceiling or transaction code) than this supervisor has",
+            ));
+        }
+        if verdict.decision == Decision::Approve
+            && r.approvals.iter().any(|a| a.supervisor == supervisor.id)
+        {
+            return Err(DecideError::NotAllowed(
+                "dual control: the second approval must come from another supervisor",
+            ));
+        }
+        let event = Event::Decided {
+            supervisor: supervisor.id.clone(),
+            epoch,
+            verdict,
+        };
+        self.record(&id, Actor::Principal(supervisor.id.clone()), event);
+        self.release_task(&supervisor.id, &id);
+        Ok(self.current(&id)?)
+    }
+
+    fn offer_image(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        hash: ImageHash,
+    ) -> Result<crate::domain::MediaType, ImageError> {
+        let r = self.requests.get(id).ok_or(ImageError::NotFound)?;
+        let held = matches!(r.state, State::Offered | State::InReview)
+            && r.assignee.as_ref() == Some(supervisor);
+        match r.submission.images.iter().find(|i| i.hash == hash) {
+            Some(i) if held => Ok(i.media_type),
+            _ => Err(ImageError::NotVisible),
+        }
+    }
+
+    fn pause(&mut self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
+        if !self.sessions.pause(supervisor, paused) {
+            return Err(PauseError::NotAttending);
+        }
+        self.dispatch_all |= !paused;
+        self.count_sessions();
+        tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
+        Ok(())
+    }
+
+    /// Handles every timer that has come due: reviews held too long and offers not accepted
+    /// go back to the queue, requests past their deadline expire, and requests that waited
+    /// too long are escalated. Handling one may arm another that is already due (an
+    /// escalation after a withdrawal), so this runs until nothing is due.
+    pub(crate) fn run_timers(&mut self) {
+        let now = self.now();
+        loop {
+            let due = self.timers.due(now);
+            if due.is_empty() {
+                return;
+            }
+            for d in due {
+                self.timer(d, now);
+            }
+        }
+    }
+
+    fn timer(&mut self, due: Due, now: crate::domain::Timestamp) {
+        match due {
+            Due::Review { id, epoch } => {
+                let Some(r) = self.requests.get(&id) else {
+                    return;
+                };
+                let Some(holder) = r.assignee.clone() else {
+                    return;
+                };
+                if r.state != State::InReview || r.epoch != epoch {
+                    return;
+                }
+                let event = Event::OfferWithdrawn {
+                    supervisor: holder.clone(),
+                    epoch,
+                    reason: WithdrawReason::ReviewTimeout,
+                };
+                let why = Withdrawal::Withdrawn(WithdrawReason::ReviewTimeout);
+                self.withdraw(&id, &holder, epoch, Some(event), why);
+            }
+            Due::Offer { id, epoch } => {
+                let Some(r) = self.requests.get(&id) else {
+                    return;
+                };
+                let Some(holder) = r.assignee.clone() else {
+                    return;
+                };
+                if r.state != State::Offered || r.epoch != epoch {
+                    return;
+                }
+                let event = Event::OfferTimedOut {
+                    supervisor: holder.clone(),
+                    epoch,
+                };
+                self.withdraw(&id, &holder, epoch, Some(event), Withdrawal::OfferTimeout);
+            }
+            Due::Request { id } => {
+                let Some(r) = self.requests.get(&id) else {
+                    return;
+                };
+                if r.state.is_final() {
+                    return;
+                }
+                if now >= r.deadline() {
+                    let holder = r.assignee.clone().map(|s| (s, r.epoch));
+                    self.record(&id, Actor::System, Event::Expired);
+                    if let Some((supervisor, epoch)) = holder {
+                        self.withdraw(&id, &supervisor, epoch, None, Withdrawal::Expired);
+                    }
+                } else if r.escalate_at().is_some_and(|at| at <= now)
+                    && matches!(r.state, State::Queued | State::Offered)
+                    && r.level < 9
+                {
+                    self.escalate(&id, EscalationReason::Waited);
+                }
+            }
+        }
+    }
+
+    /// Raises the level a request needs by one, recording why, and withdraws a current offer
+    /// from a supervisor who no longer qualifies.
+    fn escalate(&mut self, id: &RequestId, reason: EscalationReason) {
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        let level = r.level + 1;
+        self.record(id, Actor::System, Event::Escalated { level, reason });
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        if let (State::Offered, Some(holder)) = (r.state, r.assignee.clone()) {
+            let qualifies = self
+                .sessions
+                .get(&holder)
+                .is_some_and(|s| s.principal.may_decide(level, &r.submission.transaction));
+            if !qualifies {
+                let epoch = r.epoch;
+                let event = Event::OfferWithdrawn {
+                    supervisor: holder.clone(),
+                    epoch,
+                    reason: WithdrawReason::Escalated,
+                };
+                let why = Withdrawal::Withdrawn(WithdrawReason::Escalated);
+                self.withdraw(id, &holder, epoch, Some(event), why);
+            }
+        }
+    }
+}

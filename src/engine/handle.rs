@@ -1,0 +1,522 @@
+//! `EngineHandle`: the cloneable async face of the engine. Calls that change something go to
+//! the single writer as commands and are answered once durable; reads of what is no longer in
+//! memory, images and audits go to storage through `spawn_blocking`, never blocking the
+//! runtime that serves gRPC.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{
+    ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId, Submission,
+    Timestamp, Verdict,
+};
+use crate::ledger::record;
+use crate::storage::{ImageStore, LedgerRead, Projection, Storage, StorageError};
+
+use super::checkpoints::Checkpointer;
+use super::command::{Command, Leave, Lookup};
+use super::error::*;
+use super::{
+    Clock, EngineConfig, Loaded, SharedPolicy, Submitted, SupervisorEvent, load, recover, stats,
+    status,
+};
+
+/// Runs blocking storage work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StorageError::Join)?
+}
+
+/// The cloneable async face of the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) leave_tx: mpsc::UnboundedSender<Leave>,
+    pub(super) ledger: Arc<dyn LedgerRead>,
+    pub(super) projection: Arc<dyn Projection>,
+    pub(super) images: Arc<dyn ImageStore>,
+    pub(super) checkpointer: Arc<Checkpointer>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) config: EngineConfig,
+    /// The policy in force for new submissions, shared with the engine task.
+    pub(super) policy: SharedPolicy,
+    /// True while the engine can take writes.
+    pub(super) health: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Ends a supervisor's session when their Attend stream is dropped.
+pub struct SessionGuard {
+    leave_tx: mpsc::UnboundedSender<Leave>,
+    supervisor: PrincipalId,
+    session: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let _ = self.leave_tx.send(Leave {
+            supervisor: self.supervisor.clone(),
+            session: self.session,
+        });
+    }
+}
+
+impl EngineHandle {
+    /// Recovers from the opened `storage` and starts the engine, which ends after `shutdown`
+    /// (or when every handle is dropped). The engine records into `metrics`.
+    pub async fn start(
+        storage: Storage,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        rng: Box<dyn rand::RngCore + Send>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
+        recover::start(storage, config, clock, rng, metrics).await
+    }
+
+    /// Ends every stream, answers what is in flight once durable, and stops the engine.
+    /// Calls after this are refused with UNAVAILABLE.
+    pub async fn shutdown(&self) {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| Unavailable::NotRunning)?;
+        // A dropped reply means the ledger failed before the call's records were durable.
+        rx.await.map_err(|_| Unavailable::NotDurable)
+    }
+
+    /// Stores the images durably: the image writer appends them with whatever else is queued
+    /// and answers after one fdatasync for the lot.
+    pub async fn store_images(
+        &self,
+        images: Vec<(crate::domain::ImageKind, MediaType, Vec<u8>)>,
+    ) -> Result<Vec<ImageRef>, StoreImagesError> {
+        // One task per image, so a request's images are queued together and share a write.
+        let puts: Vec<_> = images
+            .into_iter()
+            .map(|(kind, media_type, bytes)| {
+                let store = self.images.clone();
+                tokio::spawn(async move {
+                    let size = bytes.len() as u64;
+                    let hash = store.put(bytes).await?;
+                    Ok(ImageRef {
+                        kind,
+                        media_type,
+                        hash,
+                        size,
+                    })
+                })
+            })
+            .collect();
+        let mut refs = Vec::with_capacity(puts.len());
+        for p in puts {
+            let stored = p
+                .await
+                .map_err(|e| StoreImagesError(StorageError::Join(e)))?;
+            refs.push(stored.map_err(StoreImagesError)?);
+        }
+        Ok(refs)
+    }
+
+    pub async fn submit(
+        &self,
+        teller: Principal,
+        submission: Submission,
+    ) -> Result<Submitted, SubmitError> {
+        let fingerprint = record::submission_fingerprint(&submission);
+        let teller_id = teller.id.clone();
+        let (found, id, replayed) = self
+            .call(|reply| Command::Submit {
+                teller,
+                submission,
+                fingerprint,
+                reply,
+            })
+            .await??;
+        let request = match found {
+            Lookup::Active(r) => r,
+            Lookup::NotActive => self.load_owned(&teller_id, &id).await?.ok_or_else(|| {
+                StorageFault(StorageError::Inconsistent(format!(
+                    "request {id} is indexed but cannot be read"
+                )))
+            })?,
+        };
+        Ok(Submitted { request, replayed })
+    }
+
+    pub async fn get(&self, teller: &PrincipalId, id: &RequestId) -> Result<Request, GetError> {
+        let found = self
+            .call(|reply| Command::Get {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => self.load_owned(teller, id).await?.ok_or(GetError::NotFound),
+        }
+    }
+
+    /// The request's current state and a receiver of every later change.
+    pub async fn watch(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+    ) -> Result<(Request, Option<mpsc::Receiver<Request>>), GetError> {
+        let found = self
+            .call(|reply| Command::Watch {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active((r, rx)) => Ok((r, Some(rx))),
+            Lookup::NotActive => {
+                let r = self
+                    .load_owned(teller, id)
+                    .await?
+                    .ok_or(GetError::NotFound)?;
+                Ok((r, None))
+            }
+        }
+    }
+
+    pub async fn cancel(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+        reason: String,
+    ) -> Result<Request, CancelError> {
+        let found = self
+            .call(|reply| Command::Cancel {
+                teller: teller.clone(),
+                id: id.clone(),
+                reason,
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) => Err(CancelError::Final(r.state)),
+                None => Err(CancelError::NotFound),
+            },
+        }
+    }
+
+    pub async fn resubmit(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+    ) -> Result<Request, ResubmitError> {
+        let found = self
+            .call(|reply| Command::Resubmit {
+                teller: teller.clone(),
+                id: id.clone(),
+                added,
+                removed,
+                note,
+                reply,
+            })
+            .await??;
+        match found {
+            Lookup::Active(r) => Ok(r),
+            Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) => Err(ResubmitError::NotReturned(r.state)),
+                None => Err(ResubmitError::NotFound),
+            },
+        }
+    }
+
+    /// Signs a supervisor in. Events arrive on the receiver; dropping the guard signs out.
+    pub async fn attend(
+        &self,
+        supervisor: Principal,
+    ) -> Result<(SessionGuard, mpsc::Receiver<SupervisorEvent>), AttendError> {
+        let id = supervisor.id.clone();
+        let (session, rx) = self
+            .call(|reply| Command::Attend { supervisor, reply })
+            .await??;
+        let guard = SessionGuard {
+            leave_tx: self.leave_tx.clone(),
+            supervisor: id,
+            session,
+        };
+        Ok((guard, rx))
+    }
+
+    pub async fn accept(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+    ) -> Result<Request, AcceptError> {
+        let r = self
+            .call(|reply| Command::Accept {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(AcceptError::NotFound) => Err(self
+                .settled(supervisor, id)
+                .await
+                .map_or(AcceptError::NotFound, AcceptError::Fence)),
+            r => r,
+        }
+    }
+
+    /// For a request the engine no longer holds: it was decided, so any action on an offer
+    /// of it is refused. Its state is told only to a supervisor who decided it; to anyone else
+    /// it is simply not theirs. `None` if there is no such request.
+    async fn settled(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+    ) -> Option<crate::domain::FenceError> {
+        let (projection, key) = (self.projection.clone(), id.clone());
+        match blocking(move || projection.summary(&key)).await {
+            Ok(Some(s)) if s.deciders.iter().any(|d| d == supervisor.as_str()) => {
+                s.state().map(crate::domain::FenceError::WrongState)
+            }
+            Ok(Some(_)) => Some(crate::domain::FenceError::NotAssigned),
+            _ => None,
+        }
+    }
+
+    pub async fn decline(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        epoch: u64,
+        reason: String,
+    ) -> Result<(), DeclineError> {
+        let r = self
+            .call(|reply| Command::Decline {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reason,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(DeclineError::NotFound) => Err(self
+                .settled(supervisor, id)
+                .await
+                .map_or(DeclineError::NotFound, DeclineError::Fence)),
+            r => r,
+        }
+    }
+
+    pub async fn decide(
+        &self,
+        supervisor: &Principal,
+        id: &RequestId,
+        epoch: u64,
+        verdict: Verdict,
+    ) -> Result<Request, DecideError> {
+        let r = self
+            .call(|reply| Command::Decide {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                verdict,
+                reply,
+            })
+            .await?;
+        match r {
+            Err(DecideError::NotFound) => Err(self
+                .settled(&supervisor.id, id)
+                .await
+                .map_or(DecideError::NotFound, DecideError::Fence)),
+            r => r,
+        }
+    }
+
+    /// An image of a request the supervisor currently holds.
+    pub async fn offer_image(
+        &self,
+        supervisor: &PrincipalId,
+        id: &RequestId,
+        hash: ImageHash,
+    ) -> Result<(MediaType, Vec<u8>), ImageError> {
+        let media = self
+            .call(|reply| Command::OfferImage {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                hash,
+                reply,
+            })
+            .await??;
+        let bytes = self.read_image(hash).await.map_err(ImageError::Store)?;
+        Ok((media, bytes))
+    }
+
+    /// Any stored image, for auditors.
+    pub async fn audit_image(&self, hash: ImageHash) -> Result<Vec<u8>, AuditError> {
+        self.read_image(hash).await.map_err(AuditError::Image)
+    }
+
+    /// A request with all its records, for auditors. Reads only what is durable.
+    pub async fn audit_request(&self, id: &RequestId) -> Result<Loaded, AuditError> {
+        self.projected().await?;
+        let (ledger, projection, id) = (self.ledger.clone(), self.projection.clone(), id.clone());
+        blocking(move || load::load(ledger.as_ref(), projection.as_ref(), &id))
+            .await
+            .map_err(StorageFault)?
+            .ok_or(AuditError::NotFound)
+    }
+
+    async fn read_image(&self, hash: ImageHash) -> Result<Vec<u8>, StorageError> {
+        let store = self.images.clone();
+        blocking(move || store.get(&hash)).await
+    }
+
+    /// Reads a request that is no longer in memory, if it exists and belongs to `teller`.
+    async fn load_owned(
+        &self,
+        teller: &PrincipalId,
+        id: &RequestId,
+    ) -> Result<Option<Request>, StorageFault> {
+        let (ledger, projection, id) = (self.ledger.clone(), self.projection.clone(), id.clone());
+        let loaded =
+            blocking(move || load::load(ledger.as_ref(), projection.as_ref(), &id)).await?;
+        Ok(loaded.map(|l| l.request).filter(|r| &r.teller == teller))
+    }
+
+    /// A record of the ledger, decoded; for tests and tools. Blocking.
+    pub fn read_record(&self, index: u64) -> Result<Record, StorageFault> {
+        Ok(self.ledger.record(index)?)
+    }
+
+    /// How many ledger records are durable.
+    pub fn ledger_len(&self) -> u64 {
+        self.ledger.len()
+    }
+
+    /// Stops (or resumes) offers to a supervisor without closing their stream.
+    pub async fn pause(&self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
+        self.call(|reply| Command::Pause {
+            supervisor: supervisor.clone(),
+            paused,
+            reply,
+        })
+        .await?
+    }
+
+    /// The queue and the supervisors, exactly, as of now.
+    pub async fn queue_status(&self) -> Result<status::QueueStatus, Unavailable> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The policy new submissions are evaluated against.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the policy for new submissions (those already submitted keep the
+    /// requirements recorded with them); returns the previous one's hash.
+    pub fn set_policy(&self, policy: crate::policy::Policy) -> String {
+        tracing::info!(
+            sha256 = policy.sha256(),
+            "policy reloaded; it applies to new submissions"
+        );
+        let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let previous = p.sha256().to_owned();
+        *p = Arc::new(policy);
+        previous
+    }
+
+    /// Statistics over the requests submitted in [from, until).
+    pub async fn statistics(
+        &self,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<stats::Stats, AuditError> {
+        self.projected().await?;
+        let p = self.projection.clone();
+        let max = self.config.stats_rows_max;
+        let rows = blocking(move || p.summaries_between(from_ms, until_ms, max))
+            .await
+            .map_err(StorageFault)?
+            .map_err(|n| {
+                AuditError::TooMany(format!(
+                    "more than {max} requests ({n} so far) in the range; narrow it"
+                ))
+            })?;
+        let rows: Vec<stats::Row> = rows
+            .into_iter()
+            .map(|s| stats::Row {
+                teller: s.teller,
+                branch: s.branch,
+                code: s.code,
+                state: s.state,
+                deciders: s.deciders,
+                final_decider: s.final_decider,
+                submitted_at_ms: s.submitted_at_ms,
+                first_accepted_at_ms: s.first_accepted_at_ms,
+                finished_at_ms: s.finished_at_ms,
+            })
+            .collect();
+        Ok(stats::compute(&rows, 5, 3.0))
+    }
+
+    /// Follows whether the engine can take writes (false while the ledger cannot write).
+    pub fn health(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.health.clone()
+    }
+
+    /// Makes ledger writes fail as on a full disk (`true`) or succeed again (`false`): for
+    /// tests of storage faults.
+    #[doc(hidden)]
+    pub fn inject_ledger_faults(&self, on: bool) {
+        self.ledger.inject_write_faults(on);
+    }
+
+    /// The key auditors verify checkpoints with (C2SP verifier key text).
+    pub fn verifier_key(&self) -> String {
+        self.checkpointer.verifier().to_text()
+    }
+
+    /// Waits until sled reflects every record durable now: the projection is applied in
+    /// batches, and an audit read must see every acknowledged change.
+    pub(super) async fn projected(&self) -> Result<(), Unavailable> {
+        self.call(|reply| Command::Project { reply }).await
+    }
+
+    /// Makes the projection's own state durable; called at shutdown.
+    pub async fn flush(&self) -> Result<(), StorageFault> {
+        let p = self.projection.clone();
+        Ok(blocking(move || p.flush()).await?)
+    }
+}
