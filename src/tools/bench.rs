@@ -30,8 +30,8 @@ use crate::api::pb::{
 };
 use crate::domain::Role;
 use crate::tools::client;
-use crate::tools::demo::fake_jpeg;
 use crate::tools::pki::DemoPrincipal;
+use crate::tools::workload::{JPEG_HEADER, fake_jpeg, submit_request};
 
 /// What each request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -528,7 +528,7 @@ impl Lifecycle {
         c: &mut TellerServiceClient<Channel>,
         serial: &str,
     ) -> Result<Sample, tonic::Status> {
-        let mut req = crate::tools::demo::submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
+        let mut req = submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
         req.images = self.images.for_request(serial);
         let sent = Instant::now();
         self.offer_clock.sent(serial, sent);
@@ -606,9 +606,6 @@ impl Images {
             .collect()
     }
 }
-
-/// Length of the header `fake_jpeg` writes before its random body.
-const JPEG_HEADER: usize = 11;
 
 /// A console that approves every offer at once.
 async fn supervise(
@@ -734,8 +731,7 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
                         break;
                     }
                     let serial = format!("F{run_id}T{t}N{i}");
-                    let mut req =
-                        crate::tools::demo::submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
+                    let mut req = submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
                     req.images = images.for_request(&serial);
                     if let Err(e) = c.submit(req).await
                         && failed.fetch_add(1, Ordering::Relaxed) < 3
