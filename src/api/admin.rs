@@ -10,6 +10,7 @@ use crate::engine::EngineHandle;
 use super::Directory;
 use super::convert;
 use super::pb::{self, admin_service_server::AdminService};
+use super::status;
 
 pub struct AdminApi {
     pub engine: EngineHandle,
@@ -36,7 +37,7 @@ impl AdminService for AdminApi {
             .engine
             .queue_status()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(status::queue_status_unavailable)?;
         Ok(Response::new(pb::GetQueueStatusResponse {
             taken_at: Some(convert::timestamp(s.at)),
             depth: s
@@ -111,8 +112,8 @@ impl AdminService for AdminApi {
         let path = self.policy_path.clone();
         let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(format!("policy not reloaded: {e}")))?;
+            .map_err(status::policy_load_failed)?
+            .map_err(status::policy_not_reloaded)?;
         let sha256 = policy.sha256().to_owned();
         let previous_sha256 = self.engine.set_policy(policy);
         tracing::info!(%sha256, %previous_sha256, "policy reloaded by admin");

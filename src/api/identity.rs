@@ -1,5 +1,6 @@
 //! Who is calling: the principal directory maps the SHA-256 of a client certificate (DER) to a
-//! principal, and every RPC checks that principal's role before doing anything.
+//! principal, and every RPC checks that principal's role before doing anything. A refusal is
+//! an `AuthError`, which `status` turns into UNAUTHENTICATED or PERMISSION_DENIED.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +11,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 use crate::domain::{BranchId, Principal, PrincipalId, Role};
+
+use super::status::AuthError;
 
 /// The principal directory, loaded and checked at start.
 #[derive(Clone, Debug)]
@@ -148,28 +151,23 @@ impl Directory {
     /// as the certificate is known, refused or not, so that every line the call logs names
     /// who made it.
     pub fn authorize<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let cert = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let certs = req.peer_certs().ok_or(AuthError::NoCertificate)?;
+        let cert = certs.first().ok_or(AuthError::NoCertificate)?;
         let fp: [u8; 32] = Sha256::digest(cert.as_ref()).into();
         let Some(p) = self.by_fingerprint.get(&fp) else {
             tracing::warn!(cert_sha256 = %hex::encode(fp), "certificate not in the principal directory");
-            return Err(Status::unauthenticated(
-                "the client certificate is not in the principal directory",
-            ));
+            return Err(AuthError::UnknownCertificate.into());
         };
         let span = tracing::Span::current();
         span.record("principal", p.id.as_str());
         span.record("branch", p.branch.as_str());
         if !roles.contains(&p.role) {
             tracing::warn!(principal = %p.id, role = ?p.role, "access denied: wrong role for this service");
-            return Err(Status::permission_denied(format!(
-                "principal {} has role {:?}, which may not call this service",
-                p.id, p.role
-            )));
+            return Err(AuthError::WrongRole {
+                principal: p.id.clone(),
+                role: p.role,
+            }
+            .into());
         }
         Ok(p.clone())
     }

@@ -1,4 +1,7 @@
-//! The one place where errors become gRPC status codes.
+//! The one place where errors become gRPC status codes: the engine's errors (the `From`
+//! impls), the callers `Directory::authorize` refuses (`AuthError`), and the statuses the API
+//! makes itself, to end an Attend or Watch stream or to answer an admin call (named functions).
+//! No other file builds a `tonic::Status`.
 
 use tonic::Status;
 
@@ -164,6 +167,134 @@ impl From<PauseError> for Status {
         match e {
             PauseError::NotAttending => Status::failed_precondition(e.to_string()),
             PauseError::Unavailable(e) => unavailable(e),
+        }
+    }
+}
+
+/// Why `Directory::authorize` refused a caller, before any engine call: UNAUTHENTICATED when
+/// the certificate is missing or unknown, PERMISSION_DENIED when the principal's role may not
+/// call the service.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The connection presented no client certificate.
+    #[error("a client certificate is required")]
+    NoCertificate,
+    /// The certificate's SHA-256 is not in the principal directory.
+    #[error("the client certificate is not in the principal directory")]
+    UnknownCertificate,
+    /// The principal is known, but their role is not one the service admits.
+    #[error("principal {principal} has role {role:?}, which may not call this service")]
+    WrongRole {
+        /// Who called.
+        principal: crate::domain::PrincipalId,
+        /// The role the directory gives them.
+        role: crate::domain::Role,
+    },
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        match e {
+            AuthError::NoCertificate | AuthError::UnknownCertificate => {
+                Status::unauthenticated(e.to_string())
+            }
+            AuthError::WrongRole { .. } => Status::permission_denied(e.to_string()),
+        }
+    }
+}
+
+/// ABORTED ends an Attend stream that a newer stream of the same supervisor replaced: the
+/// console should not reconnect, since the newer stream is the live one.
+pub fn attend_superseded() -> Status {
+    Status::aborted("a newer Attend stream of the same supervisor replaced this one")
+}
+
+/// UNAVAILABLE ends an Attend stream whose session the engine ended (it stopped, or could not
+/// deliver to the stream): reconnecting is the cure.
+pub fn attend_ended() -> Status {
+    Status::unavailable("the session ended; reconnect to attend again")
+}
+
+/// UNAVAILABLE ends a Watch stream that ended before a final state (the server is stopping,
+/// or the client read too slowly), so the client knows to watch again.
+pub fn watch_ended() -> Status {
+    Status::unavailable("the watch ended before a final state; watch again to continue")
+}
+
+/// RESOURCE_EXHAUSTED refuses a Watch when the teller already has `max` streams open.
+pub fn watch_streams_full(max: usize) -> Status {
+    Status::resource_exhausted(format!("at most {max} Watch streams may be open at once"))
+}
+
+/// UNAVAILABLE answers GetQueueStatus when the engine cannot (it is stopping).
+pub fn queue_status_unavailable(e: Unavailable) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+/// INTERNAL answers ReloadPolicy when the task loading the policy file died (it panicked or
+/// was cancelled); the policy in force stays.
+pub fn policy_load_failed(e: tokio::task::JoinError) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// INVALID_ARGUMENT answers ReloadPolicy when the policy file does not load or does not
+/// check; the policy in force stays.
+pub fn policy_not_reloaded(e: crate::policy::PolicyError) -> Status {
+    Status::invalid_argument(format!("policy not reloaded: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// The statuses the API makes itself, code and text: clients and tests match on them.
+    #[test]
+    fn the_api_s_own_statuses_keep_their_code_and_text() {
+        let principal = crate::domain::PrincipalId::new("sup-01");
+        let cases = [
+            (
+                Status::from(AuthError::NoCertificate),
+                Code::Unauthenticated,
+                "a client certificate is required",
+            ),
+            (
+                Status::from(AuthError::UnknownCertificate),
+                Code::Unauthenticated,
+                "the client certificate is not in the principal directory",
+            ),
+            (
+                Status::from(AuthError::WrongRole {
+                    principal,
+                    role: crate::domain::Role::Supervisor,
+                }),
+                Code::PermissionDenied,
+                "principal sup-01 has role Supervisor, which may not call this service",
+            ),
+            (
+                attend_superseded(),
+                Code::Aborted,
+                "a newer Attend stream of the same supervisor replaced this one",
+            ),
+            (
+                attend_ended(),
+                Code::Unavailable,
+                "the session ended; reconnect to attend again",
+            ),
+            (
+                watch_ended(),
+                Code::Unavailable,
+                "the watch ended before a final state; watch again to continue",
+            ),
+            (
+                watch_streams_full(3),
+                Code::ResourceExhausted,
+                "at most 3 Watch streams may be open at once",
+            ),
+        ];
+        for (status, code, message) in cases {
+            assert_eq!((status.code(), status.message()), (code, message));
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::engine::{EngineHandle, SessionGuard, SupervisorEvent};
 use super::Directory;
 use super::convert;
 use super::pb::{self, supervisor_service_server::SupervisorService};
-use super::status::invalid;
+use super::status::{self, invalid};
 
 pub struct SupervisorApi {
     pub engine: EngineHandle,
@@ -72,17 +72,13 @@ impl Stream for AttendStream {
             Some(SupervisorEvent::Superseded) => {
                 this.done = true;
                 tracing::debug!("attend stream replaced by a newer one");
-                Err(Status::aborted(
-                    "a newer Attend stream of the same supervisor replaced this one",
-                ))
+                Err(status::attend_superseded())
             }
             None => {
                 // The engine ended the session: it stopped or could not deliver to us.
                 this.done = true;
                 tracing::debug!("attend session ended by the engine");
-                Err(Status::unavailable(
-                    "the session ended; reconnect to attend again",
-                ))
+                Err(status::attend_ended())
             }
         };
         Poll::Ready(Some(item))

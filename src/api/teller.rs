@@ -10,7 +10,7 @@ use crate::engine::EngineHandle;
 
 use super::convert;
 use super::pb::{self, teller_service_server::TellerService};
-use super::status::invalid;
+use super::status::{self, invalid};
 use super::{ApiLimits, Directory};
 
 pub struct TellerApi {
@@ -71,9 +71,7 @@ impl Stream for Watch {
             None => {
                 this.done = true;
                 tracing::debug!("watch ended before a final state");
-                Poll::Ready(Some(Err(Status::unavailable(
-                    "the watch ended before a final state; watch again to continue",
-                ))))
+                Poll::Ready(Some(Err(status::watch_ended())))
             }
         }
     }
@@ -144,9 +142,10 @@ impl TellerService for TellerApi {
         let pb::WatchRequest { request_id } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
         let max = self.limits.watch_streams_per_principal_max;
-        let slot = self.watches.take(teller.id.as_str(), max).ok_or_else(|| {
-            Status::resource_exhausted(format!("at most {max} Watch streams may be open at once"))
-        })?;
+        let slot = self
+            .watches
+            .take(teller.id.as_str(), max)
+            .ok_or_else(|| status::watch_streams_full(max))?;
         let (current, rx) = self.engine.watch(&teller.id, &id).await?;
         Ok(Response::new(Box::pin(Watch {
             _slot: slot,

@@ -11,6 +11,10 @@
 //! as a politely lower rate. Latencies are taken by the clients; CPU and peak RSS are read from
 //! the server process's /proc entries, so the clients' own work (they share the machine) is
 //! reported apart.
+//!
+//! Requests are built from `tools::workload`, as the demo's are. A lifecycle that fails says
+//! why in `LifecycleError`: the server's status, or what the client itself found wrong; this
+//! client never makes a gRPC status of its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,8 +34,8 @@ use crate::api::pb::{
 };
 use crate::domain::Role;
 use crate::tools::client;
-use crate::tools::demo::fake_jpeg;
 use crate::tools::pki::DemoPrincipal;
+use crate::tools::workload::{JPEG_HEADER, fake_jpeg, submit_request};
 
 /// What each request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -508,14 +512,14 @@ impl Lifecycle {
                 }
                 self.samples.lock().await.push(sample);
             }
-            Err(status) => {
-                let counter = if status.code() == tonic::Code::ResourceExhausted {
+            Err(e) => {
+                let counter = if e.is_refusal() {
                     &self.counters.refused
                 } else {
                     &self.counters.errors
                 };
                 if counter.fetch_add(1, Ordering::Relaxed) < 3 {
-                    eprintln!("bench: {serial}: {status}");
+                    eprintln!("bench: {serial}: {e}");
                 }
                 // Do not spin on a server that refuses.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -527,8 +531,8 @@ impl Lifecycle {
         &self,
         c: &mut TellerServiceClient<Channel>,
         serial: &str,
-    ) -> Result<Sample, tonic::Status> {
-        let mut req = crate::tools::demo::submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
+    ) -> Result<Sample, LifecycleError> {
+        let mut req = submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
         req.images = self.images.for_request(serial);
         let sent = Instant::now();
         self.offer_clock.sent(serial, sent);
@@ -537,7 +541,7 @@ impl Lifecycle {
         let id = r
             .request
             .map(|r| r.request_id)
-            .ok_or_else(|| tonic::Status::internal("Submit answered without a request"))?;
+            .ok_or(LifecycleError::NoRequest)?;
         let mut watch = c
             .watch(pb::WatchRequest { request_id: id })
             .await?
@@ -551,12 +555,35 @@ impl Lifecycle {
                 });
             }
             if state > pb::RequestState::Approved as i32 {
-                return Err(tonic::Status::aborted(format!(
-                    "ended in state {state}, not approved"
-                )));
+                return Err(LifecycleError::NotApproved(state));
             }
         }
-        Err(tonic::Status::aborted("Watch ended before the decision"))
+        Err(LifecycleError::WatchEnded)
+    }
+}
+
+/// Why a lifecycle did not end approved, as the teller saw it.
+#[derive(Debug, thiserror::Error)]
+enum LifecycleError {
+    /// The server answered an RPC (or the Watch stream) with an error status.
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    /// Submit succeeded but its answer held no request.
+    #[error("Submit answered without a request")]
+    NoRequest,
+    /// The request reached a final state other than Approved (the raw state number).
+    #[error("ended in state {0}, not approved")]
+    NotApproved(i32),
+    /// The Watch stream ended before any final state.
+    #[error("Watch ended before the decision")]
+    WatchEnded,
+}
+
+impl LifecycleError {
+    /// Whether the server refused the work for load (RESOURCE_EXHAUSTED: a full queue, too
+    /// many pending), which the report counts apart from errors.
+    fn is_refusal(&self) -> bool {
+        matches!(self, LifecycleError::Rpc(s) if s.code() == tonic::Code::ResourceExhausted)
     }
 }
 
@@ -606,9 +633,6 @@ impl Images {
             .collect()
     }
 }
-
-/// Length of the header `fake_jpeg` writes before its random body.
-const JPEG_HEADER: usize = 11;
 
 /// A console that approves every offer at once.
 async fn supervise(
@@ -734,8 +758,7 @@ async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::Result<()> {
                         break;
                     }
                     let serial = format!("F{run_id}T{t}N{i}");
-                    let mut req =
-                        crate::tools::demo::submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
+                    let mut req = submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
                     req.images = images.for_request(&serial);
                     if let Err(e) = c.submit(req).await
                         && failed.fetch_add(1, Ordering::Relaxed) < 3

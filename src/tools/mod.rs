@@ -1,8 +1,10 @@
 //! The binary's tools, apart from the engine's layers: the demo, the load generator, the
-//! development PKI and the mTLS client helpers they and the tests use. Nothing in the engine's
-//! layers imports this module.
+//! requests and images both send (`workload`), the development PKI and the mTLS client
+//! helpers the tools and the tests use. Nothing in the engine's layers imports this module, and
+//! the tests import only `client` and `pki` from it.
 
 pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod pki;
+pub mod workload;

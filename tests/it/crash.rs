@@ -15,7 +15,7 @@ use countersign::domain::{Request, State};
 use rand::{Rng, SeedableRng};
 
 use crate::durability::{BinaryFiles, spawn_server};
-use crate::harness::*;
+use crate::fixtures::submit_request;
 
 /// What clients were told succeeded: request id -> (teller, serial, amount, decision if any).
 pub type Acked = Arc<Mutex<HashMap<String, (String, String, i64, Option<(String, i32)>)>>>;

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 
 use countersign::api::pb;
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 async fn get(t: &TestServer, teller: &str, id: &str) -> pb::AuthorizationRequest {

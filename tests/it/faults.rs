@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use countersign::api::pb;
 use tonic::Code;
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 async fn health(t: &TestServer) -> i32 {

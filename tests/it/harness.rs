@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-pub use countersign::tools::demo::{fake_jpeg, submit_request};
+use crate::fixtures::submit_request;
 
 pub struct TestServer {
     pub dir: tempfile::TempDir,

@@ -7,6 +7,7 @@ use countersign::api::pb::teller_service_client::TellerServiceClient;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use countersign::ledger::merkle;
 use countersign::verify::{verify_bundle, verify_data_dir};
 use tonic::Code;
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 fn verifier(t: &TestServer) -> Verifier {

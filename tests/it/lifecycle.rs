@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+use crate::fixtures::{fake_jpeg, submit_request};
 use crate::harness::*;
 
 #[tokio::test]

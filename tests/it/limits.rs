@@ -3,6 +3,7 @@
 use countersign::api::pb;
 use tonic::Code;
 
+use crate::fixtures::{fake_jpeg, submit_request};
 use crate::harness::*;
 
 type Edit = fn(&mut pb::SubmitRequest);

@@ -7,6 +7,7 @@ mod crash;
 mod durability;
 mod exposition;
 mod faults;
+mod fixtures;
 mod harness;
 mod identity;
 mod ledger;

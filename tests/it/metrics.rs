@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 use crate::exposition::{Exposition, parse};
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 /// The sample config with metrics served on a port the OS picks.

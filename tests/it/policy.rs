@@ -7,6 +7,7 @@ use countersign::api::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 #[tokio::test]

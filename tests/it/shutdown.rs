@@ -12,6 +12,7 @@ use tonic::Code;
 
 use crate::crash::{Acked, Ended, check, decide, tell};
 use crate::durability::{BinaryFiles, spawn_server};
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 /// How long the server may take to exit after SIGTERM.

@@ -14,6 +14,7 @@ use countersign::api::pb;
 use countersign::domain::{Event, Principal, Record, Request};
 use rand::{Rng, SeedableRng};
 
+use crate::fixtures::submit_request;
 use crate::harness::*;
 
 const SUPERVISORS: usize = 12;

@@ -1,51 +1,18 @@
-//! Opening the segment files, cutting a torn tail, and reading records by index.
+//! The reading side of the ledger: `Ledger`, the durable records and the Merkle tree over them.
+//! It scans the segment files at start (checking every frame, cutting a torn tail), reads
+//! records by index and answers tree questions (roots, proofs). It never writes records and
+//! never imports `writer`: the writer adds to a `Ledger`, and `Ledger::open`, which starts the
+//! writer, lives there.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::files::{LedgerError, Segment, Tail, create_segment, io, write_durable};
 use super::frame::{self, Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::writer::{self, Appender};
 use crate::ledger::merkle::{self, Hash, ProofError, Tree};
-use crate::metrics::LedgerMetrics;
-use crate::storage::Durable;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("{action}: {source}")]
-    Io {
-        action: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("ledger damaged in {segment} at byte {offset} (record {index}): {what}")]
-    Damaged {
-        segment: String,
-        offset: u64,
-        index: u64,
-        what: &'static str,
-    },
-    #[error("record {0} is not in the ledger")]
-    NoSuchRecord(u64),
-    #[error("the ledger cannot write: {0}")]
-    WriterFailed(String),
-}
-
-pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> LedgerError {
-    let action = action.into();
-    move |source| LedgerError::Io { action, source }
-}
-
-/// One segment file and where each of its records starts.
-pub(crate) struct Segment {
-    pub first: u64,
-    pub path: PathBuf,
-    pub file: File,
-    /// Byte offset of each record's frame, in index order.
-    pub offsets: Vec<u64>,
-}
 
 /// The durable records, readable by index, and the Merkle tree over them. Only the writer
 /// thread adds to either, and only after fdatasync, so a reader never sees a record that a
@@ -60,30 +27,13 @@ pub struct Ledger {
     pub(crate) faults: std::sync::atomic::AtomicBool,
 }
 
-/// Where the writer carries on after opening.
-pub(crate) struct Tail {
-    pub file: File,
-    pub len: u64,
-    pub next_index: u64,
-}
-
 impl Ledger {
-    /// Opens (or creates) the ledger in `dir` and starts its writer thread. A torn final
-    /// record, left by a crash in the middle of a write, is cut off and logged; damage anywhere
-    /// else refuses to open, since it is not what a crash leaves.
-    pub fn open(
-        dir: &Path,
-        segment_bytes_max: u64,
-    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
-        Self::open_measured(dir, segment_bytes_max, LedgerMetrics::new())
-    }
-
-    /// As `open`, with the writer recording into `metrics` (the server's registry).
-    pub fn open_measured(
-        dir: &Path,
-        segment_bytes_max: u64,
-        metrics: LedgerMetrics,
-    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
+    /// Reads the ledger in `dir` (creating it if need be), checking every record and
+    /// rebuilding the tree, and says where the writer carries on. A torn final record, left
+    /// by a crash in the middle of a write, is cut off and logged; damage anywhere else
+    /// refuses to open, since it is not what a crash leaves. `Ledger::open` (in `writer`)
+    /// calls this and then starts the writer thread on the tail.
+    pub(crate) fn recover(dir: &Path) -> Result<(Arc<Ledger>, Tail), LedgerError> {
         fs::create_dir_all(dir).map_err(io("create ledger directory"))?;
         let mut names: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io("list ledger directory"))?
@@ -102,7 +52,7 @@ impl Ledger {
             segments.push(seg);
         }
         if segments.is_empty() {
-            segments.push(writer::create_segment(dir, 0)?);
+            segments.push(create_segment(dir, 0)?);
         }
         let last = segments.last().expect("at least one segment");
         let file = OpenOptions::new()
@@ -124,8 +74,7 @@ impl Ledger {
             len,
             next_index,
         };
-        let (appender, durable) = writer::start(ledger.clone(), tail, segment_bytes_max, metrics)?;
-        Ok((ledger, appender, durable))
+        Ok((ledger, tail))
     }
 
     /// How many records are durable.
@@ -316,14 +265,10 @@ fn truncate_torn(path: &Path, at: u64, index: u64, what: &str) -> Result<(), Led
     Ok(())
 }
 
-/// Writes bytes and makes them durable; used for new segment headers.
-pub(crate) fn write_durable(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
-    f.write_all(bytes)?;
-    f.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
     use crate::storage::embedded::DurableState;
 

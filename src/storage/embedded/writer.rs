@@ -7,6 +7,10 @@
 //! `Failed` and refuses batches until a probe (a trial write and fdatasync of scratch bytes,
 //! cut off again) succeeds. Nothing after the last durable record survives a failure, so the
 //! log never gets a gap or a duplicate.
+//!
+//! Opening the ledger starts this thread, so `Ledger::open` is here: it recovers the segments
+//! with `segments` and hands their tail to a new writer. The dependency is one way: this file
+//! uses `segments` and `files`, neither uses this one.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -19,8 +23,9 @@ use tokio::sync::watch;
 
 use crate::storage::{Durable, DurableState, StorageError};
 
+use super::files::{LedgerError, Tail, create_segment, io};
 use super::frame::{self, FRAME_HEADER_LEN};
-use super::segments::{Ledger, LedgerError, Segment, Tail, io, write_durable};
+use super::segments::Ledger;
 use crate::ledger::merkle::{self, Hash};
 use crate::metrics::LedgerMetrics;
 
@@ -94,7 +99,31 @@ impl Appender {
     }
 }
 
-pub(crate) fn start(
+impl Ledger {
+    /// Opens (or creates) the ledger in `dir` and starts its writer thread. A torn final
+    /// record, left by a crash in the middle of a write, is cut off and logged; damage anywhere
+    /// else refuses to open, since it is not what a crash leaves.
+    pub fn open(
+        dir: &Path,
+        segment_bytes_max: u64,
+    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
+        Self::open_measured(dir, segment_bytes_max, LedgerMetrics::new())
+    }
+
+    /// As `open`, with the writer recording into `metrics` (the server's registry).
+    pub fn open_measured(
+        dir: &Path,
+        segment_bytes_max: u64,
+        metrics: LedgerMetrics,
+    ) -> Result<(Arc<Ledger>, Appender, Durable), LedgerError> {
+        let (ledger, tail) = Ledger::recover(dir)?;
+        let (appender, durable) = start(ledger.clone(), tail, segment_bytes_max, metrics)?;
+        Ok((ledger, appender, durable))
+    }
+}
+
+/// Starts the writer thread on `tail`, the end of the ledger's last segment.
+fn start(
     ledger: Arc<Ledger>,
     tail: Tail,
     segment_bytes_max: u64,
@@ -292,36 +321,6 @@ impl Writer {
         last.offsets.append(&mut self.pending);
         Ok(())
     }
-}
-
-/// Creates segment `first_index` with its header, durably, and syncs the directory so the new
-/// file's name survives a crash too.
-pub(crate) fn create_segment(dir: &Path, first_index: u64) -> Result<Segment, LedgerError> {
-    let path = dir.join(format!("{first_index:020}.seg"));
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(io(format!("create {}", path.display())))?;
-    let made = write_durable(&mut f, &frame::segment_header(first_index))
-        .map_err(io("write segment header"))
-        .and_then(|()| {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync ledger directory"))
-        });
-    if let Err(e) = made {
-        // Otherwise the next rotation, after the disk recovers, would find the name taken.
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    let file = File::open(&path).map_err(io("open new segment for reading"))?;
-    Ok(Segment {
-        first: first_index,
-        path,
-        file,
-        offsets: Vec::new(),
-    })
 }
 
 /// The fault a test injected, if any: lets tests make the disk "full" without a small
