@@ -556,3 +556,7 @@ impl TryFrom<EventV1> for Event {
         })
     }
 }
+
+/// The golden samples that freeze these bytes, in a file of their own beside this one.
+#[cfg(test)]
+mod golden;
