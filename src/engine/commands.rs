@@ -230,21 +230,9 @@ impl Core {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let terms = policy
+        let requirements = policy
             .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
             .map_err(|e| SubmitError::Invalid(FieldError::new("transaction", e.to_string())))?;
-        let requirements = crate::domain::Requirements {
-            rule: terms.rule,
-            policy_sha256: policy.sha256().to_owned(),
-            level: terms.level,
-            approvals: terms.approvals,
-            independent: terms.independent,
-            priority: terms.priority,
-            offer_timeout_ms: terms.offer_timeout_ms,
-            decision_deadline_ms: terms.decision_deadline_ms,
-            escalate_after_ms: terms.escalate_after_ms,
-            escalate_after_declines: terms.escalate_after_declines,
-        };
         let id = RequestId::from_random(self.rng.random());
         let rec = Record {
             request: id.clone(),

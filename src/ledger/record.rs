@@ -130,6 +130,9 @@ enum EventV1 {
     },
 }
 
+/// The stored form of [`Requirements`], frozen with the record format. The two conversions
+/// below are the only place the two shapes meet; both destructure every field, so a field
+/// added to either side does not compile until someone decides how it is stored.
 #[derive(Serialize, Deserialize)]
 struct RequirementsV1 {
     rule: String,
@@ -175,17 +178,29 @@ impl From<&Requirements> for RequirementsV1 {
 
 impl From<RequirementsV1> for Requirements {
     fn from(r: RequirementsV1) -> Self {
+        let RequirementsV1 {
+            rule,
+            policy_sha256,
+            level,
+            approvals,
+            independent,
+            priority,
+            offer_timeout_ms,
+            decision_deadline_ms,
+            escalate_after_ms,
+            escalate_after_declines,
+        } = r;
         Requirements {
-            rule: r.rule,
-            policy_sha256: r.policy_sha256,
-            level: r.level,
-            approvals: r.approvals,
-            independent: r.independent,
-            priority: r.priority,
-            offer_timeout_ms: r.offer_timeout_ms,
-            decision_deadline_ms: r.decision_deadline_ms,
-            escalate_after_ms: r.escalate_after_ms,
-            escalate_after_declines: r.escalate_after_declines,
+            rule,
+            policy_sha256,
+            level,
+            approvals,
+            independent,
+            priority,
+            offer_timeout_ms,
+            decision_deadline_ms,
+            escalate_after_ms,
+            escalate_after_declines,
         }
     }
 }
@@ -541,3 +556,7 @@ impl TryFrom<EventV1> for Event {
         })
     }
 }
+
+/// The golden samples that freeze these bytes, in a file of their own beside this one.
+#[cfg(test)]
+mod golden;

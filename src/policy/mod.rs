@@ -2,7 +2,7 @@
 //!
 //! This module owns the bank's policy file: reading it, refusing it whole if
 //! any part of it is wrong, and evaluating a transaction (code, currency,
-//! amount) against it to produce [`Requirements`]. It does not know who the
+//! amount) against it to produce the domain's [`Requirements`]. It does not know who the
 //! supervisors are, does not run timers and does not escalate anything; it only
 //! says what a request needs, and the engine enforces that. Apart from
 //! [`Policy::load`], which reads one file, it does no I/O.
@@ -76,6 +76,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use toml::{Table, Value};
+
+use crate::domain::Requirements;
 
 /// The rule name reported when no rule matched and `unmatched.allow = true`
 /// handed out the defaults. Reserved: no rule may be called this, or an audit
@@ -156,31 +158,6 @@ level = 1
 priority = 0
 "#;
 
-/// What a transaction needs before it may proceed: the outcome of
-/// [`Policy::evaluate`], recorded with the submission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirements {
-    /// Name of the rule that decided, or [`UNMATCHED_RULE`] when no rule
-    /// matched and the policy allows unmatched requests.
-    pub rule: String,
-    /// Authority level a supervisor needs, 1..=9.
-    pub level: u8,
-    /// Distinct supervisors who must approve: 1, or 2 for dual control.
-    pub approvals: u8,
-    /// Whether approvers must come from outside the teller's branch.
-    pub independent: bool,
-    /// Queue priority 0..=9; higher is offered first.
-    pub priority: u8,
-    /// How long one supervisor holds an offer before it moves on.
-    pub offer_timeout_ms: u64,
-    /// How long the request may wait for a decision before it expires.
-    pub decision_deadline_ms: u64,
-    /// Waiting this long unaccepted raises the level by one; `None`: never.
-    pub escalate_after_ms: Option<u64>,
-    /// This many declines raise the level by one; `None`: never.
-    pub escalate_after_declines: Option<u32>,
-}
-
 /// A validated policy, together with the exact text it was read from.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -236,7 +213,10 @@ pub struct NoRuleMatches {
     pub minor_units: i64,
 }
 
-/// The inheritable part of a rule: everything in `[defaults]`.
+/// The inheritable part of a rule: everything in `[defaults]`, after a table's own fields
+/// are laid over what it inherits. A shape of its own rather than [`Requirements`] because
+/// `[defaults]` and a rule's settings have no rule name and no policy hash until
+/// [`Settings::requirements`], the one place they become requirements, adds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Settings {
     /// See [`Requirements::level`].
@@ -405,6 +385,8 @@ impl Policy {
 
     /// What a transaction needs: the first matching rule's requirements, the
     /// defaults if nothing matches and `unmatched.allow = true`, else an error.
+    /// The requirements carry this policy's [`Policy::sha256`], so the record
+    /// made of them names the policy that decided.
     pub fn evaluate(
         &self,
         code: &str,
@@ -416,10 +398,10 @@ impl Policy {
             .iter()
             .find(|rule| rule.matches(code, currency, minor_units))
         {
-            return Ok(rule.settings.requirements(&rule.name));
+            return Ok(rule.settings.requirements(&rule.name, &self.sha256));
         }
         if self.allow_unmatched {
-            return Ok(self.defaults.requirements(UNMATCHED_RULE));
+            return Ok(self.defaults.requirements(UNMATCHED_RULE, &self.sha256));
         }
         Err(NoRuleMatches {
             code: code.to_owned(),
@@ -458,17 +440,31 @@ impl Rule {
 }
 
 impl Settings {
-    fn requirements(&self, rule: &str) -> Requirements {
+    /// What these settings demand, named by the rule that decided and the hash of the policy
+    /// it is in. Destructures every field, so a new setting does not compile until it is
+    /// carried into [`Requirements`] (or deliberately left out) here.
+    fn requirements(&self, rule: &str, policy_sha256: &str) -> Requirements {
+        let Settings {
+            level,
+            approvals,
+            independent,
+            priority,
+            offer_timeout_ms,
+            decision_deadline_ms,
+            escalate_after_ms,
+            escalate_after_declines,
+        } = *self;
         Requirements {
             rule: rule.to_owned(),
-            level: self.level,
-            approvals: self.approvals,
-            independent: self.independent,
-            priority: self.priority,
-            offer_timeout_ms: self.offer_timeout_ms,
-            decision_deadline_ms: self.decision_deadline_ms,
-            escalate_after_ms: self.escalate_after_ms,
-            escalate_after_declines: self.escalate_after_declines,
+            policy_sha256: policy_sha256.to_owned(),
+            level,
+            approvals,
+            independent,
+            priority,
+            offer_timeout_ms,
+            decision_deadline_ms,
+            escalate_after_ms,
+            escalate_after_declines,
         }
     }
 }
@@ -994,11 +990,13 @@ level = 2                        # any defaults field may be overridden here
 
     #[test]
     fn sample_full_requirements_inherit_defaults() {
-        let r = sample().evaluate("WDL-CASH", "CNY", 60_000_000).unwrap();
+        let policy = sample();
+        let r = policy.evaluate("WDL-CASH", "CNY", 60_000_000).unwrap();
         assert_eq!(
             r,
             Requirements {
                 rule: "cash-withdrawal-cny-very-large".into(),
+                policy_sha256: policy.sha256().into(),
                 level: 3,
                 approvals: 2,
                 independent: true,
@@ -1031,6 +1029,7 @@ level = 2                        # any defaults field may be overridden here
             r,
             Requirements {
                 rule: UNMATCHED_RULE.into(),
+                policy_sha256: policy.sha256().into(),
                 level: 1,
                 approvals: 1,
                 independent: true,
@@ -1112,6 +1111,7 @@ decision_deadline_ms = 604800000
         let policy = Policy::parse(text).unwrap();
         let defaults = Requirements {
             rule: "inherits-all".into(),
+            policy_sha256: policy.sha256().into(),
             level: 4,
             approvals: 2,
             independent: false,
@@ -1126,6 +1126,7 @@ decision_deadline_ms = 604800000
             policy.evaluate("B", "CNY", 1).unwrap(),
             Requirements {
                 rule: "overrides-all".into(),
+                policy_sha256: policy.sha256().into(),
                 level: 9,
                 approvals: 1,
                 independent: true,
