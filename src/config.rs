@@ -317,7 +317,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
-            storage: crate::storage::StorageConfig::Embedded(crate::storage::embedded::Settings {
+            storage: crate::storage::StorageConfig::Embedded(crate::storage::EmbeddedSettings {
                 data_dir: rel(&f.data_dir),
                 segment_bytes_max: f.ledger.segment_bytes_max,
                 image_writes_max: l.image_writes_max,

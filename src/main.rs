@@ -1,4 +1,5 @@
 //! The command line: a thin layer over the library.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

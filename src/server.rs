@@ -12,10 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::api::pb::audit_service_server::AuditServiceServer;
-use crate::api::pb::supervisor_service_server::SupervisorServiceServer;
-use crate::api::pb::teller_service_server::TellerServiceServer;
-use crate::api::{AuditApi, SupervisorApi, TellerApi};
+use crate::api::HEALTH_NAMES;
 use crate::config::Config;
 use crate::engine::{Clock, EngineHandle};
 
@@ -37,15 +34,6 @@ pub struct Server {
     /// How long connections still open at shutdown get to close.
     grace: Duration,
 }
-
-/// The names health is reported under: the whole server ("") and each service.
-const HEALTH_NAMES: [&str; 5] = [
-    "",
-    "countersign.v1.TellerService",
-    "countersign.v1.SupervisorService",
-    "countersign.v1.AuditService",
-    "countersign.v1.AdminService",
-];
 
 /// Opens the data directory, recovers, and starts serving.
 pub async fn start(
@@ -76,46 +64,18 @@ pub async fn start(
             &config.tls_key_pem,
         ))
         .client_ca_root(Certificate::from_pem(&config.client_ca_pem));
-    let max = config.api.message_bytes_max;
-    let teller = TellerServiceServer::new(TellerApi {
-        engine: engine.clone(),
-        directory: config.directory.clone(),
-        limits: config.api.clone(),
-        watches: Default::default(),
-    })
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
-    let supervisor = SupervisorServiceServer::new(SupervisorApi {
-        engine: engine.clone(),
-        directory: config.directory.clone(),
-    })
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
-    let audit = AuditServiceServer::new(AuditApi {
-        engine: engine.clone(),
-        directory: config.directory.clone(),
-    })
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
-    let admin =
-        crate::api::pb::admin_service_server::AdminServiceServer::new(crate::api::AdminApi {
-            engine: engine.clone(),
-            directory: config.directory.clone(),
-            policy_path: config.policy_path.clone(),
-        });
+    let services = crate::api::services(
+        engine.clone(),
+        config.directory.clone(),
+        config.api.clone(),
+        config.policy_path.clone(),
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<TellerServiceServer<TellerApi>>()
-        .await;
-    health_reporter
-        .set_serving::<SupervisorServiceServer<SupervisorApi>>()
-        .await;
-    health_reporter
-        .set_serving::<AuditServiceServer<AuditApi>>()
-        .await;
-    health_reporter
-        .set_serving::<crate::api::pb::admin_service_server::AdminServiceServer<crate::api::AdminApi>>()
-        .await;
+    for name in HEALTH_NAMES {
+        health_reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     // Health follows the engine: NOT_SERVING while the ledger cannot write.
     let mut healthy = engine.health();
     let reporter = health_reporter.clone();
@@ -136,7 +96,7 @@ pub async fn start(
         }
     });
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("build the reflection service")?;
@@ -144,12 +104,9 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
+        .add_routes(services)
         .add_service(health)
-        .add_service(reflection)
-        .add_service(teller)
-        .add_service(supervisor)
-        .add_service(audit)
-        .add_service(admin);
+        .add_service(reflection);
     // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK: that costs
     // tens of milliseconds per call (serve_with_incoming does not set it for us).
     let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {

@@ -25,6 +25,58 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/countersign_descriptor.bin"));
 }
 
+/// The encoded descriptor set of the contract, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = pb::FILE_DESCRIPTOR_SET;
+
+/// The names health is reported under: the whole server ("") and each service.
+pub const HEALTH_NAMES: [&str; 5] = [
+    "",
+    "countersign.v1.TellerService",
+    "countersign.v1.SupervisorService",
+    "countersign.v1.AuditService",
+    "countersign.v1.AdminService",
+];
+
+/// The four services of the contract on one engine and directory, with their message limits,
+/// as one set of routes: the composition root serves it without naming generated types.
+pub fn services(
+    engine: crate::engine::EngineHandle,
+    directory: Directory,
+    limits: ApiLimits,
+    policy_path: std::path::PathBuf,
+) -> tonic::service::Routes {
+    let max = limits.message_bytes_max;
+    let teller = pb::teller_service_server::TellerServiceServer::new(TellerApi {
+        engine: engine.clone(),
+        directory: directory.clone(),
+        limits,
+        watches: Default::default(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let supervisor = pb::supervisor_service_server::SupervisorServiceServer::new(SupervisorApi {
+        engine: engine.clone(),
+        directory: directory.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let audit = pb::audit_service_server::AuditServiceServer::new(AuditApi {
+        engine: engine.clone(),
+        directory: directory.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi {
+        engine,
+        directory,
+        policy_path,
+    });
+    tonic::service::Routes::new(teller)
+        .add_service(supervisor)
+        .add_service(audit)
+        .add_service(admin)
+}
+
 pub use admin::AdminApi;
 pub use audit::AuditApi;
 pub use identity::Directory;

@@ -45,7 +45,7 @@ impl fmt::Display for FoldError {
                 expected,
                 found,
             } => write!(f, "record {index} belongs to {found}, not {expected}"),
-            FoldError::Refused { index, .. } => write!(f, "record {index} does not apply"),
+            FoldError::Refused { index, source } => write!(f, "record {index}: {source}"),
             FoldError::Empty => write!(f, "no records to fold"),
         }
     }

@@ -75,24 +75,56 @@ pub struct Request {
 
 /// Why an event cannot apply to a request: a replayed ledger that disagrees with the state
 /// machine, which means a bug or a damaged ledger.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("event {kind} cannot apply to request {request} in state {state:?}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyError {
     pub request: RequestId,
     pub kind: &'static str,
     pub state: State,
 }
 
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} cannot apply to request {} in state {:?}",
+            self.kind, self.request, self.state
+        )
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
 /// Why an action on an offer is refused.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FenceError {
-    #[error("the request is not offered to or reviewed by this supervisor")]
+    /// The caller is not the supervisor the request is offered to or reviewed by.
     NotAssigned,
-    #[error("stale epoch {presented}; the current epoch is {current}")]
+    /// The caller presented an older offer's epoch.
     StaleEpoch { presented: u64, current: u64 },
-    #[error("the request is {0:?}, not in the state this action needs")]
+    /// The request is not in the state the action needs.
     WrongState(State),
 }
+
+impl std::fmt::Display for FenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FenceError::NotAssigned => {
+                f.write_str("the request is not offered to or reviewed by this supervisor")
+            }
+            FenceError::StaleEpoch { presented, current } => {
+                write!(f, "stale epoch {presented}; the current epoch is {current}")
+            }
+            FenceError::WrongState(s) => {
+                write!(
+                    f,
+                    "the request is {s:?}, not in the state this action needs"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for FenceError {}
 
 impl Request {
     /// The request a Submitted record creates; `None` for any other record.

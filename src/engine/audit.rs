@@ -208,6 +208,8 @@ impl EngineHandle {
             records,
             images,
         };
+        // The bundle is strings, numbers and lists: serializing it cannot fail.
+        #[allow(clippy::expect_used)]
         Ok(serde_json::to_vec_pretty(&bundle).expect("plain data"))
     }
 }

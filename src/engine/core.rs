@@ -91,6 +91,14 @@ pub(crate) struct Core {
     pub metrics: Arc<Metrics>,
 }
 
+/// Real elapsed time for the interval between probes of a failed ledger: a retry pace, not a
+/// domain time, so it does not go through the injected clock (a test's manual clock would
+/// otherwise never let a probe happen).
+#[allow(clippy::disallowed_methods)]
+fn probe_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 impl Core {
     pub fn new(parts: Parts) -> Self {
         let Parts {
@@ -262,7 +270,7 @@ impl Core {
                 source: Arc::new(e),
             });
         }
-        self.last_probe = Some(std::time::Instant::now());
+        self.last_probe = Some(probe_clock());
     }
 
     /// While degraded, asks the writer (at most once a second) whether it can write again;
@@ -271,7 +279,7 @@ impl Core {
         if self.degraded.is_none() || self.failed.is_some() {
             return;
         }
-        let now = std::time::Instant::now();
+        let now = probe_clock();
         if self
             .last_probe
             .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))

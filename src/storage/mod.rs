@@ -11,7 +11,7 @@ pub mod embedded;
 mod rows;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -236,7 +236,20 @@ pub struct Storage {
 #[derive(Clone, Debug)]
 pub enum StorageConfig {
     /// Everything under one local data directory.
-    Embedded(embedded::Settings),
+    Embedded(EmbeddedSettings),
+}
+
+/// Where the embedded backend keeps its files and the sizes it works with.
+#[derive(Clone, Debug)]
+pub struct EmbeddedSettings {
+    /// The data directory: `ledger/`, `images/` and `projection/` below it.
+    pub data_dir: PathBuf,
+    /// Size at which the ledger starts a new segment file.
+    pub segment_bytes_max: u64,
+    /// Images queued for the image writer at once; more uploads wait their turn.
+    pub image_writes_max: usize,
+    /// Most bytes sled keeps in its page cache.
+    pub projection_cache_bytes: u64,
 }
 
 /// Opens the configured backend. Called by the composition root (`server`), never by the
@@ -247,19 +260,5 @@ pub fn open(
 ) -> Result<Storage, StorageError> {
     match config {
         StorageConfig::Embedded(settings) => embedded::open(settings, metrics.ledger.clone()),
-    }
-}
-
-/// Where the embedded backend keeps its files, for messages that tell an operator what to do.
-pub fn describe(config: &StorageConfig) -> String {
-    match config {
-        StorageConfig::Embedded(s) => s.data_dir.display().to_string(),
-    }
-}
-
-/// The data directory a path-based tool works on.
-pub fn data_dir(config: &StorageConfig) -> &Path {
-    match config {
-        StorageConfig::Embedded(s) => &s.data_dir,
     }
 }

@@ -2,6 +2,10 @@
 //! clients, real ledger and sled files in a temporary directory. Nothing of ours is mocked;
 //! time is a manual clock the test moves, and dispatch draws from a seeded RNG.
 
+// Benchmarks and tests time real elapsed time; only the engine keeps its clock reads in
+// `engine::clock` (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod bench;
 mod crash;
 mod durability;

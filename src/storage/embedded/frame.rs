@@ -37,6 +37,8 @@ fn crc(index: u64, payload: &[u8]) -> u32 {
 
 /// Appends one frame to `out`.
 pub fn encode(index: u64, payload: &[u8], out: &mut Vec<u8>) {
+    // The appender refuses payloads over PAYLOAD_BYTES_MAX (a u32) before they get here.
+    #[allow(clippy::expect_used)]
     let len = u32::try_from(payload.len()).expect("payload length checked by the appender");
     assert!(len <= PAYLOAD_BYTES_MAX, "record too large for a frame");
     out.extend_from_slice(&len.to_le_bytes());

@@ -123,17 +123,25 @@ impl ImageReader {
     }
 
     pub fn contains(&self, hash: &ImageHash) -> bool {
-        self.index.read().expect("index lock").contains_key(hash)
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(hash)
     }
 
     /// Reads an image back and checks it still matches its hash.
     pub fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, ImageStoreError> {
-        let found = self.index.read().expect("index lock").get(hash).copied();
+        let found = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+            .copied();
         let Some(place) = found else {
             return self.get_legacy(hash);
         };
         let file = {
-            let mut files = self.files.lock().expect("files lock");
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             match files.get(&place.segment) {
                 Some(f) => f.clone(),
                 None => {
@@ -222,7 +230,8 @@ fn scan_segment(
         let whole = pos + FRAME_HEADER <= size
             && f.seek(SeekFrom::Start(pos)).is_ok()
             && f.read_exact(&mut header).is_ok();
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let [l0, l1, l2, l3, ..] = header;
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
         let end = pos + FRAME_HEADER + u64::from(len);
         if !whole || len == 0 || u64::from(len) > FRAME_BYTES_MAX || end > size {
             if !is_last {
@@ -236,7 +245,9 @@ fn scan_segment(
             }
             return Ok(pos);
         }
-        let hash = ImageHash(header[4..].try_into().expect("32 bytes"));
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&header[4..]);
+        let hash = ImageHash(hash);
         let place = Place {
             segment: n,
             offset: pos + FRAME_HEADER,
@@ -444,7 +455,7 @@ impl Writer {
         }
         let base = self.len;
         self.len += buf.len() as u64;
-        let mut index = self.reader.index.write().expect("index lock");
+        let mut index = self.reader.index.write().unwrap_or_else(|e| e.into_inner());
         for (hash, offset, len) in placed {
             index.entry(hash).or_insert(Place {
                 segment: self.segment,

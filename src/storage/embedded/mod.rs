@@ -17,7 +17,7 @@ mod writer;
 pub use files::LedgerError;
 pub use images::{ImageStore, ImageStoreError};
 pub use projection::{SledProjection, StoreError};
-pub use seam::{Settings, images_dir, ledger_dir, open, projection_dir};
+pub use seam::{images_dir, ledger_dir, open, projection_dir};
 pub use segments::Ledger;
 pub use writer::Appender;
 // The durable count is the seam's type; re-exported for the benches and tests of this backend.

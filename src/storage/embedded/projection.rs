@@ -151,10 +151,7 @@ impl SledProjection {
                             request: u.request.to_string(),
                             fingerprint: hex::encode(fp),
                         };
-                        idem.insert(
-                            idem_key(teller, serial),
-                            serde_json::to_vec(&idem_row).expect("plain data"),
-                        )?;
+                        idem.insert(idem_key(teller, serial), plain_json(&idem_row))?;
                         search.insert(index_key("a", "", at, &u.request), &[])?;
                         search.insert(index_key("t", &u.summary.teller, at, &u.request), &[])?;
                         search.insert(index_key("b", &u.summary.branch, at, &u.request), &[])?;
@@ -174,7 +171,7 @@ impl SledProjection {
                     } else {
                         active.insert(key, &[])?;
                     }
-                    requests.insert(key, serde_json::to_vec(row).expect("plain data"))?;
+                    requests.insert(key, plain_json(row))?;
                 }
                 meta.insert(APPLIED, &applied.to_be_bytes())?;
                 Ok(())
@@ -271,8 +268,10 @@ impl SledProjection {
                 end.push(0xFF);
             }
             None => {
-                let last = end.pop().expect("prefix ends with 0");
-                end.push(last + 1);
+                // Every prefix ends with the 0 that ends its value: 1 sorts after all of it.
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
             }
         }
         let mut hits = Vec::new();
@@ -360,6 +359,14 @@ impl SledProjection {
         self.db.flush().map_err(sled_err("flush sled"))?;
         Ok(())
     }
+}
+
+/// The JSON of a row made of strings, numbers and lists, which cannot fail to serialize.
+fn plain_json(row: &impl serde::Serialize) -> Vec<u8> {
+    // serde_json fails only on maps with non-string keys and on types whose Serialize fails;
+    // the rows have neither.
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec(row).expect("rows are plain data")
 }
 
 /// i64::MAX - ms, big-endian, so that newer sorts first.

@@ -6,31 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::checkpoints::FileCheckpointLog;
+use super::files::LedgerError;
 use super::images::{ImageStore, ImageStoreError};
 use super::projection::{SledProjection, StoreError};
-use super::files::LedgerError;
 use super::segments::Ledger;
 use super::writer::Appender;
 use crate::domain::{ImageHash, PrincipalId, RequestId, State, TellerSerial};
 use crate::ledger::merkle::{Hash, ProofError};
 use crate::metrics::LedgerMetrics;
 use crate::storage::{
-    self, BoxFuture, LedgerAppend, LedgerRead, RowUpdate, SearchPage, SearchQuery, Storage,
-    StorageError, Summary,
+    self, BoxFuture, EmbeddedSettings, LedgerAppend, LedgerRead, RowUpdate, SearchPage,
+    SearchQuery, Storage, StorageError, Summary,
 };
-
-/// Where the embedded backend keeps its files and the sizes it works with.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The data directory: `ledger/`, `images/` and `projection/` below it.
-    pub data_dir: PathBuf,
-    /// Size at which the ledger starts a new segment file.
-    pub segment_bytes_max: u64,
-    /// Images queued for the image writer at once; more uploads wait their turn.
-    pub image_writes_max: usize,
-    /// Most bytes sled keeps in its page cache.
-    pub projection_cache_bytes: u64,
-}
 
 /// The ledger's directory below a data directory.
 pub fn ledger_dir(data_dir: &Path) -> PathBuf {
@@ -49,7 +36,7 @@ pub fn projection_dir(data_dir: &Path) -> PathBuf {
 
 /// Opens (or creates) the data directory: the ledger (cutting a torn tail) with its writer
 /// thread, the checkpoint log, the image log with its writer thread, and sled.
-pub fn open(settings: &Settings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
+pub fn open(settings: &EmbeddedSettings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
     let dir = &settings.data_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| StorageError::unavailable("create data directory", e))?;
