@@ -6,6 +6,8 @@ pub mod event;
 pub mod fold;
 pub mod ids;
 pub mod request;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod types;
 pub mod validate;
 

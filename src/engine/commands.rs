@@ -186,10 +186,12 @@ impl Core {
             Lookup::Active(r) => Request::clone(r),
             Lookup::NotActive => return Ok(Lookup::NotActive),
         };
-        let (tx, rx) = mpsc::channel(self.config.watch_buffer);
-        if !view.state.is_final() {
-            self.watchers.entry(id).or_default().push(tx);
-        }
+        let rx = if view.state.is_final() {
+            // Nothing more will happen to it: the stream ends after the current state.
+            mpsc::channel(1).1
+        } else {
+            self.watchers.watch(id, self.config.watch_buffer)
+        };
         Ok(Lookup::Active((view, rx)))
     }
 

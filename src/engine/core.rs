@@ -5,7 +5,7 @@
 //! their own state: the request table (`requests`), supervisor sessions (`sessions`), timers
 //! (`timers`), the outbox (`outbox`) and the dispatch choice (`dispatch`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use crate::storage::{
     Durable, DurableState, LedgerAppend, LedgerRead, Projection, RowUpdate, StorageError, Summary,
 };
 
+use super::availability::Availability;
 use super::clock::Clock;
 use super::command::{Command, Leave, refuse};
 use super::error::*;
@@ -25,6 +26,7 @@ use super::outbox::{Outbox, Outgoing};
 use super::requests::{QueueKey, Requests};
 use super::sessions::Sessions;
 use super::timers::Timers;
+use super::watchers::Watchers;
 use super::{EngineConfig, SupervisorEvent, Withdrawal};
 
 /// Durable row updates applied to the projection in one call once this many are waiting (and
@@ -61,16 +63,16 @@ pub(crate) struct Core {
     pub policy: super::SharedPolicy,
     /// Per-supervisor counts for the current day.
     pub day: super::status::DayCounts,
-    /// Watch streams per request.
-    pub watchers: HashMap<RequestId, Vec<mpsc::Sender<Request>>>,
+    /// Tellers' Watch streams.
+    pub watchers: Watchers,
     /// Sends waiting for durability.
     pub outbox: Outbox,
     /// Projection updates, applied in batches once durable.
     updates: Vec<RowUpdate>,
     /// How many records are durable.
     pub durable: u64,
-    /// Set once storage failed beyond recovery; every later command is refused with it.
-    pub failed: Option<Unavailable>,
+    /// Stopped, degraded or serving, and the health signal.
+    pub availability: Availability,
     /// Capacity appeared (a supervisor attended, resumed or finished a task): every queued
     /// request must be considered again.
     pub dispatch_all: bool,
@@ -80,23 +82,8 @@ pub(crate) struct Core {
     pub dispatch_new: BTreeSet<QueueKey>,
     /// Set by Shutdown: answered, and the loop left, once everything appended is released.
     pub stopping: Option<super::command::Reply<()>>,
-    /// Set while the ledger cannot write (full disk, I/O error); writes are refused meanwhile.
-    pub degraded: Option<Unavailable>,
-    /// When the writer was last probed while degraded (real time: a retry interval, not a
-    /// domain time).
-    last_probe: Option<std::time::Instant>,
-    /// True while the engine can take writes; the server's health service follows it.
-    pub health: tokio::sync::watch::Sender<bool>,
     /// The series the engine records (see `measure` and `count_sessions`).
     pub metrics: Arc<Metrics>,
-}
-
-/// Real elapsed time for the interval between probes of a failed ledger: a retry pace, not a
-/// domain time, so it does not go through the injected clock (a test's manual clock would
-/// otherwise never let a probe happen).
-#[allow(clippy::disallowed_methods)]
-fn probe_clock() -> std::time::Instant {
-    std::time::Instant::now()
 }
 
 impl Core {
@@ -124,17 +111,14 @@ impl Core {
             sessions: Sessions::default(),
             policy,
             day: super::status::DayCounts::default(),
-            watchers: HashMap::new(),
+            watchers: Watchers::default(),
             outbox: Outbox::default(),
             updates: Vec::new(),
             durable,
-            failed: None,
+            availability: Availability::new(),
             dispatch_all: true,
             dispatch_new: BTreeSet::new(),
             stopping: None,
-            degraded: None,
-            last_probe: None,
-            health: tokio::sync::watch::Sender::new(true),
             metrics,
         }
     }
@@ -187,11 +171,11 @@ impl Core {
             }
             // Checked on every pass, not only on ticks: a busy engine must not starve timers.
             // Nothing is recorded while the ledger cannot write.
-            if self.degraded.is_none() {
+            if !self.availability.degraded() {
                 self.run_timers();
                 self.dispatch();
             }
-            if self.failed.is_none()
+            if !self.availability.failed()
                 && let Err(e) = self.appender.flush()
             {
                 self.fail(Unavailable::Stopped {
@@ -199,7 +183,7 @@ impl Core {
                     source: Arc::new(e),
                 });
             }
-            let drained = self.durable == self.appender.next_index() || self.failed.is_some();
+            let drained = self.durable == self.appender.next_index() || self.availability.failed();
             if drained && let Some(reply) = self.stopping.take() {
                 let _ = reply.send(());
                 break;
@@ -223,10 +207,9 @@ impl Core {
     /// Storage failed beyond what the engine recovers from: every pending send is dropped
     /// (its caller hears UNAVAILABLE; none of it was acknowledged) and every stream ends.
     pub fn fail(&mut self, why: Unavailable) {
-        if self.failed.is_none() {
+        if self.availability.fail(why.clone()) {
             tracing::error!(error = %why, "engine stops acknowledging");
         }
-        self.failed = Some(why);
         self.outbox.clear();
         self.watchers.clear();
         self.sessions.clear();
@@ -236,10 +219,7 @@ impl Core {
     /// The reason to refuse a command now, if any: stopped, stopping, or (for a command that
     /// writes) degraded.
     pub fn refusal(&self, writes: bool) -> Option<Unavailable> {
-        self.failed
-            .clone()
-            .or_else(|| self.stopping.as_ref().map(|_| Unavailable::ShuttingDown))
-            .or_else(|| self.degraded.clone().filter(|_| writes))
+        self.availability.refusal(self.stopping.is_some(), writes)
     }
 
     /// A ledger write failed (disk full, I/O error): nothing past `durable` was acknowledged,
@@ -247,12 +227,11 @@ impl Core {
     /// durable. Writes are refused with UNAVAILABLE, and health says NOT_SERVING, until a probe
     /// shows the disk can write again.
     fn degrade(&mut self, durable: u64, error: Arc<StorageError>) {
-        if self.failed.is_some() {
+        if self.availability.failed() {
             return;
         }
         tracing::error!(%error, durable, "ledger cannot write: refusing writes, NOT_SERVING");
-        self.degraded = Some(Unavailable::CannotWrite(error));
-        self.health.send_replace(false);
+        self.availability.degrade(error);
         self.durable = durable;
         self.appender.rewind(durable);
         // Pending sends are for records that are not on disk: dropping them answers UNAVAILABLE.
@@ -270,32 +249,22 @@ impl Core {
                 source: Arc::new(e),
             });
         }
-        self.last_probe = Some(probe_clock());
     }
 
     /// While degraded, asks the writer (at most once a second) whether it can write again;
     /// when it can, withdraws the offers and reviews whose consoles were cut off, and serves.
     fn probe_if_degraded(&mut self) {
-        if self.degraded.is_none() || self.failed.is_some() {
+        if !self.availability.probe_due() {
             return;
         }
-        let now = probe_clock();
-        if self
-            .last_probe
-            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_probe = Some(now);
         if let Err(e) = self.appender.probe(self.durable) {
             tracing::warn!(error = %e, "ledger still cannot write");
             return;
         }
         tracing::info!("ledger writes again: serving");
-        self.degraded = None;
+        self.availability.recovered();
         self.withdraw_held(WithdrawReason::Disconnected);
         self.dispatch_all = true;
-        self.health.send_replace(true);
     }
 
     /// Records the withdrawal of every request held by a supervisor (offered or in review),
@@ -442,15 +411,9 @@ impl Core {
         }
         self.day.count(&rec, at);
         measure(&self.metrics.engine, &rec.event, before, r, at);
-        if self.watchers.contains_key(&id) {
+        if self.watchers.watched(&id) {
             let view = Request::clone(r);
-            self.outbox.push(
-                index + 1,
-                Outgoing::Notify {
-                    request: id.clone(),
-                    view,
-                },
-            );
+            self.outbox.push(index + 1, Outgoing::Notify { view });
         }
         let decided_by = match &rec.event {
             Event::Decided { supervisor, .. } => Some(supervisor.clone()),
@@ -534,7 +497,7 @@ impl Core {
 
     /// The ledger holds `count` records: project them, then send what waited for them.
     fn release(&mut self, count: u64) {
-        if self.failed.is_some() || count <= self.durable {
+        if self.availability.failed() || count <= self.durable {
             return;
         }
         self.durable = count;
@@ -544,7 +507,7 @@ impl Core {
         for out in self.outbox.release(count) {
             match out {
                 Outgoing::Reply(send) => send(),
-                Outgoing::Notify { request, view } => self.notify(&request, view),
+                Outgoing::Notify { view } => self.watchers.notify(view),
                 Outgoing::ToSupervisor {
                     supervisor,
                     session,
@@ -558,7 +521,7 @@ impl Core {
     /// the final requests it now reflects: from then on reads of them go to the projection, so
     /// a request is never in neither place.
     pub fn project(&mut self) {
-        if self.failed.is_some() {
+        if self.availability.failed() {
             return;
         }
         let count = self.durable;
@@ -574,18 +537,6 @@ impl Core {
             }
         }
         self.requests.evict(count);
-    }
-
-    fn notify(&mut self, id: &RequestId, view: Request) {
-        let done = view.state.is_final();
-        if let Some(ws) = self.watchers.get_mut(id) {
-            // A watcher that cannot keep up is dropped; its stream ends and the teller's
-            // client reconnects and starts again from the current state.
-            ws.retain(|w| w.try_send(view.clone()).is_ok());
-            if ws.is_empty() || done {
-                self.watchers.remove(id);
-            }
-        }
     }
 
     fn deliver(
@@ -625,7 +576,7 @@ impl Core {
     fn dispatch(&mut self) {
         let all = std::mem::take(&mut self.dispatch_all);
         let new = std::mem::take(&mut self.dispatch_new);
-        if (!all && new.is_empty()) || self.failed.is_some() || self.stopping.is_some() {
+        if (!all && new.is_empty()) || self.availability.failed() || self.stopping.is_some() {
             return;
         }
         let free = self.sessions.free(self.config.supervisor_tasks_max);

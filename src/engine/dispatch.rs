@@ -92,47 +92,7 @@ mod tests {
     }
 
     fn request(n: u8, level: u8) -> Request {
-        Request::submitted(
-            RequestId::from_random([n; 16]),
-            n as u64,
-            Timestamp(0),
-            PrincipalId::new("teller"),
-            BranchId::new("B1"),
-            Submission {
-                serial: TellerSerial::new(format!("S{n}")),
-                transaction: Transaction {
-                    code: "WDL".into(),
-                    amount: Money {
-                        minor_units: 100,
-                        currency: "CNY".into(),
-                    },
-                    account: "6222".into(),
-                    counterparty: None,
-                    attributes: Vec::new(),
-                },
-                customer: CustomerIdentity {
-                    document_type: DocumentType::Passport,
-                    document_number: "E1234567".into(),
-                    name: "N".into(),
-                    expiry_date: None,
-                    verification: IdVerification::Matched,
-                },
-                images: Vec::new(),
-                note: String::new(),
-            },
-            Requirements {
-                rule: "r".into(),
-                policy_sha256: "00".into(),
-                level,
-                approvals: 1,
-                independent: true,
-                priority: 0,
-                offer_timeout_ms: 1000,
-                decision_deadline_ms: 100_000,
-                escalate_after_ms: None,
-                escalate_after_declines: None,
-            },
-        )
+        crate::domain::testing::request(&RequestId::from_random([n; 16]), level)
     }
 
     fn free(ps: &[Principal]) -> Vec<Free<'_>> {

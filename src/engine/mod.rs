@@ -8,6 +8,7 @@
 //! something is answered only after its ledger records are durable.
 
 mod audit;
+mod availability;
 mod checkpoints;
 mod clock;
 mod command;
@@ -25,6 +26,7 @@ mod sessions;
 pub mod stats;
 pub mod status;
 mod timers;
+mod watchers;
 
 use std::sync::Arc;
 

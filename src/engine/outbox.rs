@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::domain::{PrincipalId, Request, RequestId};
+use crate::domain::{PrincipalId, Request};
 
 use super::SupervisorEvent;
 
@@ -19,7 +19,7 @@ pub(crate) enum Outgoing {
         event: SupervisorEvent,
     },
     /// A request's new state, for its Watch streams.
-    Notify { request: RequestId, view: Request },
+    Notify { view: Request },
 }
 
 /// Sends waiting for durability, in the order they were queued (records are appended in order,

@@ -79,7 +79,7 @@ pub(super) async fn start(
     core.withdraw_held(WithdrawReason::Restart);
     tracing::info!(undecided = core.requests.len(), "requests loaded");
 
-    let health = core.health.subscribe();
+    let health = core.availability.subscribe();
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
     core.appender.flush()?;

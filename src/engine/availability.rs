@@ -1,0 +1,140 @@
+//! Whether the engine can take calls: stopped for good (storage failed beyond recovery),
+//! degraded (the ledger cannot write now, probed until it can), or serving; and the health
+//! signal the server's `grpc.health.v1` follows. It owns that state and the pace of probes;
+//! what to drop or rebuild on a change is the engine's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::storage::StorageError;
+
+use super::error::Unavailable;
+
+/// How often a degraded ledger is asked whether it can write again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) struct Availability {
+    /// Set once storage failed beyond recovery; every later command is refused with it.
+    failed: Option<Unavailable>,
+    /// Set while the ledger cannot write (full disk, I/O error); writes are refused meanwhile.
+    degraded: Option<Unavailable>,
+    /// When the writer was last probed while degraded.
+    last_probe: Option<Instant>,
+    /// True while the engine can take writes.
+    health: watch::Sender<bool>,
+}
+
+impl Availability {
+    pub fn new() -> Self {
+        Availability {
+            failed: None,
+            degraded: None,
+            last_probe: None,
+            health: watch::Sender::new(true),
+        }
+    }
+
+    /// Follows whether the engine can take writes.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.health.subscribe()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    pub fn degraded(&self) -> bool {
+        self.degraded.is_some()
+    }
+
+    /// Why to refuse a command now, if at all: stopped, stopping, or (for a command that
+    /// writes) degraded.
+    pub fn refusal(&self, stopping: bool, writes: bool) -> Option<Unavailable> {
+        self.failed
+            .clone()
+            .or_else(|| stopping.then_some(Unavailable::ShuttingDown))
+            .or_else(|| self.degraded.clone().filter(|_| writes))
+    }
+
+    /// Storage failed beyond recovery. `true` the first time.
+    pub fn fail(&mut self, why: Unavailable) -> bool {
+        let first = self.failed.is_none();
+        self.failed = Some(why);
+        first
+    }
+
+    /// The ledger cannot write: refuse writes and report NOT_SERVING until a probe succeeds.
+    pub fn degrade(&mut self, error: Arc<StorageError>) {
+        self.degraded = Some(Unavailable::CannotWrite(error));
+        self.health.send_replace(false);
+        self.last_probe = Some(elapsed_clock());
+    }
+
+    /// Whether it is time to probe a degraded ledger (at most once per `PROBE_INTERVAL`).
+    pub fn probe_due(&mut self) -> bool {
+        if self.degraded.is_none() || self.failed.is_some() {
+            return false;
+        }
+        let now = elapsed_clock();
+        if self
+            .last_probe
+            .is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL)
+        {
+            return false;
+        }
+        self.last_probe = Some(now);
+        true
+    }
+
+    /// A probe succeeded: serve again.
+    pub fn recovered(&mut self) {
+        self.degraded = None;
+        self.health.send_replace(true);
+    }
+}
+
+/// Real elapsed time for the pace of probes of a failed ledger: a retry interval, not a domain
+/// time, so it does not go through the injected clock (a test's manual clock would otherwise
+/// never let a probe happen).
+#[allow(clippy::disallowed_methods)]
+fn elapsed_clock() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degraded_refuses_writes_only_and_failed_refuses_everything() {
+        let mut a = Availability::new();
+        let health = a.subscribe();
+        assert!(a.refusal(false, true).is_none());
+        assert!(matches!(
+            a.refusal(true, false),
+            Some(Unavailable::ShuttingDown)
+        ));
+        let io = std::io::Error::other("disk full");
+        a.degrade(Arc::new(StorageError::unavailable("write", io)));
+        assert!(!*health.borrow());
+        assert!(a.refusal(false, false).is_none());
+        assert!(matches!(
+            a.refusal(false, true),
+            Some(Unavailable::CannotWrite(_))
+        ));
+        // Probed at most once a second: degrading counts as the first probe.
+        assert!(!a.probe_due());
+        a.recovered();
+        assert!(*health.borrow());
+        assert!(a.refusal(false, true).is_none());
+        assert!(a.fail(Unavailable::WriterStopped));
+        assert!(!a.fail(Unavailable::WriterStopped));
+        assert!(matches!(
+            a.refusal(false, false),
+            Some(Unavailable::WriterStopped)
+        ));
+        assert!(!a.probe_due(), "a stopped engine is not probed");
+    }
+}
