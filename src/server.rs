@@ -43,7 +43,12 @@ pub async fn start(
 ) -> anyhow::Result<Server> {
     // Always kept, so the engine records the same way whether or not anything is served.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let storage = crate::storage::open(&config.storage, &metrics).context("open storage")?;
+    // Opening reads the whole ledger (to check it and rebuild the tree): off the runtime.
+    let (storage_config, m) = (config.storage.clone(), metrics.clone());
+    let storage = tokio::task::spawn_blocking(move || crate::storage::open(&storage_config, &m))
+        .await
+        .context("join storage opening")?
+        .context("open storage")?;
     let (engine, engine_task) =
         EngineHandle::start(storage, config.engine.clone(), clock, rng, metrics.clone()).await?;
     let listener = TcpListener::bind(config.listen)

@@ -41,6 +41,26 @@ impl Core {
             return;
         }
         match cmd {
+            Command::Submit { .. }
+            | Command::Get { .. }
+            | Command::Watch { .. }
+            | Command::Cancel { .. }
+            | Command::Resubmit { .. } => self.teller_command(cmd),
+            Command::Attend { .. }
+            | Command::Accept { .. }
+            | Command::Decline { .. }
+            | Command::Decide { .. }
+            | Command::OfferImage { .. } => self.supervisor_command(cmd),
+            Command::Pause { .. }
+            | Command::Status { .. }
+            | Command::Project { .. }
+            | Command::Shutdown { .. } => self.service_command(cmd),
+        }
+    }
+
+    /// A teller's call.
+    fn teller_command(&mut self, cmd: Command) {
+        match cmd {
             Command::Submit {
                 teller,
                 submission,
@@ -83,6 +103,14 @@ impl Core {
                 let r = self.resubmit(teller, id, added, removed, note);
                 self.reply(reply, r);
             }
+            // `handle` routes each command by its caller; nothing else reaches here.
+            other => refuse(other, Unavailable::NotRunning),
+        }
+    }
+
+    /// A supervisor's call.
+    fn supervisor_command(&mut self, cmd: Command) {
+        match cmd {
             Command::Attend { supervisor, reply } => {
                 let id = supervisor.id.clone();
                 let (session, rx) = self.attend(supervisor);
@@ -132,6 +160,14 @@ impl Core {
             } => {
                 let _ = reply.send(self.offer_image(&supervisor, &id, hash));
             }
+            // `handle` routes each command by its caller; nothing else reaches here.
+            other => refuse(other, Unavailable::NotRunning),
+        }
+    }
+
+    /// The duty manager's and the engine's own calls.
+    fn service_command(&mut self, cmd: Command) {
+        match cmd {
             Command::Pause {
                 supervisor,
                 paused,
@@ -148,8 +184,9 @@ impl Core {
                 self.project();
                 let _ = reply.send(());
             }
-            // Answered before the match.
             Command::Shutdown { reply } => self.begin_shutdown(reply),
+            // `handle` routes each command by its caller; nothing else reaches here.
+            other => refuse(other, Unavailable::NotRunning),
         }
     }
 

@@ -29,12 +29,6 @@ use super::timers::Timers;
 use super::watchers::Watchers;
 use super::{EngineConfig, SupervisorEvent, Withdrawal};
 
-/// Durable row updates applied to the projection in one call once this many are waiting (and
-/// on every tick). The embedded backend seals and writes sled's log from a thread of its own
-/// per transaction, so one per ledger batch cost more CPU under load than the rest of the
-/// projection.
-const PROJECT_BATCH: usize = 2048;
-
 /// What the engine is handed by the composition root.
 pub(crate) struct Parts {
     pub config: EngineConfig,
@@ -343,7 +337,6 @@ impl Core {
     /// queue, the timers, the counts, Watch notifications and the projection's next rows.
     fn apply(&mut self, index: u64, rec: Record, fingerprint: Option<[u8; 32]>) {
         let id = rec.request.clone();
-        let at = rec.at;
         let before = self.requests.get(&id).map(|r| Before {
             state: r.state,
             level: r.level,
@@ -382,6 +375,23 @@ impl Core {
                 return;
             }
         }
+        self.follow(index, &rec, before, created);
+    }
+
+    /// What an applied record moves besides the request: the queue and dispatch, the timers,
+    /// the day's counts and metrics, Watch notifications and the projection's next row.
+    fn follow(
+        &mut self,
+        index: u64,
+        rec: &Record,
+        before: Option<Before>,
+        created: Option<(
+            crate::domain::PrincipalId,
+            crate::domain::TellerSerial,
+            [u8; 32],
+        )>,
+    ) {
+        let (id, at) = (rec.request.clone(), rec.at);
         let was = before.map(|b| b.state);
         let Some(r) = self.requests.get(&id) else {
             return;
@@ -409,7 +419,7 @@ impl Core {
                 self.timers.request(at, &id);
             }
         }
-        self.day.count(&rec, at);
+        self.day.count(rec, at);
         measure(&self.metrics.engine, &rec.event, before, r, at);
         if self.watchers.watched(&id) {
             let view = Request::clone(r);
@@ -501,7 +511,9 @@ impl Core {
             return;
         }
         self.durable = count;
-        if self.updates.len() >= PROJECT_BATCH {
+        // Durable rows go to the projection once the backend's batch is full, and on every
+        // tick: one call per ledger batch can cost more than the rows themselves.
+        if self.updates.len() >= self.projection.batch_size() {
             self.project();
         }
         for out in self.outbox.release(count) {

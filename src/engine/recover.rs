@@ -22,7 +22,8 @@ use super::{EngineConfig, EngineHandle, load};
 const REPLAY_BATCH: usize = 4096;
 
 /// Recovers from `storage` and starts the engine on a thread of its own; returns the handle
-/// and the task that ends when the engine stops.
+/// and the task that ends when the engine stops. Recovery reads and replays storage, so it runs
+/// off the async runtime too.
 pub(super) async fn start(
     storage: Storage,
     config: EngineConfig,
@@ -38,31 +39,8 @@ pub(super) async fn start(
         images,
         projection,
     } = storage;
-    let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
-        .context("read the checkpoint signing key")?;
-    let checkpointer = Arc::new(
-        Checkpointer::open(
-            ledger.clone(),
-            checkpoints,
-            signer,
-            config.checkpoints.origin.clone(),
-        )
-        .context("open checkpoint log")?,
-    );
-    let len = ledger.len();
-    let applied = projection.applied()?;
-    if applied > len {
-        bail!(
-            "the projection reflects {applied} records but the ledger holds {len}; the ledger \
-             lost records or the projection belongs to another ledger: rebuild the projection \
-             (for the embedded backend, move the data directory's projection/ aside)"
-        );
-    }
-    replay(ledger.as_ref(), projection.as_ref(), applied, len)?;
-    tracing::info!(records = len, replayed = len - applied, "ledger opened");
-
     let policy: super::SharedPolicy = Arc::new(std::sync::RwLock::new(config.policy.clone()));
-    let mut core = Core::new(Parts {
+    let parts = Parts {
         config: config.clone(),
         clock: clock.clone(),
         rng,
@@ -71,18 +49,13 @@ pub(super) async fn start(
         projection: projection.clone(),
         policy: policy.clone(),
         metrics,
-    });
-    count_today(ledger.as_ref(), &mut core, clock.now())?;
-    core.reload_from_durable()?;
-    // Whatever was offered or in review when the server stopped goes back to the queue: the
-    // consoles that held it are gone.
-    core.withdraw_held(WithdrawReason::Restart);
-    tracing::info!(undecided = core.requests.len(), "requests loaded");
-
+    };
+    let (core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
+        .await
+        .context("join recovery")??;
     let health = core.availability.subscribe();
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
-    core.appender.flush()?;
     // The engine gets a thread and a runtime of its own: its storage calls block (sled, disk
     // reads), and must not hold up the threads that serve gRPC.
     let engine = tokio::runtime::Builder::new_current_thread()
@@ -111,6 +84,49 @@ pub(super) async fn start(
         config,
     };
     Ok((handle, task))
+}
+
+/// Checks the stored checkpoints, brings the projection up to the ledger and builds the engine's
+/// state: the undecided requests, today's counts, and withdrawals (as ledger events) of what
+/// was offered or in review when the server stopped. Blocking.
+fn recover(
+    parts: Parts,
+    checkpoints: Box<dyn crate::storage::CheckpointLog>,
+) -> anyhow::Result<(Core, Arc<Checkpointer>)> {
+    let config = &parts.config;
+    let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
+        .context("read the checkpoint signing key")?;
+    let checkpointer = Arc::new(
+        Checkpointer::open(
+            parts.ledger.clone(),
+            checkpoints,
+            signer,
+            config.checkpoints.origin.clone(),
+        )
+        .context("open checkpoint log")?,
+    );
+    let (ledger, projection) = (parts.ledger.clone(), parts.projection.clone());
+    let len = ledger.len();
+    let applied = projection.applied()?;
+    if applied > len {
+        bail!(
+            "the projection reflects {applied} records but the ledger holds {len}; the ledger \
+             lost records or the projection belongs to another ledger: rebuild the projection \
+             (for the embedded backend, move the data directory's projection/ aside)"
+        );
+    }
+    replay(ledger.as_ref(), projection.as_ref(), applied, len)?;
+    tracing::info!(records = len, replayed = len - applied, "ledger opened");
+    let now = parts.clock.now();
+    let mut core = Core::new(parts);
+    count_today(ledger.as_ref(), &mut core, now)?;
+    core.reload_from_durable()?;
+    // Whatever was offered or in review when the server stopped goes back to the queue: the
+    // consoles that held it are gone.
+    core.withdraw_held(WithdrawReason::Restart);
+    tracing::info!(undecided = core.requests.len(), "requests loaded");
+    core.appender.flush()?;
+    Ok((core, checkpointer))
 }
 
 /// Applies records `from..to` to the projection. Requests are read back from the ledger as

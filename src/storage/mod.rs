@@ -218,6 +218,9 @@ pub trait Projection: Send + Sync {
     /// Makes the projection's own state durable (at shutdown; anything lost otherwise is
     /// replayed from the ledger).
     fn flush(&self) -> Result<(), StorageError>;
+    /// How many row updates this backend wants per `apply` under load: the engine applies
+    /// sooner only on its tick.
+    fn batch_size(&self) -> usize;
 }
 
 /// An opened backend: everything the engine stores, handed to it by the composition root.
