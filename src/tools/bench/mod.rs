@@ -1,0 +1,137 @@
+//! `countersign bench`: a load generator. It starts the real server as a child process (the
+//! same binary, `serve`) on a fresh data directory, or drives one already running
+//! (`--target`), with N tellers and M supervisors over real gRPC with mutual TLS. Each teller
+//! is one connection, as a branch terminal is; each supervisor is one connection with an
+//! Attend stream and approves every offer at once. A lifecycle is Submit, Watch until the
+//! final state, and on the supervisor's side Offer, Accept and Decide (twice with `--dual`).
+//!
+//! Closed loop by default (every teller keeps `--in-flight` lifecycles going, as fast as the
+//! server answers); open loop with `--rate R`, where lifecycles start on a fixed schedule
+//! whether or not earlier ones have finished, so a slow server shows as latency rather than
+//! as a politely lower rate. Latencies are taken by the clients; CPU and peak RSS are read from
+//! the server process's /proc entries, so the clients' own work (they share the machine) is
+//! reported apart.
+//!
+//! Requests are built from `tools::workload`, as the demo's are. A lifecycle that fails says
+//! why in `LifecycleError`: the server's status, or what the client itself found wrong; this
+//! client never makes a gRPC status of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use load::{fill, floor, timed};
+use server::{Server, principals_of, start_server};
+
+mod lifecycle;
+mod load;
+mod report;
+mod server;
+
+/// What each request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// No images.
+    W0,
+    /// Two 64 KiB images (JPEG header, random body) per request.
+    W1,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Simulated tellers, one connection each.
+    #[arg(long, default_value_t = 16)]
+    pub tellers: usize,
+    /// Simulated supervisors, one connection and Attend stream each, approving at once.
+    #[arg(long, default_value_t = 64)]
+    pub supervisors: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Start this many lifecycles per second (open loop) instead of as many as the server
+    /// takes.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Lifecycles each teller keeps going at once (closed loop).
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+    /// w0: no images; w1: two 64 KiB images per request.
+    #[arg(long, value_enum, default_value = "w0")]
+    pub workload: Workload,
+    /// Dual control: two approvals by two supervisors per request.
+    #[arg(long)]
+    pub dual: bool,
+    /// Drive a running server at this address instead of starting one (needs --pki).
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
+    /// With --target: the PKI directory whose principals.toml names the tellers and
+    /// supervisors to use, with their certificates.
+    #[arg(long)]
+    pub pki: Option<PathBuf>,
+    /// With --target: the server's process id, to report its CPU and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// With --target: the server's data directory, to report disk use.
+    #[arg(long)]
+    pub server_data: Option<PathBuf>,
+    /// Instead of a timed run, submit this many requests with no supervisor attending and
+    /// report the server's memory with all of them queued.
+    #[arg(long)]
+    pub fill: Option<usize>,
+    /// Instead of lifecycles, time bare RPCs (grpc.health.v1 Check) over the same
+    /// connections: the cost of the transport alone on this machine.
+    #[arg(long)]
+    pub floor: bool,
+    /// Print the figures as one JSON line at the end too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    if opts.tellers == 0 {
+        bail!("--tellers must be at least 1");
+    }
+    if opts.fill.is_none() && opts.supervisors == 0 {
+        bail!("--supervisors must be at least 1");
+    }
+    if opts.dual && opts.supervisors < 2 && opts.fill.is_none() {
+        bail!("--dual needs at least 2 supervisors");
+    }
+    let tmp = tempfile::tempdir().context("create bench directory")?;
+    let server = match opts.target {
+        Some(addr) => {
+            let pki = opts
+                .pki
+                .clone()
+                .context("--target needs --pki, the directory of the clients' certificates")?;
+            let (tellers, supervisors) = principals_of(&pki)?;
+            Server {
+                addr,
+                pki,
+                child: None,
+                pid: opts.server_pid,
+                data: opts.server_data.clone(),
+                tellers,
+                supervisors,
+            }
+        }
+        None => start_server(tmp.path(), &opts).await?,
+    };
+    if server.tellers.len() < opts.tellers || server.supervisors.len() < opts.supervisors {
+        bail!(
+            "the PKI has {} tellers and {} supervisors; asked for {} and {}",
+            server.tellers.len(),
+            server.supervisors.len(),
+            opts.tellers,
+            opts.supervisors
+        );
+    }
+    let result = match (opts.fill, opts.floor) {
+        (Some(n), _) => fill(&server, &opts, n).await,
+        (None, true) => floor(&server, &opts).await,
+        (None, false) => timed(&server, &opts).await,
+    };
+    server.stop().await?;
+    result
+}
