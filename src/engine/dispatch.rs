@@ -1,10 +1,13 @@
-//! The dispatch choice (DESIGN.md "Dispatch", 背对背): which free supervisor each queued
-//! request is offered to. A pure function of the queue, the free supervisors and the RNG, so a
-//! test can seed it and a simulation can replay it; the engine records and sends the offers.
+//! Dispatch (DESIGN.md "Dispatch", 背对背): which free supervisor each queued request is
+//! offered to, and making those offers. The choice, `pick`, is a pure function of the queue,
+//! the free supervisors and the RNG, so a test can seed it and a simulation can replay it;
+//! `Core::dispatch` records each offer and sends it once durable.
 
 use rand::Rng;
 
-use crate::domain::{Principal, PrincipalId, Request, RequestId};
+use crate::domain::{Actor, Event, Principal, PrincipalId, Request, RequestId};
+
+use super::SupervisorEvent;
 
 use super::sessions::Free;
 
@@ -68,6 +71,68 @@ pub(crate) fn pick<'a>(
         }
     }
     picks
+}
+
+impl super::core::Core {
+    /// Offers queued requests, oldest first, each to a supervisor drawn uniformly at random
+    /// from those eligible for it (`dispatch::pick`), and records the offers.
+    pub(crate) fn dispatch(&mut self) {
+        let all = std::mem::take(&mut self.dispatch_all);
+        let new = std::mem::take(&mut self.dispatch_new);
+        if (!all && new.is_empty()) || self.availability.failed() || self.stopping.is_some() {
+            return;
+        }
+        let free = self.sessions.free(self.config.supervisor_tasks_max);
+        if free.is_empty() {
+            return;
+        }
+        let picks = if all {
+            super::dispatch::pick(
+                self.requests.queued(),
+                free,
+                self.config.supervisor_tasks_max,
+                &mut *self.rng,
+            )
+        } else {
+            super::dispatch::pick(
+                self.requests.queued_among(&new),
+                free,
+                self.config.supervisor_tasks_max,
+                &mut *self.rng,
+            )
+        };
+        let now = self.now();
+        for pick in picks {
+            let Some(r) = self.requests.get(&pick.request) else {
+                continue;
+            };
+            let epoch = r.epoch + 1;
+            let accept_by = now.plus_ms(r.requirements.offer_timeout_ms);
+            self.record(
+                &pick.request,
+                Actor::System,
+                Event::Offered {
+                    supervisor: pick.supervisor.clone(),
+                    epoch,
+                    pool_size: pick.pool_size,
+                    accept_by,
+                },
+            );
+            self.sessions.hold(&pick.supervisor, &pick.request);
+            let Some(view) = self.requests.get(&pick.request).cloned() else {
+                continue;
+            };
+            self.send_supervisor(
+                &pick.supervisor,
+                SupervisorEvent::Offer {
+                    request: view,
+                    epoch,
+                    accept_by,
+                    pool_size: pick.pool_size,
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]

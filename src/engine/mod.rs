@@ -25,6 +25,7 @@ mod requests;
 mod sessions;
 pub mod stats;
 pub mod status;
+mod timeouts;
 mod timers;
 mod watchers;
 
