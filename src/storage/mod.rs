@@ -7,6 +7,8 @@
 //! Every method here may block (a disk read, a fsync, a database round trip): the engine calls
 //! them from its own thread, and async callers go through `spawn_blocking`.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod embedded;
 mod rows;
 

@@ -232,3 +232,57 @@ impl storage::Projection for SledProjection {
         2048
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The embedded backend against the seam's conformance suite.
+
+    use super::*;
+    use crate::storage::conformance::{self, Backend};
+
+    /// A data directory in a temporary folder, opened afresh each time.
+    struct Embedded(tempfile::TempDir);
+
+    impl Embedded {
+        fn new() -> Self {
+            Embedded(tempfile::tempdir().expect("temporary directory"))
+        }
+    }
+
+    impl Backend for Embedded {
+        fn open(&self) -> Storage {
+            let settings = EmbeddedSettings {
+                data_dir: self.0.path().to_owned(),
+                segment_bytes_max: 1 << 20,
+                image_writes_max: 16,
+                projection_cache_bytes: 1 << 20,
+            };
+            open(&settings, LedgerMetrics::new()).expect("open the data directory")
+        }
+    }
+
+    #[tokio::test]
+    async fn ledger_appends_reads_and_proves() {
+        conformance::ledger_appends_reads_and_proves(&Embedded::new()).await;
+    }
+
+    #[tokio::test]
+    async fn ledger_failure_loses_nothing_durable() {
+        conformance::ledger_failure_loses_nothing_durable(&Embedded::new()).await;
+    }
+
+    #[test]
+    fn checkpoints_keep_their_order() {
+        conformance::checkpoints_keep_their_order(&Embedded::new());
+    }
+
+    #[tokio::test]
+    async fn images_are_content_addressed() {
+        conformance::images_are_content_addressed(&Embedded::new()).await;
+    }
+
+    #[test]
+    fn projection_applies_and_answers() {
+        conformance::projection_applies_and_answers(&Embedded::new());
+    }
+}
