@@ -32,9 +32,19 @@ impl<T> Lookup<T> {
     }
 }
 
-// Commands are moved once, through a channel; boxing the large ones would buy nothing.
+/// What the handle asks of the single writer, by who asks it.
+// Moved once, through a channel; boxing the teller's commands would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
+    Teller(TellerCommand),
+    Supervisor(SupervisorCommand),
+    Service(ServiceCommand),
+}
+
+/// A teller's call.
+// Commands are moved once, through a channel; boxing the large ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum TellerCommand {
     Submit {
         teller: Principal,
         submission: Submission,
@@ -65,6 +75,10 @@ pub(crate) enum Command {
         note: String,
         reply: Reply<Result<Lookup<Request>, ResubmitError>>,
     },
+}
+
+/// A supervisor's call.
+pub(crate) enum SupervisorCommand {
     Attend {
         supervisor: Principal,
         reply: Reply<Result<(u64, mpsc::Receiver<SupervisorEvent>), AttendError>>,
@@ -95,6 +109,10 @@ pub(crate) enum Command {
         hash: ImageHash,
         reply: Reply<Result<MediaType, ImageError>>,
     },
+}
+
+/// The duty manager's calls and the engine's own.
+pub(crate) enum ServiceCommand {
     /// Stop taking calls, end every stream, and stop once all appended records are durable
     /// and answered.
     Shutdown { reply: Reply<()> },
@@ -112,6 +130,38 @@ pub(crate) enum Command {
     Project { reply: Reply<()> },
 }
 
+impl From<TellerCommand> for Command {
+    fn from(c: TellerCommand) -> Self {
+        Command::Teller(c)
+    }
+}
+
+impl From<SupervisorCommand> for Command {
+    fn from(c: SupervisorCommand) -> Self {
+        Command::Supervisor(c)
+    }
+}
+
+impl From<ServiceCommand> for Command {
+    fn from(c: ServiceCommand) -> Self {
+        Command::Service(c)
+    }
+}
+
+impl Command {
+    /// Whether carrying it out may append to the ledger (refused while the ledger cannot
+    /// write).
+    pub fn writes(&self) -> bool {
+        match self {
+            Command::Teller(c) => {
+                !matches!(c, TellerCommand::Get { .. } | TellerCommand::Watch { .. })
+            }
+            Command::Supervisor(c) => !matches!(c, SupervisorCommand::OfferImage { .. }),
+            Command::Service(_) => false,
+        }
+    }
+}
+
 /// A supervisor's Attend stream has closed.
 pub(crate) struct Leave {
     pub supervisor: PrincipalId,
@@ -122,18 +172,25 @@ pub(crate) struct Leave {
 /// also say UNAVAILABLE, but as if the ledger had failed.) Status has no error to send:
 /// dropping its reply ends it.
 pub(crate) fn refuse(cmd: Command, u: Unavailable) {
+    use {ServiceCommand as V, SupervisorCommand as S, TellerCommand as T};
     match cmd {
-        Command::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Get { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Attend { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-        Command::Status { .. } | Command::Shutdown { .. } | Command::Project { .. } => {}
+        Command::Teller(c) => match c {
+            T::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+            T::Get { reply, .. } => drop(reply.send(Err(u.into()))),
+            T::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
+            T::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),
+            T::Resubmit { reply, .. } => drop(reply.send(Err(u.into()))),
+        },
+        Command::Supervisor(c) => match c {
+            S::Attend { reply, .. } => drop(reply.send(Err(u.into()))),
+            S::Accept { reply, .. } => drop(reply.send(Err(u.into()))),
+            S::Decline { reply, .. } => drop(reply.send(Err(u.into()))),
+            S::Decide { reply, .. } => drop(reply.send(Err(u.into()))),
+            S::OfferImage { reply, .. } => drop(reply.send(Err(u.into()))),
+        },
+        Command::Service(c) => match c {
+            V::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
+            V::Status { .. } | V::Shutdown { .. } | V::Project { .. } => {}
+        },
     }
 }

@@ -12,55 +12,37 @@ use crate::domain::{
 };
 use crate::metrics::SubmitResult;
 
-use super::command::{Command, Leave, Lookup, SubmitAnswer, refuse};
+use super::command::{
+    Command, Leave, Lookup, ServiceCommand, SubmitAnswer, SupervisorCommand, TellerCommand, refuse,
+};
 use super::core::Core;
 use super::error::*;
 use super::{SupervisorEvent, Withdrawal};
 
 impl Core {
     pub(crate) fn handle(&mut self, cmd: Command) {
-        if let Command::Shutdown { reply } = cmd {
+        if let Command::Service(ServiceCommand::Shutdown { reply }) = cmd {
             self.begin_shutdown(reply);
             return;
         }
-        let writes = !matches!(
-            cmd,
-            Command::Get { .. }
-                | Command::Watch { .. }
-                | Command::Status { .. }
-                | Command::Project { .. }
-                | Command::OfferImage { .. }
-                | Command::Pause { .. }
-        );
-        if let Some(u) = self.refusal(writes) {
-            if matches!(cmd, Command::Submit { .. }) {
+        if let Some(u) = self.refusal(cmd.writes()) {
+            if matches!(cmd, Command::Teller(TellerCommand::Submit { .. })) {
                 self.metrics.engine.submission(SubmitResult::Refused);
             }
             refuse(cmd, u);
             return;
         }
         match cmd {
-            Command::Submit { .. }
-            | Command::Get { .. }
-            | Command::Watch { .. }
-            | Command::Cancel { .. }
-            | Command::Resubmit { .. } => self.teller_command(cmd),
-            Command::Attend { .. }
-            | Command::Accept { .. }
-            | Command::Decline { .. }
-            | Command::Decide { .. }
-            | Command::OfferImage { .. } => self.supervisor_command(cmd),
-            Command::Pause { .. }
-            | Command::Status { .. }
-            | Command::Project { .. }
-            | Command::Shutdown { .. } => self.service_command(cmd),
+            Command::Teller(c) => self.teller_command(c),
+            Command::Supervisor(c) => self.supervisor_command(c),
+            Command::Service(c) => self.service_command(c),
         }
     }
 
     /// A teller's call.
-    fn teller_command(&mut self, cmd: Command) {
+    fn teller_command(&mut self, cmd: TellerCommand) {
         match cmd {
-            Command::Submit {
+            TellerCommand::Submit {
                 teller,
                 submission,
                 fingerprint,
@@ -74,15 +56,15 @@ impl Core {
                 });
                 self.reply(reply, r);
             }
-            Command::Get { teller, id, reply } => {
+            TellerCommand::Get { teller, id, reply } => {
                 let r = self.lookup(&teller, &id).map(|l| l.map(Request::clone));
                 self.reply(reply, r);
             }
-            Command::Watch { teller, id, reply } => {
+            TellerCommand::Watch { teller, id, reply } => {
                 let r = self.watch(teller, id);
                 self.reply(reply, r);
             }
-            Command::Cancel {
+            TellerCommand::Cancel {
                 teller,
                 id,
                 reason,
@@ -91,7 +73,7 @@ impl Core {
                 let r = self.cancel(teller, id, reason);
                 self.reply(reply, r);
             }
-            Command::Resubmit {
+            TellerCommand::Resubmit {
                 teller,
                 id,
                 added,
@@ -102,15 +84,13 @@ impl Core {
                 let r = self.resubmit(teller, id, added, removed, note);
                 self.reply(reply, r);
             }
-            // `handle` routes each command by its caller; nothing else reaches here.
-            other => refuse(other, Unavailable::NotRunning),
         }
     }
 
     /// A supervisor's call.
-    fn supervisor_command(&mut self, cmd: Command) {
+    fn supervisor_command(&mut self, cmd: SupervisorCommand) {
         match cmd {
-            Command::Attend { supervisor, reply } => {
+            SupervisorCommand::Attend { supervisor, reply } => {
                 let id = supervisor.id.clone();
                 let (session, rx) = self.attend(supervisor);
                 if reply.send(Ok((session, rx))).is_err() {
@@ -122,7 +102,7 @@ impl Core {
                     self.leave(leave, WithdrawReason::Disconnected);
                 }
             }
-            Command::Accept {
+            SupervisorCommand::Accept {
                 supervisor,
                 id,
                 epoch,
@@ -131,7 +111,7 @@ impl Core {
                 let r = self.accept(supervisor, id, epoch);
                 self.reply(reply, r);
             }
-            Command::Decline {
+            SupervisorCommand::Decline {
                 supervisor,
                 id,
                 epoch,
@@ -141,7 +121,7 @@ impl Core {
                 let r = self.decline(supervisor, id, epoch, reason);
                 self.reply(reply, r);
             }
-            Command::Decide {
+            SupervisorCommand::Decide {
                 supervisor,
                 id,
                 epoch,
@@ -151,7 +131,7 @@ impl Core {
                 let r = self.decide(supervisor, id, epoch, verdict);
                 self.reply(reply, r);
             }
-            Command::OfferImage {
+            SupervisorCommand::OfferImage {
                 supervisor,
                 id,
                 hash,
@@ -159,33 +139,29 @@ impl Core {
             } => {
                 let _ = reply.send(self.offer_image(&supervisor, &id, hash));
             }
-            // `handle` routes each command by its caller; nothing else reaches here.
-            other => refuse(other, Unavailable::NotRunning),
         }
     }
 
     /// The duty manager's and the engine's own calls.
-    fn service_command(&mut self, cmd: Command) {
+    fn service_command(&mut self, cmd: ServiceCommand) {
         match cmd {
-            Command::Pause {
+            ServiceCommand::Pause {
                 supervisor,
                 paused,
                 reply,
             } => {
                 let _ = reply.send(self.pause(&supervisor, paused));
             }
-            Command::Status { reply } => {
+            ServiceCommand::Status { reply } => {
                 // Held like any reply, so the snapshot never shows what is not yet on disk.
                 let st = super::status::snapshot(self);
                 self.reply(reply, st);
             }
-            Command::Project { reply } => {
+            ServiceCommand::Project { reply } => {
                 self.project();
                 let _ = reply.send(());
             }
-            Command::Shutdown { reply } => self.begin_shutdown(reply),
-            // `handle` routes each command by its caller; nothing else reaches here.
-            other => refuse(other, Unavailable::NotRunning),
+            ServiceCommand::Shutdown { reply } => self.begin_shutdown(reply),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::ledger::record;
 use crate::storage::{ImageStore, LedgerRead, Projection, Storage, StorageError};
 
 use super::checkpoints::Checkpointer;
-use super::command::{Command, Leave, Lookup};
+use super::command::{Command, Leave, Lookup, ServiceCommand, SupervisorCommand, TellerCommand};
 use super::error::*;
 use super::{
     Clock, EngineConfig, Loaded, SharedPolicy, Submitted, SupervisorEvent, load, recover, stats,
@@ -80,7 +80,9 @@ impl EngineHandle {
     /// Ends every stream, answers what is in flight once durable, and stops the engine.
     /// Calls after this are refused with UNAVAILABLE.
     pub async fn shutdown(&self) {
-        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+        let _ = self
+            .call(|reply| ServiceCommand::Shutdown { reply }.into())
+            .await;
     }
 
     pub fn now(&self) -> Timestamp {
@@ -145,11 +147,14 @@ impl EngineHandle {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
         let (found, id, replayed) = self
-            .call(|reply| Command::Submit {
-                teller,
-                submission,
-                fingerprint,
-                reply,
+            .call(|reply| {
+                TellerCommand::Submit {
+                    teller,
+                    submission,
+                    fingerprint,
+                    reply,
+                }
+                .into()
             })
             .await??;
         let request = match found {
@@ -165,10 +170,13 @@ impl EngineHandle {
 
     pub async fn get(&self, teller: &PrincipalId, id: &RequestId) -> Result<Request, GetError> {
         let found = self
-            .call(|reply| Command::Get {
-                teller: teller.clone(),
-                id: id.clone(),
-                reply,
+            .call(|reply| {
+                TellerCommand::Get {
+                    teller: teller.clone(),
+                    id: id.clone(),
+                    reply,
+                }
+                .into()
             })
             .await??;
         match found {
@@ -184,10 +192,13 @@ impl EngineHandle {
         id: &RequestId,
     ) -> Result<(Request, Option<mpsc::Receiver<Request>>), GetError> {
         let found = self
-            .call(|reply| Command::Watch {
-                teller: teller.clone(),
-                id: id.clone(),
-                reply,
+            .call(|reply| {
+                TellerCommand::Watch {
+                    teller: teller.clone(),
+                    id: id.clone(),
+                    reply,
+                }
+                .into()
             })
             .await??;
         match found {
@@ -209,11 +220,14 @@ impl EngineHandle {
         reason: String,
     ) -> Result<Request, CancelError> {
         let found = self
-            .call(|reply| Command::Cancel {
-                teller: teller.clone(),
-                id: id.clone(),
-                reason,
-                reply,
+            .call(|reply| {
+                TellerCommand::Cancel {
+                    teller: teller.clone(),
+                    id: id.clone(),
+                    reason,
+                    reply,
+                }
+                .into()
             })
             .await??;
         match found {
@@ -234,13 +248,16 @@ impl EngineHandle {
         note: String,
     ) -> Result<Request, ResubmitError> {
         let found = self
-            .call(|reply| Command::Resubmit {
-                teller: teller.clone(),
-                id: id.clone(),
-                added,
-                removed,
-                note,
-                reply,
+            .call(|reply| {
+                TellerCommand::Resubmit {
+                    teller: teller.clone(),
+                    id: id.clone(),
+                    added,
+                    removed,
+                    note,
+                    reply,
+                }
+                .into()
             })
             .await??;
         match found {
@@ -259,7 +276,7 @@ impl EngineHandle {
     ) -> Result<(SessionGuard, mpsc::Receiver<SupervisorEvent>), AttendError> {
         let id = supervisor.id.clone();
         let (session, rx) = self
-            .call(|reply| Command::Attend { supervisor, reply })
+            .call(|reply| SupervisorCommand::Attend { supervisor, reply }.into())
             .await??;
         let guard = SessionGuard {
             leave_tx: self.leave_tx.clone(),
@@ -276,11 +293,14 @@ impl EngineHandle {
         epoch: u64,
     ) -> Result<Request, AcceptError> {
         let r = self
-            .call(|reply| Command::Accept {
-                supervisor: supervisor.clone(),
-                id: id.clone(),
-                epoch,
-                reply,
+            .call(|reply| {
+                SupervisorCommand::Accept {
+                    supervisor: supervisor.clone(),
+                    id: id.clone(),
+                    epoch,
+                    reply,
+                }
+                .into()
             })
             .await?;
         match r {
@@ -318,12 +338,15 @@ impl EngineHandle {
         reason: String,
     ) -> Result<(), DeclineError> {
         let r = self
-            .call(|reply| Command::Decline {
-                supervisor: supervisor.clone(),
-                id: id.clone(),
-                epoch,
-                reason,
-                reply,
+            .call(|reply| {
+                SupervisorCommand::Decline {
+                    supervisor: supervisor.clone(),
+                    id: id.clone(),
+                    epoch,
+                    reason,
+                    reply,
+                }
+                .into()
             })
             .await?;
         match r {
@@ -343,12 +366,15 @@ impl EngineHandle {
         verdict: Verdict,
     ) -> Result<Request, DecideError> {
         let r = self
-            .call(|reply| Command::Decide {
-                supervisor: supervisor.clone(),
-                id: id.clone(),
-                epoch,
-                verdict,
-                reply,
+            .call(|reply| {
+                SupervisorCommand::Decide {
+                    supervisor: supervisor.clone(),
+                    id: id.clone(),
+                    epoch,
+                    verdict,
+                    reply,
+                }
+                .into()
             })
             .await?;
         match r {
@@ -368,11 +394,14 @@ impl EngineHandle {
         hash: ImageHash,
     ) -> Result<(MediaType, Vec<u8>), ImageError> {
         let media = self
-            .call(|reply| Command::OfferImage {
-                supervisor: supervisor.clone(),
-                id: id.clone(),
-                hash,
-                reply,
+            .call(|reply| {
+                SupervisorCommand::OfferImage {
+                    supervisor: supervisor.clone(),
+                    id: id.clone(),
+                    hash,
+                    reply,
+                }
+                .into()
             })
             .await??;
         let bytes = self.read_image(hash).await.map_err(ImageError::Store)?;
@@ -423,17 +452,21 @@ impl EngineHandle {
 
     /// Stops (or resumes) offers to a supervisor without closing their stream.
     pub async fn pause(&self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
-        self.call(|reply| Command::Pause {
-            supervisor: supervisor.clone(),
-            paused,
-            reply,
+        self.call(|reply| {
+            ServiceCommand::Pause {
+                supervisor: supervisor.clone(),
+                paused,
+                reply,
+            }
+            .into()
         })
         .await?
     }
 
     /// The queue and the supervisors, exactly, as of now.
     pub async fn queue_status(&self) -> Result<status::QueueStatus, Unavailable> {
-        self.call(|reply| Command::Status { reply }).await
+        self.call(|reply| ServiceCommand::Status { reply }.into())
+            .await
     }
 
     /// The policy new submissions are evaluated against.
@@ -511,7 +544,8 @@ impl EngineHandle {
     /// Waits until sled reflects every record durable now: the projection is applied in
     /// batches, and an audit read must see every acknowledged change.
     pub(super) async fn projected(&self) -> Result<(), Unavailable> {
-        self.call(|reply| Command::Project { reply }).await
+        self.call(|reply| ServiceCommand::Project { reply }.into())
+            .await
     }
 
     /// Makes the projection's own state durable; called at shutdown.
