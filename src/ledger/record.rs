@@ -28,15 +28,21 @@ pub enum RecordError {
 
 /// The record's bytes as stored and hashed.
 pub fn encode(r: &Record) -> Vec<u8> {
+    let Record {
+        request,
+        at: Timestamp(at_ms),
+        actor,
+        event,
+    } = r;
     let wire = RecordV1 {
         v: 1,
-        request: r.request.as_str().to_owned(),
-        at_ms: r.at.0,
-        actor: match &r.actor {
+        request: request.as_str().to_owned(),
+        at_ms: *at_ms,
+        actor: match actor {
             Actor::Principal(p) => Some(p.as_str().to_owned()),
             Actor::System => None,
         },
-        event: EventV1::from(&r.event),
+        event: EventV1::from(event),
     };
     // serde_json fails only on maps with non-string keys and on types whose Serialize fails;
     // the wire shapes have neither.
@@ -45,18 +51,24 @@ pub fn encode(r: &Record) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
-    let w: RecordV1 = serde_json::from_slice(bytes)?;
-    if w.v != 1 {
-        return Err(RecordError::Version(w.v));
+    let RecordV1 {
+        v,
+        request,
+        at_ms,
+        actor,
+        event,
+    } = serde_json::from_slice(bytes)?;
+    if v != 1 {
+        return Err(RecordError::Version(v));
     }
     Ok(Record {
-        request: RequestId::parse(&w.request).ok_or(RecordError::Field("request"))?,
-        at: Timestamp(w.at_ms),
-        actor: match w.actor {
+        request: RequestId::parse(&request).ok_or(RecordError::Field("request"))?,
+        at: Timestamp(at_ms),
+        actor: match actor {
             Some(p) => Actor::Principal(PrincipalId::new(p)),
             None => Actor::System,
         },
-        event: w.event.try_into()?,
+        event: event.try_into()?,
     })
 }
 
@@ -295,13 +307,23 @@ names!(withdraw_name, withdraw_from, WithdrawReason, "reason", {
     WithdrawReason::ReviewTimeout => "review_timeout",
 });
 
+// Every conversion below destructures its source completely, without `..`, so that a field
+// added to a domain type or to a stored shape does not compile until someone decides how it
+// is stored or read (STYLE.md, "Boundaries").
+
 impl From<&ImageRef> for ImageV1 {
     fn from(i: &ImageRef) -> Self {
+        let ImageRef {
+            kind,
+            media_type,
+            hash,
+            size,
+        } = i;
         ImageV1 {
-            kind: kind_name(i.kind).into(),
-            media_type: i.media_type.as_mime().into(),
-            sha256: i.hash.to_hex(),
-            size: i.size,
+            kind: kind_name(*kind).into(),
+            media_type: media_type.as_mime().into(),
+            sha256: hash.to_hex(),
+            size: *size,
         }
     }
 }
@@ -309,12 +331,104 @@ impl From<&ImageRef> for ImageV1 {
 impl TryFrom<ImageV1> for ImageRef {
     type Error = RecordError;
     fn try_from(i: ImageV1) -> Result<Self, RecordError> {
+        let ImageV1 {
+            kind,
+            media_type,
+            sha256,
+            size,
+        } = i;
         Ok(ImageRef {
-            kind: kind_from(&i.kind)?,
-            media_type: MediaType::from_mime(&i.media_type)
+            kind: kind_from(&kind)?,
+            media_type: MediaType::from_mime(&media_type)
                 .ok_or(RecordError::Field("media_type"))?,
-            hash: ImageHash::parse_hex(&i.sha256).ok_or(RecordError::Field("sha256"))?,
-            size: i.size,
+            hash: ImageHash::parse_hex(&sha256).ok_or(RecordError::Field("sha256"))?,
+            size,
+        })
+    }
+}
+
+impl From<&Transaction> for TransactionV1 {
+    fn from(t: &Transaction) -> Self {
+        let Transaction {
+            code,
+            amount,
+            account,
+            counterparty,
+            attributes,
+        } = t;
+        let Money {
+            minor_units,
+            currency,
+        } = amount;
+        TransactionV1 {
+            code: code.clone(),
+            amount_minor: *minor_units,
+            currency: currency.clone(),
+            account: account.clone(),
+            counterparty: counterparty.clone(),
+            attributes: attributes.iter().cloned().collect(),
+        }
+    }
+}
+
+impl From<TransactionV1> for Transaction {
+    fn from(t: TransactionV1) -> Self {
+        let TransactionV1 {
+            code,
+            amount_minor,
+            currency,
+            account,
+            counterparty,
+            attributes,
+        } = t;
+        Transaction {
+            code,
+            amount: Money {
+                minor_units: amount_minor,
+                currency,
+            },
+            account,
+            counterparty,
+            attributes: attributes.into_iter().collect(),
+        }
+    }
+}
+
+impl From<&CustomerIdentity> for CustomerV1 {
+    fn from(c: &CustomerIdentity) -> Self {
+        let CustomerIdentity {
+            document_type,
+            document_number,
+            name,
+            expiry_date,
+            verification,
+        } = c;
+        CustomerV1 {
+            document_type: doc_name(*document_type).into(),
+            document_number: document_number.clone(),
+            name: name.clone(),
+            expiry_date: expiry_date.clone(),
+            verification: verif_name(*verification).into(),
+        }
+    }
+}
+
+impl TryFrom<CustomerV1> for CustomerIdentity {
+    type Error = RecordError;
+    fn try_from(c: CustomerV1) -> Result<Self, RecordError> {
+        let CustomerV1 {
+            document_type,
+            document_number,
+            name,
+            expiry_date,
+            verification,
+        } = c;
+        Ok(CustomerIdentity {
+            document_type: doc_from(&document_type)?,
+            document_number,
+            name,
+            expiry_date,
+            verification: verif_from(&verification)?,
         })
     }
 }
@@ -330,21 +444,8 @@ impl From<&Submission> for SubmissionV1 {
         } = s;
         SubmissionV1 {
             serial: serial.as_str().into(),
-            transaction: TransactionV1 {
-                code: transaction.code.clone(),
-                amount_minor: transaction.amount.minor_units,
-                currency: transaction.amount.currency.clone(),
-                account: transaction.account.clone(),
-                counterparty: transaction.counterparty.clone(),
-                attributes: transaction.attributes.iter().cloned().collect(),
-            },
-            customer: CustomerV1 {
-                document_type: doc_name(customer.document_type).into(),
-                document_number: customer.document_number.clone(),
-                name: customer.name.clone(),
-                expiry_date: customer.expiry_date.clone(),
-                verification: verif_name(customer.verification).into(),
-            },
+            transaction: transaction.into(),
+            customer: customer.into(),
             images: images.iter().map(ImageV1::from).collect(),
             note: note.clone(),
         }
@@ -354,33 +455,22 @@ impl From<&Submission> for SubmissionV1 {
 impl TryFrom<SubmissionV1> for Submission {
     type Error = RecordError;
     fn try_from(s: SubmissionV1) -> Result<Self, RecordError> {
-        let t = s.transaction;
-        let c = s.customer;
+        let SubmissionV1 {
+            serial,
+            transaction,
+            customer,
+            images,
+            note,
+        } = s;
         Ok(Submission {
-            serial: TellerSerial::new(s.serial),
-            transaction: Transaction {
-                code: t.code,
-                amount: Money {
-                    minor_units: t.amount_minor,
-                    currency: t.currency,
-                },
-                account: t.account,
-                counterparty: t.counterparty,
-                attributes: t.attributes.into_iter().collect(),
-            },
-            customer: CustomerIdentity {
-                document_type: doc_from(&c.document_type)?,
-                document_number: c.document_number,
-                name: c.name,
-                expiry_date: c.expiry_date,
-                verification: verif_from(&c.verification)?,
-            },
-            images: s
-                .images
+            serial: TellerSerial::new(serial),
+            transaction: transaction.into(),
+            customer: customer.try_into()?,
+            images: images
                 .into_iter()
                 .map(ImageRef::try_from)
                 .collect::<Result<_, _>>()?,
-            note: s.note,
+            note,
         })
     }
 }
@@ -404,12 +494,12 @@ impl From<&Event> for EventV1 {
                 supervisor,
                 epoch,
                 pool_size,
-                accept_by,
+                accept_by: Timestamp(accept_by_ms),
             } => EventV1::Offered {
                 supervisor: p(supervisor),
                 epoch: *epoch,
                 pool_size: *pool_size,
-                accept_by_ms: accept_by.0,
+                accept_by_ms: *accept_by_ms,
             },
             Event::OfferDeclined {
                 supervisor,
@@ -440,13 +530,18 @@ impl From<&Event> for EventV1 {
             Event::Decided {
                 supervisor,
                 epoch,
-                verdict,
+                verdict:
+                    Verdict {
+                        decision,
+                        reason_code,
+                        comment,
+                    },
             } => EventV1::Decided {
                 supervisor: p(supervisor),
                 epoch: *epoch,
-                decision: decision_name(verdict.decision).into(),
-                reason_code: verdict.reason_code.clone(),
-                comment: verdict.comment.clone(),
+                decision: decision_name(*decision).into(),
+                reason_code: reason_code.clone(),
+                comment: comment.clone(),
             },
             Event::Resubmitted {
                 added,
