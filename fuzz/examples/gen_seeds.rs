@@ -5,7 +5,6 @@
 //! Deterministic: the same files every run. Keep KEY_NAME/ORIGIN/SEED in step with
 //! `fuzz_targets/signed_note.rs`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use countersign::domain::*;
@@ -50,7 +49,7 @@ fn records() -> Vec<Record> {
                     },
                     account: "6222000011112222".into(),
                     counterparty: Some("acct-2".into()),
-                    attributes: BTreeMap::from([("channel".into(), "counter".into())]),
+                    attributes: vec![("channel".into(), "counter".into())],
                 },
                 customer: CustomerIdentity {
                     document_type: DocumentType::PrcResidentId,
