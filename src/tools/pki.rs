@@ -171,8 +171,8 @@ struct PrincipalsFile<'a> {
 
 /// Creates in `out` (created if missing; refuse with an error if it already contains
 /// ca.pem, so a real PKI is never overwritten): ca.pem, ca.key, server.pem, server.key
-/// (SANs: DNS localhost and IP 127.0.0.1 and ::1), and for each principal <id>.pem and
-/// <id>.key, plus principals.toml. Key files are written with mode 0600 (unix).
+/// (SANs: DNS localhost and IP 127.0.0.1 and ::1), and for each principal `<id>.pem` and
+/// `<id>.key`, plus principals.toml. Key files are written with mode 0600 (unix).
 /// Returns the paths written, in the order written; ca.pem comes last.
 pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
     init_with(out, DEMO_PRINCIPALS)
@@ -288,8 +288,8 @@ pub fn init_with(out: &Path, principals: &[DemoPrincipal<'_>]) -> Result<Vec<Pat
 }
 
 /// Issues one more client certificate signed by the CA in `dir` (reads ca.pem + ca.key),
-/// writing <id>.pem/<id>.key, and returns the hex SHA-256 fingerprint of the new
-/// certificate's DER. Refuses to replace an existing <id>.pem or <id>.key: remove them
+/// writing `<id>.pem/<id>.key`, and returns the hex SHA-256 fingerprint of the new
+/// certificate's DER. Refuses to replace an existing `<id>.pem` or `<id>.key`: remove them
 /// first to re-issue.
 pub fn issue_client(dir: &Path, id: &str) -> Result<String> {
     validate_id(id)?;
