@@ -167,7 +167,8 @@ pub trait LedgerAppend: Send {
 
 /// Where signed checkpoints are kept, in the order they were signed.
 pub trait CheckpointLog: Send + Sync {
-    /// Every signed note stored, oldest first (read once, at start).
+    /// Every signed note stored, oldest first. Read once, at start, before any `append`: a
+    /// backend may repair what a crash left (a torn last note) while reading.
     fn notes(&self) -> Result<Vec<String>, StorageError>;
     /// Stores note number `seq` durably before returning.
     fn append(&self, seq: u64, note: &str) -> Result<(), StorageError>;

@@ -38,12 +38,11 @@ pub struct FileCheckpointLog {
 }
 
 impl FileCheckpointLog {
-    /// Opens (or creates) `checkpoints.log` in the ledger directory `dir`; a torn final note
-    /// left by a crash is cut off.
+    /// Opens (or creates) `checkpoints.log` in the ledger directory `dir` for append. A torn
+    /// final note left by a crash is cut off by `notes`, which the engine reads before it
+    /// appends (appends go to the end of the file as it is then).
     pub fn open(dir: &Path) -> Result<Self, CheckpointLogError> {
         let path = dir.join(LOG_NAME);
-        // Repairs a torn tail before appending after it.
-        read_log(&path, true)?;
         let file = open_for_append(&path)?;
         Ok(FileCheckpointLog {
             path,
@@ -54,7 +53,8 @@ impl FileCheckpointLog {
 
 impl CheckpointLog for FileCheckpointLog {
     fn notes(&self) -> Result<Vec<String>, StorageError> {
-        read_log(&self.path, false).map_err(|e| match e {
+        // The one read of the log at start, so it also cuts a torn tail.
+        read_log(&self.path, true).map_err(|e| match e {
             e @ CheckpointLogError::Io { .. } => {
                 StorageError::unavailable("read checkpoint log", e)
             }
