@@ -99,15 +99,6 @@ pub fn fold<'a>(
 ) -> Result<Request, FoldError> {
     let mut request: Option<Request> = None;
     for (index, rec) in records {
-        if let Some(r) = &request
-            && r.id != rec.request
-        {
-            return Err(FoldError::OtherRequest {
-                index,
-                expected: r.id.clone(),
-                found: rec.request.clone(),
-            });
-        }
         if let Some(opened) = step(request.as_mut(), index, rec)? {
             request = Some(opened);
         }
@@ -119,20 +110,21 @@ pub fn fold<'a>(
 mod tests {
     use super::*;
     use crate::domain::event::{Actor, WithdrawReason};
-    use crate::domain::ids::{BranchId, PrincipalId, TellerSerial};
+    use crate::domain::ids::PrincipalId;
     use crate::domain::request::State;
-    use crate::domain::types::*;
+    use crate::domain::types::Timestamp;
 
     fn submitted(id: &RequestId) -> Record {
+        let r = crate::domain::testing::request(id, 1);
         Record {
             request: id.clone(),
             at: Timestamp(1),
-            actor: Actor::Principal(PrincipalId::new("teller-01")),
+            actor: Actor::Principal(r.teller.clone()),
             event: Event::Submitted {
-                teller: PrincipalId::new("teller-01"),
-                branch: BranchId::new("B001"),
-                submission: sample_submission(),
-                requirements: sample_requirements(),
+                teller: r.teller,
+                branch: r.branch,
+                submission: r.submission,
+                requirements: r.requirements,
             },
         }
     }
@@ -148,46 +140,6 @@ mod tests {
                 pool_size: 1,
                 accept_by: Timestamp(1000),
             },
-        }
-    }
-
-    fn sample_submission() -> Submission {
-        Submission {
-            serial: TellerSerial::new("S-1"),
-            transaction: Transaction {
-                code: "WDL-CASH".into(),
-                amount: Money {
-                    minor_units: 100,
-                    currency: "CNY".into(),
-                },
-                account: "6222000011112222".into(),
-                counterparty: None,
-                attributes: Vec::new(),
-            },
-            customer: CustomerIdentity {
-                document_type: DocumentType::Passport,
-                document_number: "E1234567".into(),
-                name: "N".into(),
-                expiry_date: None,
-                verification: IdVerification::Matched,
-            },
-            images: Vec::new(),
-            note: String::new(),
-        }
-    }
-
-    fn sample_requirements() -> Requirements {
-        Requirements {
-            rule: "r".into(),
-            policy_sha256: "00".into(),
-            level: 1,
-            approvals: 1,
-            independent: false,
-            priority: 0,
-            offer_timeout_ms: 10,
-            decision_deadline_ms: 100,
-            escalate_after_ms: None,
-            escalate_after_declines: None,
         }
     }
 

@@ -359,7 +359,7 @@ impl Core {
         match fold::step(self.requests.get_mut(&id), index, &rec) {
             Ok(Some(opened)) => {
                 if let Some((_, _, fp)) = &created {
-                    self.requests.open(opened, *fp);
+                    self.requests.adopt(opened, *fp);
                 }
             }
             Ok(None) => {}
@@ -397,9 +397,8 @@ impl Core {
             return;
         };
         let state = r.state;
-        let key = super::requests::queue_key(r);
         if state == State::Queued && was != Some(State::Queued) {
-            self.dispatch_new.insert(key);
+            self.dispatch_new.insert(super::requests::queue_key(r));
             // Back in the queue (a first approval, a resubmission, a withdrawal): a wait
             // escalation that has not fired yet is armed again.
             if let Some(at) = r.escalate_at() {

@@ -102,11 +102,6 @@ impl Requests {
             .collect()
     }
 
-    /// Takes in a request its Submitted record just opened.
-    pub fn open(&mut self, r: Request, fingerprint: [u8; 32]) {
-        self.adopt(r, fingerprint);
-    }
-
     /// Takes in an undecided request (opened now, or loaded at start).
     pub fn adopt(&mut self, r: Request, fingerprint: [u8; 32]) {
         self.idem.insert(
