@@ -180,3 +180,25 @@ pub enum PauseError {
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
+
+/// The errors of an action on an offer (Accept, Decline, Decide): the request may be gone
+/// from the engine, and then the handle tells why from the projection.
+pub(crate) trait OnOffer {
+    fn is_not_found(&self) -> bool;
+    fn fenced(e: FenceError) -> Self;
+}
+
+macro_rules! on_offer {
+    ($($e:ident),*) => {$(
+        impl OnOffer for $e {
+            fn is_not_found(&self) -> bool {
+                matches!(self, $e::NotFound)
+            }
+            fn fenced(e: FenceError) -> Self {
+                $e::Fence(e)
+            }
+        }
+    )*};
+}
+
+on_offer!(AcceptError, DeclineError, DecideError);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
-    ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId, Submission,
-    Timestamp, Verdict,
+    FenceError, ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId,
+    Submission, Timestamp, Verdict,
 };
 use crate::ledger::record;
 use crate::storage::{ImageStore, LedgerRead, Projection, Storage, StorageError};
@@ -80,9 +80,7 @@ impl EngineHandle {
     /// Ends every stream, answers what is in flight once durable, and stops the engine.
     /// Calls after this are refused with UNAVAILABLE.
     pub async fn shutdown(&self) {
-        let _ = self
-            .call(|reply| ServiceCommand::Shutdown { reply }.into())
-            .await;
+        let _ = self.call(|reply| ServiceCommand::Shutdown { reply }).await;
     }
 
     pub fn now(&self) -> Timestamp {
@@ -93,13 +91,13 @@ impl EngineHandle {
         &self.config
     }
 
-    async fn call<T>(
+    async fn call<T, C: Into<Command>>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        make: impl FnOnce(oneshot::Sender<T>) -> C,
     ) -> Result<T, Unavailable> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(make(tx))
+            .send(make(tx).into())
             .await
             .map_err(|_| Unavailable::NotRunning)?;
         // A dropped reply means the ledger failed before the call's records were durable.
@@ -147,14 +145,11 @@ impl EngineHandle {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
         let (found, id, replayed) = self
-            .call(|reply| {
-                TellerCommand::Submit {
-                    teller,
-                    submission,
-                    fingerprint,
-                    reply,
-                }
-                .into()
+            .call(|reply| TellerCommand::Submit {
+                teller,
+                submission,
+                fingerprint,
+                reply,
             })
             .await??;
         let request = match found {
@@ -170,13 +165,10 @@ impl EngineHandle {
 
     pub async fn get(&self, teller: &PrincipalId, id: &RequestId) -> Result<Request, GetError> {
         let found = self
-            .call(|reply| {
-                TellerCommand::Get {
-                    teller: teller.clone(),
-                    id: id.clone(),
-                    reply,
-                }
-                .into()
+            .call(|reply| TellerCommand::Get {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
             })
             .await??;
         match found {
@@ -192,13 +184,10 @@ impl EngineHandle {
         id: &RequestId,
     ) -> Result<(Request, Option<mpsc::Receiver<Request>>), GetError> {
         let found = self
-            .call(|reply| {
-                TellerCommand::Watch {
-                    teller: teller.clone(),
-                    id: id.clone(),
-                    reply,
-                }
-                .into()
+            .call(|reply| TellerCommand::Watch {
+                teller: teller.clone(),
+                id: id.clone(),
+                reply,
             })
             .await??;
         match found {
@@ -220,14 +209,11 @@ impl EngineHandle {
         reason: String,
     ) -> Result<Request, CancelError> {
         let found = self
-            .call(|reply| {
-                TellerCommand::Cancel {
-                    teller: teller.clone(),
-                    id: id.clone(),
-                    reason,
-                    reply,
-                }
-                .into()
+            .call(|reply| TellerCommand::Cancel {
+                teller: teller.clone(),
+                id: id.clone(),
+                reason,
+                reply,
             })
             .await??;
         match found {
@@ -248,16 +234,13 @@ impl EngineHandle {
         note: String,
     ) -> Result<Request, ResubmitError> {
         let found = self
-            .call(|reply| {
-                TellerCommand::Resubmit {
-                    teller: teller.clone(),
-                    id: id.clone(),
-                    added,
-                    removed,
-                    note,
-                    reply,
-                }
-                .into()
+            .call(|reply| TellerCommand::Resubmit {
+                teller: teller.clone(),
+                id: id.clone(),
+                added,
+                removed,
+                note,
+                reply,
             })
             .await??;
         match found {
@@ -276,7 +259,7 @@ impl EngineHandle {
     ) -> Result<(SessionGuard, mpsc::Receiver<SupervisorEvent>), AttendError> {
         let id = supervisor.id.clone();
         let (session, rx) = self
-            .call(|reply| SupervisorCommand::Attend { supervisor, reply }.into())
+            .call(|reply| SupervisorCommand::Attend { supervisor, reply })
             .await??;
         let guard = SessionGuard {
             leave_tx: self.leave_tx.clone(),
@@ -293,40 +276,39 @@ impl EngineHandle {
         epoch: u64,
     ) -> Result<Request, AcceptError> {
         let r = self
-            .call(|reply| {
-                SupervisorCommand::Accept {
-                    supervisor: supervisor.clone(),
-                    id: id.clone(),
-                    epoch,
-                    reply,
-                }
-                .into()
+            .call(|reply| SupervisorCommand::Accept {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reply,
             })
             .await?;
-        match r {
-            Err(AcceptError::NotFound) => Err(self
-                .settled(supervisor, id)
-                .await
-                .map_or(AcceptError::NotFound, AcceptError::Fence)),
-            r => r,
-        }
+        self.settled(r, supervisor, id).await
     }
 
-    /// For a request the engine no longer holds: it was decided, so any action on an offer
-    /// of it is refused. Its state is told only to a supervisor who decided it; to anyone else
-    /// it is simply not theirs. `None` if there is no such request.
-    async fn settled(
+    /// An action on an offer of a request the engine no longer holds (`NotFound`): it was
+    /// decided, so the action is refused. Its state is told only to a supervisor who decided
+    /// it; to anyone else it is simply not theirs. `NotFound` stays when there is no such
+    /// request.
+    async fn settled<T, E: OnOffer>(
         &self,
+        r: Result<T, E>,
         supervisor: &PrincipalId,
         id: &RequestId,
-    ) -> Option<crate::domain::FenceError> {
-        let (projection, key) = (self.projection.clone(), id.clone());
-        match blocking(move || projection.summary(&key)).await {
-            Ok(Some(s)) if s.deciders.iter().any(|d| d == supervisor.as_str()) => {
-                s.state().map(crate::domain::FenceError::WrongState)
+    ) -> Result<T, E> {
+        match r {
+            Err(e) if e.is_not_found() => {
+                let (projection, key) = (self.projection.clone(), id.clone());
+                let fence = match blocking(move || projection.summary(&key)).await {
+                    Ok(Some(s)) if s.deciders.iter().any(|d| d == supervisor.as_str()) => {
+                        s.state().map(FenceError::WrongState)
+                    }
+                    Ok(Some(_)) => Some(FenceError::NotAssigned),
+                    _ => None,
+                };
+                Err(fence.map_or(e, E::fenced))
             }
-            Ok(Some(_)) => Some(crate::domain::FenceError::NotAssigned),
-            _ => None,
+            r => r,
         }
     }
 
@@ -338,24 +320,15 @@ impl EngineHandle {
         reason: String,
     ) -> Result<(), DeclineError> {
         let r = self
-            .call(|reply| {
-                SupervisorCommand::Decline {
-                    supervisor: supervisor.clone(),
-                    id: id.clone(),
-                    epoch,
-                    reason,
-                    reply,
-                }
-                .into()
+            .call(|reply| SupervisorCommand::Decline {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                reason,
+                reply,
             })
             .await?;
-        match r {
-            Err(DeclineError::NotFound) => Err(self
-                .settled(supervisor, id)
-                .await
-                .map_or(DeclineError::NotFound, DeclineError::Fence)),
-            r => r,
-        }
+        self.settled(r, supervisor, id).await
     }
 
     pub async fn decide(
@@ -366,24 +339,15 @@ impl EngineHandle {
         verdict: Verdict,
     ) -> Result<Request, DecideError> {
         let r = self
-            .call(|reply| {
-                SupervisorCommand::Decide {
-                    supervisor: supervisor.clone(),
-                    id: id.clone(),
-                    epoch,
-                    verdict,
-                    reply,
-                }
-                .into()
+            .call(|reply| SupervisorCommand::Decide {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                epoch,
+                verdict,
+                reply,
             })
             .await?;
-        match r {
-            Err(DecideError::NotFound) => Err(self
-                .settled(&supervisor.id, id)
-                .await
-                .map_or(DecideError::NotFound, DecideError::Fence)),
-            r => r,
-        }
+        self.settled(r, &supervisor.id, id).await
     }
 
     /// An image of a request the supervisor currently holds.
@@ -394,14 +358,11 @@ impl EngineHandle {
         hash: ImageHash,
     ) -> Result<(MediaType, Vec<u8>), ImageError> {
         let media = self
-            .call(|reply| {
-                SupervisorCommand::OfferImage {
-                    supervisor: supervisor.clone(),
-                    id: id.clone(),
-                    hash,
-                    reply,
-                }
-                .into()
+            .call(|reply| SupervisorCommand::OfferImage {
+                supervisor: supervisor.clone(),
+                id: id.clone(),
+                hash,
+                reply,
             })
             .await??;
         let bytes = self.read_image(hash).await.map_err(ImageError::Store)?;
@@ -452,21 +413,17 @@ impl EngineHandle {
 
     /// Stops (or resumes) offers to a supervisor without closing their stream.
     pub async fn pause(&self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
-        self.call(|reply| {
-            ServiceCommand::Pause {
-                supervisor: supervisor.clone(),
-                paused,
-                reply,
-            }
-            .into()
+        self.call(|reply| ServiceCommand::Pause {
+            supervisor: supervisor.clone(),
+            paused,
+            reply,
         })
         .await?
     }
 
     /// The queue and the supervisors, exactly, as of now.
     pub async fn queue_status(&self) -> Result<status::QueueStatus, Unavailable> {
-        self.call(|reply| ServiceCommand::Status { reply }.into())
-            .await
+        self.call(|reply| ServiceCommand::Status { reply }).await
     }
 
     /// The policy new submissions are evaluated against.
@@ -544,8 +501,7 @@ impl EngineHandle {
     /// Waits until sled reflects every record durable now: the projection is applied in
     /// batches, and an audit read must see every acknowledged change.
     pub(super) async fn projected(&self) -> Result<(), Unavailable> {
-        self.call(|reply| ServiceCommand::Project { reply }.into())
-            .await
+        self.call(|reply| ServiceCommand::Project { reply }).await
     }
 
     /// Makes the projection's own state durable; called at shutdown.
