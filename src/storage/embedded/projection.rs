@@ -66,13 +66,12 @@ impl SledProjection {
         // past `applied` at start. Every transaction already hands its log to the OS; sled's
         // periodic flush only added fsyncs that showed as latency spikes (W1 at 1,000/s: notify
         // p99.9 up to 39 ms with a 2 s flush, at most 21 ms without). Shutdown flushes.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_err("open sled"))?;
+            .flush_every_ms(None);
+        let db = open_when_released(&config)?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err("open sled tree"));
         Ok(SledProjection {
             requests: tree("requests")?,
@@ -187,15 +186,9 @@ impl SledProjection {
 
     /// The request's ledger record indexes and state, if it exists.
     pub fn request(&self, id: &RequestId) -> Result<Option<(State, Vec<u64>)>, StoreError> {
-        let Some(b) = self
-            .requests
-            .get(id.as_str().as_bytes())
-            .map_err(sled_err("read request row"))?
-        else {
+        let Some(row) = self.row(id)? else {
             return Ok(None);
         };
-        let row: RequestRow =
-            serde_json::from_slice(&b).map_err(|_| StoreError::Damaged(id.to_string()))?;
         let state = state_from(&row.state).ok_or_else(|| StoreError::Damaged(id.to_string()))?;
         Ok(Some((state, row.records)))
     }
@@ -223,6 +216,11 @@ impl SledProjection {
 
     /// The request's summary, if it exists.
     pub fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StoreError> {
+        Ok(self.row(id)?.and_then(|row| row.summary))
+    }
+
+    /// A request's row, decoded.
+    fn row(&self, id: &RequestId) -> Result<Option<RequestRow>, StoreError> {
         let Some(b) = self
             .requests
             .get(id.as_str().as_bytes())
@@ -230,9 +228,9 @@ impl SledProjection {
         else {
             return Ok(None);
         };
-        let row: RequestRow =
-            serde_json::from_slice(&b).map_err(|_| StoreError::Damaged(id.to_string()))?;
-        Ok(row.summary)
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|_| StoreError::Damaged(id.to_string()))
     }
 
     /// Walks the most selective index newest first, filtering on the summaries.
@@ -369,6 +367,30 @@ fn plain_json(row: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(row).expect("rows are plain data")
 }
 
+/// How long opening waits for sled's file lock to be let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, waiting up to `LOCK_WAIT` for its file lock: sled lets go of it from a
+/// background thread once the last handle is dropped, so a reopen in the same process right
+/// after a close (a restart, a test) may find it still held for a moment. A lock held by
+/// another running server is still refused, after the wait.
+fn open_when_released(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let mut waited = std::time::Duration::ZERO;
+    let step = std::time::Duration::from_millis(20);
+    loop {
+        match config.open() {
+            // sled 0.34 reports a held lock only as this I/O error's text.
+            Err(sled::Error::Io(e))
+                if waited < LOCK_WAIT && e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(step);
+                waited += step;
+            }
+            r => return r.map_err(sled_err("open sled")),
+        }
+    }
+}
+
 /// i64::MAX - ms, big-endian, so that newer sorts first.
 fn rev_time(ms: i64) -> [u8; 8] {
     (i64::MAX - ms.max(0)).to_be_bytes()
@@ -389,4 +411,25 @@ fn idem_key(teller: &PrincipalId, serial: &TellerSerial) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(serial.as_str().as_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_let_go_is_waited_for_and_one_held_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("projection");
+        let first = SledProjection::open(&path, 1 << 20).unwrap();
+        let held = SledProjection::open(&path, 1 << 20);
+        assert!(
+            matches!(held, Err(StoreError::Sled { .. })),
+            "a projection another handle holds open is refused"
+        );
+        drop(first);
+        // Reopened at once after the drop: sled may still be letting go of its lock.
+        let again = SledProjection::open(&path, 1 << 20).unwrap();
+        assert_eq!(again.applied().unwrap(), 0);
+    }
 }
