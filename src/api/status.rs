@@ -297,4 +297,40 @@ mod tests {
             assert_eq!((status.code(), status.message()), (code, message));
         }
     }
+
+    /// Storage errors reach callers by what they can do about them: a missing image is
+    /// NOT_FOUND, storage that cannot serve now is UNAVAILABLE (retry), damage is INTERNAL.
+    #[test]
+    fn storage_errors_map_by_what_the_caller_can_do() {
+        let h = crate::domain::ImageHash([1; 32]);
+        let io = || std::io::Error::other("disk");
+        let cases = [
+            (StorageError::ImageNotFound(h), Code::NotFound),
+            (
+                StorageError::unavailable("read image", io()),
+                Code::Unavailable,
+            ),
+            (StorageError::ImageDamaged(h), Code::Internal),
+            (StorageError::damaged("read image", io()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            let text = e.to_string();
+            let got = Status::from(AuditError::Image(e));
+            assert_eq!(got.code(), code, "{text}");
+        }
+        let fault = Status::from(GetError::Storage(StorageFault(StorageError::Inconsistent(
+            "request r has no row".into(),
+        ))));
+        assert_eq!(fault.code(), Code::Internal);
+        assert!(fault.message().contains("request r has no row"));
+        let cannot = Status::from(SubmitError::Unavailable(Unavailable::CannotWrite(
+            std::sync::Arc::new(StorageError::unavailable("write ledger batch", io())),
+        )));
+        assert_eq!(cannot.code(), Code::Unavailable);
+        assert!(
+            cannot
+                .message()
+                .contains("the ledger cannot write: write ledger batch: disk")
+        );
+    }
 }
