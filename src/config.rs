@@ -23,6 +23,9 @@ struct ConfigFile {
     ledger: LedgerFile,
     policy: PolicyFile,
     log: LogFile,
+    storage: StorageFile,
+    /// Only with the postgres backend: this node in the cluster.
+    cluster: Option<ClusterFile>,
     /// Absent: metrics are not served.
     metrics: Option<MetricsFile>,
 }
@@ -88,6 +91,23 @@ struct LedgerFile {
     origin: String,
     signing_key: PathBuf,
     checkpoint_interval_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    backend: String,
+    url: Option<String>,
+    pool_size: Option<usize>,
+    tls_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    node_id: String,
+    advertise: String,
+    lease_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -200,12 +220,109 @@ file = "policy.toml"
 # "text" or "json"; filter with RUST_LOG, e.g. RUST_LOG=countersign=debug.
 format = "text"
 
+[storage]
+# "embedded": the ledger, images and projection under data_dir, on this machine's disk.
+# "postgres": all of it in PostgreSQL, which several nodes share (docs/operations.md).
+backend = "embedded"
+# For "postgres": the libpq URL. List every database host; target_session_attrs=read-write
+# finds the primary after a database failover.
+# url = "postgresql://countersign@db1:5432,db2:5432/countersign?target_session_attrs=read-write"
+# Most connections this node opens.
+# pool_size = 16
+# TLS to the database, trusting this CA's certificates (add sslmode=require to the URL).
+# tls_ca = "db-ca.pem"
+
+# For "postgres": this node in the cluster. One node leads, through a lease in the database
+# that it renews every third of lease_ms; when it stops renewing, another takes over.
+# [cluster]
+# Unique in the cluster.
+# node_id = "node-1"
+# Where clients reach this node: a standby names the leader's.
+# advertise = "node-1.example:7443"
+# lease_ms = 3000
+
 # Prometheus metrics at GET /metrics over plain HTTP (no TLS, no client certificates), on an
 # address of their own: bind it to loopback or a management network. Without this section
 # nothing is served. The series are listed in README.md.
 # [metrics]
 # listen = "127.0.0.1:9464"
 "#;
+
+/// The storage section, checked: the embedded backend takes none of the database settings,
+/// the postgres backend needs all of them and a `[cluster]` section.
+fn storage(
+    f: &ConfigFile,
+    rel: &dyn Fn(&Path) -> PathBuf,
+) -> anyhow::Result<crate::storage::StorageConfig> {
+    use crate::storage::{EmbeddedSettings, PostgresSettings, StorageConfig};
+    let s = &f.storage;
+    match s.backend.as_str() {
+        "embedded" => {
+            let set = [
+                ("storage.url", s.url.is_some()),
+                ("storage.pool_size", s.pool_size.is_some()),
+                ("storage.tls_ca", s.tls_ca.is_some()),
+                ("cluster", f.cluster.is_some()),
+            ];
+            if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+                bail!("{name}: only for storage.backend = \"postgres\"");
+            }
+            Ok(StorageConfig::Embedded(EmbeddedSettings {
+                data_dir: rel(&f.data_dir),
+                segment_bytes_max: f.ledger.segment_bytes_max,
+                image_writes_max: f.limits.image_writes_max,
+                projection_cache_bytes: f.limits.projection_cache_bytes,
+            }))
+        }
+        "postgres" => {
+            let url = s
+                .url
+                .clone()
+                .context("storage.url: needed for storage.backend = \"postgres\"")?;
+            url.parse::<tokio_postgres::Config>()
+                .context("storage.url: not a libpq connection URL")?;
+            let pool_size = s
+                .pool_size
+                .context("storage.pool_size: needed for storage.backend = \"postgres\"")?;
+            if !(2..=1000).contains(&pool_size) {
+                bail!("storage.pool_size: must be from 2 to 1000");
+            }
+            let tls_ca_pem = match &s.tls_ca {
+                None => None,
+                Some(p) => {
+                    let p = rel(p);
+                    Some(
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("storage.tls_ca: read {}", p.display()))?,
+                    )
+                }
+            };
+            let c = f
+                .cluster
+                .as_ref()
+                .context("cluster: needed for storage.backend = \"postgres\"")?;
+            let id = c.node_id.as_str();
+            if id.is_empty() || id.contains(char::is_whitespace) {
+                bail!("cluster.node_id: must be one non-empty word without spaces");
+            }
+            if c.advertise.trim().is_empty() {
+                bail!("cluster.advertise: must be the address clients reach this node at");
+            }
+            if !(500..=60_000).contains(&c.lease_ms) {
+                bail!("cluster.lease_ms: must be from 500 to 60000");
+            }
+            Ok(StorageConfig::Postgres(PostgresSettings {
+                url,
+                pool_size,
+                tls_ca_pem,
+                node_id: c.node_id.clone(),
+                advertise: c.advertise.clone(),
+                lease_ms: c.lease_ms,
+            }))
+        }
+        other => bail!("storage.backend: must be \"embedded\" or \"postgres\", not {other:?}"),
+    }
+}
 
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -314,15 +431,11 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("log.format: must be \"text\" or \"json\", not {other:?}"),
         };
+        let storage = storage(&f, &rel)?;
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
-            storage: crate::storage::StorageConfig::Embedded(crate::storage::EmbeddedSettings {
-                data_dir: rel(&f.data_dir),
-                segment_bytes_max: f.ledger.segment_bytes_max,
-                image_writes_max: l.image_writes_max,
-                projection_cache_bytes: l.projection_cache_bytes,
-            }),
+            storage,
             tls_cert_pem: read("tls.cert", &f.tls.cert)?,
             tls_key_pem: read("tls.key", &f.tls.key)?,
             client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
@@ -424,7 +537,9 @@ mod tests {
         let dir = pki();
         let c = Config::parse(SAMPLE, dir.path()).unwrap();
         assert_eq!(c.api.images_per_request_min, 1);
-        let crate::storage::StorageConfig::Embedded(storage) = &c.storage;
+        let crate::storage::StorageConfig::Embedded(storage) = &c.storage else {
+            panic!("the sample is embedded");
+        };
         assert_eq!(storage.image_writes_max, 256);
         assert_eq!(storage.projection_cache_bytes, 16 << 20);
         let zero = SAMPLE.replace("images_per_request_min = 1", "images_per_request_min = 0");

@@ -39,7 +39,7 @@ fn fence(e: FenceError) -> Status {
 fn image_store(e: StorageError) -> Status {
     match e {
         StorageError::ImageNotFound(_) => Status::not_found(e.to_string()),
-        StorageError::Unavailable { .. } | StorageError::Join(_) => {
+        StorageError::Unavailable { .. } | StorageError::Fenced { .. } | StorageError::Join(_) => {
             Status::unavailable(e.to_string())
         }
         e => internal(e),

@@ -2,7 +2,8 @@
 //! projection, named by what it does (append a batch durably, read a record, put an image),
 //! never by how. A backend implements the traits here; the composition root opens one with
 //! `open` and hands it to the engine, which sees nothing else. `embedded` (segment files, the
-//! image log and sled on one disk) is the default backend.
+//! image log and sled on one disk) is the default backend; `postgres` keeps everything in a
+//! PostgreSQL database that several nodes share, one of them leading.
 //!
 //! Every method here may block (a disk read, a fsync, a database round trip): the engine calls
 //! them from its own thread, and async callers go through `spawn_blocking`.
@@ -10,6 +11,7 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod embedded;
+pub mod postgres;
 mod rows;
 
 use std::future::Future;
@@ -70,6 +72,12 @@ pub enum StorageError {
     /// The projection names something the ledger does not hold (or the reverse).
     #[error("{0}")]
     Inconsistent(String),
+    /// Another node took the leader's lease (a higher term): this node may no longer write.
+    #[error("another node leads now (term {current}); this node's term {ours} may no longer write")]
+    Fenced { ours: u64, current: u64 },
+    /// The database's schema is newer than this build knows: upgrade the node first.
+    #[error("the database schema is version {found}; this build knows versions up to {known}")]
+    SchemaNewer { found: i64, known: i64 },
     /// Blocking storage work run off the async runtime panicked or was cancelled.
     #[error("run blocking storage work: {0}")]
     Join(#[source] tokio::task::JoinError),
@@ -243,6 +251,8 @@ pub struct Storage {
 pub enum StorageConfig {
     /// Everything under one local data directory.
     Embedded(EmbeddedSettings),
+    /// Everything in PostgreSQL, shared by the nodes of a cluster.
+    Postgres(PostgresSettings),
 }
 
 /// Where the embedded backend keeps its files and the sizes it works with.
@@ -258,6 +268,25 @@ pub struct EmbeddedSettings {
     pub projection_cache_bytes: u64,
 }
 
+/// How to reach PostgreSQL and how this node holds the leader's lease there.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// libpq connection URL; several hosts and `target_session_attrs=read-write` find the
+    /// primary after a database failover.
+    pub url: String,
+    /// Most connections this node opens.
+    pub pool_size: usize,
+    /// PEM certificates of the CAs that sign the database's certificate: TLS to the database
+    /// when set (the URL's `sslmode` then says whether it is required).
+    pub tls_ca_pem: Option<String>,
+    /// This node's name in the lease: unique in the cluster.
+    pub node_id: String,
+    /// The address clients reach this node at, told to callers of a standby.
+    pub advertise: String,
+    /// How long a lease lasts unless renewed; a lapsed one may be taken by another node.
+    pub lease_ms: u64,
+}
+
 /// Opens the configured backend. Called by the composition root (`server`), never by the
 /// engine.
 pub fn open(
@@ -266,5 +295,6 @@ pub fn open(
 ) -> Result<Storage, StorageError> {
     match config {
         StorageConfig::Embedded(settings) => embedded::open(settings, metrics.ledger.clone()),
+        StorageConfig::Postgres(settings) => postgres::open(settings, metrics.ledger.clone()),
     }
 }

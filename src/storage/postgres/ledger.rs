@@ -1,0 +1,401 @@
+//! The ledger in PostgreSQL: `PgLedger` answers reads (records from the `ledger` table, checked
+//! against their leaf hash; roots and proofs from the Merkle tree kept in memory, as the
+//! embedded backend does), and `PgAppender` hands batches to a group-commit writer task that
+//! inserts each round of batches in one statement under the lease's term.
+//!
+//! A write whose answer was lost (the connection dropped during commit) may have committed.
+//! Nothing was acknowledged, but the table may then hold records this node does not know: the
+//! probe compares the table's count with the durable count and refuses to resume when they
+//! differ, so the node recovers from the ledger instead of writing over its own records.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, watch};
+
+use super::{Db, no_connection, unavailable};
+use crate::ledger::merkle::{self, Hash, NodeStore, ProofError, Tree};
+use crate::metrics::LedgerMetrics;
+use crate::storage::{Durable, DurableState, LedgerAppend, LedgerRead, StorageError};
+
+/// The durable records as this node knows them, and the tree over them.
+pub(crate) struct PgLedger {
+    db: Arc<Db>,
+    tree: RwLock<Tree>,
+    /// Set by tests to make every write fail as on an unreachable database.
+    faults: AtomicBool,
+}
+
+/// Reads every leaf hash in index order to rebuild the tree, then starts the writer.
+pub(super) fn open(
+    db: Arc<Db>,
+    metrics: LedgerMetrics,
+) -> Result<(Arc<PgLedger>, PgAppender, Durable), StorageError> {
+    let leaves = db.run(|pool| async move {
+        let client = pool.get().await.map_err(no_connection)?;
+        let rows = client
+            .query("SELECT idx, leaf_hash FROM ledger ORDER BY idx", &[])
+            .await
+            .map_err(unavailable("read the ledger's leaf hashes"))?;
+        let mut leaves = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let idx: i64 = row.get(0);
+            let leaf: &[u8] = row.get(1);
+            let leaf: Hash = leaf
+                .try_into()
+                .map_err(|_| damaged(idx, "leaf hash is not 32 bytes"))?;
+            if idx != i as i64 {
+                return Err(damaged(idx, "the ledger has a gap before this index"));
+            }
+            leaves.push(leaf);
+        }
+        Ok(leaves)
+    })?;
+    let mut tree = Tree::new();
+    for leaf in leaves {
+        push(&mut tree, leaf);
+    }
+    let count = tree.size();
+    let ledger = Arc::new(PgLedger {
+        db: db.clone(),
+        tree: RwLock::new(tree),
+        faults: AtomicBool::new(false),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (durable_tx, durable_rx) = watch::channel(DurableState::Count(count));
+    metrics.durable(count);
+    let writer = Writer {
+        pool: db.pool.clone(),
+        term: db.term,
+        ledger: Arc::downgrade(&ledger),
+        metrics,
+    };
+    db.spawn(writer.run(rx, durable_tx));
+    let appender = PgAppender {
+        tx,
+        next: count,
+        buf: Vec::new(),
+    };
+    Ok((ledger, appender, durable_rx))
+}
+
+fn damaged(idx: i64, what: &'static str) -> StorageError {
+    StorageError::damaged(
+        "read the ledger",
+        std::io::Error::other(format!("record {idx}: {what}")),
+    )
+}
+
+fn push(tree: &mut Tree, leaf: Hash) {
+    // The tree refuses only a 2^64th leaf; indexes are i64 in the table, so none gets there.
+    #[allow(clippy::expect_used)]
+    tree.push(leaf).expect("a ledger cannot hold 2^64 records");
+}
+
+impl PgLedger {
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LedgerRead for PgLedger {
+    fn len(&self) -> u64 {
+        self.tree().size()
+    }
+
+    fn read(&self, index: u64) -> Result<Vec<u8>, StorageError> {
+        let leaf = {
+            let tree = self.tree();
+            (index < tree.size())
+                .then(|| tree.store().get(0, index))
+                .flatten()
+        };
+        let Some(leaf) = leaf else {
+            return Err(StorageError::NoSuchRecord(index));
+        };
+        let record = self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let row = client
+                .query_opt(
+                    "SELECT record FROM ledger WHERE idx = $1",
+                    &[&(index as i64)],
+                )
+                .await
+                .map_err(unavailable("read a ledger record"))?;
+            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        })?;
+        let record = record.ok_or_else(|| damaged(index as i64, "a durable record is missing"))?;
+        if merkle::leaf_hash(&record) != leaf {
+            return Err(damaged(
+                index as i64,
+                "the record no longer matches its leaf hash",
+            ));
+        }
+        Ok(record)
+    }
+
+    fn tree_size(&self) -> u64 {
+        self.tree().size()
+    }
+
+    fn head(&self) -> (u64, Hash) {
+        let t = self.tree();
+        (t.size(), t.root())
+    }
+
+    fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
+        self.tree().root_at(size)
+    }
+
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        self.tree().inclusion_proof(index, size)
+    }
+
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
+        self.tree().consistency_proof(from, to)
+    }
+
+    fn inject_write_faults(&self, on: bool) {
+        self.faults.store(on, Ordering::Relaxed);
+    }
+}
+
+/// What the writer task is asked to do.
+enum Job {
+    /// Records with their indexes, and when they were handed over (for the append latency).
+    Batch(Vec<(u64, Vec<u8>)>, Instant),
+    /// Check that this node may write again; on success the writer takes batches again.
+    Probe(std::sync::mpsc::SyncSender<Result<(), StorageError>>),
+}
+
+/// The only way to add records; indexes are given out here, in order.
+pub(crate) struct PgAppender {
+    tx: mpsc::UnboundedSender<Job>,
+    next: u64,
+    buf: Vec<(u64, Vec<u8>)>,
+}
+
+fn writer_stopped() -> StorageError {
+    StorageError::unavailable(
+        "hand records to the ledger writer",
+        std::io::Error::other("the writer task has stopped"),
+    )
+}
+
+impl LedgerAppend for PgAppender {
+    fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    fn append(&mut self, payload: Vec<u8>) -> u64 {
+        let index = self.next;
+        self.next += 1;
+        self.buf.push((index, payload));
+        index
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Elapsed time for the append-latency metric, not a domain time.
+        #[allow(clippy::disallowed_methods)]
+        let handed_over = Instant::now();
+        self.tx
+            .send(Job::Batch(std::mem::take(&mut self.buf), handed_over))
+            .map_err(|_| writer_stopped())
+    }
+
+    fn rewind(&mut self, durable: u64) {
+        self.buf.clear();
+        self.next = durable;
+    }
+
+    fn probe(&mut self, durable: u64) -> Result<(), StorageError> {
+        self.buf.clear();
+        // A std channel: the engine may call this from inside its own runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx.send(Job::Probe(tx)).map_err(|_| writer_stopped())?;
+        rx.recv().map_err(|_| writer_stopped())??;
+        self.next = durable;
+        Ok(())
+    }
+}
+
+/// The group-commit writer: takes every batch queued since its last write and inserts them in
+/// one statement, which commits only while this node's term is the lease's.
+struct Writer {
+    pool: Pool,
+    term: u64,
+    /// Weak: the writer must not keep the ledger (and with it the runtime) alive.
+    ledger: std::sync::Weak<PgLedger>,
+    metrics: LedgerMetrics,
+}
+
+/// Inserts the records when, and only when, the lease still has this node's term. The lease
+/// row is locked FOR SHARE, so a takeover (which updates it) waits for this insert to commit,
+/// and an insert after a takeover finds the new term and inserts nothing.
+const INSERT: &str = "WITH lease AS ( \
+        SELECT 1 FROM countersign_lease WHERE id = 1 AND term = $1 FOR SHARE) \
+    INSERT INTO ledger (idx, term, leaf_hash, record) \
+    SELECT r.idx, $1, r.leaf_hash, r.record \
+    FROM lease, unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS r(idx, leaf_hash, record)";
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>, durable: watch::Sender<DurableState>) {
+        // Whether the last write failed and no probe has succeeded since.
+        let mut failed = false;
+        while let Some(first) = rx.recv().await {
+            let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut queued = Vec::new();
+            let mut probes = Vec::new();
+            let mut job = Some(first);
+            while let Some(j) = job.take().or_else(|| rx.try_recv().ok()) {
+                match j {
+                    // Batches sent before the engine saw the failure were never acknowledged;
+                    // they are dropped with it.
+                    Job::Batch(b, at) if !failed => {
+                        records.extend(b);
+                        queued.push(at);
+                    }
+                    Job::Batch(..) => {}
+                    Job::Probe(reply) => probes.push(reply),
+                }
+            }
+            let Some(ledger) = self.ledger.upgrade() else {
+                return;
+            };
+            if !records.is_empty() {
+                match self.write(&ledger, &records).await {
+                    Ok(()) => {
+                        let count = {
+                            let mut tree = ledger.tree.write().unwrap_or_else(|e| e.into_inner());
+                            for (_, payload) in &records {
+                                push(&mut tree, merkle::leaf_hash(payload));
+                            }
+                            tree.size()
+                        };
+                        self.metrics.durable(count);
+                        // Elapsed time for the append-latency metric.
+                        #[allow(clippy::disallowed_methods)]
+                        let now = Instant::now();
+                        for at in &queued {
+                            self.metrics.appended(now.duration_since(*at));
+                        }
+                        durable.send_replace(DurableState::Count(count));
+                    }
+                    Err(e) => {
+                        failed = true;
+                        let count = ledger.len();
+                        tracing::error!(error = %e, durable = count, "ledger write failed; refusing writes until the database takes them again");
+                        durable.send_replace(DurableState::Failed {
+                            count,
+                            error: Arc::new(e),
+                        });
+                    }
+                }
+            }
+            for reply in probes {
+                let r = self.probe(&ledger).await;
+                if r.is_ok() && failed {
+                    failed = false;
+                    let count = ledger.len();
+                    tracing::info!(durable = count, "ledger writes again");
+                    durable.send_replace(DurableState::Count(count));
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        ledger: &PgLedger,
+        records: &[(u64, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        if ledger.faults.load(Ordering::Relaxed) {
+            return Err(injected());
+        }
+        // Elapsed time for the write metric.
+        #[allow(clippy::disallowed_methods)]
+        let started = Instant::now();
+        let idx: Vec<i64> = records.iter().map(|(i, _)| *i as i64).collect();
+        let leaves: Vec<Vec<u8>> = records
+            .iter()
+            .map(|(_, p)| merkle::leaf_hash(p).to_vec())
+            .collect();
+        let payloads: Vec<&[u8]> = records.iter().map(|(_, p)| p.as_slice()).collect();
+        let client = self.pool.get().await.map_err(no_connection)?;
+        let term = self.term as i64;
+        let inserted = client
+            .execute(INSERT, &[&term, &idx, &leaves, &payloads])
+            .await
+            .map_err(unavailable("write ledger batch"))?;
+        if inserted == 0 {
+            return Err(fenced(&client, self.term).await);
+        }
+        if inserted != records.len() as u64 {
+            return Err(StorageError::Inconsistent(format!(
+                "inserted {inserted} of {} ledger records",
+                records.len()
+            )));
+        }
+        self.metrics.synced(records.len(), started.elapsed());
+        Ok(())
+    }
+
+    /// Whether this node may write again: the database answers, the lease still has this
+    /// node's term, and the table holds exactly the records this node counts as durable.
+    async fn probe(&self, ledger: &PgLedger) -> Result<(), StorageError> {
+        if ledger.faults.load(Ordering::Relaxed) {
+            return Err(injected());
+        }
+        let client = self.pool.get().await.map_err(no_connection)?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT term FROM countersign_lease WHERE id = 1), \
+                        (SELECT count(*) FROM ledger)",
+                &[],
+            )
+            .await
+            .map_err(unavailable("probe the ledger"))?;
+        let (current, count): (i64, i64) = (row.get(0), row.get(1));
+        if current as u64 != self.term {
+            return Err(StorageError::Fenced {
+                ours: self.term,
+                current: current as u64,
+            });
+        }
+        if count as u64 != ledger.len() {
+            return Err(StorageError::Inconsistent(format!(
+                "the database holds {count} ledger records and this node {}: a write whose answer \
+                 was lost committed; restart the node to recover from the ledger",
+                ledger.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn injected() -> StorageError {
+    StorageError::unavailable(
+        "write ledger batch",
+        std::io::Error::other("injected write fault"),
+    )
+}
+
+/// The error for an insert the lease's term refused, naming the term that leads now.
+async fn fenced(client: &deadpool_postgres::Client, ours: u64) -> StorageError {
+    match client
+        .query_one("SELECT term FROM countersign_lease WHERE id = 1", &[])
+        .await
+    {
+        Ok(row) => StorageError::Fenced {
+            ours,
+            current: row.get::<_, i64>(0) as u64,
+        },
+        Err(e) => StorageError::unavailable("read the lease after a refused write", e),
+    }
+}

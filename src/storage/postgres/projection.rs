@@ -1,0 +1,393 @@
+//! The audit projection in tables: `requests` (state, record indexes and what audit search
+//! shows, with an index per search key), `idempotency`, and `projection_state.applied`. A
+//! batch is applied in one transaction that first checks the leader's term, so a node that
+//! lost the lease cannot change rows the new leader owns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{Db, no_connection, unavailable};
+use crate::domain::{PrincipalId, RequestId, State, TellerSerial};
+use crate::storage::{
+    Projection, RowUpdate, SearchPage, SearchQuery, StorageError, Summary, state_from, state_name,
+};
+
+pub(super) struct PgProjection {
+    db: Arc<Db>,
+}
+
+impl PgProjection {
+    pub(super) fn new(db: Arc<Db>) -> Self {
+        PgProjection { db }
+    }
+}
+
+/// One request's row as a batch leaves it, in the JSON `jsonb_to_recordset` reads.
+#[derive(Serialize)]
+struct RequestRow<'a> {
+    id: &'a str,
+    /// Not yet final. The state itself is the summary's.
+    open: bool,
+    /// The indexes of this batch's records of the request: appended to the stored ones.
+    records: Vec<i64>,
+    #[serde(flatten)]
+    summary: &'a Summary,
+}
+
+#[derive(Serialize)]
+struct IdemRow<'a> {
+    teller: &'a str,
+    serial: &'a str,
+    request: &'a str,
+    fingerprint: String,
+}
+
+const UPSERT_REQUESTS: &str = "INSERT INTO requests AS q (id, state, open, records, teller, \
+        branch, code, minor_units, currency, submitted_at_ms, updated_at_ms, deciders, \
+        final_decider, first_accepted_at_ms, finished_at_ms) \
+    SELECT id, state, open, records, teller, branch, code, minor_units, currency, \
+        submitted_at_ms, updated_at_ms, deciders, final_decider, first_accepted_at_ms, \
+        finished_at_ms \
+    FROM jsonb_to_recordset($1::text::jsonb) AS r(id text, state text, open boolean, \
+        records bigint[], teller text, branch text, code text, minor_units bigint, \
+        currency text, submitted_at_ms bigint, updated_at_ms bigint, deciders text[], \
+        final_decider text, first_accepted_at_ms bigint, finished_at_ms bigint) \
+    ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, open = EXCLUDED.open, \
+        records = q.records || EXCLUDED.records, teller = EXCLUDED.teller, \
+        branch = EXCLUDED.branch, code = EXCLUDED.code, minor_units = EXCLUDED.minor_units, \
+        currency = EXCLUDED.currency, submitted_at_ms = EXCLUDED.submitted_at_ms, \
+        updated_at_ms = EXCLUDED.updated_at_ms, deciders = EXCLUDED.deciders, \
+        final_decider = EXCLUDED.final_decider, \
+        first_accepted_at_ms = EXCLUDED.first_accepted_at_ms, \
+        finished_at_ms = EXCLUDED.finished_at_ms";
+
+const UPSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (teller, serial, request, fingerprint) \
+    SELECT teller, serial, request, decode(fingerprint, 'hex') \
+    FROM jsonb_to_recordset($1::text::jsonb) AS r(teller text, serial text, request text, \
+        fingerprint text) \
+    ON CONFLICT (teller, serial) DO UPDATE SET request = EXCLUDED.request, \
+        fingerprint = EXCLUDED.fingerprint";
+
+/// The summary's columns, in `summary_of`'s order.
+const SUMMARY: &str = "teller, branch, code, minor_units, currency, submitted_at_ms, \
+    updated_at_ms, state, deciders, final_decider, first_accepted_at_ms, finished_at_ms";
+
+fn summary_of(row: &Row, at: usize) -> Summary {
+    Summary {
+        teller: row.get(at),
+        branch: row.get(at + 1),
+        code: row.get(at + 2),
+        minor_units: row.get(at + 3),
+        currency: row.get(at + 4),
+        submitted_at_ms: row.get(at + 5),
+        updated_at_ms: row.get(at + 6),
+        state: row.get(at + 7),
+        deciders: row.get(at + 8),
+        final_decider: row.get(at + 9),
+        first_accepted_at_ms: row.get(at + 10),
+        finished_at_ms: row.get(at + 11),
+    }
+}
+
+fn damaged(what: String) -> StorageError {
+    StorageError::damaged("read the projection", std::io::Error::other(what))
+}
+
+fn request_id(s: &str) -> Result<RequestId, StorageError> {
+    RequestId::parse(s).ok_or_else(|| damaged(format!("request id {s:?} does not parse")))
+}
+
+/// The JSON of plain rows, which cannot fail to serialize.
+fn json(rows: &impl Serialize) -> String {
+    // serde_json fails only on maps with non-string keys and on types whose Serialize fails;
+    // the rows have neither.
+    #[allow(clippy::expect_used)]
+    serde_json::to_string(rows).expect("rows are plain data")
+}
+
+/// A search cursor: the last hit's submission time (big-endian) and id.
+fn cursor_of(at_ms: i64, id: &str) -> Vec<u8> {
+    let mut c = at_ms.to_be_bytes().to_vec();
+    c.extend_from_slice(id.as_bytes());
+    c
+}
+
+fn parse_cursor(c: &[u8]) -> Option<(i64, String)> {
+    let (at, id) = c.split_at_checked(8)?;
+    Some((
+        i64::from_be_bytes(at.try_into().ok()?),
+        String::from_utf8(id.to_vec()).ok()?,
+    ))
+}
+
+impl Projection for PgProjection {
+    fn applied(&self) -> Result<u64, StorageError> {
+        self.db.run(|pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let row = client
+                .query_one("SELECT applied FROM projection_state WHERE id = 1", &[])
+                .await
+                .map_err(unavailable("read the applied count"))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn apply(&self, updates: &[RowUpdate], applied: u64) -> Result<(), StorageError> {
+        // A batch often holds several records of one request: one row each, as of its last.
+        let mut order: Vec<&RequestId> = Vec::new();
+        let mut rows: HashMap<&RequestId, RequestRow<'_>> = HashMap::new();
+        let mut idem = Vec::new();
+        for u in updates {
+            let row = rows.entry(&u.request).or_insert_with(|| {
+                order.push(&u.request);
+                RequestRow {
+                    id: u.request.as_str(),
+                    open: true,
+                    records: Vec::new(),
+                    summary: &u.summary,
+                }
+            });
+            row.open = !u.state.is_final();
+            row.records.push(u.index as i64);
+            row.summary = &u.summary;
+            if let Some((teller, serial, fp)) = &u.created {
+                idem.push(IdemRow {
+                    teller: teller.as_str(),
+                    serial: serial.as_str(),
+                    request: u.request.as_str(),
+                    fingerprint: hex::encode(fp),
+                });
+            }
+        }
+        let ordered: Vec<&RequestRow<'_>> = order.iter().filter_map(|id| rows.get(id)).collect();
+        let (requests, idem) = (json(&ordered), json(&idem));
+        let term = self.db.term;
+        self.db.run(move |pool| async move {
+            let mut client = pool.get().await.map_err(no_connection)?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(unavailable("begin projection batch"))?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT term FROM countersign_lease WHERE id = 1 FOR SHARE",
+                    &[],
+                )
+                .await
+                .map_err(unavailable("check the leader's term"))?
+                .get(0);
+            if current as u64 != term {
+                return Err(StorageError::Fenced {
+                    ours: term,
+                    current: current as u64,
+                });
+            }
+            tx.execute(UPSERT_REQUESTS, &[&requests])
+                .await
+                .map_err(unavailable("write request rows"))?;
+            tx.execute(UPSERT_IDEMPOTENCY, &[&idem])
+                .await
+                .map_err(unavailable("write idempotency rows"))?;
+            tx.execute(
+                "UPDATE projection_state SET applied = $1 WHERE id = 1",
+                &[&(applied as i64)],
+            )
+            .await
+            .map_err(unavailable("write the applied count"))?;
+            tx.commit()
+                .await
+                .map_err(unavailable("commit projection batch"))
+        })
+    }
+
+    fn request(&self, id: &RequestId) -> Result<Option<(State, Vec<u64>)>, StorageError> {
+        let id = id.to_string();
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let Some(row) = client
+                .query_opt("SELECT state, records FROM requests WHERE id = $1", &[&id])
+                .await
+                .map_err(unavailable("read request row"))?
+            else {
+                return Ok(None);
+            };
+            let state: String = row.get(0);
+            let state = state_from(&state)
+                .ok_or_else(|| damaged(format!("request {id}: unknown state {state:?}")))?;
+            let records: Vec<i64> = row.get(1);
+            Ok(Some((
+                state,
+                records.into_iter().map(|i| i as u64).collect(),
+            )))
+        })
+    }
+
+    fn idempotency(
+        &self,
+        teller: &PrincipalId,
+        serial: &TellerSerial,
+    ) -> Result<Option<(RequestId, [u8; 32])>, StorageError> {
+        let (teller, serial) = (teller.to_string(), serial.to_string());
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let Some(row) = client
+                .query_opt(
+                    "SELECT request, fingerprint FROM idempotency WHERE teller = $1 AND serial = $2",
+                    &[&teller, &serial],
+                )
+                .await
+                .map_err(unavailable("read idempotency row"))?
+            else {
+                return Ok(None);
+            };
+            let id = request_id(row.get(0))?;
+            let fp: &[u8] = row.get(1);
+            let fp: [u8; 32] = fp
+                .try_into()
+                .map_err(|_| damaged(format!("idempotency {teller}/{serial}: fingerprint")))?;
+            Ok(Some((id, fp)))
+        })
+    }
+
+    fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StorageError> {
+        let id = id.to_string();
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {SUMMARY} FROM requests WHERE id = $1"),
+                    &[&id],
+                )
+                .await
+                .map_err(unavailable("read summary"))?;
+            Ok(row.map(|r| summary_of(&r, 0)))
+        })
+    }
+
+    fn search(&self, q: &SearchQuery) -> Result<SearchPage, StorageError> {
+        let q = q.clone();
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            // Only the filters given become conditions, so the planner picks their index.
+            let mut conditions: Vec<String> = Vec::new();
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+            let mut condition = |sql: &str, value: Box<dyn ToSql + Sync + Send>| {
+                params.push(value);
+                conditions.push(sql.replace('?', &format!("${}", params.len())));
+            };
+            if let Some(t) = &q.teller {
+                condition("teller = ?", Box::new(t.clone()));
+            }
+            if let Some(s) = &q.supervisor {
+                condition("deciders @> ARRAY[?::text]", Box::new(s.clone()));
+            }
+            if let Some(b) = &q.branch {
+                condition("branch = ?", Box::new(b.clone()));
+            }
+            if let Some(c) = &q.code {
+                condition("code = ?", Box::new(c.clone()));
+            }
+            if let Some(o) = q.outcome {
+                condition("state = ?", Box::new(state_name(o).to_string()));
+            }
+            if let Some(from) = q.from_ms {
+                condition("submitted_at_ms >= ?", Box::new(from));
+            }
+            if let Some(until) = q.until_ms {
+                condition("submitted_at_ms < ?", Box::new(until));
+            }
+            if let Some((at, id)) = q.cursor.as_deref().and_then(parse_cursor) {
+                condition("submitted_at_ms <= ?", Box::new(at));
+                let n = params.len();
+                params.push(Box::new(id));
+                conditions.push(format!(
+                    "(submitted_at_ms < ${n} OR id > ${})",
+                    params.len()
+                ));
+            }
+            let filter = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
+            let limit = q.page_size as i64 + 1;
+            let sql = format!(
+                "SELECT id, {SUMMARY} FROM requests {filter} \
+                 ORDER BY submitted_at_ms DESC, id LIMIT {limit}"
+            );
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = client
+                .query(&sql, &refs)
+                .await
+                .map_err(unavailable("search"))?;
+            let more = rows.len() > q.page_size;
+            let mut hits = Vec::with_capacity(rows.len().min(q.page_size));
+            for row in rows.iter().take(q.page_size) {
+                hits.push((request_id(row.get(0))?, summary_of(row, 1)));
+            }
+            let cursor = more
+                .then(|| {
+                    hits.last()
+                        .map(|(id, s)| cursor_of(s.submitted_at_ms, id.as_str()))
+                })
+                .flatten();
+            Ok(SearchPage { hits, cursor })
+        })
+    }
+
+    fn summaries_between(
+        &self,
+        from_ms: Option<i64>,
+        until_ms: Option<i64>,
+        max: usize,
+    ) -> Result<Result<Vec<Summary>, usize>, StorageError> {
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {SUMMARY} FROM requests \
+                         WHERE ($1::bigint IS NULL OR submitted_at_ms >= $1) \
+                           AND ($2::bigint IS NULL OR submitted_at_ms < $2) \
+                         ORDER BY submitted_at_ms DESC, id LIMIT $3"
+                    ),
+                    &[&from_ms, &until_ms, &(max as i64 + 1)],
+                )
+                .await
+                .map_err(unavailable("read summaries"))?;
+            if rows.len() > max {
+                return Ok(Err(rows.len()));
+            }
+            Ok(Ok(rows.iter().map(|r| summary_of(r, 0)).collect()))
+        })
+    }
+
+    fn active(&self) -> Result<Vec<RequestId>, StorageError> {
+        self.db.run(|pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let rows = client
+                .query("SELECT id FROM requests WHERE open", &[])
+                .await
+                .map_err(unavailable("scan active requests"))?;
+            rows.iter().map(|r| request_id(r.get(0))).collect()
+        })
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        // Every batch was committed when `apply` returned.
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        // One transaction of five statements per batch: large enough that the engine's thread
+        // spends little of its time waiting on them under load.
+        1024
+    }
+}

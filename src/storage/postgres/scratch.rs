@@ -1,0 +1,94 @@
+//! Scratch databases for tests and benchmarks: each gets a database of its own on a real
+//! PostgreSQL server, created empty and dropped afterwards. The server is the one
+//! `COUNTERSIGN_TEST_PG` names (a libpq URL of a role that may create databases), by default
+//! the local one on 127.0.0.1:5432 as user postgres.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The server scratch databases are made on.
+pub fn admin_url() -> String {
+    std::env::var("COUNTERSIGN_TEST_PG")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database made for one test or run, dropped (with any connections left) when this is.
+pub struct ScratchDatabase {
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates an empty database with a name no other test uses.
+    pub fn create() -> anyhow::Result<ScratchDatabase> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "countersign_scratch_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        admin(format!("CREATE DATABASE {name}"))?;
+        let url = url_of(&admin_url(), &name);
+        Ok(ScratchDatabase { name, url })
+    }
+
+    /// A libpq URL of the database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if let Err(e) = admin(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )) {
+            eprintln!("could not drop scratch database {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// A URL with another database name: hosts, user and options kept as given.
+fn url_of(base: &str, name: &str) -> String {
+    let (path, query) = match base.split_once('?') {
+        Some((p, q)) => (p, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let authority_start = path.find("://").map_or(0, |i| i + 3);
+    let hosts = match path[authority_start..].find('/') {
+        Some(i) => &path[..authority_start + i],
+        None => path,
+    };
+    format!("{hosts}/{name}{query}")
+}
+
+/// Runs one statement as the admin role, on a thread of its own (callable from anywhere).
+fn admin(sql: String) -> anyhow::Result<()> {
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "connect to PostgreSQL at {} (start it, or set COUNTERSIGN_TEST_PG): {e}",
+                        admin_url()
+                    )
+                })?;
+            let conn = tokio::spawn(connection);
+            client.batch_execute(&sql).await?;
+            drop(client);
+            let _ = conn.await;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the admin thread panicked"))?
+}
