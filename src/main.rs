@@ -67,13 +67,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LedgerCommand {
-    /// Re-reads a data directory: every record's framing and checksum, the whole Merkle tree,
-    /// every stored checkpoint (signature, root, consistency), every request's history, every
-    /// image's hash. Prints the first problem and exits non-zero if there is one.
+    /// Re-reads a data directory or a database: every record (framing and checksum, or stored
+    /// leaf hash and term), the whole Merkle tree, every stored checkpoint (signature, root,
+    /// consistency), every request's history, every image's hash. Prints the first problem
+    /// and exits non-zero if there is one.
     Verify {
-        /// The server's data directory (holding ledger/ and images/).
+        /// The embedded backend's data directory (holding ledger/ and images/).
+        #[arg(
+            long,
+            conflicts_with = "database",
+            required_unless_present = "database"
+        )]
+        data: Option<PathBuf>,
+        /// The postgres backend's database, as a libpq URL; read in one read-only snapshot,
+        /// so a running cluster may be verified.
         #[arg(long)]
-        data: PathBuf,
+        database: Option<String>,
+        /// PEM certificates of the CAs to trust for TLS to the database.
+        #[arg(long, requires = "database")]
+        tls_ca: Option<PathBuf>,
         /// The checkpoint verifier key, or a file holding it; without it signatures are not
         /// checked (roots still are).
         #[arg(long)]
@@ -222,9 +234,26 @@ fn verifier_arg(arg: &str) -> anyhow::Result<countersign::ledger::checkpoint::Ve
 fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
     use base64::Engine as _;
     match command {
-        LedgerCommand::Verify { data, pubkey } => {
+        LedgerCommand::Verify {
+            data,
+            database,
+            tls_ca,
+            pubkey,
+        } => {
             let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
-            let r = countersign::verify::verify_data_dir(&data, verifier.as_ref());
+            let r = match (data, database) {
+                (Some(data), _) => countersign::verify::verify_data_dir(&data, verifier.as_ref()),
+                (None, Some(url)) => {
+                    let ca = tls_ca
+                        .map(|p| {
+                            std::fs::read_to_string(&p)
+                                .with_context(|| format!("read {}", p.display()))
+                        })
+                        .transpose()?;
+                    countersign::verify::verify_database(&url, ca.as_deref(), verifier.as_ref())
+                }
+                (None, None) => anyhow::bail!("give --data or --database"),
+            };
             println!("records:     {}", r.records);
             println!(
                 "root:        {}",

@@ -6,18 +6,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use sha2::{Digest, Sha256};
-
 use crate::domain::{ImageHash, Request, RequestId};
-use crate::ledger::checkpoint::{self, Verifier};
+use crate::ledger::checkpoint::Verifier;
 use crate::ledger::merkle::{self, Hash, Tree};
 use crate::storage::embedded::checkpoints::{LOG_NAME, read_log};
 use crate::storage::embedded::frame::{self, Decoded, SEGMENT_HEADER_LEN};
 use crate::storage::embedded::images::ImageReader;
 
-use super::replay;
+use super::{check_checkpoints, check_images, replay};
 
 /// What `verify_data_dir` found.
 #[derive(Debug, Default)]
@@ -126,77 +122,14 @@ fn verify_into(
     report.requests = requests.len();
 
     let notes = read_log(&ledger.join(LOG_NAME), false).map_err(|e| e.to_string())?;
-    let mut previous: Option<checkpoint::Checkpoint> = None;
-    for (seq, note) in notes.iter().enumerate() {
-        let cp = match verifier {
-            Some(v) => {
-                let origin = note.lines().next().unwrap_or_default();
-                checkpoint::open(note, v, origin)
-                    .map_err(|e| format!("checkpoint {seq}: signature does not verify: {e}"))?
-            }
-            None => parse_unverified(note)
-                .ok_or_else(|| format!("checkpoint {seq}: not a checkpoint"))?,
-        };
-        if cp.size > tree.size() {
-            // A signed checkpoint covers records that are not there: records were removed.
-            return Err(match &torn_at {
-                Some((i, what)) if *i < cp.size => format!(
-                    "{what}, but checkpoint {seq} (size {}) covers it: an acknowledged record is damaged",
-                    cp.size
-                ),
-                _ => format!(
-                    "checkpoint {seq} covers {} records but the ledger holds {}",
-                    cp.size,
-                    tree.size()
-                ),
-            });
-        }
-        let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
-        if root != cp.root {
-            return Err(format!(
-                "checkpoint {seq} (size {}): root differs from the recomputed tree: records were changed",
-                cp.size
-            ));
-        }
-        if let Some(p) = &previous {
-            let proof = tree
-                .consistency_proof(p.size, cp.size)
-                .map_err(|e| e.to_string())?;
-            merkle::verify_consistency(p.size, cp.size, &proof, &p.root, &cp.root).map_err(
-                |e| {
-                    format!(
-                        "checkpoint {seq} is not consistent with checkpoint {}: {e}",
-                        seq - 1
-                    )
-                },
-            )?;
-        }
-        previous = Some(cp);
-    }
+    check_checkpoints(&notes, &tree, verifier, torn_at.as_ref())?;
     report.checkpoints = notes.len();
     report.torn_tail = torn_at.map(|(_, what)| what);
 
-    // The image log's reader is the store's own; what it reads is checked here, hash by hash.
+    // The image log's reader is the store's own; what it reads is checked by hash.
     let log =
         ImageReader::open_read_only(&data.join("images")).map_err(|e| format!("image log: {e}"))?;
-    for h in &images {
-        let hex = h.to_hex();
-        let bytes = log.get(h).map_err(|e| format!("image {hex}: {e}"))?;
-        if ImageHash(Sha256::digest(&bytes).into()) != *h {
-            return Err(format!(
-                "image {hex}: its content no longer matches its hash"
-            ));
-        }
-    }
+    check_images(&images, |h| log.get(h).map_err(|e| e.to_string()))?;
     report.images = images.len();
     Ok(())
-}
-
-/// Reads a checkpoint body without checking its signature (for `verify` without a key).
-fn parse_unverified(note: &str) -> Option<checkpoint::Checkpoint> {
-    let mut lines = note.lines();
-    let origin = lines.next()?;
-    let size = lines.next()?.parse().ok()?;
-    let root: Hash = B64.decode(lines.next()?).ok()?.try_into().ok()?;
-    checkpoint::Checkpoint::new(origin, size, root).ok()
 }

@@ -1,5 +1,6 @@
 //! Offline verification, with no server running. `data_dir` re-reads a data directory of the
 //! embedded backend (segments, checkpoints, images) and is the only part that knows its files;
+//! `database` re-reads a PostgreSQL database through a read-only snapshot, never the lease;
 //! `bundle` owns the proof bundle `ExportProof` returns, its format and its check with nothing
 //! but the server's public key, and knows no backend. Both stop at the first problem and say
 //! where it is. Both fold records into requests, in ledger order, with the engine's own fold
@@ -7,14 +8,22 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
+
 use crate::domain::{Event, ImageHash, Request, RequestId, fold};
+use crate::ledger::checkpoint::{self, Verifier};
+use crate::ledger::merkle::{self, Hash, Tree};
 use crate::ledger::record;
 
 mod bundle;
 mod data_dir;
+mod database;
 
 pub use bundle::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, BundleReport, verify_bundle};
 pub use data_dir::{Report, verify_data_dir};
+pub use database::verify_database;
 
 /// Decodes a record and folds it into its request, so a record that is well framed but out of
 /// place (swapped, replayed) is caught by the state machine.
@@ -38,4 +47,89 @@ fn replay(
         requests.insert(rec.request.clone(), r);
     }
     Ok(())
+}
+
+/// Checks every stored checkpoint against the recomputed tree: its signature (when `verifier`
+/// is given), that it covers records that are there, its root, and its consistency with the
+/// one before. `torn_at` is a torn final record a crash left, named when a checkpoint covers it.
+fn check_checkpoints(
+    notes: &[String],
+    tree: &Tree,
+    verifier: Option<&Verifier>,
+    torn_at: Option<&(u64, String)>,
+) -> Result<(), String> {
+    let mut previous: Option<checkpoint::Checkpoint> = None;
+    for (seq, note) in notes.iter().enumerate() {
+        let cp = match verifier {
+            Some(v) => {
+                let origin = note.lines().next().unwrap_or_default();
+                checkpoint::open(note, v, origin)
+                    .map_err(|e| format!("checkpoint {seq}: signature does not verify: {e}"))?
+            }
+            None => parse_unverified(note)
+                .ok_or_else(|| format!("checkpoint {seq}: not a checkpoint"))?,
+        };
+        if cp.size > tree.size() {
+            // A signed checkpoint covers records that are not there: records were removed.
+            return Err(match torn_at {
+                Some((i, what)) if *i < cp.size => format!(
+                    "{what}, but checkpoint {seq} (size {}) covers it: an acknowledged record is damaged",
+                    cp.size
+                ),
+                _ => format!(
+                    "checkpoint {seq} covers {} records but the ledger holds {}",
+                    cp.size,
+                    tree.size()
+                ),
+            });
+        }
+        let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
+        if root != cp.root {
+            return Err(format!(
+                "checkpoint {seq} (size {}): root differs from the recomputed tree: records were changed",
+                cp.size
+            ));
+        }
+        if let Some(p) = &previous {
+            let proof = tree
+                .consistency_proof(p.size, cp.size)
+                .map_err(|e| e.to_string())?;
+            merkle::verify_consistency(p.size, cp.size, &proof, &p.root, &cp.root).map_err(
+                |e| {
+                    format!(
+                        "checkpoint {seq} is not consistent with checkpoint {}: {e}",
+                        seq - 1
+                    )
+                },
+            )?;
+        }
+        previous = Some(cp);
+    }
+    Ok(())
+}
+
+/// Rehashes every image the records name, read with the backend's own reader.
+fn check_images(
+    images: &BTreeSet<ImageHash>,
+    get: impl Fn(&ImageHash) -> Result<Vec<u8>, String>,
+) -> Result<(), String> {
+    for h in images {
+        let hex = h.to_hex();
+        let bytes = get(h).map_err(|e| format!("image {hex}: {e}"))?;
+        if ImageHash(Sha256::digest(&bytes).into()) != *h {
+            return Err(format!(
+                "image {hex}: its content no longer matches its hash"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint body without checking its signature (for `verify` without a key).
+fn parse_unverified(note: &str) -> Option<checkpoint::Checkpoint> {
+    let mut lines = note.lines();
+    let origin = lines.next()?;
+    let size = lines.next()?.parse().ok()?;
+    let root: Hash = B64.decode(lines.next()?).ok()?.try_into().ok()?;
+    checkpoint::Checkpoint::new(origin, size, root).ok()
 }

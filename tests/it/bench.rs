@@ -43,7 +43,6 @@ fn bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn bench_runs_both_workloads_and_reports_every_figure() {
     for args in [
         &["--workload", "w0"][..],
@@ -73,3 +72,7 @@ async fn bench_runs_both_workloads_and_reports_every_figure() {
         }
     }
 }
+
+crate::on_both_backends!(
+    bench_runs_both_workloads_and_reports_every_figure { flavor = "multi_thread" },
+);

@@ -20,7 +20,6 @@ use crate::fixtures::submit_request;
 /// What clients were told succeeded: request id -> (teller, serial, amount, decision if any).
 pub type Acked = Arc<Mutex<HashMap<String, (String, String, i64, Option<(String, i32)>)>>>;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
     let kills: usize = std::env::var("COUNTERSIGN_CRASH_KILLS")
         .ok()
@@ -32,6 +31,7 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
         pki,
         config,
         data,
+        database: _database,
     } = BinaryFiles::new();
     let acked: Acked = Default::default();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
@@ -40,7 +40,7 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
         let (mut child, addr) = spawn_server(&config);
         if round > 0 {
             let t0 = std::time::Instant::now();
-            check(addr, &pki, &acked, &data).await;
+            check(addr, &pki, &acked, &data, _database.as_ref()).await;
             let n = acked.lock().unwrap().len();
             eprintln!(
                 "after kill {round}: {n} acknowledged requests checked in {:.2} s",
@@ -236,6 +236,7 @@ pub async fn check(
     pki: &std::path::Path,
     acked: &Acked,
     data: &std::path::Path,
+    database: Option<&countersign::storage::postgres::scratch::ScratchDatabase>,
 ) {
     let snapshot = acked.lock().unwrap().clone();
     let mut clients = HashMap::new();
@@ -279,8 +280,8 @@ pub async fn check(
         }
     }
     // The ledger as the server left it after restart: every request's history is valid.
-    let states = replay_states(data);
-    let report = countersign::verify::verify_data_dir(data, None);
+    let states = replay_states(&crate::harness::stored_records(data, database));
+    let report = crate::harness::verify_stored(data, database, None);
     assert_eq!(report.problem, None);
     // Right after a restart nobody attends: everything undecided is waiting in the queue.
     let mut admin = countersign::api::pb::admin_service_client::AdminServiceClient::new(
@@ -304,37 +305,26 @@ pub async fn check(
     );
 }
 
-/// Every request's state, folded from the ledger files (the server may be running: only
-/// whole records are read).
-fn replay_states(data: &std::path::Path) -> HashMap<String, State> {
-    let mut names: Vec<_> = std::fs::read_dir(data.join("ledger"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    names.sort();
+/// Every request's state, folded from the stored records.
+fn replay_states(records: &[Vec<u8>]) -> HashMap<String, State> {
     let mut requests: HashMap<String, Request> = HashMap::new();
-    let mut index = 0u64;
-    for path in names {
-        let bytes = std::fs::read(path).unwrap();
-        let mut pos = 16;
-        while let countersign::storage::embedded::frame::Decoded::Frame { payload, len, .. } =
-            countersign::storage::embedded::frame::decode(&bytes[pos..], index)
-        {
-            let rec = countersign::ledger::record::decode(payload).unwrap();
-            match Request::open(index, &rec) {
-                Some(r) => {
-                    requests.insert(rec.request.to_string(), r);
-                }
-                None => requests
-                    .get_mut(rec.request.as_str())
-                    .unwrap()
-                    .apply(index, rec.at, &rec.event)
-                    .unwrap(),
+    for (index, payload) in records.iter().enumerate() {
+        let index = index as u64;
+        let rec = countersign::ledger::record::decode(payload).unwrap();
+        match Request::open(index, &rec) {
+            Some(r) => {
+                requests.insert(rec.request.to_string(), r);
             }
-            pos += len;
-            index += 1;
+            None => requests
+                .get_mut(rec.request.as_str())
+                .unwrap()
+                .apply(index, rec.at, &rec.event)
+                .unwrap(),
         }
     }
     requests.into_iter().map(|(k, r)| (k, r.state)).collect()
 }
+
+crate::on_both_backends!(
+    repeated_sigkill_under_load_loses_nothing_acknowledged { flavor = "multi_thread", worker_threads = 2 },
+);

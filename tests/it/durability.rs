@@ -21,7 +21,6 @@ async fn get(t: &TestServer, teller: &str, id: &str) -> pb::AuthorizationRequest
         .unwrap()
 }
 
-#[tokio::test]
 async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
     let mut t = TestServer::start().await;
     let approved = submit(&t, "teller-01", "R-1").await;
@@ -133,7 +132,6 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
     );
 }
 
-#[tokio::test]
 async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
     let mut t = TestServer::start().await;
     // Requests in several states, from two tellers.
@@ -190,7 +188,7 @@ async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
     };
     let before = snapshot(&t).await;
     t.stop().await;
-    std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
+    t.drop_projection();
     t.restart().await;
     let after = snapshot(&t).await;
     assert_eq!(
@@ -199,7 +197,6 @@ async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
     );
 }
 
-#[tokio::test]
 async fn a_missing_projection_is_rebuilt_from_the_ledger() {
     let mut t = TestServer::start().await;
     let req = submit_request("P-1", "WDL-CASH", 5_000_000, "6222020200112233445");
@@ -221,7 +218,7 @@ async fn a_missing_projection_is_rebuilt_from_the_ledger() {
     drop(s);
     let len = t.ledger_len();
     t.stop().await;
-    std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
+    t.drop_projection();
     t.restart().await;
     assert_eq!(t.ledger_len(), len);
     let got = get(&t, "teller-01", &r.request_id).await;
@@ -237,7 +234,6 @@ async fn a_missing_projection_is_rebuilt_from_the_ledger() {
     assert!(again.replayed, "idempotency survives the rebuild");
 }
 
-#[tokio::test]
 async fn a_torn_final_record_is_cut_and_the_rest_kept() {
     let mut t = TestServer::start().await;
     let r = submit(&t, "teller-01", "T-1").await;
@@ -259,7 +255,6 @@ async fn a_torn_final_record_is_cut_and_the_rest_kept() {
     assert_eq!(t.ledger_len(), len + 1);
 }
 
-#[tokio::test]
 async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
     let mut t = TestServer::start().await;
     submit(&t, "teller-01", "D-1").await;
@@ -279,7 +274,6 @@ async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
 
 /// The real binary under load is killed with SIGKILL; every Submit it acknowledged must be
 /// there after a restart on the same data.
-#[tokio::test]
 async fn sigkill_loses_no_acknowledged_submit() {
     let files = BinaryFiles::new();
     let (pki, config) = (&files.pki, &files.config);
@@ -363,6 +357,8 @@ pub struct BinaryFiles {
     pub config: std::path::PathBuf,
     /// The server's data directory (ledger, images, projections).
     pub data: std::path::PathBuf,
+    /// The test's own database when it runs on PostgreSQL.
+    pub database: Option<countersign::storage::postgres::scratch::ScratchDatabase>,
 }
 
 impl BinaryFiles {
@@ -372,7 +368,8 @@ impl BinaryFiles {
         countersign::tools::pki::init(&pki).unwrap();
         std::fs::write(pki.join("policy.toml"), TEST_POLICY).unwrap();
         let config = pki.join("countersign.toml");
-        let text = test_config_text(&|s| {
+        let database = crate::harness::scratch_database();
+        let text = test_config_text(database.as_ref(), &|s| {
             s.replace(
                 "pending_per_teller_max = 20",
                 "pending_per_teller_max = 100000",
@@ -385,6 +382,7 @@ impl BinaryFiles {
             pki,
             config,
             data,
+            database,
         }
     }
 }
@@ -419,3 +417,17 @@ fn last_segment(t: &TestServer) -> std::path::PathBuf {
         .max()
         .unwrap()
 }
+
+crate::on_both_backends!(
+    a_restart_keeps_every_request_and_requeues_open_reviews,
+    a_missing_projection_is_rebuilt_and_equals_the_state_before,
+    a_missing_projection_is_rebuilt_from_the_ledger,
+    sigkill_loses_no_acknowledged_submit,
+);
+
+// Torn writes and damaged segment files are the embedded backend's own failures: a database
+// commits a record whole or not at all. Tampering with the tables is tested in ledger.rs.
+crate::embedded_only!(
+    a_torn_final_record_is_cut_and_the_rest_kept,
+    damage_in_the_middle_of_the_ledger_refuses_to_start,
+);

@@ -32,7 +32,6 @@ async fn wait_health(t: &TestServer, want: tonic_health::pb::health_check_respon
     }
 }
 
-#[tokio::test]
 async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut t = TestServer::start().await;
@@ -104,7 +103,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     drop(engine);
 
     t.stop().await;
-    let report = countersign::verify::verify_data_dir(&t.data_dir(), None);
+    let report = t.verify(None);
     assert_eq!(report.problem, None);
     assert_eq!(report.torn_tail, None);
     // Exactly one submitted record per acknowledged submission: no duplicate, no gap.
@@ -120,16 +119,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
 }
 
 fn t_record(t: &TestServer, i: u64) -> serde_json::Value {
-    let dir = t.data_dir().join("ledger");
-    let seg = std::fs::read(dir.join(format!("{:020}.seg", 0))).unwrap();
-    let mut pos = 16;
-    let mut n = 0;
-    loop {
-        let len = u32::from_le_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
-        if n == i {
-            return serde_json::from_slice(&seg[pos + 16..pos + 16 + len]).unwrap();
-        }
-        pos += 16 + len;
-        n += 1;
-    }
+    serde_json::from_slice(&t.records()[i as usize]).unwrap()
 }
+
+crate::on_both_backends!(a_full_disk_refuses_writes_and_recovers_without_a_restart,);

@@ -10,6 +10,7 @@ use countersign::api::pb::{self, audit_service_client::AuditServiceClient};
 use countersign::config::Config;
 use countersign::engine::{Clock, ManualClock, SystemClock};
 use countersign::server::Server;
+use countersign::storage::postgres::scratch::ScratchDatabase;
 use countersign::tools::client;
 use rand::SeedableRng;
 use tonic::transport::Channel;
@@ -24,15 +25,180 @@ pub struct TestServer {
     pub config: Config,
     pub server: Option<Server>,
     seed: u64,
+    /// The test's own database when it runs on PostgreSQL; dropped after the server.
+    pub database: Option<ScratchDatabase>,
 }
 
-/// The sample configuration with a port chosen by the OS and the data beside the PKI.
-pub fn test_config_text(edit: &dyn Fn(String) -> String) -> String {
-    edit(
-        countersign::config::SAMPLE
-            .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
-            .replace("data_dir = \"data\"", "data_dir = \"../data\""),
-    )
+/// The storage backends every integration test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the test running in this task (set by `on_both_backends!`).
+    pub static BACKEND: Backend;
+}
+
+/// The backend the current test runs on.
+pub fn backend() -> Backend {
+    BACKEND
+        .try_with(|b| *b)
+        .expect("integration tests run inside on_both_backends! (or embedded_only!)")
+}
+
+/// A database of the test's own when it runs on PostgreSQL.
+pub fn scratch_database() -> Option<ScratchDatabase> {
+    (backend() == Backend::Postgres)
+        .then(|| ScratchDatabase::create().expect("a scratch database on the test PostgreSQL"))
+}
+
+/// The sample configuration with a port chosen by the OS and the data beside the PKI, on the
+/// test's backend: in `database` when one is given.
+pub fn test_config_text(
+    database: Option<&ScratchDatabase>,
+    edit: &dyn Fn(String) -> String,
+) -> String {
+    let text = countersign::config::SAMPLE
+        .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
+        .replace("data_dir = \"data\"", "data_dir = \"../data\"");
+    let text = match database {
+        None => text,
+        Some(db) => text.replace(
+            "backend = \"embedded\"\n",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\n\
+                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 3000\n",
+                db.url()
+            ),
+        ),
+    };
+    edit(text)
+}
+
+/// Verifies what a test stored, offline, on its backend: the data directory, or the database.
+pub fn verify_stored(
+    data: &std::path::Path,
+    database: Option<&ScratchDatabase>,
+    v: Option<&countersign::ledger::checkpoint::Verifier>,
+) -> countersign::verify::Report {
+    match database {
+        None => countersign::verify::verify_data_dir(data, v),
+        Some(db) => countersign::verify::verify_database(db.url(), None, v),
+    }
+}
+
+/// Every whole record a test's storage holds, in index order, read offline (the server may be
+/// running: a record still being written is not read).
+pub fn stored_records(data: &std::path::Path, database: Option<&ScratchDatabase>) -> Vec<Vec<u8>> {
+    use countersign::storage::embedded::frame::{Decoded, decode};
+    match database {
+        Some(db) => {
+            let snapshot =
+                countersign::storage::postgres::snapshot::Snapshot::open(db.url(), None).unwrap();
+            snapshot
+                .records(0, usize::MAX >> 1)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.record)
+                .collect()
+        }
+        None => {
+            let mut names: Vec<_> = std::fs::read_dir(data.join("ledger"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .collect();
+            names.sort();
+            let mut out = Vec::new();
+            for path in names {
+                let bytes = std::fs::read(path).unwrap();
+                let mut pos = 16;
+                while let Decoded::Frame { payload, len, .. } =
+                    decode(&bytes[pos..], out.len() as u64)
+                {
+                    out.push(payload.to_vec());
+                    pos += len;
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Throws the audit projection away (the server stopped), as a lost disk or a dropped table
+/// would: the next start must rebuild it from the ledger.
+pub fn drop_projection(data: &std::path::Path, database: Option<&ScratchDatabase>) {
+    match database {
+        None => std::fs::remove_dir_all(data.join("projection")).unwrap(),
+        Some(db) => db
+            .execute(
+                "DELETE FROM requests; DELETE FROM idempotency; \
+                 UPDATE projection_state SET applied = 0",
+            )
+            .unwrap(),
+    }
+}
+
+/// Declares each named `async fn` a test on every backend: `NAME::embedded` and
+/// `NAME::postgres`. A name may carry the arguments of its `#[tokio::test(...)]` in braces.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident $({ $($flavor:tt)* })?),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::backend_test!(embedded, Embedded, $name $({ $($flavor)* })?);
+                $crate::backend_test!(postgres, Postgres, $name $({ $($flavor)* })?);
+            }
+        )*
+    };
+}
+
+/// Declares each named `async fn` a test on the embedded backend only, for what only that
+/// backend has (its files); the reason is said where the macro is used.
+#[macro_export]
+macro_rules! embedded_only {
+    ($($name:ident $({ $($flavor:tt)* })?),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::backend_test!(embedded, Embedded, $name $({ $($flavor)* })?);
+            }
+        )*
+    };
+}
+
+/// Declares each named `async fn` a test on the postgres backend only, for what only the
+/// database has (its tables); the reason is said where the macro is used.
+#[macro_export]
+macro_rules! postgres_only {
+    ($($name:ident $({ $($flavor:tt)* })?),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::backend_test!(postgres, Postgres, $name $({ $($flavor)* })?);
+            }
+        )*
+    };
+}
+
+#[macro_export]
+macro_rules! backend_test {
+    ($test:ident, $backend:ident, $name:ident) => {
+        #[tokio::test]
+        async fn $test() {
+            $crate::harness::BACKEND
+                .scope($crate::harness::Backend::$backend, super::$name())
+                .await
+        }
+    };
+    ($test:ident, $backend:ident, $name:ident { $($flavor:tt)* }) => {
+        #[tokio::test($($flavor)*)]
+        async fn $test() {
+            $crate::harness::BACKEND
+                .scope($crate::harness::Backend::$backend, super::$name())
+                .await
+        }
+    };
 }
 
 /// The policy tests run under: level 1 and one approval for anything, unless a rule below
@@ -96,7 +262,9 @@ impl TestServer {
         let pki = dir.path().join("pki");
         countersign::tools::pki::init(&pki).expect("pki init");
         std::fs::write(pki.join("policy.toml"), TEST_POLICY).expect("write test policy");
-        let config = Config::parse(&test_config_text(edit), &pki).expect("config");
+        let database = scratch_database();
+        let config =
+            Config::parse(&test_config_text(database.as_ref(), edit), &pki).expect("config");
         let clock = ManualClock::new(SystemClock.now());
         let mut t = TestServer {
             dir,
@@ -105,6 +273,7 @@ impl TestServer {
             config,
             server: None,
             seed: 7,
+            database,
         };
         t.boot().await;
         t
@@ -118,6 +287,11 @@ impl TestServer {
             .expect("start server");
         // Clients connect to the port actually bound; a restart binds a new one.
         self.server = Some(server);
+    }
+
+    /// The sample configuration on this test's backend, edited by `edit`.
+    pub fn config_text(&self, edit: &dyn Fn(String) -> String) -> String {
+        test_config_text(self.database.as_ref(), edit)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -156,6 +330,24 @@ impl TestServer {
         client::auditor(self.addr(), &self.pki, "audit-01")
             .await
             .expect("auditor client")
+    }
+
+    /// Verifies the stored data offline (stop the server first for a settled ledger).
+    pub fn verify(
+        &self,
+        v: Option<&countersign::ledger::checkpoint::Verifier>,
+    ) -> countersign::verify::Report {
+        verify_stored(&self.data_dir(), self.database.as_ref(), v)
+    }
+
+    /// Every whole record stored, in index order.
+    pub fn records(&self) -> Vec<Vec<u8>> {
+        stored_records(&self.data_dir(), self.database.as_ref())
+    }
+
+    /// Throws the audit projection away; the server must be stopped.
+    pub fn drop_projection(&self) {
+        drop_projection(&self.data_dir(), self.database.as_ref())
     }
 
     /// How many ledger records are durable.

@@ -10,7 +10,6 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use crate::fixtures::submit_request;
 use crate::harness::*;
 
-#[tokio::test]
 async fn each_role_is_confined_to_its_service() {
     let t = TestServer::start().await;
     let as_supervisor = |id: &'static str| {
@@ -102,7 +101,6 @@ async fn each_role_is_confined_to_its_service() {
     assert_eq!(t.ledger_len(), len, "refused calls store nothing");
 }
 
-#[tokio::test]
 async fn a_certificate_not_in_the_directory_gets_nothing() {
     let t = TestServer::start().await;
     // Signed by the same CA, so TLS accepts it, but nobody put it in the directory.
@@ -116,7 +114,6 @@ async fn a_certificate_not_in_the_directory_gets_nothing() {
     );
 }
 
-#[tokio::test]
 async fn a_client_without_a_certificate_cannot_connect() {
     let t = TestServer::start().await;
     let ca = std::fs::read_to_string(t.pki.join("ca.pem")).unwrap();
@@ -157,7 +154,6 @@ async fn a_client_without_a_certificate_cannot_connect() {
     );
 }
 
-#[tokio::test]
 async fn a_teller_sees_only_their_own_requests() {
     let t = TestServer::start().await;
     let r = submit(&t, "teller-01", "BR0101-0100").await;
@@ -204,7 +200,6 @@ async fn a_teller_sees_only_their_own_requests() {
     );
 }
 
-#[tokio::test]
 async fn reflection_and_health_work_for_standard_tools() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -255,3 +250,11 @@ async fn reflection_and_health_work_for_standard_tools() {
         );
     }
 }
+
+crate::on_both_backends!(
+    each_role_is_confined_to_its_service,
+    a_certificate_not_in_the_directory_gets_nothing,
+    a_client_without_a_certificate_cannot_connect,
+    a_teller_sees_only_their_own_requests,
+    reflection_and_health_work_for_standard_tools,
+);

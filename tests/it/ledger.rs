@@ -62,7 +62,6 @@ fn hashes(v: &[Vec<u8>]) -> Vec<merkle::Hash> {
         .collect()
 }
 
-#[tokio::test]
 async fn every_record_and_both_checkpoints_are_provable() {
     let t = TestServer::start().await;
     approved(&t, 2, "P").await;
@@ -175,7 +174,6 @@ async fn every_record_and_both_checkpoints_are_provable() {
     );
 }
 
-#[tokio::test]
 async fn checkpoints_are_signed_on_their_own_while_records_arrive() {
     let t = TestServer::start().await;
     approved(&t, 1, "A").await;
@@ -203,7 +201,6 @@ async fn checkpoints_are_signed_on_their_own_while_records_arrive() {
     }
 }
 
-#[tokio::test]
 async fn records_come_in_pages() {
     let t =
         TestServer::start_with(&|s| s.replace("page_size_max = 1000", "page_size_max = 3")).await;
@@ -226,7 +223,6 @@ async fn records_come_in_pages() {
     assert_eq!(seen, (0..len).collect::<Vec<_>>());
 }
 
-#[tokio::test]
 async fn search_by_each_criterion_newest_first_with_pages() {
     let t = TestServer::start().await;
     let mut s1 = Console::open(&t, "sup-01").await;
@@ -421,7 +417,6 @@ async fn search_by_each_criterion_newest_first_with_pages() {
     );
 }
 
-#[tokio::test]
 async fn an_exported_bundle_verifies_offline_and_tampering_fails_it() {
     let t = TestServer::start().await;
     let ids = approved(&t, 2, "B").await;
@@ -533,7 +528,6 @@ fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
     out
 }
 
-#[tokio::test]
 async fn offline_verify_catches_every_kind_of_tampering() {
     let mut t = TestServer::start().await;
     approved(&t, 3, "V").await;
@@ -630,3 +624,99 @@ async fn offline_verify_catches_every_kind_of_tampering() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("PROBLEM: record 1"));
 }
+
+crate::on_both_backends!(
+    every_record_and_both_checkpoints_are_provable,
+    checkpoints_are_signed_on_their_own_while_records_arrive,
+    records_come_in_pages,
+    search_by_each_criterion_newest_first_with_pages,
+    an_exported_bundle_verifies_offline_and_tampering_fails_it,
+);
+
+// Flipped bytes in segment files; the database's tables get their own tampering test below.
+crate::embedded_only!(offline_verify_catches_every_kind_of_tampering,);
+
+/// The database verifier on a copy of the test's database with `damage` applied (as the
+/// owner, with the append-only triggers turned off, as only an administrator could).
+fn verify_damaged_database(t: &TestServer, v: &Verifier, damage: &str) -> Option<String> {
+    let copy = t.database.as_ref().unwrap().copy().unwrap();
+    copy.execute(&format!(
+        "ALTER TABLE ledger DISABLE TRIGGER USER; ALTER TABLE checkpoints DISABLE TRIGGER USER; {damage}"
+    ))
+    .unwrap();
+    countersign::verify::verify_database(copy.url(), None, Some(v)).problem
+}
+
+async fn database_verify_catches_every_kind_of_tampering() {
+    let mut t = TestServer::start().await;
+    approved(&t, 3, "V").await;
+    checkpoint_now(&t).await;
+    approved(&t, 1, "W").await;
+    checkpoint_now(&t).await;
+    t.stop().await;
+    let v = verifier(&t);
+    let clean = t.verify(Some(&v));
+    assert_eq!(clean.problem, None);
+    assert_eq!((clean.records, clean.requests, clean.images), (16, 4, 8));
+    assert!(clean.checkpoints >= 2);
+    let last = clean.records - 1;
+    for (damage, expected) in [
+        // A record's bytes changed, its stored leaf hash not.
+        (
+            "UPDATE ledger SET record = record || ' '::bytea WHERE idx = 5".to_string(),
+            "record 5: its stored leaf hash does not match".to_string(),
+        ),
+        // Bytes and leaf hash changed together: the signed root no longer matches.
+        (
+            "UPDATE ledger SET record = record || ' '::bytea, \
+             leaf_hash = sha256('\\x00'::bytea || record || ' '::bytea) WHERE idx = 5"
+                .to_string(),
+            "root differs from the recomputed tree".to_string(),
+        ),
+        // A record removed from the middle, and the last one removed.
+        (
+            "DELETE FROM ledger WHERE idx = 4".to_string(),
+            "record 4 is missing".to_string(),
+        ),
+        (
+            format!("DELETE FROM ledger WHERE idx = {last}"),
+            format!("covers {} records but the ledger holds {last}", last + 1),
+        ),
+        // A record as if written by a leader fenced off before.
+        (
+            format!("UPDATE ledger SET term = 0 WHERE idx = {last}"),
+            format!("record {last} was written in term 0"),
+        ),
+        // A checkpoint removed from before the newest. (Removing the newest is seen only
+        // against a copy held elsewhere: a witness's.)
+        (
+            "DELETE FROM checkpoints WHERE seq = 0".to_string(),
+            "checkpoint 0 is missing".to_string(),
+        ),
+        // An image changed.
+        (
+            "UPDATE images SET bytes = bytes || '\\x00'::bytea \
+             WHERE hash = (SELECT hash FROM images ORDER BY hash LIMIT 1)"
+                .to_string(),
+            "no longer matches its hash".to_string(),
+        ),
+    ] {
+        let problem = verify_damaged_database(&t, &v, &damage)
+            .unwrap_or_else(|| panic!("went unnoticed: {damage}"));
+        assert!(problem.contains(&expected), "{damage}: {problem}");
+    }
+    // With the triggers on, even the owner cannot change the ledger.
+    let refused = t
+        .database
+        .as_ref()
+        .unwrap()
+        .execute("DELETE FROM ledger WHERE idx = 0")
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("append-only"),
+        "{refused:#}"
+    );
+}
+
+// Tampering with the tables only the database has; segment files get their own test above.
+crate::postgres_only!(database_verify_catches_every_kind_of_tampering);

@@ -9,7 +9,6 @@ use tonic::Code;
 use crate::fixtures::{fake_jpeg, submit_request};
 use crate::harness::*;
 
-#[tokio::test]
 async fn approve_end_to_end_with_watch_and_audit() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -131,7 +130,6 @@ async fn approve_end_to_end_with_watch_and_audit() {
     assert_eq!(image.content, voucher);
 }
 
-#[tokio::test]
 async fn retried_submit_returns_the_same_request_and_stores_nothing() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -189,7 +187,6 @@ async fn retried_submit_returns_the_same_request_and_stores_nothing() {
     );
 }
 
-#[tokio::test]
 async fn return_then_resubmit_with_a_replaced_image() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -267,7 +264,6 @@ async fn return_then_resubmit_with_a_replaced_image() {
     );
 }
 
-#[tokio::test]
 async fn a_declined_request_goes_elsewhere_and_never_back() {
     let t = TestServer::start().await;
     let mut a = Console::open(&t, "sup-01").await;
@@ -320,7 +316,6 @@ async fn a_declined_request_goes_elsewhere_and_never_back() {
     );
 }
 
-#[tokio::test]
 async fn stale_or_foreign_epochs_are_refused_and_change_nothing() {
     let t = TestServer::start().await;
     let mut sup = Console::open(&t, "sup-01").await;
@@ -364,7 +359,6 @@ async fn stale_or_foreign_epochs_are_refused_and_change_nothing() {
     );
 }
 
-#[tokio::test]
 async fn an_offer_not_accepted_in_time_moves_on() {
     let t = TestServer::start().await;
     let mut a = Console::open(&t, "sup-01").await;
@@ -399,7 +393,6 @@ async fn an_offer_not_accepted_in_time_moves_on() {
     );
 }
 
-#[tokio::test]
 async fn a_dropped_console_loses_its_review_to_another_supervisor() {
     let t = TestServer::start().await;
     let r = submit(&t, "teller-01", "BR0101-0007").await;
@@ -432,7 +425,6 @@ async fn a_dropped_console_loses_its_review_to_another_supervisor() {
     assert_eq!(withdrawn.actor_id, "system");
 }
 
-#[tokio::test]
 async fn a_request_waits_while_nobody_eligible_is_online() {
     let t = TestServer::start().await;
     let r = submit(&t, "teller-01", "BR0101-0008").await;
@@ -455,7 +447,6 @@ async fn a_request_waits_while_nobody_eligible_is_online() {
     assert_eq!(c.next_offer().await.request_id, r.request_id);
 }
 
-#[tokio::test]
 async fn cancel_while_queued_and_while_in_review() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -508,7 +499,6 @@ async fn cancel_while_queued_and_while_in_review() {
     );
 }
 
-#[tokio::test]
 async fn a_second_attend_replaces_the_first() {
     let t = TestServer::start().await;
     let mut first = Console::open(&t, "sup-01").await;
@@ -520,7 +510,6 @@ async fn a_second_attend_replaces_the_first() {
     assert_eq!(status.code(), Code::Aborted);
 }
 
-#[tokio::test]
 async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -560,3 +549,17 @@ async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
         .unwrap();
     assert_eq!(state(&ok), pb::RequestState::Queued);
 }
+
+crate::on_both_backends!(
+    approve_end_to_end_with_watch_and_audit,
+    retried_submit_returns_the_same_request_and_stores_nothing,
+    return_then_resubmit_with_a_replaced_image,
+    a_declined_request_goes_elsewhere_and_never_back,
+    stale_or_foreign_epochs_are_refused_and_change_nothing,
+    an_offer_not_accepted_in_time_moves_on,
+    a_dropped_console_loses_its_review_to_another_supervisor,
+    a_request_waits_while_nobody_eligible_is_online,
+    cancel_while_queued_and_while_in_review,
+    a_second_attend_replaces_the_first,
+    a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing,
+);

@@ -8,7 +8,6 @@ use crate::harness::*;
 
 type Edit = fn(&mut pb::SubmitRequest);
 
-#[tokio::test]
 async fn bad_submissions_are_refused_with_the_field_named() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -268,7 +267,6 @@ fn money(r: &mut pb::SubmitRequest) -> &mut pb::Money {
     r.transaction.as_mut().unwrap().amount.as_mut().unwrap()
 }
 
-#[tokio::test]
 async fn pending_per_teller_and_queue_length_are_enforced() {
     let t = TestServer::start_with(&|s| {
         s.replace("pending_per_teller_max = 20", "pending_per_teller_max = 2")
@@ -305,7 +303,6 @@ async fn pending_per_teller_and_queue_length_are_enforced() {
     submit(&t, "teller-03", "L-5").await;
 }
 
-#[tokio::test]
 async fn an_oversized_message_is_refused() {
     let t = TestServer::start_with(&|s| {
         s.replace("message_bytes_max = 41943040", "message_bytes_max = 65536")
@@ -324,7 +321,6 @@ async fn an_oversized_message_is_refused() {
     assert_eq!(t.ledger_len(), len);
 }
 
-#[tokio::test]
 async fn watch_streams_per_teller_are_limited_and_freed_on_close() {
     let t = TestServer::start_with(&|s| {
         s.replace(
@@ -365,3 +361,10 @@ async fn watch_streams_per_teller_are_limited_and_freed_on_close() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+crate::on_both_backends!(
+    bad_submissions_are_refused_with_the_field_named,
+    pending_per_teller_and_queue_length_are_enforced,
+    an_oversized_message_is_refused,
+    watch_streams_per_teller_are_limited_and_freed_on_close,
+);

@@ -31,14 +31,12 @@ async fn start() -> (TestServer, SocketAddr) {
     (t, addr)
 }
 
-#[tokio::test]
 async fn metrics_are_off_by_default() {
     let t = TestServer::start().await;
     assert_eq!(t.config.metrics_listen, None);
     assert_eq!(t.server.as_ref().unwrap().metrics_addr, None);
 }
 
-#[tokio::test]
 async fn only_get_metrics_is_served() {
     let (t, addr) = start().await;
     let ok = http(addr, "GET", "/metrics").await;
@@ -65,7 +63,6 @@ async fn only_get_metrics_is_served() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
-#[tokio::test]
 async fn a_request_moves_the_series_by_what_happened() {
     let (t, addr) = start().await;
     let m = scrape(addr).await;
@@ -236,7 +233,6 @@ async fn a_request_moves_the_series_by_what_happened() {
     .await;
 }
 
-#[tokio::test]
 async fn timers_declines_and_cancellations_are_counted() {
     let (t, addr) = start().await;
     let mut teller = t.teller("teller-01").await;
@@ -440,3 +436,10 @@ async fn until(addr: SocketAddr, what: &str, done: impl Fn(&Exposition) -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+crate::on_both_backends!(
+    metrics_are_off_by_default,
+    only_get_metrics_is_served,
+    a_request_moves_the_series_by_what_happened,
+    timers_declines_and_cancellations_are_counted,
+);

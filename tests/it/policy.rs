@@ -10,7 +10,6 @@ use tonic::Code;
 use crate::fixtures::submit_request;
 use crate::harness::*;
 
-#[tokio::test]
 async fn dual_control_needs_a_second_different_supervisor() {
     let t = TestServer::start().await;
     // sup-01 gets a second certificate (a renewal): same principal, another key.
@@ -103,7 +102,6 @@ async fn dual_control_needs_a_second_different_supervisor() {
     assert_eq!(state(&rejected), pb::RequestState::Rejected);
 }
 
-#[tokio::test]
 async fn supervisors_are_offered_only_what_their_level_and_ceiling_allow() {
     let t = TestServer::start().await;
     // sup-05 is level 1 with a CNY 100,000.00 ceiling.
@@ -139,7 +137,6 @@ async fn supervisors_are_offered_only_what_their_level_and_ceiling_allow() {
     assert_eq!(o.request_id, small.request_id);
 }
 
-#[tokio::test]
 async fn escalation_after_declines_and_after_a_wait() {
     let t = TestServer::start().await;
     let r = submit_code(&t, "teller-01", "E-1", "ESC-DECL", 100_000).await;
@@ -192,7 +189,6 @@ async fn escalation_after_declines_and_after_a_wait() {
     }
 }
 
-#[tokio::test]
 async fn a_request_not_decided_by_its_deadline_expires_and_survives_restart_timing() {
     let mut t = TestServer::start().await;
     let r = submit_code(&t, "teller-01", "X-1", "SHORT", 100_000).await;
@@ -233,7 +229,6 @@ async fn a_request_not_decided_by_its_deadline_expires_and_survives_restart_timi
     assert_eq!(state(&got), pb::RequestState::Expired);
 }
 
-#[tokio::test]
 async fn an_expired_review_is_taken_from_the_supervisor() {
     let t = TestServer::start().await;
     let r = submit_code(&t, "teller-01", "X-3", "SHORT", 100_000).await;
@@ -255,7 +250,6 @@ async fn an_expired_review_is_taken_from_the_supervisor() {
     );
 }
 
-#[tokio::test]
 async fn higher_priority_first_then_older() {
     let t = TestServer::start().await;
     let a = submit_code(&t, "teller-01", "P-1", "WDL-CASH", 100_000).await;
@@ -275,7 +269,6 @@ async fn higher_priority_first_then_older() {
     );
 }
 
-#[tokio::test]
 async fn pause_stops_offers_without_closing_the_stream() {
     let t = TestServer::start().await;
     let mut none = t.supervisor("sup-02").await;
@@ -305,7 +298,6 @@ async fn pause_stops_offers_without_closing_the_stream() {
     assert_eq!(s.next_offer().await.request_id, r.request_id);
 }
 
-#[tokio::test]
 async fn the_task_limit_holds_under_many_concurrent_accepts() {
     let t = TestServer::start_with(&|s| {
         s.replace("supervisor_tasks_max = 1", "supervisor_tasks_max = 2")
@@ -366,7 +358,6 @@ async fn the_task_limit_holds_under_many_concurrent_accepts() {
     s.expect_quiet(200).await;
 }
 
-#[tokio::test]
 async fn the_duty_manager_sees_the_queue_exactly() {
     let t = TestServer::start().await;
     assert_status(
@@ -463,7 +454,6 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     );
 }
 
-#[tokio::test]
 async fn the_policy_is_recorded_read_back_and_reloaded_for_new_submissions_only() {
     let t = TestServer::start().await;
     let mut admin = t.admin().await;
@@ -530,7 +520,6 @@ async fn the_policy_is_recorded_read_back_and_reloaded_for_new_submissions_only(
     assert_eq!(again.approvals_needed, 2);
 }
 
-#[tokio::test]
 async fn a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts() {
     let t = TestServer::start_with(&|s| s).await;
     std::fs::write(
@@ -559,7 +548,7 @@ async fn a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts() {
         TEST_POLICY.replace("priority = 9", "priority = 99"),
     )
     .unwrap();
-    let err = countersign::config::Config::parse(&test_config_text(&|s| s), &t.pki)
+    let err = countersign::config::Config::parse(&t.config_text(&|s| s), &t.pki)
         .err()
         .expect("refused");
     assert!(
@@ -568,7 +557,6 @@ async fn a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts() {
     );
 }
 
-#[tokio::test]
 async fn random_assignment_is_uniform_over_eligible_supervisors() {
     let t = TestServer::start().await;
     // Four eligible supervisors for teller-01 (BR-0101); sup-03 is of BR-0101 and never drawn.
@@ -616,7 +604,6 @@ async fn random_assignment_is_uniform_over_eligible_supervisors() {
     assert!(observed.iter().all(|&c| c > 0));
 }
 
-#[tokio::test]
 async fn statistics_count_outcomes_and_flag_an_unusual_pair() {
     let t = TestServer::start().await;
     // teller-01's requests go only to sup-01 and teller-02's only to sup-02 (each is alone
@@ -709,7 +696,6 @@ async fn wait_offline(t: &TestServer, id: &str) {
     }
 }
 
-#[tokio::test]
 async fn a_supervisor_who_accepts_and_never_decides_loses_the_request() {
     let t = TestServer::start().await;
     let r = submit_code(&t, "teller-01", "RT-1", "WDL-CASH", 100_000).await;
@@ -738,3 +724,20 @@ async fn a_supervisor_who_accepts_and_never_decides_loses_the_request() {
         "",
     );
 }
+
+crate::on_both_backends!(
+    dual_control_needs_a_second_different_supervisor,
+    supervisors_are_offered_only_what_their_level_and_ceiling_allow,
+    escalation_after_declines_and_after_a_wait,
+    a_request_not_decided_by_its_deadline_expires_and_survives_restart_timing,
+    an_expired_review_is_taken_from_the_supervisor,
+    higher_priority_first_then_older,
+    pause_stops_offers_without_closing_the_stream,
+    the_task_limit_holds_under_many_concurrent_accepts,
+    the_duty_manager_sees_the_queue_exactly,
+    the_policy_is_recorded_read_back_and_reloaded_for_new_submissions_only,
+    a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts,
+    random_assignment_is_uniform_over_eligible_supervisors,
+    statistics_count_outcomes_and_flag_an_unusual_pair,
+    a_supervisor_who_accepts_and_never_decides_loses_the_request,
+);

@@ -22,7 +22,6 @@ const EXIT_BOUND: Duration = Duration::from_secs(10);
 /// still open, which none should be when every stream is one the server ends.
 const SAMPLE_GRACE: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_acknowledged_call() {
     let files = BinaryFiles::new();
     let (mut child, addr) = spawn_server(&files.config);
@@ -157,13 +156,20 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
     assert_eq!(last, Some(not_serving));
 
     // A graceful stop leaves no torn tail: the last record was written whole.
-    let report = countersign::verify::verify_data_dir(&files.data, None);
+    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 
     // On the same data: everything acknowledged is there, as acknowledged, and the held
     // request is still waiting.
     let (mut child, addr) = spawn_server(&files.config);
-    check(addr, &files.pki, &acked, &files.data).await;
+    check(
+        addr,
+        &files.pki,
+        &acked,
+        &files.data,
+        files.database.as_ref(),
+    )
+    .await;
     let mut teller = countersign::tools::client::teller(addr, &files.pki, "teller-02")
         .await
         .unwrap();
@@ -231,7 +237,6 @@ async fn terminate(child: &mut Child) -> Duration {
 
 /// A stream the server does not end (here gRPC reflection, held open by its client) holds its
 /// connection open; the server waits `shutdown_grace_ms` for it, then exits 0 anyway.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -273,6 +278,11 @@ async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
         "SIGTERM with a reflection stream open: exit 0 in {:.0} ms (grace 1000 ms)",
         exit.as_secs_f64() * 1000.0
     );
-    let report = countersign::verify::verify_data_dir(&files.data, None);
+    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 }
+
+crate::on_both_backends!(
+    sigterm_under_load_loses_no_acknowledged_call { flavor = "multi_thread", worker_threads = 2 },
+    sigterm_with_a_stream_left_open_exits_after_the_grace_period { flavor = "multi_thread", worker_threads = 2 },
+);

@@ -189,7 +189,6 @@ async fn teller(
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_day_breaks_no_rule_and_replays_to_the_same_state() {
     let mut t = TestServer::start_with(&|s| {
         s.replace(
@@ -213,7 +212,7 @@ async fn a_busy_day_breaks_no_rule_and_replays_to_the_same_state() {
     )
     .unwrap();
     t.config = countersign::config::Config::parse(
-        &test_config_text(&|s| {
+        &t.config_text(&|s| {
             s.replace(
                 "supervisor_tasks_max = 1",
                 &format!("supervisor_tasks_max = {TASKS_MAX}"),
@@ -335,9 +334,9 @@ async fn a_busy_day_breaks_no_rule_and_replays_to_the_same_state() {
             "no {k} record: the day was too quiet to test anything"
         );
     }
-    let report = countersign::verify::verify_data_dir(&t.data_dir(), None);
+    let report = t.verify(None);
     assert_eq!(report.problem, None);
-    std::fs::remove_dir_all(t.data_dir().join("projection")).unwrap();
+    t.drop_projection();
     t.restart().await;
     let after = snapshot(&t, &ids).await;
     assert_eq!(before, after, "the ledger replays to the same state");
@@ -368,25 +367,13 @@ fn check_ledger(
     directory: &HashMap<String, Principal>,
 ) -> HashMap<&'static str, usize> {
     let mut kinds: HashMap<&'static str, usize> = HashMap::new();
-    let dir = t.data_dir().join("ledger");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    names.sort();
     let mut requests: HashMap<String, Request> = HashMap::new();
     let mut held: HashMap<String, usize> = HashMap::new();
     let mut max_held = 0;
     let mut index = 0u64;
-    for path in names {
-        let bytes = std::fs::read(path).unwrap();
-        let mut pos = 16;
-        while pos < bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-            let payload = &bytes[pos + 16..pos + 16 + len];
-            pos += 16 + len;
-            let rec: Record = countersign::ledger::record::decode(payload).unwrap();
+    for payload in t.records() {
+        {
+            let rec: Record = countersign::ledger::record::decode(&payload).unwrap();
             *kinds.entry(rec.event.kind()).or_default() += 1;
             let key = rec.request.to_string();
             if let Some(r) = Request::open(index, &rec) {
@@ -461,3 +448,7 @@ fn check_ledger(
     assert!(requests.len() >= REQUESTS);
     kinds
 }
+
+crate::on_both_backends!(
+    a_busy_day_breaks_no_rule_and_replays_to_the_same_state { flavor = "multi_thread", worker_threads = 2 },
+);

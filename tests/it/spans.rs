@@ -20,7 +20,6 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::harness::*;
 
-#[tokio::test(flavor = "current_thread")]
 async fn every_rpc_span_names_the_caller_and_the_request() {
     let seen = Captured::install();
     CAPTURING.with(|c| c.set(true));
@@ -221,3 +220,7 @@ impl Visit for Fields<'_> {
         self.0.insert(field.name().to_owned(), format!("{value:?}"));
     }
 }
+
+crate::on_both_backends!(
+    every_rpc_span_names_the_caller_and_the_request { flavor = "current_thread" },
+);

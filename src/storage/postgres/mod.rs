@@ -16,6 +16,7 @@ mod ledger;
 mod projection;
 mod schema;
 pub mod scratch;
+pub mod snapshot;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,13 +54,41 @@ impl Drop for Background {
 }
 
 impl Background {
+    fn start(name: &str, threads: usize) -> Result<Background, StorageError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::unavailable("start the database runtime", e))?;
+        Ok(Background(Some(rt)))
+    }
+
     fn handle(&self) -> &tokio::runtime::Handle {
-        // Set in `open` and taken only by `drop`.
+        // Set in `start` and taken only by `drop`.
         #[allow(clippy::expect_used)]
         self.0
             .as_ref()
-            .expect("the runtime lives as long as Db")
+            .expect("the runtime lives until dropped")
             .handle()
+    }
+
+    /// Runs `fut` here and waits for it on this thread, which may be inside another runtime
+    /// (where `block_on` is not allowed): the answer comes back over a std channel.
+    fn wait_on<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().map_err(|_| {
+            StorageError::unavailable(
+                "wait for the database",
+                std::io::Error::other("the backend's runtime stopped"),
+            )
+        })?
     }
 }
 
@@ -71,17 +100,7 @@ impl Db {
         T: Send + 'static,
         F: Future<Output = Result<T, StorageError>> + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = work(self.pool.clone());
-        self.runtime.handle().spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv().map_err(|_| {
-            StorageError::unavailable(
-                "wait for the database",
-                std::io::Error::other("the backend's runtime stopped"),
-            )
-        })?
+        self.runtime.wait_on(work(self.pool.clone()))
     }
 
     /// Spawns `work` on the backend's runtime.
@@ -109,19 +128,14 @@ pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> StorageError {
 /// build), waits for and takes the leader's lease, reads the ledger's leaf hashes to rebuild
 /// the Merkle tree, and starts the ledger writer and the lease's renewal.
 pub fn open(settings: &PostgresSettings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("postgres")
-        .enable_all()
-        .build()
-        .map_err(|e| StorageError::unavailable("start the database runtime", e))?;
+    let runtime = Background::start("postgres", 2)?;
     let pool = {
-        let _entered = runtime.enter();
+        let _entered = runtime.handle().enter();
         pool(settings)?
     };
     let mut db = Db {
         pool,
-        runtime: Background(Some(runtime)),
+        runtime,
         term: 0,
     };
     let (node, advertise, lease_ms) = (

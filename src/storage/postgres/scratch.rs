@@ -40,6 +40,28 @@ impl ScratchDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A new database copied from this one. Connections still open to this one (a stopped
+    /// server's, closing) are ended first: PostgreSQL copies only a database nobody uses.
+    pub fn copy(&self) -> anyhow::Result<ScratchDatabase> {
+        let copy = ScratchDatabase::create()?;
+        admin(format!("DROP DATABASE {}", copy.name))?;
+        admin(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        ))?;
+        admin(format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            copy.name, self.name
+        ))?;
+        Ok(copy)
+    }
+
+    /// Runs SQL statements in this database as the admin role (a test's tampering, say).
+    pub fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        run_sql(self.url.clone(), sql.to_string())
+    }
 }
 
 impl Drop for ScratchDatabase {
@@ -67,21 +89,25 @@ fn url_of(base: &str, name: &str) -> String {
     format!("{hosts}/{name}{query}")
 }
 
-/// Runs one statement as the admin role, on a thread of its own (callable from anywhere).
+/// Runs one statement as the admin role in the admin database.
 fn admin(sql: String) -> anyhow::Result<()> {
+    run_sql(admin_url(), sql)
+}
+
+/// Runs SQL at `url` on a thread of its own, so that it may be called from anywhere.
+fn run_sql(url: String, sql: String) -> anyhow::Result<()> {
     std::thread::spawn(move || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .map_err(|e| {
-                    anyhow::anyhow!(
-                        "connect to PostgreSQL at {} (start it, or set COUNTERSIGN_TEST_PG): {e}",
-                        admin_url()
-                    )
-                })?;
+                anyhow::anyhow!(
+                    "connect to PostgreSQL at {url} (start it, or set COUNTERSIGN_TEST_PG): {e}"
+                )
+            })?;
             let conn = tokio::spawn(connection);
             client.batch_execute(&sql).await?;
             drop(client);
