@@ -191,3 +191,114 @@ fn a_schema_newer_than_this_build_is_refused() {
         Ok(_) => panic!("opened a schema newer than this build"),
     }
 }
+
+/// A node runs under a role granted only what docs/operations.md lists (`grants.sql`), and that
+/// role cannot change or remove a ledger record even with the triggers off.
+#[tokio::test]
+async fn a_node_runs_with_only_the_documented_grants() {
+    let role = format!("countersign_role_{}", rand::random::<u32>());
+    // Dropped after the database (declared before it): a role with grants in a live database
+    // cannot be dropped.
+    let _role = DropRole(role.clone());
+    let pg = Postgres::new();
+    drop(pg.open());
+    let grants = include_str!("grants.sql").replace("TO countersign;", &format!("TO {role};"));
+    exec(&pg.db, &format!("CREATE ROLE {role} LOGIN; {grants}")).unwrap();
+    let mut settings = pg.settings("node-r");
+    settings.url = settings.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert!(settings.url.contains(&role), "{}", settings.url);
+    {
+        let mut s =
+            tokio::task::spawn_blocking(move || open(&settings, LedgerMetrics::new()).unwrap())
+                .await
+                .unwrap();
+        s.appender.append(b"{}".to_vec());
+        s.appender.flush().unwrap();
+        s.durable
+            .wait_for(|d| matches!(d, crate::storage::DurableState::Count(1)))
+            .await
+            .unwrap();
+        s.checkpoints.append(0, "note\n").unwrap();
+        let hash = s.images.put(b"image".to_vec()).await.unwrap();
+        assert_eq!(s.images.get(&hash).unwrap(), b"image");
+        let r = crate::domain::testing::request(&crate::domain::RequestId::from_random([4; 16]), 1);
+        let update = crate::storage::RowUpdate {
+            index: 0,
+            request: r.id.clone(),
+            state: r.state,
+            created: Some((r.teller.clone(), r.submission.serial.clone(), [1; 32])),
+            decided_by: None,
+            summary: crate::storage::Summary::of(&r),
+        };
+        s.projection.apply(&[update], 1).unwrap();
+        assert_eq!(s.projection.applied().unwrap(), 1);
+    }
+    let url = pg
+        .settings("x")
+        .url
+        .replacen("postgres@", &format!("{role}@"), 1);
+    let denied = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            for sql in [
+                "ALTER TABLE ledger DISABLE TRIGGER USER",
+                "UPDATE ledger SET record = 'x'",
+                "DELETE FROM checkpoints",
+            ] {
+                out.push(
+                    client
+                        .batch_execute(sql)
+                        .await
+                        .map_err(|e| format!("{e:?}")),
+                );
+            }
+            out
+        })
+    })
+    .join()
+    .unwrap();
+    for d in denied {
+        let e = d.expect_err("refused");
+        assert!(
+            e.contains("permission denied") || e.contains("must be owner"),
+            "{e}"
+        );
+    }
+}
+
+/// Drops a test's role when the test ends, passed or not.
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        admin_exec(&format!("DROP ROLE IF EXISTS {}", self.0));
+    }
+}
+
+/// Runs SQL on the scratch server's admin database.
+fn admin_exec(sql: &str) {
+    let (url, sql) = (super::scratch::admin_url(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
