@@ -72,8 +72,9 @@ pub enum StorageError {
     /// The projection names something the ledger does not hold (or the reverse).
     #[error("{0}")]
     Inconsistent(String),
-    /// Another node took the leader's lease (a higher term): this node may no longer write.
-    #[error("another node leads now (term {current}); this node's term {ours} may no longer write")]
+    /// Another node took the leader's lease (a higher term), or this node never held it: it
+    /// may not write. (`ours` is 0 for a node that does not lead.)
+    #[error("this node does not lead (its term {ours}, the lease's {current}): it may not write")]
     Fenced { ours: u64, current: u64 },
     /// The database's schema is newer than this build knows: upgrade the node first.
     #[error("the database schema is version {found}; this build knows versions up to {known}")]

@@ -39,7 +39,7 @@ impl CheckpointLog for PgCheckpoints {
     }
 
     fn append(&self, seq: u64, note: &str) -> Result<(), StorageError> {
-        let (term, note) = (self.db.term, note.to_owned());
+        let (term, note) = (self.db.term()?, note.to_owned());
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
             // As for ledger records: only while the lease has this node's term.

@@ -83,3 +83,21 @@ pub(super) async fn renew(pool: Pool, term: u64, lease_ms: u64) {
         }
     }
 }
+
+/// Who holds the lease, and whether it is current.
+pub(super) async fn holder(pool: &Pool) -> Result<super::Leader, StorageError> {
+    let client = pool.get().await.map_err(no_connection)?;
+    let row = client
+        .query_one(
+            "SELECT holder, advertise, term, expires_at > now() FROM countersign_lease WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(unavailable("read the leader's lease"))?;
+    Ok(super::Leader {
+        node_id: row.get(0),
+        advertise: row.get(1),
+        term: row.get::<_, i64>(2) as u64,
+        live: row.get(3),
+    })
+}

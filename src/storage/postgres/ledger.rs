@@ -26,50 +26,115 @@ pub(crate) struct PgLedger {
     tree: RwLock<Tree>,
     /// Set by tests to make every write fail as on an unreachable database.
     faults: AtomicBool,
+    /// This node writes the ledger: only its writer adds to the tree, no longer the follower.
+    leading: AtomicBool,
 }
 
-/// Reads every leaf hash in index order to rebuild the tree, then starts the writer.
-pub(super) fn open(
-    db: Arc<Db>,
-    metrics: LedgerMetrics,
-) -> Result<(Arc<PgLedger>, PgAppender, Durable), StorageError> {
-    let leaves = db.run(|pool| async move {
+/// Reads every leaf hash in index order to rebuild the tree: the ledger as a reader sees it,
+/// before this node writes (if it ever does).
+pub(super) fn open_reader(db: Arc<Db>) -> Result<Arc<PgLedger>, StorageError> {
+    let ledger = Arc::new(PgLedger {
+        db: db.clone(),
+        tree: RwLock::new(Tree::new()),
+        faults: AtomicBool::new(false),
+        leading: AtomicBool::new(false),
+    });
+    let l = ledger.clone();
+    db.run(move |pool| async move { catch_up(&pool, &l, false).await })?;
+    Ok(ledger)
+}
+
+/// Leaf hashes read per round trip while catching up.
+const CATCH_UP_PAGE: i64 = 10_000;
+
+/// Adds to the tree every record the table holds past it. A follower stops adding once this
+/// node leads (`leading`), when only the writer adds; `lead` catches up one last time itself.
+pub(super) async fn catch_up(
+    pool: &Pool,
+    ledger: &PgLedger,
+    leading: bool,
+) -> Result<u64, StorageError> {
+    loop {
+        let from = ledger.len();
         let client = pool.get().await.map_err(no_connection)?;
         let rows = client
-            .query("SELECT idx, leaf_hash FROM ledger ORDER BY idx", &[])
+            .query(
+                "SELECT idx, leaf_hash FROM ledger WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                &[&(from as i64), &CATCH_UP_PAGE],
+            )
             .await
             .map_err(unavailable("read the ledger's leaf hashes"))?;
-        let mut leaves = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
+        drop(client);
+        let mut tree = ledger.tree.write().unwrap_or_else(|e| e.into_inner());
+        if ledger.leading.load(Ordering::Acquire) != leading || tree.size() != from {
+            // This node began leading, or another catch-up got there first.
+            return Ok(tree.size());
+        }
+        for row in &rows {
             let idx: i64 = row.get(0);
             let leaf: &[u8] = row.get(1);
             let leaf: Hash = leaf
                 .try_into()
                 .map_err(|_| damaged(idx, "leaf hash is not 32 bytes"))?;
-            if idx != i as i64 {
+            if idx != tree.size() as i64 {
                 return Err(damaged(idx, "the ledger has a gap before this index"));
             }
-            leaves.push(leaf);
+            push(&mut tree, leaf);
         }
-        Ok(leaves)
-    })?;
-    let mut tree = Tree::new();
-    for leaf in leaves {
-        push(&mut tree, leaf);
+        if (rows.len() as i64) < CATCH_UP_PAGE {
+            return Ok(tree.size());
+        }
     }
-    let count = tree.size();
-    let ledger = Arc::new(PgLedger {
-        db: db.clone(),
-        tree: RwLock::new(tree),
-        faults: AtomicBool::new(false),
-    });
+}
+
+/// How often a follower reads the table when no notification came (one may be lost while the
+/// listening connection reconnects).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follows the ledger as the leader writes it: on each notification the leader's insert sends
+/// (`countersign_ledger`), and every `FOLLOW_EVERY` regardless. Ends when this node leads or
+/// the ledger is dropped.
+pub(super) async fn follow(
+    pool: Pool,
+    ledger: std::sync::Weak<PgLedger>,
+    notified: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        tokio::select! {
+            _ = notified.notified() => {}
+            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        let Some(ledger) = ledger.upgrade() else {
+            return;
+        };
+        if ledger.leading.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = catch_up(&pool, &ledger, false).await {
+            tracing::warn!(error = %e, "could not follow the ledger");
+        }
+    }
+}
+
+/// Makes this node the ledger's writer under `term`: marks it leading (the follower stops),
+/// catches up with everything the previous leader committed (its term is fenced now, so the
+/// table no longer grows), and starts the group-commit writer at the end of it.
+pub(super) fn start_writer(
+    db: &Db,
+    ledger: &Arc<PgLedger>,
+    term: u64,
+    metrics: LedgerMetrics,
+) -> Result<(PgAppender, Durable), StorageError> {
+    ledger.leading.store(true, Ordering::Release);
+    let l = ledger.clone();
+    let count = db.run(move |pool| async move { catch_up(&pool, &l, true).await })?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = watch::channel(DurableState::Count(count));
     metrics.durable(count);
     let writer = Writer {
         pool: db.pool.clone(),
-        term: db.term,
-        ledger: Arc::downgrade(&ledger),
+        term,
+        ledger: Arc::downgrade(ledger),
         metrics,
     };
     db.spawn(writer.run(rx, durable_tx));
@@ -78,7 +143,7 @@ pub(super) fn open(
         next: count,
         buf: Vec::new(),
     };
-    Ok((ledger, appender, durable_rx))
+    Ok((appender, durable_rx))
 }
 
 fn damaged(idx: i64, what: &'static str) -> StorageError {
@@ -234,14 +299,18 @@ struct Writer {
     metrics: LedgerMetrics,
 }
 
-/// Inserts the records when, and only when, the lease still has this node's term. The lease
-/// row is locked FOR SHARE, so a takeover (which updates it) waits for this insert to commit,
-/// and an insert after a takeover finds the new term and inserts nothing.
+/// Inserts the records when, and only when, the lease still has this node's term, and tells
+/// followers (delivered at commit). The lease row is locked FOR SHARE, so a takeover (which
+/// updates it) waits for this insert to commit, and an insert after a takeover finds the new
+/// term and inserts nothing.
 const INSERT: &str = "WITH lease AS ( \
-        SELECT 1 FROM countersign_lease WHERE id = 1 AND term = $1 FOR SHARE) \
-    INSERT INTO ledger (idx, term, leaf_hash, record) \
-    SELECT r.idx, $1, r.leaf_hash, r.record \
-    FROM lease, unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS r(idx, leaf_hash, record)";
+        SELECT 1 FROM countersign_lease WHERE id = 1 AND term = $1 FOR SHARE), \
+    inserted AS ( \
+        INSERT INTO ledger (idx, term, leaf_hash, record) \
+        SELECT r.idx, $1, r.leaf_hash, r.record \
+        FROM lease, unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS r(idx, leaf_hash, record) \
+        RETURNING idx) \
+    SELECT count(*), pg_notify('countersign_ledger', '') FROM inserted";
 
 impl Writer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>, durable: watch::Sender<DurableState>) {
@@ -330,9 +399,10 @@ impl Writer {
         let client = self.pool.get().await.map_err(no_connection)?;
         let term = self.term as i64;
         let inserted = client
-            .execute(INSERT, &[&term, &idx, &leaves, &payloads])
+            .query_one(INSERT, &[&term, &idx, &leaves, &payloads])
             .await
-            .map_err(unavailable("write ledger batch"))?;
+            .map_err(unavailable("write ledger batch"))?
+            .get::<_, i64>(0) as u64;
         if inserted == 0 {
             return Err(fenced(&client, self.term).await);
         }

@@ -38,7 +38,18 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Db {
     pool: Pool,
     runtime: Background,
-    term: u64,
+    /// The term this node leads in; 0 while it follows (no lease ever has term 0 once taken,
+    /// so every fenced write is refused).
+    term: std::sync::atomic::AtomicU64,
+    /// How to open a connection outside the pool (the follower's LISTEN).
+    connect: Connector,
+}
+
+/// A connection's settings and TLS, for the connection that listens for notifications.
+#[derive(Clone)]
+struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 /// The backend's own runtime, shut down without waiting when dropped: a `Storage` may be
@@ -103,6 +114,17 @@ impl Db {
         self.runtime.wait_on(work(self.pool.clone()))
     }
 
+    /// The term this node writes under; a node that does not lead may not write.
+    pub(crate) fn term(&self) -> Result<u64, StorageError> {
+        match self.term.load(std::sync::atomic::Ordering::Acquire) {
+            0 => Err(StorageError::Fenced {
+                ours: 0,
+                current: 0,
+            }),
+            term => Ok(term),
+        }
+    }
+
     /// Spawns `work` on the backend's runtime.
     pub(crate) fn spawn<T: Send + 'static>(
         &self,
@@ -124,59 +146,193 @@ pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> StorageError {
     StorageError::unavailable("connect to the database", e)
 }
 
-/// Opens the database: connects, brings the schema up to date (refusing one newer than this
-/// build), waits for and takes the leader's lease, reads the ledger's leaf hashes to rebuild
-/// the Merkle tree, and starts the ledger writer and the lease's renewal.
+/// Opens the database as the leader: `follow`, then `Follower::lead`, which waits for the lease.
 pub fn open(settings: &PostgresSettings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
+    follow(settings)?.lead(metrics)
+}
+
+/// This node on the database before it leads: it reads the ledger (following it as the leader
+/// writes), the checkpoints, the images and the projection, and writes nothing.
+pub struct Follower {
+    db: Arc<Db>,
+    ledger: Arc<ledger::PgLedger>,
+    settings: PostgresSettings,
+}
+
+/// Who holds the leader's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub node_id: String,
+    /// The address clients reach it at.
+    pub advertise: String,
+    pub term: u64,
+    /// Whether the lease is still current (by the database's clock).
+    pub live: bool,
+}
+
+/// Connects, brings the schema up to date (refusing one newer than this build), reads the
+/// ledger's leaf hashes to rebuild the Merkle tree, and starts following the ledger.
+pub fn follow(settings: &PostgresSettings) -> Result<Follower, StorageError> {
     let runtime = Background::start("postgres", 2)?;
+    let connect = Connector {
+        config: settings
+            .url
+            .parse()
+            .map_err(|e| StorageError::unavailable("parse storage.url", e))?,
+        tls: settings.tls_ca_pem.as_deref().map(tls).transpose()?,
+    };
     let pool = {
         let _entered = runtime.handle().enter();
-        pool(settings)?
+        pool(&connect, settings.pool_size)?
     };
-    let mut db = Db {
+    let db = Arc::new(Db {
         pool,
         runtime,
-        term: 0,
-    };
-    let (node, advertise, lease_ms) = (
-        settings.node_id.clone(),
-        settings.advertise.clone(),
-        settings.lease_ms,
-    );
-    db.term = db.run(move |pool| async move {
-        schema::migrate(&pool).await?;
-        lease::acquire(&pool, &node, &advertise, lease_ms).await
-    })?;
-    tracing::info!(term = db.term, node = %settings.node_id, "leading");
-    let db = Arc::new(db);
-    db.spawn(lease::renew(db.pool.clone(), db.term, settings.lease_ms));
-    let (ledger, appender, durable) = ledger::open(db.clone(), metrics)?;
-    Ok(Storage {
+        term: std::sync::atomic::AtomicU64::new(0),
+        connect,
+    });
+    db.run(|pool| async move { schema::migrate(&pool).await })?;
+    let ledger = ledger::open_reader(db.clone())?;
+    let notified = Arc::new(tokio::sync::Notify::new());
+    db.spawn(listen(
+        db.connect.clone(),
+        Arc::downgrade(&ledger),
+        notified.clone(),
+    ));
+    db.spawn(ledger::follow(
+        db.pool.clone(),
+        Arc::downgrade(&ledger),
+        notified,
+    ));
+    Ok(Follower {
+        db,
         ledger,
-        appender: Box::new(appender),
-        durable,
-        checkpoints: Box::new(checkpoints::PgCheckpoints::new(db.clone())),
-        images: Arc::new(images::PgImages::new(db.clone())),
-        projection: Arc::new(projection::PgProjection::new(db)),
+        settings: settings.clone(),
     })
+}
+
+impl Follower {
+    /// The ledger as far as it has been followed.
+    pub fn ledger(&self) -> Arc<dyn crate::storage::LedgerRead> {
+        self.ledger.clone()
+    }
+
+    /// The audit projection, to read (a follower's writes are refused).
+    pub fn projection(&self) -> Arc<dyn crate::storage::Projection> {
+        Arc::new(projection::PgProjection::new(self.db.clone()))
+    }
+
+    pub fn images(&self) -> Arc<dyn crate::storage::ImageStore> {
+        Arc::new(images::PgImages::new(self.db.clone()))
+    }
+
+    pub fn checkpoints(&self) -> Box<dyn crate::storage::CheckpointLog> {
+        Box::new(checkpoints::PgCheckpoints::new(self.db.clone()))
+    }
+
+    /// Who holds the lease now.
+    pub fn leader(&self) -> Result<Leader, StorageError> {
+        self.db
+            .run(|pool| async move { lease::holder(&pool).await })
+    }
+
+    /// Waits until this node holds the lease (blocking), then makes it the writer: the term
+    /// fences every other node, the ledger is caught up with what the last leader committed,
+    /// and the writer and the lease's renewal start. The `Storage` shares this follower's
+    /// tree, so taking over reads only the records it had not followed yet.
+    pub fn lead(&self, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
+        let s = &self.settings;
+        let (node, advertise, lease_ms) = (s.node_id.clone(), s.advertise.clone(), s.lease_ms);
+        let term = self.db.run(move |pool| async move {
+            lease::acquire(&pool, &node, &advertise, lease_ms).await
+        })?;
+        self.db
+            .term
+            .store(term, std::sync::atomic::Ordering::Release);
+        tracing::info!(term, node = %s.node_id, "leading");
+        self.db
+            .spawn(lease::renew(self.db.pool.clone(), term, s.lease_ms));
+        let (appender, durable) = ledger::start_writer(&self.db, &self.ledger, term, metrics)?;
+        Ok(Storage {
+            ledger: self.ledger.clone(),
+            appender: Box::new(appender),
+            durable,
+            checkpoints: self.checkpoints(),
+            images: self.images(),
+            projection: self.projection(),
+        })
+    }
+}
+
+/// How long the listening connection waits before connecting again after it was lost.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps a connection that LISTENs for the leader's `countersign_ledger` notifications and
+/// wakes the follower on each, reconnecting when it is lost, until the ledger is dropped.
+async fn listen(
+    connect: Connector,
+    ledger: std::sync::Weak<ledger::PgLedger>,
+    notified: Arc<tokio::sync::Notify>,
+) {
+    while ledger.strong_count() > 0 {
+        let r = match &connect.tls {
+            None => listen_once(&connect.config, tokio_postgres::NoTls, &notified).await,
+            Some(tls) => listen_once(&connect.config, tls.clone(), &notified).await,
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "the ledger's notifications stopped; listening again");
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    notified: &tokio::sync::Notify,
+) -> Result<(), tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    // The connection must be polled for LISTEN to be answered and notifications to arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute("LISTEN countersign_ledger").await?;
+    // Anything committed before LISTEN took effect is read now.
+    notified.notify_one();
+    while rx.recv().await.is_some() {
+        notified.notify_one();
+    }
+    drop(client);
+    driver.await.unwrap_or(Ok(()))
 }
 
 /// The connection pool: libpq's URL (several hosts and `target_session_attrs` included), with
 /// TLS when a CA is configured.
-fn pool(settings: &PostgresSettings) -> Result<Pool, StorageError> {
-    let config: tokio_postgres::Config = settings
-        .url
-        .parse()
-        .map_err(|e| StorageError::unavailable("parse storage.url", e))?;
+fn pool(connect: &Connector, size: usize) -> Result<Pool, StorageError> {
+    let config = connect.config.clone();
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match &settings.tls_ca_pem {
+    let manager = match &connect.tls {
         None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
-        Some(pem) => Manager::from_config(config, tls(pem)?, manager_config),
+        Some(tls) => Manager::from_config(config, tls.clone(), manager_config),
     };
     Pool::builder(manager)
-        .max_size(settings.pool_size)
+        .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: Some(CONNECTION_WAIT),

@@ -165,7 +165,7 @@ impl Projection for PgProjection {
         }
         let ordered: Vec<&RequestRow<'_>> = order.iter().filter_map(|id| rows.get(id)).collect();
         let (requests, idem) = (json(&ordered), json(&idem));
-        let term = self.db.term;
+        let term = self.db.term()?;
         self.db.run(move |pool| async move {
             let mut client = pool.get().await.map_err(no_connection)?;
             let tx = client

@@ -302,3 +302,84 @@ fn admin_exec(sql: &str) {
     .join()
     .unwrap();
 }
+
+/// Waits (up to 10 s) until `ledger` holds `n` records.
+async fn holds(ledger: &dyn crate::storage::LedgerRead, n: u64) {
+    for _ in 0..500 {
+        if ledger.len() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the ledger holds {} records, not {n}", ledger.len());
+}
+
+#[tokio::test]
+async fn a_follower_follows_the_ledger_writes_nothing_and_takes_over_where_it_ends() {
+    let pg = Postgres::new();
+    let mut leader = pg.open();
+    let settings = pg.settings("node-b");
+    let follower = tokio::task::spawn_blocking(move || follow(&settings).unwrap())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        leader
+            .appender
+            .append(format!("{{\"n\":{i}}}").into_bytes());
+    }
+    leader.appender.flush().unwrap();
+    holds(follower.ledger().as_ref(), 3).await;
+    assert_eq!(follower.ledger().head(), leader.ledger.head());
+    assert_eq!(follower.ledger().read(2).unwrap(), b"{\"n\":2}");
+    let holder = follower.leader().unwrap();
+    assert_eq!((holder.node_id.as_str(), holder.live), ("node-a", true));
+    assert_eq!(holder.advertise, "node-a.test:7443");
+    // A follower writes nothing.
+    assert!(matches!(
+        follower.projection().apply(&[], 3),
+        Err(StorageError::Fenced { ours: 0, .. })
+    ));
+    assert!(matches!(
+        follower.checkpoints().append(0, "x\n"),
+        Err(StorageError::Fenced { ours: 0, .. })
+    ));
+
+    exec(
+        &pg.db,
+        "UPDATE countersign_lease SET expires_at = now() - interval '1 s'",
+    )
+    .unwrap();
+    let follower = std::sync::Arc::new(follower);
+    let f = follower.clone();
+    let mut taken = tokio::task::spawn_blocking(move || f.lead(LedgerMetrics::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.appender.next_index(),
+        3,
+        "carries on where the ledger ends"
+    );
+    taken.appender.append(b"{\"n\":3}".to_vec());
+    taken.appender.flush().unwrap();
+    taken
+        .durable
+        .wait_for(|d| matches!(d, crate::storage::DurableState::Count(4)))
+        .await
+        .unwrap();
+    assert_eq!(follower.leader().unwrap().node_id, "node-b");
+    // The old leader's next write is refused.
+    leader.appender.append(b"{\"stale\":true}".to_vec());
+    leader.appender.flush().unwrap();
+    let state = leader
+        .durable
+        .wait_for(|d| matches!(d, crate::storage::DurableState::Failed { .. }))
+        .await
+        .unwrap()
+        .clone();
+    assert!(matches!(
+        state,
+        crate::storage::DurableState::Failed { count: 3, ref error }
+            if matches!(**error, StorageError::Fenced { .. })
+    ));
+    assert_eq!(taken.ledger.read(3).unwrap(), b"{\"n\":3}");
+}

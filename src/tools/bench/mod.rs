@@ -83,9 +83,21 @@ pub struct Options {
     /// connections: the cost of the transport alone on this machine.
     #[arg(long)]
     pub floor: bool,
+    /// The storage backend of the server bench starts: postgres runs it in a database made for
+    /// the run (and dropped after) on the server COUNTERSIGN_TEST_PG names (by default
+    /// postgresql://postgres@127.0.0.1:5432/postgres).
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub backend: Backend,
     /// Print the figures as one JSON line at the end too.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where the server bench starts keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Postgres,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -114,6 +126,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 data: opts.server_data.clone(),
                 tellers,
                 supervisors,
+                database: None,
             }
         }
         None => start_server(tmp.path(), &opts).await?,

@@ -39,6 +39,8 @@ impl Percentiles {
 }
 
 pub(super) struct Report {
+    /// The storage backend of the server bench started (with --target: the one named).
+    pub(super) backend: super::Backend,
     pub(super) workload: Workload,
     pub(super) dual: bool,
     pub(super) tellers: usize,
@@ -71,8 +73,12 @@ impl Report {
             Workload::W1 => "w1 (2 x 64 KiB images)",
         };
         println!(
-            "\nworkload {workload}{}, {} tellers, {} supervisors, {}, {:.0} s measured ({:.1} s with drain)",
+            "\nworkload {workload}{} on {}, {} tellers, {} supervisors, {}, {:.0} s measured ({:.1} s with drain)",
             if self.dual { ", dual control" } else { "" },
+            match self.backend {
+                super::Backend::Embedded => "embedded storage",
+                super::Backend::Postgres => "PostgreSQL (its CPU not counted as the server's)",
+            },
             self.tellers,
             self.supervisors,
             self.rate.map_or("closed loop".to_string(), |r| format!(
@@ -122,6 +128,7 @@ impl Report {
         if json {
             let j = serde_json::json!({
                 "workload": format!("{:?}", self.workload).to_lowercase(),
+                "backend": format!("{:?}", self.backend).to_lowercase(),
                 "dual": self.dual,
                 "lifecycles": self.lifecycles,
                 "errors": self.errors,

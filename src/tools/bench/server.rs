@@ -22,6 +22,8 @@ pub(super) struct Server {
     pub(super) data: Option<PathBuf>,
     pub(super) tellers: Vec<String>,
     pub(super) supervisors: Vec<String>,
+    /// The run's own database, with `--backend postgres`; dropped after the server stops.
+    pub(super) database: Option<crate::storage::postgres::scratch::ScratchDatabase>,
 }
 
 impl Server {
@@ -55,6 +57,8 @@ impl Server {
         if !status.success() {
             bail!("the server exited with {status} after SIGTERM");
         }
+        // Only now that nobody is connected to it.
+        drop(self.database.take());
         Ok(())
     }
 }
@@ -115,6 +119,24 @@ pub(super) async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<S
             "watch_streams_per_principal_max = 50",
             &format!("watch_streams_per_principal_max = {}", per_teller.max(50)),
         );
+    let database = match opts.backend {
+        super::Backend::Embedded => None,
+        super::Backend::Postgres => Some(
+            crate::storage::postgres::scratch::ScratchDatabase::create()
+                .context("make the run's database")?,
+        ),
+    };
+    let config = match &database {
+        None => config,
+        Some(db) => config.replace(
+            "backend = \"embedded\"\n",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\npool_size = 16\n\n\
+                 [cluster]\nnode_id = \"bench\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 3000\n",
+                db.url()
+            ),
+        ),
+    };
     let config_path = pki.join("countersign.toml");
     std::fs::write(&config_path, config).context("write bench config")?;
 
@@ -151,9 +173,10 @@ pub(super) async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<S
         pki,
         pid: child.id(),
         child: Some(child),
-        data: Some(dir.join("data")),
+        data: database.is_none().then(|| dir.join("data")),
         tellers,
         supervisors,
+        database,
     })
 }
 
