@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
             let rng = Box::new(rand_chacha::ChaCha20Rng::from_os_rng());
             let server = countersign::server::start(&config, Arc::new(SystemClock), rng).await?;
             println!("countersign listening on {}", server.addr);
-            let engine = server.engine.clone();
+            let engine = server.engine_slot();
             let policy_path = config.policy_path.clone();
             tokio::spawn(async move {
                 let Ok(mut hup) =
@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
                     // A policy with any mistake is refused whole; the old one stays.
                     match countersign::policy::Policy::load(&policy_path) {
                         Ok(p) => {
-                            engine.set_policy(p);
+                            engine.borrow().clone().set_policy(p);
                         }
                         Err(e) => tracing::error!(error = %e, "SIGHUP: policy not reloaded"),
                     }

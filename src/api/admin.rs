@@ -1,5 +1,6 @@
 //! AdminService: the duty manager's view of the queue, and the policy.
 
+use super::EngineSlot;
 use std::path::PathBuf;
 
 use tonic::{Request, Response, Status};
@@ -13,7 +14,8 @@ use super::pb::{self, admin_service_server::AdminService};
 use super::status;
 
 pub struct AdminApi {
-    pub engine: EngineHandle,
+    /// The engine of the moment: a standby's, or the leader's once this node takes over.
+    pub engine: EngineSlot,
     pub directory: Directory,
     /// The policy file the config names; ReloadPolicy re-reads it.
     pub policy_path: PathBuf,
@@ -34,7 +36,7 @@ impl AdminService for AdminApi {
         self.directory.authorize(&req, &[Role::Admin])?;
         let pb::GetQueueStatusRequest {} = req.into_inner();
         let s = self
-            .engine
+            .engine()
             .queue_status()
             .await
             .map_err(status::queue_status_unavailable)?;
@@ -89,7 +91,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
         self.directory.authorize(&req, &[Role::Admin])?;
         let pb::GetPolicyRequest {} = req.into_inner();
-        let p = self.engine.policy();
+        let p = self.engine().policy();
         Ok(Response::new(pb::GetPolicyResponse {
             text: p.text().to_owned(),
             sha256: p.sha256().to_owned(),
@@ -115,11 +117,17 @@ impl AdminService for AdminApi {
             .map_err(status::policy_load_failed)?
             .map_err(status::policy_not_reloaded)?;
         let sha256 = policy.sha256().to_owned();
-        let previous_sha256 = self.engine.set_policy(policy);
+        let previous_sha256 = self.engine().set_policy(policy);
         tracing::info!(%sha256, %previous_sha256, "policy reloaded by admin");
         Ok(Response::new(pb::ReloadPolicyResponse {
             sha256,
             previous_sha256,
         }))
+    }
+}
+
+impl AdminApi {
+    fn engine(&self) -> EngineHandle {
+        self.engine.borrow().clone()
     }
 }

@@ -1,5 +1,6 @@
 //! AuditService: read-only access to requests, their ledger records and images.
 
+use super::EngineSlot;
 use tonic::{Request, Response, Status};
 
 use crate::domain::validate::FieldError;
@@ -13,7 +14,8 @@ use super::pb::{self, audit_service_server::AuditService};
 use super::status::invalid;
 
 pub struct AuditApi {
-    pub engine: EngineHandle,
+    /// The engine of the moment: a standby's, or the leader's once this node takes over.
+    pub engine: EngineSlot,
     pub directory: Directory,
 }
 
@@ -34,7 +36,7 @@ impl AuditService for AuditApi {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetRequestRequest { request_id } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
-        let loaded = self.engine.audit_request(&id).await?;
+        let loaded = self.engine().audit_request(&id).await?;
         let events = loaded.records.into_iter().map(ledger_event).collect();
         Ok(Response::new(pb::GetRequestResponse {
             request: Some(convert::request(&loaded.request)),
@@ -55,7 +57,7 @@ impl AuditService for AuditApi {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetImageRequest { sha256 } = req.into_inner();
         let hash = convert::image_hash("sha256", &sha256).map_err(invalid)?;
-        let content = self.engine.audit_image(hash).await?;
+        let content = self.engine().audit_image(hash).await?;
         Ok(Response::new(pb::GetImageResponse { content }))
     }
 
@@ -71,7 +73,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetCheckpointRequest { tree_size, refresh } = req.into_inner();
-        let s = self.engine.checkpoint(tree_size, refresh).await?;
+        let s = self.engine().checkpoint(tree_size, refresh).await?;
         Ok(Response::new(pb::GetCheckpointResponse {
             signed_note: s.note,
             tree_size: s.checkpoint.size,
@@ -103,7 +105,7 @@ impl AuditService for AuditApi {
                 )));
             }
         };
-        let p = self.engine.inclusion(target, tree_size).await?;
+        let p = self.engine().inclusion(target, tree_size).await?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             record_index: p.index,
             tree_size: p.tree_size,
@@ -127,7 +129,7 @@ impl AuditService for AuditApi {
             from_tree_size,
             to_tree_size,
         } = req.into_inner();
-        let proof = self.engine.consistency(from_tree_size, to_tree_size)?;
+        let proof = self.engine().consistency(from_tree_size, to_tree_size)?;
         Ok(Response::new(pb::GetConsistencyProofResponse {
             proof: proof.iter().map(|h| h.to_vec()).collect(),
         }))
@@ -145,7 +147,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetRecordsResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetRecordsRequest { start, end } = req.into_inner();
-        let records = self.engine.records(start, end).await?;
+        let records = self.engine().records(start, end).await?;
         let next_start = records.last().map_or(start, |(i, _, _)| i + 1);
         Ok(Response::new(pb::GetRecordsResponse {
             records: records.into_iter().map(ledger_event).collect(),
@@ -200,7 +202,7 @@ impl AuditService for AuditApi {
         };
         let some = |s: String| (!s.is_empty()).then_some(s);
         let page = self
-            .engine
+            .engine()
             .search(SearchQuery {
                 teller: some(teller_id),
                 supervisor: some(supervisor_id),
@@ -258,7 +260,7 @@ impl AuditService for AuditApi {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::ExportProofRequest { request_id } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
-        let bundle = self.engine.export_proof(&id).await?;
+        let bundle = self.engine().export_proof(&id).await?;
         Ok(Response::new(pb::ExportProofResponse { bundle }))
     }
 
@@ -278,7 +280,7 @@ impl AuditService for AuditApi {
             submitted_until,
         } = req.into_inner();
         let s = self
-            .engine
+            .engine()
             .statistics(
                 convert::millis(submitted_from),
                 convert::millis(submitted_until),
@@ -335,5 +337,11 @@ fn ledger_event((index, rec, bytes): (u64, Record, Vec<u8>)) -> pb::LedgerEvent 
         },
         kind: rec.event.kind().into(),
         record: bytes,
+    }
+}
+
+impl AuditApi {
+    fn engine(&self) -> EngineHandle {
+        self.engine.borrow().clone()
     }
 }

@@ -29,6 +29,9 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] = pb::FILE_DESCRIPTOR_SET;
 
 /// The names health is reported under: the whole server ("") and each service.
+/// The one service a standby serves.
+pub const AUDIT_SERVICE: &str = "countersign.v1.AuditService";
+
 pub const HEALTH_NAMES: [&str; 5] = [
     "",
     "countersign.v1.TellerService",
@@ -39,8 +42,32 @@ pub const HEALTH_NAMES: [&str; 5] = [
 
 /// The four services of the contract on one engine and directory, with their message limits,
 /// as one set of routes: the composition root serves it without naming generated types.
+/// The engine the services call: replaced when a standby takes over.
+pub type EngineSlot = tokio::sync::watch::Receiver<crate::engine::EngineHandle>;
+
+/// Whether this node leads, and if not, where the leader is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// Teller, supervisor and admin calls are refused with the leader's address, when known.
+    Standby {
+        leader: Option<String>,
+    },
+}
+
+/// Refuses a call on a standby, naming the leader (teller, supervisor and admin services).
+fn leading(
+    role: tokio::sync::watch::Receiver<Role>,
+) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request| match &*role.borrow() {
+        Role::Leader => Ok(request),
+        Role::Standby { leader } => Err(status::not_leader(leader.as_deref())),
+    }
+}
+
 pub fn services(
-    engine: crate::engine::EngineHandle,
+    engine: EngineSlot,
+    role: tokio::sync::watch::Receiver<Role>,
     directory: Directory,
     limits: ApiLimits,
     policy_path: std::path::PathBuf,
@@ -54,12 +81,16 @@ pub fn services(
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let teller =
+        tonic::service::interceptor::InterceptedService::new(teller, leading(role.clone()));
     let supervisor = pb::supervisor_service_server::SupervisorServiceServer::new(SupervisorApi {
         engine: engine.clone(),
         directory: directory.clone(),
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let supervisor =
+        tonic::service::interceptor::InterceptedService::new(supervisor, leading(role.clone()));
     let audit = pb::audit_service_server::AuditServiceServer::new(AuditApi {
         engine: engine.clone(),
         directory: directory.clone(),
@@ -71,6 +102,7 @@ pub fn services(
         directory,
         policy_path,
     });
+    let admin = tonic::service::interceptor::InterceptedService::new(admin, leading(role));
     tonic::service::Routes::new(teller)
         .add_service(supervisor)
         .add_service(audit)

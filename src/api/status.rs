@@ -25,6 +25,28 @@ fn unavailable(e: Unavailable) -> Status {
     Status::unavailable(e.to_string())
 }
 
+/// The machine-readable reason a standby gives (google.rpc.ErrorInfo, domain `countersign`).
+pub const NOT_LEADER: &str = "NOT_LEADER";
+
+/// A teller, supervisor or admin call to a node that does not lead: UNAVAILABLE (retry), with
+/// an ErrorInfo whose metadata `leader` is the leader's advertised address when known.
+pub fn not_leader(leader: Option<&str>) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let metadata: std::collections::HashMap<String, String> = leader
+        .map(|l| ("leader".to_string(), l.to_string()))
+        .into_iter()
+        .collect();
+    let message = match leader {
+        Some(l) => format!("this node does not lead; the leader is at {l}"),
+        None => "this node does not lead, and no leader holds the lease now".to_string(),
+    };
+    Status::with_error_details(
+        tonic::Code::Unavailable,
+        message,
+        ErrorDetails::with_error_info(NOT_LEADER, "countersign", metadata),
+    )
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "internal error");
     Status::internal(format!("internal error: {e}"))

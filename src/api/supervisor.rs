@@ -1,5 +1,6 @@
 //! SupervisorService: presence through Attend, and fenced actions on offers.
 
+use super::EngineSlot;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,7 +17,8 @@ use super::pb::{self, supervisor_service_server::SupervisorService};
 use super::status::{self, invalid};
 
 pub struct SupervisorApi {
-    pub engine: EngineHandle,
+    /// The engine of the moment: a standby's, or the leader's once this node takes over.
+    pub engine: EngineSlot,
     pub directory: Directory,
 }
 
@@ -101,7 +103,7 @@ impl SupervisorService for SupervisorApi {
     ) -> Result<Response<AttendStream>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::AttendRequest {} = req.into_inner();
-        let (guard, rx) = self.engine.attend(supervisor).await?;
+        let (guard, rx) = self.engine().attend(supervisor).await?;
         Ok(Response::new(AttendStream {
             rx,
             _guard: guard,
@@ -123,7 +125,7 @@ impl SupervisorService for SupervisorApi {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::AcceptRequest { request_id, epoch } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
-        let r = self.engine.accept(&supervisor.id, &id, epoch).await?;
+        let r = self.engine().accept(&supervisor.id, &id, epoch).await?;
         Ok(Response::new(pb::AcceptResponse {
             request: Some(convert::request(&r)),
         }))
@@ -154,7 +156,7 @@ impl SupervisorService for SupervisorApi {
             true,
         )
         .map_err(invalid)?;
-        self.engine
+        self.engine()
             .decline(&supervisor.id, &id, epoch, reason)
             .await?;
         Ok(Response::new(pb::DeclineResponse {}))
@@ -180,7 +182,10 @@ impl SupervisorService for SupervisorApi {
         } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
         let verdict = convert::verdict(decision, reason_code, comment).map_err(invalid)?;
-        let r = self.engine.decide(&supervisor, &id, epoch, verdict).await?;
+        let r = self
+            .engine()
+            .decide(&supervisor, &id, epoch, verdict)
+            .await?;
         Ok(Response::new(pb::DecideResponse {
             request: Some(convert::request(&r)),
         }))
@@ -200,7 +205,7 @@ impl SupervisorService for SupervisorApi {
         let pb::GetOfferImageRequest { request_id, sha256 } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
         let hash = convert::image_hash("sha256", &sha256).map_err(invalid)?;
-        let (media, content) = self.engine.offer_image(&supervisor.id, &id, hash).await?;
+        let (media, content) = self.engine().offer_image(&supervisor.id, &id, hash).await?;
         Ok(Response::new(pb::GetOfferImageResponse {
             media_type: media.as_mime().into(),
             content,
@@ -219,7 +224,7 @@ impl SupervisorService for SupervisorApi {
     ) -> Result<Response<pb::PauseResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::PauseRequest {} = req.into_inner();
-        self.engine.pause(&supervisor.id, true).await?;
+        self.engine().pause(&supervisor.id, true).await?;
         Ok(Response::new(pb::PauseResponse {}))
     }
 
@@ -235,7 +240,13 @@ impl SupervisorService for SupervisorApi {
     ) -> Result<Response<pb::ResumeResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::ResumeRequest {} = req.into_inner();
-        self.engine.pause(&supervisor.id, false).await?;
+        self.engine().pause(&supervisor.id, false).await?;
         Ok(Response::new(pb::ResumeResponse {}))
+    }
+}
+
+impl SupervisorApi {
+    fn engine(&self) -> EngineHandle {
+        self.engine.borrow().clone()
     }
 }

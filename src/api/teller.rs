@@ -1,5 +1,6 @@
 //! TellerService: submit, follow, cancel and resubmit one's own requests.
 
+use super::EngineSlot;
 use std::pin::Pin;
 
 use tokio_stream::Stream;
@@ -14,7 +15,8 @@ use super::status::{self, invalid};
 use super::{ApiLimits, Directory};
 
 pub struct TellerApi {
-    pub engine: EngineHandle,
+    /// The engine of the moment: a standby's, or the leader's once this node takes over.
+    pub engine: EngineSlot,
     pub directory: Directory,
     pub limits: ApiLimits,
     /// Open Watch streams per teller.
@@ -90,11 +92,11 @@ impl TellerService for TellerApi {
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
-        let input =
-            convert::submit(req.into_inner(), self.engine.now(), &self.limits).map_err(invalid)?;
+        let input = convert::submit(req.into_inner(), self.engine().now(), &self.limits)
+            .map_err(invalid)?;
         // Images are made durable before the record that names them is appended.
         let images = self
-            .engine
+            .engine()
             .store_images(input.images)
             .await
             .map_err(crate::engine::SubmitError::from)?;
@@ -105,7 +107,7 @@ impl TellerService for TellerApi {
             images,
             note: input.note,
         };
-        let done = self.engine.submit(teller, submission).await?;
+        let done = self.engine().submit(teller, submission).await?;
         super::record_request(&done.request.id);
         Ok(Response::new(pb::SubmitResponse {
             request: Some(convert::request(&done.request)),
@@ -123,7 +125,7 @@ impl TellerService for TellerApi {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
         let pb::GetRequest { request_id } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
-        let r = self.engine.get(&teller.id, &id).await?;
+        let r = self.engine().get(&teller.id, &id).await?;
         Ok(Response::new(pb::GetResponse {
             request: Some(convert::request(&r)),
         }))
@@ -146,7 +148,7 @@ impl TellerService for TellerApi {
             .watches
             .take(teller.id.as_str(), max)
             .ok_or_else(|| status::watch_streams_full(max))?;
-        let (current, rx) = self.engine.watch(&teller.id, &id).await?;
+        let (current, rx) = self.engine().watch(&teller.id, &id).await?;
         Ok(Response::new(Box::pin(Watch {
             _slot: slot,
             first: Some(current),
@@ -177,7 +179,7 @@ impl TellerService for TellerApi {
             true,
         )
         .map_err(invalid)?;
-        let r = self.engine.cancel(&teller.id, &id, reason).await?;
+        let r = self.engine().cancel(&teller.id, &id, reason).await?;
         Ok(Response::new(pb::CancelResponse {
             request: Some(convert::request(&r)),
         }))
@@ -226,16 +228,22 @@ impl TellerService for TellerApi {
         )
         .map_err(invalid)?;
         let added = self
-            .engine
+            .engine()
             .store_images(uploads)
             .await
             .map_err(crate::engine::ResubmitError::from)?;
         let r = self
-            .engine
+            .engine()
             .resubmit(&teller.id, &id, added, removed, note)
             .await?;
         Ok(Response::new(pb::ResubmitResponse {
             request: Some(convert::request(&r)),
         }))
+    }
+}
+
+impl TellerApi {
+    fn engine(&self) -> EngineHandle {
+        self.engine.borrow().clone()
     }
 }

@@ -45,7 +45,8 @@ impl EngineHandle {
         if size != 0 {
             return self.checkpointer.at_size(size).ok_or(AuditError::NotFound);
         }
-        if refresh {
+        // A follower's latest is what the leader signed, read afresh.
+        if refresh || self.checkpointer.following() {
             return self.sign_checkpoint().await;
         }
         match self.checkpointer.latest() {

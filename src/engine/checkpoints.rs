@@ -46,6 +46,8 @@ pub struct Checkpointer {
     signing: Mutex<()>,
     /// Every checkpoint signed, in order of tree size.
     signed: RwLock<Vec<Signed>>,
+    /// A follower's: never signs, reads the leader's instead.
+    following: bool,
 }
 
 impl Checkpointer {
@@ -57,52 +59,114 @@ impl Checkpointer {
         signer: Signer,
         origin: String,
     ) -> Result<Self, CheckpointError> {
+        Self::open_as(ledger, log, signer, origin, false)
+    }
+
+    /// As `open`, for a node that follows another's ledger: it never signs, and `sign_now`
+    /// reads what the leader signed since instead.
+    pub fn follow(
+        ledger: Arc<dyn LedgerRead>,
+        log: Box<dyn CheckpointLog>,
+        signer: Signer,
+        origin: String,
+    ) -> Result<Self, CheckpointError> {
+        Self::open_as(ledger, log, signer, origin, true)
+    }
+
+    fn open_as(
+        ledger: Arc<dyn LedgerRead>,
+        log: Box<dyn CheckpointLog>,
+        signer: Signer,
+        origin: String,
+        following: bool,
+    ) -> Result<Self, CheckpointError> {
         let verifier = signer.verifier();
         let notes = log.notes()?;
-        let mut signed: Vec<Signed> = Vec::with_capacity(notes.len());
-        for (seq, note) in notes.into_iter().enumerate() {
-            let seq = seq as u64;
-            let cp = checkpoint::open(&note, &verifier, &origin).map_err(|e| {
-                CheckpointError::Mismatch {
-                    seq,
-                    size: 0,
-                    why: format!("does not verify with this server's key and origin: {e}"),
-                }
-            })?;
-            let root = ledger
-                .root_at(cp.size)
-                .map_err(|e| CheckpointError::Mismatch {
-                    seq,
-                    size: cp.size,
-                    why: format!("the ledger has no tree of that size: {e}"),
-                })?;
-            if root != cp.root {
-                return Err(CheckpointError::Mismatch {
-                    seq,
-                    size: cp.size,
-                    why: "its root differs from the ledger's".into(),
-                });
-            }
-            if signed.last().is_some_and(|p| p.checkpoint.size >= cp.size) {
-                return Err(CheckpointError::Damaged(
-                    seq,
-                    "tree sizes do not grow".into(),
-                ));
-            }
-            signed.push(Signed {
-                checkpoint: cp,
-                note,
-            });
-        }
-        Ok(Checkpointer {
+        let c = Checkpointer {
             ledger,
             signer,
             verifier,
             origin,
             log,
             signing: Mutex::new(()),
-            signed: RwLock::new(signed),
-        })
+            signed: RwLock::new(Vec::with_capacity(notes.len())),
+            following,
+        };
+        let size = c.ledger.tree_size();
+        for (seq, note) in notes.into_iter().enumerate() {
+            if following && c.covers(&note) > size {
+                // The leader signed records this node has not followed yet.
+                break;
+            }
+            c.adopt(seq as u64, note)?;
+        }
+        Ok(c)
+    }
+
+    /// The tree size a note claims (0 when it does not verify: `adopt` says why).
+    fn covers(&self, note: &str) -> u64 {
+        checkpoint::open(note, &self.verifier, &self.origin)
+            .map(|cp| cp.size)
+            .unwrap_or(0)
+    }
+
+    /// Checks stored note `seq` against our key and the ledger's tree and keeps it.
+    fn adopt(&self, seq: u64, note: String) -> Result<(), CheckpointError> {
+        let cp = checkpoint::open(&note, &self.verifier, &self.origin).map_err(|e| {
+            CheckpointError::Mismatch {
+                seq,
+                size: 0,
+                why: format!("does not verify with this server's key and origin: {e}"),
+            }
+        })?;
+        let root = self
+            .ledger
+            .root_at(cp.size)
+            .map_err(|e| CheckpointError::Mismatch {
+                seq,
+                size: cp.size,
+                why: format!("the ledger has no tree of that size: {e}"),
+            })?;
+        if root != cp.root {
+            return Err(CheckpointError::Mismatch {
+                seq,
+                size: cp.size,
+                why: "its root differs from the ledger's".into(),
+            });
+        }
+        let mut signed = self.signed.write().unwrap_or_else(|e| e.into_inner());
+        if signed.last().is_some_and(|p| p.checkpoint.size >= cp.size) {
+            return Err(CheckpointError::Damaged(
+                seq,
+                "tree sizes do not grow".into(),
+            ));
+        }
+        signed.push(Signed {
+            checkpoint: cp,
+            note,
+        });
+        Ok(())
+    }
+
+    /// Whether this node follows another's checkpoints rather than signing its own.
+    pub fn following(&self) -> bool {
+        self.following
+    }
+
+    /// A follower's `sign_now`: adopts what the leader signed since the last call, as far as
+    /// the followed ledger reaches, and returns the latest.
+    fn refresh(&self) -> Result<Signed, CheckpointError> {
+        let _signing = self.signing.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.signed.read().unwrap_or_else(|e| e.into_inner()).len() as u64;
+        let size = self.ledger.tree_size();
+        for (seq, note) in (known..).zip(self.log.notes_from(known)?) {
+            if self.covers(&note) > size {
+                // Signed over records this node has not followed yet: adopted next time.
+                break;
+            }
+            self.adopt(seq, note)?;
+        }
+        self.latest().ok_or(CheckpointError::Empty)
     }
 
     pub fn verifier(&self) -> &Verifier {
@@ -132,6 +196,9 @@ impl Checkpointer {
     /// Signs a checkpoint of the current tree, unless the latest already covers it. Blocking
     /// (it fsyncs): call it off the async runtime.
     pub fn sign_now(&self) -> Result<Signed, CheckpointError> {
+        if self.following {
+            return self.refresh();
+        }
         let _signing = self.signing.lock().unwrap_or_else(|e| e.into_inner());
         let (size, root) = self.ledger.head();
         if size == 0 {

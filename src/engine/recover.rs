@@ -82,6 +82,7 @@ pub(super) async fn start(
         policy,
         health,
         config,
+        standby: false,
     };
     Ok((handle, task))
 }
@@ -246,4 +247,44 @@ fn count_today(
         core.day.count(&rec, t);
     }
     Ok(())
+}
+
+impl EngineHandle {
+    /// The handle of a node that does not lead: audit reads come from `reads` and checkpoints
+    /// are the leader's, followed; no engine runs here, so every command is refused as
+    /// UNAVAILABLE (the API sends teller, supervisor and admin calls to the leader first).
+    pub fn standby(
+        reads: crate::storage::StorageReads,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<EngineHandle> {
+        let signer = crate::ledger::checkpoint::parse_signer(&config.checkpoints.signer_key)
+            .context("read the checkpoint signing key")?;
+        let checkpointer = Arc::new(
+            Checkpointer::follow(
+                reads.ledger.clone(),
+                reads.checkpoints,
+                signer,
+                config.checkpoints.origin.clone(),
+            )
+            .context("open checkpoint log")?,
+        );
+        // Nobody receives: every command finds the engine not running.
+        let (tx, _) = mpsc::channel(1);
+        let (leave_tx, _) = mpsc::unbounded_channel();
+        let (_, health) = tokio::sync::watch::channel(false);
+        Ok(EngineHandle {
+            tx,
+            leave_tx,
+            ledger: reads.ledger,
+            projection: reads.projection,
+            images: reads.images,
+            checkpointer,
+            clock,
+            policy: Arc::new(std::sync::RwLock::new(config.policy.clone())),
+            health,
+            config,
+            standby: true,
+        })
+    }
 }

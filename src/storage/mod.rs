@@ -181,6 +181,11 @@ pub trait CheckpointLog: Send + Sync {
     fn notes(&self) -> Result<Vec<String>, StorageError>;
     /// Stores note number `seq` durably before returning.
     fn append(&self, seq: u64, note: &str) -> Result<(), StorageError>;
+    /// The notes from number `seq` on, oldest first: how a node following another's ledger
+    /// reads what the leader signed since. A backend with followers reads only those.
+    fn notes_from(&self, seq: u64) -> Result<Vec<String>, StorageError> {
+        Ok(self.notes()?.into_iter().skip(seq as usize).collect())
+    }
 }
 
 /// A boxed future, for the trait methods that wait (an image's fsync).
@@ -242,6 +247,15 @@ pub struct Storage {
     pub appender: Box<dyn LedgerAppend>,
     /// Follows the appender's durable count.
     pub durable: Durable,
+    pub checkpoints: Box<dyn CheckpointLog>,
+    pub images: Arc<dyn ImageStore>,
+    pub projection: Arc<dyn Projection>,
+}
+
+/// What a node that does not lead reads: everything but the appender. Writes through these
+/// (a projection batch, a checkpoint) are refused.
+pub struct StorageReads {
+    pub ledger: Arc<dyn LedgerRead>,
     pub checkpoints: Box<dyn CheckpointLog>,
     pub images: Arc<dyn ImageStore>,
     pub projection: Arc<dyn Projection>,

@@ -36,7 +36,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut t = TestServer::start().await;
     let a = submit(&t, "teller-01", "F-1").await;
-    let engine = t.server.as_ref().unwrap().engine.clone();
+    let engine = t.server.as_ref().unwrap().engine();
     let len = t.ledger_len();
 
     engine.inject_ledger_faults(true);

@@ -25,8 +25,9 @@ pub struct TestServer {
     pub config: Config,
     pub server: Option<Server>,
     seed: u64,
-    /// The test's own database when it runs on PostgreSQL; dropped after the server.
-    pub database: Option<ScratchDatabase>,
+    /// The test's own database when it runs on PostgreSQL (shared by the nodes of a cluster
+    /// test); dropped after the servers.
+    pub database: Option<Arc<ScratchDatabase>>,
 }
 
 /// The storage backends every integration test runs on.
@@ -69,7 +70,7 @@ pub fn test_config_text(
             "backend = \"embedded\"\n",
             &format!(
                 "backend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\n\
-                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 3000\n",
+                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"node-1.test:7443\"\nlease_ms = 3000\n",
                 db.url()
             ),
         ),
@@ -262,9 +263,9 @@ impl TestServer {
         let pki = dir.path().join("pki");
         countersign::tools::pki::init(&pki).expect("pki init");
         std::fs::write(pki.join("policy.toml"), TEST_POLICY).expect("write test policy");
-        let database = scratch_database();
+        let database = scratch_database().map(Arc::new);
         let config =
-            Config::parse(&test_config_text(database.as_ref(), edit), &pki).expect("config");
+            Config::parse(&test_config_text(database.as_deref(), edit), &pki).expect("config");
         let clock = ManualClock::new(SystemClock.now());
         let mut t = TestServer {
             dir,
@@ -289,9 +290,38 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Another node of this test's cluster: the same database and PKI (so the same signing
+    /// key), its own node id and advertised address `NODE.test:7443`.
+    pub async fn join(&self, node: &str) -> TestServer {
+        let text = self.config_text(&|s| {
+            s.replace("node_id = \"node-1\"", &format!("node_id = \"{node}\""))
+                .replace(
+                    "advertise = \"node-1.test:7443\"",
+                    &format!("advertise = \"{node}.test:7443\""),
+                )
+        });
+        assert!(text.contains(node), "a cluster test runs on postgres");
+        let mut t = TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            pki: self.pki.clone(),
+            clock: self.clock.clone(),
+            config: Config::parse(&text, &self.pki).expect("config"),
+            server: None,
+            seed: self.seed + 1000,
+            database: self.database.clone(),
+        };
+        t.boot().await;
+        t
+    }
+
+    /// Whether this node leads.
+    pub fn role(&self) -> countersign::api::Role {
+        self.server.as_ref().expect("running").role()
+    }
+
     /// The sample configuration on this test's backend, edited by `edit`.
     pub fn config_text(&self, edit: &dyn Fn(String) -> String) -> String {
-        test_config_text(self.database.as_ref(), edit)
+        test_config_text(self.database.as_deref(), edit)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -337,22 +367,22 @@ impl TestServer {
         &self,
         v: Option<&countersign::ledger::checkpoint::Verifier>,
     ) -> countersign::verify::Report {
-        verify_stored(&self.data_dir(), self.database.as_ref(), v)
+        verify_stored(&self.data_dir(), self.database.as_deref(), v)
     }
 
     /// Every whole record stored, in index order.
     pub fn records(&self) -> Vec<Vec<u8>> {
-        stored_records(&self.data_dir(), self.database.as_ref())
+        stored_records(&self.data_dir(), self.database.as_deref())
     }
 
     /// Throws the audit projection away; the server must be stopped.
     pub fn drop_projection(&self) {
-        drop_projection(&self.data_dir(), self.database.as_ref())
+        drop_projection(&self.data_dir(), self.database.as_deref())
     }
 
     /// How many ledger records are durable.
     pub fn ledger_len(&self) -> u64 {
-        self.server.as_ref().expect("running").engine.ledger_len()
+        self.server.as_ref().expect("running").engine().ledger_len()
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bench;
+mod cluster;
 mod crash;
 mod durability;
 mod exposition;

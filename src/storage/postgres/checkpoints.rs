@@ -38,6 +38,20 @@ impl CheckpointLog for PgCheckpoints {
         })
     }
 
+    fn notes_from(&self, seq: u64) -> Result<Vec<String>, StorageError> {
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let rows = client
+                .query(
+                    "SELECT note FROM checkpoints WHERE seq >= $1 ORDER BY seq",
+                    &[&(seq as i64)],
+                )
+                .await
+                .map_err(unavailable("read checkpoints"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn append(&self, seq: u64, note: &str) -> Result<(), StorageError> {
         let (term, note) = (self.db.term()?, note.to_owned());
         self.db.run(move |pool| async move {

@@ -32,6 +32,12 @@ pub(super) async fn acquire(
 ) -> Result<u64, StorageError> {
     let mut told = false;
     loop {
+        if pool.is_closed() {
+            return Err(StorageError::unavailable(
+                "take the leader's lease",
+                std::io::Error::other("the node stopped waiting"),
+            ));
+        }
         let client = pool.get().await.map_err(no_connection)?;
         let row = client
             .query_opt(TAKE, &[&node, &advertise, &(lease_ms as f64)])
@@ -56,11 +62,33 @@ pub(super) async fn acquire(
     }
 }
 
-/// Renews the lease every third of its length while it is this node's. Runs until the
-/// runtime stops; a lost lease is logged, and every write of this term is refused from then on.
-pub(super) async fn renew(pool: Pool, term: u64, lease_ms: u64) {
+/// Renews the lease every third of its length while it is this node's. When another node has
+/// taken it, or no renewal succeeded for a whole lease (it may have lapsed and been taken),
+/// the node stops writing at once (term 0: projection and checkpoint writes are refused here,
+/// ledger writes by the database) and `lease_lost` tells the server to step down.
+///
+/// It holds the `Db` weakly: the runtime it runs on belongs to the `Db`, and ends with it.
+pub(super) async fn renew(db: std::sync::Weak<super::Db>, pool: Pool, term: u64, lease_ms: u64) {
     let every = Duration::from_millis((lease_ms / 3).max(1));
+    let lease = Duration::from_millis(lease_ms);
+    // Elapsed time since the last renewal that the database confirmed.
+    #[allow(clippy::disallowed_methods)]
+    let mut renewed_at = std::time::Instant::now();
+    let lost = |why: &str| {
+        tracing::error!(
+            term,
+            why,
+            "lost the leader's lease; this node's writes are refused"
+        );
+        if let Some(db) = db.upgrade() {
+            db.term.store(0, std::sync::atomic::Ordering::Release);
+            let _ = db.lease_lost.send(true);
+        }
+    };
     loop {
+        if db.strong_count() == 0 {
+            return;
+        }
         tokio::time::sleep(every).await;
         let renewed = async {
             let client = pool.get().await.map_err(no_connection)?;
@@ -71,15 +99,18 @@ pub(super) async fn renew(pool: Pool, term: u64, lease_ms: u64) {
         }
         .await;
         match renewed {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::error!(
-                    term,
-                    "another node took the leader's lease; this node's writes are refused"
-                );
-                return;
+            Ok(Some(_)) => {
+                #[allow(clippy::disallowed_methods)]
+                let now = std::time::Instant::now();
+                renewed_at = now;
             }
-            Err(e) => tracing::warn!(error = %e, term, "could not renew the leader's lease"),
+            Ok(None) => return lost("another node holds it"),
+            Err(e) => {
+                tracing::warn!(error = %e, term, "could not renew the leader's lease");
+                if renewed_at.elapsed() >= lease {
+                    return lost("not renewed for a whole lease");
+                }
+            }
         }
     }
 }
@@ -100,4 +131,17 @@ pub(super) async fn holder(pool: &Pool) -> Result<super::Leader, StorageError> {
         term: row.get::<_, i64>(2) as u64,
         live: row.get(3),
     })
+}
+
+/// Ends the lease of `term` now, if it is still this node's.
+pub(super) async fn release(pool: &Pool, term: u64) -> Result<(), StorageError> {
+    let client = pool.get().await.map_err(no_connection)?;
+    client
+        .execute(
+            "UPDATE countersign_lease SET expires_at = now() WHERE id = 1 AND term = $1",
+            &[&(term as i64)],
+        )
+        .await
+        .map_err(unavailable("release the leader's lease"))?;
+    Ok(())
 }

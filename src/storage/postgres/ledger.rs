@@ -119,25 +119,24 @@ pub(super) async fn follow(
 /// Makes this node the ledger's writer under `term`: marks it leading (the follower stops),
 /// catches up with everything the previous leader committed (its term is fenced now, so the
 /// table no longer grows), and starts the group-commit writer at the end of it.
-pub(super) fn start_writer(
-    db: &Db,
+pub(super) async fn start_writer(
+    pool: &Pool,
     ledger: &Arc<PgLedger>,
     term: u64,
     metrics: LedgerMetrics,
 ) -> Result<(PgAppender, Durable), StorageError> {
     ledger.leading.store(true, Ordering::Release);
-    let l = ledger.clone();
-    let count = db.run(move |pool| async move { catch_up(&pool, &l, true).await })?;
+    let count = catch_up(pool, ledger, true).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (durable_tx, durable_rx) = watch::channel(DurableState::Count(count));
     metrics.durable(count);
     let writer = Writer {
-        pool: db.pool.clone(),
+        pool: pool.clone(),
         term,
         ledger: Arc::downgrade(ledger),
         metrics,
     };
-    db.spawn(writer.run(rx, durable_tx));
+    tokio::spawn(writer.run(rx, durable_tx));
     let appender = PgAppender {
         tx,
         next: count,
@@ -160,6 +159,11 @@ fn push(tree: &mut Tree, leaf: Hash) {
 }
 
 impl PgLedger {
+    /// Back to following, after this node lost the lease: its writer is gone with its engine.
+    pub(super) fn stop_leading(&self) {
+        self.leading.store(false, Ordering::Release);
+    }
+
     fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().unwrap_or_else(|e| e.into_inner())
     }

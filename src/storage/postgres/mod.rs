@@ -43,6 +43,8 @@ pub(crate) struct Db {
     term: std::sync::atomic::AtomicU64,
     /// How to open a connection outside the pool (the follower's LISTEN).
     connect: Connector,
+    /// Set when the lease this node led under was lost.
+    lease_lost: tokio::sync::watch::Sender<bool>,
 }
 
 /// A connection's settings and TLS, for the connection that listens for notifications.
@@ -148,7 +150,7 @@ pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> StorageError {
 
 /// Opens the database as the leader: `follow`, then `Follower::lead`, which waits for the lease.
 pub fn open(settings: &PostgresSettings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
-    follow(settings)?.lead(metrics)
+    follow(settings)?.lead_blocking(metrics)
 }
 
 /// This node on the database before it leads: it reads the ledger (following it as the leader
@@ -157,6 +159,8 @@ pub struct Follower {
     db: Arc<Db>,
     ledger: Arc<ledger::PgLedger>,
     settings: PostgresSettings,
+    /// Woken by the leader's notifications.
+    notified: Arc<tokio::sync::Notify>,
 }
 
 /// Who holds the leader's lease.
@@ -189,6 +193,7 @@ pub fn follow(settings: &PostgresSettings) -> Result<Follower, StorageError> {
         pool,
         runtime,
         term: std::sync::atomic::AtomicU64::new(0),
+        lease_lost: tokio::sync::watch::channel(false).0,
         connect,
     });
     db.run(|pool| async move { schema::migrate(&pool).await })?;
@@ -202,12 +207,13 @@ pub fn follow(settings: &PostgresSettings) -> Result<Follower, StorageError> {
     db.spawn(ledger::follow(
         db.pool.clone(),
         Arc::downgrade(&ledger),
-        notified,
+        notified.clone(),
     ));
     Ok(Follower {
         db,
         ledger,
         settings: settings.clone(),
+        notified,
     })
 }
 
@@ -230,37 +236,108 @@ impl Follower {
         Box::new(checkpoints::PgCheckpoints::new(self.db.clone()))
     }
 
+    /// Everything this node reads while it does not lead.
+    pub fn reads(&self) -> crate::storage::StorageReads {
+        crate::storage::StorageReads {
+            ledger: self.ledger(),
+            checkpoints: self.checkpoints(),
+            images: self.images(),
+            projection: self.projection(),
+        }
+    }
+
     /// Who holds the lease now.
     pub fn leader(&self) -> Result<Leader, StorageError> {
         self.db
             .run(|pool| async move { lease::holder(&pool).await })
     }
 
-    /// Waits until this node holds the lease (blocking), then makes it the writer: the term
-    /// fences every other node, the ledger is caught up with what the last leader committed,
-    /// and the writer and the lease's renewal start. The `Storage` shares this follower's
-    /// tree, so taking over reads only the records it had not followed yet.
-    pub fn lead(&self, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
-        let s = &self.settings;
-        let (node, advertise, lease_ms) = (s.node_id.clone(), s.advertise.clone(), s.lease_ms);
-        let term = self.db.run(move |pool| async move {
-            lease::acquire(&pool, &node, &advertise, lease_ms).await
-        })?;
+    /// Waits until this node holds the lease, then makes it the writer: the term fences every
+    /// other node, the ledger is caught up with what the last leader committed, and the writer
+    /// and the lease's renewal start. The `Storage` shares this follower's tree, so taking
+    /// over reads only the records it had not followed yet. The wait ends with the follower
+    /// (its runtime stops), not with the caller's future.
+    pub async fn lead(&self, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
         self.db
-            .term
-            .store(term, std::sync::atomic::Ordering::Release);
-        tracing::info!(term, node = %s.node_id, "leading");
+            .spawn(self.lead_future(metrics))
+            .await
+            .map_err(StorageError::Join)?
+    }
+
+    /// `lead` for a caller that may block (a test, a tool).
+    pub fn lead_blocking(&self, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
+        self.db.runtime.wait_on(self.lead_future(metrics))
+    }
+
+    fn lead_future(
+        &self,
+        metrics: LedgerMetrics,
+    ) -> impl Future<Output = Result<Storage, StorageError>> + Send + 'static {
+        // Weak while waiting: the runtime this runs on belongs to the Db, so a strong reference
+        // here would keep both alive after the follower is gone.
+        let (db, pool) = (Arc::downgrade(&self.db), self.db.pool.clone());
+        let (ledger, s) = (Arc::downgrade(&self.ledger), self.settings.clone());
+        async move {
+            let term = lease::acquire(&pool, &s.node_id, &s.advertise, s.lease_ms).await?;
+            let gone = || {
+                StorageError::unavailable(
+                    "take the leader's lease",
+                    std::io::Error::other("the node stopped waiting"),
+                )
+            };
+            let (db, ledger) = (
+                db.upgrade().ok_or_else(gone)?,
+                ledger.upgrade().ok_or_else(gone)?,
+            );
+            db.term.store(term, std::sync::atomic::Ordering::Release);
+            let _ = db.lease_lost.send(false);
+            tracing::info!(term, node = %s.node_id, "leading");
+            tokio::spawn(lease::renew(
+                Arc::downgrade(&db),
+                db.pool.clone(),
+                term,
+                s.lease_ms,
+            ));
+            let (appender, durable) =
+                ledger::start_writer(&db.pool, &ledger, term, metrics).await?;
+            Ok(Storage {
+                ledger,
+                appender: Box::new(appender),
+                durable,
+                checkpoints: Box::new(checkpoints::PgCheckpoints::new(db.clone())),
+                images: Arc::new(images::PgImages::new(db.clone())),
+                projection: Arc::new(projection::PgProjection::new(db)),
+            })
+        }
+    }
+
+    /// Turns true when this node, leading, finds its lease taken (or it lapses unrenewed):
+    /// from then on its writes are refused, and it should stop its engine and `step_down`.
+    pub fn lease_lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.db.lease_lost.subscribe()
+    }
+
+    /// Lets the lease go at once (a clean shutdown, after the engine stopped), so that a
+    /// standby takes over without waiting for it to lapse. Nothing when this node does not lead.
+    pub fn release(&self) -> Result<(), StorageError> {
+        let Ok(term) = self.db.term() else {
+            return Ok(());
+        };
+        self.db.term.store(0, std::sync::atomic::Ordering::Release);
         self.db
-            .spawn(lease::renew(self.db.pool.clone(), term, s.lease_ms));
-        let (appender, durable) = ledger::start_writer(&self.db, &self.ledger, term, metrics)?;
-        Ok(Storage {
-            ledger: self.ledger.clone(),
-            appender: Box::new(appender),
-            durable,
-            checkpoints: self.checkpoints(),
-            images: self.images(),
-            projection: self.projection(),
-        })
+            .run(move |pool| async move { lease::release(&pool, term).await })
+    }
+
+    /// Back to following after the lease was lost and this node's engine (and with it the
+    /// ledger writer) stopped. `lead` may be called again.
+    pub fn step_down(&self) {
+        self.db.term.store(0, std::sync::atomic::Ordering::Release);
+        self.ledger.stop_leading();
+        self.db.spawn(ledger::follow(
+            self.db.pool.clone(),
+            Arc::downgrade(&self.ledger),
+            self.notified.clone(),
+        ));
     }
 }
 

@@ -6,6 +6,12 @@ use super::scratch::ScratchDatabase;
 use super::*;
 use crate::storage::conformance::{self, Backend};
 
+/// As if the leader (still renewing in this process) had been paused past its lease and
+/// node-b had taken it: the term moves on, so the paused leader's renewals fail, and node-b
+/// (the holder now) opens at once.
+const LAPSE_FOR_NODE_B: &str = "UPDATE countersign_lease \
+    SET term = term + 1, holder = 'node-b', expires_at = now() - interval '1 s'";
+
 struct Postgres {
     db: ScratchDatabase,
     node: &'static str,
@@ -122,11 +128,7 @@ async fn a_node_whose_lease_was_taken_cannot_write() {
         .await
         .unwrap();
     // As if the old leader's lease lapsed while it was paused: another node takes it.
-    exec(
-        &pg.db,
-        "UPDATE countersign_lease SET expires_at = now() - interval '1 s'",
-    )
-    .unwrap();
+    exec(&pg.db, LAPSE_FOR_NODE_B).unwrap();
     let new = tokio::task::spawn_blocking({
         let settings = pg.settings("node-b");
         move || open(&settings, LedgerMetrics::new()).unwrap()
@@ -150,7 +152,7 @@ async fn a_node_whose_lease_was_taken_cannot_write() {
             *error,
             StorageError::Fenced {
                 ours: 1,
-                current: 2
+                current: 3
             }
         ),
         "{error}"
@@ -344,16 +346,13 @@ async fn a_follower_follows_the_ledger_writes_nothing_and_takes_over_where_it_en
         Err(StorageError::Fenced { ours: 0, .. })
     ));
 
-    exec(
-        &pg.db,
-        "UPDATE countersign_lease SET expires_at = now() - interval '1 s'",
-    )
-    .unwrap();
+    exec(&pg.db, LAPSE_FOR_NODE_B).unwrap();
     let follower = std::sync::Arc::new(follower);
     let f = follower.clone();
-    let mut taken = tokio::task::spawn_blocking(move || f.lead(LedgerMetrics::new()).unwrap())
-        .await
-        .unwrap();
+    let mut taken =
+        tokio::task::spawn_blocking(move || f.lead_blocking(LedgerMetrics::new()).unwrap())
+            .await
+            .unwrap();
     assert_eq!(
         taken.appender.next_index(),
         3,

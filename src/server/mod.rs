@@ -1,5 +1,9 @@
-//! Starting and stopping the gRPC server: TLS with required client certificates, the three
-//! services with their message limits, and the health service.
+//! Starting and stopping the gRPC server: TLS with required client certificates, the
+//! services with their message limits, and the health service. With the embedded backend the
+//! engine starts at once; with the postgres backend the node starts as a standby and leads
+//! when it takes the lease (`cluster`).
+
+mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,18 +16,32 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::api::HEALTH_NAMES;
+use crate::api::{EngineSlot, HEALTH_NAMES, Role};
 use crate::config::Config;
 use crate::engine::{Clock, EngineHandle};
+use crate::storage::StorageConfig;
 
 /// A running server.
 pub struct Server {
     /// The address actually bound (the port is chosen by the OS when the config says 0).
     pub addr: SocketAddr,
-    pub engine: EngineHandle,
+    /// The engine of the moment (a standby's until this node leads).
+    engine: EngineSlot,
+    /// Whether this node leads.
+    role: tokio::sync::watch::Receiver<Role>,
+    /// The embedded backend's engine and role, which never change.
+    _kept: Option<(
+        tokio::sync::watch::Sender<EngineHandle>,
+        tokio::sync::watch::Sender<Role>,
+    )>,
     /// Where `GET /metrics` is served, when the config names a metrics address.
     pub metrics_addr: Option<SocketAddr>,
-    engine_task: JoinHandle<()>,
+    /// The leading engine's task, once this node leads.
+    engine_task: cluster::EngineTask,
+    /// The postgres backend's connection to the database, closed after the engine stops.
+    follower: Option<Arc<crate::storage::postgres::Follower>>,
+    /// A standby's wait to take over (and a leader's watch on its lease).
+    cluster_task: Option<JoinHandle<()>>,
     metrics: Option<crate::metrics::Endpoint>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -43,14 +61,42 @@ pub async fn start(
 ) -> anyhow::Result<Server> {
     // Always kept, so the engine records the same way whether or not anything is served.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    // Opening reads the whole ledger (to check it and rebuild the tree): off the runtime.
-    let (storage_config, m) = (config.storage.clone(), metrics.clone());
-    let storage = tokio::task::spawn_blocking(move || crate::storage::open(&storage_config, &m))
-        .await
-        .context("join storage opening")?
-        .context("open storage")?;
-    let (engine, engine_task) =
-        EngineHandle::start(storage, config.engine.clone(), clock, rng, metrics.clone()).await?;
+    let engine_task = cluster::EngineTask::default();
+    let mut kept = None;
+    let mut follower = None;
+    let (engine, role, cluster_task) = match &config.storage {
+        StorageConfig::Embedded(_) => {
+            // Opening reads the whole ledger (to check it and rebuild the tree): off the runtime.
+            let (storage_config, m) = (config.storage.clone(), metrics.clone());
+            let storage =
+                tokio::task::spawn_blocking(move || crate::storage::open(&storage_config, &m))
+                    .await
+                    .context("join storage opening")?
+                    .context("open storage")?;
+            let (engine, task) =
+                EngineHandle::start(storage, config.engine.clone(), clock, rng, metrics.clone())
+                    .await?;
+            engine_task.set(task);
+            let (engine_tx, engine) = tokio::sync::watch::channel(engine);
+            let (role_tx, role) = tokio::sync::watch::channel(Role::Leader);
+            // Held, never changed: one node, always the leader.
+            kept = Some((engine_tx, role_tx));
+            (engine, role, None)
+        }
+        StorageConfig::Postgres(settings) => {
+            let c = cluster::start(
+                settings,
+                config.engine.clone(),
+                clock,
+                rng,
+                metrics.clone(),
+                engine_task.clone(),
+            )
+            .await?;
+            follower = Some(c.follower);
+            (c.engine, c.role, Some(c.task))
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
@@ -71,35 +117,21 @@ pub async fn start(
         .client_ca_root(Certificate::from_pem(&config.client_ca_pem));
     let services = crate::api::services(
         engine.clone(),
+        role.clone(),
         config.directory.clone(),
         config.api.clone(),
         config.policy_path.clone(),
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    for name in HEALTH_NAMES {
-        health_reporter
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    // Health follows the engine: NOT_SERVING while the ledger cannot write.
-    let mut healthy = engine.health();
-    let reporter = health_reporter.clone();
-    let health_task = tokio::spawn(async move {
-        loop {
-            let serving = *healthy.borrow_and_update();
-            let status = if serving {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            for name in HEALTH_NAMES {
-                reporter.set_service_status(name, status).await;
-            }
-            if healthy.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    // Set before serving, so that the first health check already has an answer.
+    let leading = *role.borrow() == Role::Leader;
+    let healthy = *engine.borrow().health().borrow();
+    set_health(&health_reporter, leading, healthy).await;
+    let health_task = tokio::spawn(follow_health(
+        health_reporter.clone(),
+        engine.clone(),
+        role.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -126,6 +158,10 @@ pub async fn start(
     Ok(Server {
         addr,
         engine,
+        role,
+        _kept: kept,
+        follower,
+        cluster_task,
         metrics_addr: metrics.as_ref().map(|m| m.addr),
         metrics,
         engine_task,
@@ -137,7 +173,59 @@ pub async fn start(
     })
 }
 
+/// Keeps the health statuses true: on the leader every service follows the engine (NOT_SERVING
+/// while the ledger cannot write); on a standby AuditService is SERVING (it reads the database)
+/// and the rest, "" included, NOT_SERVING, so that a load balancer finds the leader.
+async fn follow_health(
+    reporter: tonic_health::server::HealthReporter,
+    mut engine: EngineSlot,
+    mut role: tokio::sync::watch::Receiver<Role>,
+) {
+    loop {
+        let mut healthy = engine.borrow_and_update().health();
+        let leading = *role.borrow_and_update() == Role::Leader;
+        loop {
+            let serving = *healthy.borrow_and_update();
+            set_health(&reporter, leading, serving).await;
+            tokio::select! {
+                changed = healthy.changed(), if leading => if changed.is_err() { break },
+                changed = engine.changed() => if changed.is_err() { return } else { break },
+                changed = role.changed() => if changed.is_err() { return } else { break },
+            }
+        }
+    }
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, leading: bool, serving: bool) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    for name in HEALTH_NAMES {
+        let up = if leading {
+            serving
+        } else {
+            name == crate::api::AUDIT_SERVICE
+        };
+        reporter
+            .set_service_status(name, if up { Serving } else { NotServing })
+            .await;
+    }
+}
+
 impl Server {
+    /// The engine of the moment: a standby's until this node leads.
+    pub fn engine(&self) -> EngineHandle {
+        self.engine.borrow().clone()
+    }
+
+    /// Follows the engine of the moment.
+    pub fn engine_slot(&self) -> EngineSlot {
+        self.engine.clone()
+    }
+
+    /// Whether this node leads.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
     /// Reports NOT_SERVING, ends every stream (clients see UNAVAILABLE and reconnect; health
     /// watchers see the stream end), answers the calls in flight once their records are
     /// durable, stops serving, flushes sled and closes the data directory, so that a new server
@@ -145,13 +233,16 @@ impl Server {
     /// does not end, such as reflection, or a client that does not read) are left behind: by
     /// then nothing they could be told is missing from disk.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(t) = self.cluster_task.take() {
+            t.abort();
+        }
         self.health_task.abort();
         for name in HEALTH_NAMES {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
         }
-        self.engine.shutdown().await;
+        self.engine().shutdown().await;
         // A health Watch lasts as long as its status: without this, one monitor would hold its
         // connection, and so the graceful stop below, open forever.
         for name in HEALTH_NAMES {
@@ -173,14 +264,22 @@ impl Server {
         if let Some(m) = self.metrics.take() {
             m.stop().await;
         }
-        self.engine.flush().await?;
+        self.engine().flush().await?;
         let Server {
             engine,
             engine_task,
+            follower,
             ..
         } = self;
         drop(engine);
-        engine_task.await.context("join engine task")?;
+        engine_task.join().await.context("join engine task")?;
+        if let Some(f) = follower {
+            // Nothing more will be written under this term: a standby may take over now.
+            tokio::task::spawn_blocking(move || f.release())
+                .await
+                .context("join releasing the lease")?
+                .context("release the lease")?;
+        }
         Ok(())
     }
 }

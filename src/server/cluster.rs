@@ -1,0 +1,220 @@
+//! A node on the postgres backend: it starts as a standby (audit reads from the database,
+//! teller, supervisor and admin calls refused with the leader's address), waits for the lease,
+//! and leads once it holds it: the engine recovers from the shared ledger and projection and
+//! replaces the standby's handle in the services. When a leader loses its lease (another node
+//! took it while it was paused or cut off) it stops its engine, whose writes the database
+//! already refuses, and goes back to waiting as a standby.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{EngineSlot, Role};
+use crate::engine::{Clock, EngineConfig, EngineHandle};
+use crate::metrics::Metrics;
+use crate::storage::PostgresSettings;
+use crate::storage::postgres::{self, Follower};
+
+/// The leading engine's task, set when this node starts leading; `join` waits for the last.
+#[derive(Clone, Default)]
+pub(super) struct EngineTask(Arc<Mutex<Option<JoinHandle<()>>>>);
+
+impl EngineTask {
+    pub(super) fn set(&self, task: JoinHandle<()>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    pub(super) async fn join(&self) -> Result<(), tokio::task::JoinError> {
+        let task = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match task {
+            Some(t) => t.await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A started cluster node: the engine slot and role the services follow, and the task that
+/// takes over (and steps down).
+pub(super) struct Node {
+    pub(super) engine: EngineSlot,
+    pub(super) role: watch::Receiver<Role>,
+    pub(super) task: JoinHandle<()>,
+    /// Kept by the server until its engine has stopped: dropping the last one closes the
+    /// connections the engine writes through.
+    pub(super) follower: Arc<Follower>,
+}
+
+/// How often a standby reads who leads, to name them to callers.
+fn leader_poll(settings: &PostgresSettings) -> Duration {
+    Duration::from_millis((settings.lease_ms / 4).max(100))
+}
+
+/// Longest a starting node waits to settle as leader or standby before it serves anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+
+/// How long a node waits before trying again after taking over failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(super) async fn start(
+    settings: &PostgresSettings,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    rng: Box<dyn rand::RngCore + Send>,
+    metrics: Arc<Metrics>,
+    engine_task: EngineTask,
+) -> anyhow::Result<Node> {
+    let s = settings.clone();
+    let follower = tokio::task::spawn_blocking(move || postgres::follow(&s))
+        .await
+        .context("join opening the database")?
+        .context("open the database")?;
+    let follower = Arc::new(follower);
+    let standby = EngineHandle::standby(follower.reads(), config.clone(), clock.clone())?;
+    let (engine_tx, engine) = watch::channel(standby);
+    let (role_tx, role) = watch::channel(Role::Standby { leader: None });
+    let node = Takeover {
+        follower: follower.clone(),
+        settings: settings.clone(),
+        config,
+        clock,
+        rng: Some(rng),
+        metrics,
+        engine: engine_tx,
+        role: role_tx,
+        engine_task,
+    };
+    let task = tokio::spawn(node.run());
+    // Come up settled: leading when the lease is free, this node's own (a restart) or lapsed
+    // (after recovering the engine), else a standby that can name the leader. Should taking
+    // over keep failing, the node serves as a standby and goes on trying.
+    let mut settled = role.clone();
+    let _ = tokio::time::timeout(
+        SETTLE_MAX,
+        settled.wait_for(|r| !matches!(r, Role::Standby { leader: None })),
+    )
+    .await;
+    Ok(Node {
+        engine,
+        role,
+        task,
+        follower,
+    })
+}
+
+struct Takeover {
+    follower: Arc<Follower>,
+    settings: PostgresSettings,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    rng: Option<Box<dyn rand::RngCore + Send>>,
+    metrics: Arc<Metrics>,
+    engine: watch::Sender<EngineHandle>,
+    role: watch::Sender<Role>,
+    engine_task: EngineTask,
+}
+
+impl Takeover {
+    /// Standby, leader, standby again when the lease is lost, for as long as the node runs.
+    async fn run(mut self) {
+        loop {
+            let leader = match self.lead().await {
+                Ok(engine) => engine,
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "could not take over; trying again"
+                    );
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let mut lost = self.follower.lease_lost();
+            let _ = lost.wait_for(|l| *l).await;
+            self.step_down(leader).await;
+        }
+    }
+
+    /// Waits for the lease, naming the leader to callers meanwhile, then starts the engine
+    /// on the shared ledger and serves it.
+    async fn lead(&mut self) -> anyhow::Result<EngineHandle> {
+        let naming = tokio::spawn(name_leader(
+            self.follower.clone(),
+            self.settings.clone(),
+            self.role.clone(),
+        ));
+        let storage = self.follower.lead(self.metrics.ledger.clone()).await;
+        naming.abort();
+        let storage = storage.context("take the lease")?;
+        // The injected generator for the first term; a later one (after stepping down) is
+        // seeded from the OS, as the composition root seeds the first.
+        let rng: Box<dyn rand::RngCore + Send> = match self.rng.take() {
+            Some(rng) => rng,
+            None => {
+                use rand::SeedableRng;
+                Box::new(rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()))
+            }
+        };
+        let (engine, task) = EngineHandle::start(
+            storage,
+            self.config.clone(),
+            self.clock.clone(),
+            rng,
+            self.metrics.clone(),
+        )
+        .await
+        .context("start the engine on the shared ledger")?;
+        self.engine_task.set(task);
+        self.engine.send_replace(engine.clone());
+        self.role.send_replace(Role::Leader);
+        tracing::info!(node = %self.settings.node_id, "serving as the leader");
+        Ok(engine)
+    }
+
+    /// After the lease was lost: callers are sent elsewhere at once, the engine stops (what it
+    /// had made durable is answered; the rest was refused by the database), and the node
+    /// follows the ledger again.
+    async fn step_down(&mut self, leader: EngineHandle) {
+        tracing::warn!(node = %self.settings.node_id, "stepping down: another node leads");
+        self.role.send_replace(Role::Standby { leader: None });
+        leader.shutdown().await;
+        let _ = self.engine_task.join().await;
+        self.follower.step_down();
+        match EngineHandle::standby(
+            self.follower.reads(),
+            self.config.clone(),
+            self.clock.clone(),
+        ) {
+            Ok(standby) => {
+                self.engine.send_replace(standby);
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "could not reopen as a standby"),
+        }
+    }
+}
+
+/// Keeps the standby's role naming whoever holds a live lease.
+async fn name_leader(
+    follower: Arc<Follower>,
+    settings: PostgresSettings,
+    role: watch::Sender<Role>,
+) {
+    loop {
+        let f = follower.clone();
+        let leader = match tokio::task::spawn_blocking(move || f.leader()).await {
+            Ok(Ok(l)) if l.live && l.node_id != settings.node_id => Some(l.advertise),
+            _ => None,
+        };
+        role.send_if_modified(|r| {
+            let next = Role::Standby {
+                leader: leader.clone(),
+            };
+            let changed = *r != next;
+            *r = next;
+            changed
+        });
+        tokio::time::sleep(leader_poll(&settings)).await;
+    }
+}

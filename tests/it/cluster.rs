@@ -1,0 +1,185 @@
+//! Several nodes on one database (the postgres backend only: the embedded backend is one node
+//! by design). A standby serves audits, sends every other caller to the leader with an
+//! ErrorInfo, reports health so a load balancer finds the leader, and takes over when the
+//! leader stops, carrying the ledger on under a new term.
+
+use std::time::{Duration, Instant};
+
+use countersign::api::Role;
+use countersign::api::pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::harness::*;
+
+async fn health(t: &TestServer, service: &str) -> i32 {
+    let ch = countersign::tools::client::channel(t.addr(), &t.pki, "audit-01")
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Waits (up to 15 s) until `t` has `role`.
+async fn becomes(t: &TestServer, role: Role) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while t.role() != role {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} never became {role:?}",
+            t.role()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
+    let mut one = TestServer::start().await;
+    assert_eq!(one.role(), Role::Leader);
+    let mut sup = Console::open(&one, "sup-01").await;
+    let first = submit(&one, "teller-01", "C-1").await;
+    let o = sup.next_offer().await;
+    sup.approve(&o).await;
+    drop(sup);
+
+    let mut two = one.join("node-2").await;
+    assert_eq!(
+        two.role(),
+        Role::Standby {
+            leader: Some("node-1.test:7443".into())
+        }
+    );
+    // Tellers, supervisors and admins are sent to the leader, by name.
+    let refused = two
+        .teller("teller-01")
+        .await
+        .submit(crate::fixtures::submit_request(
+            "C-2",
+            "WDL-CASH",
+            5_000_000,
+            "6222020200112233445",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    let info = tonic_types::StatusExt::get_details_error_info(&refused).expect("an ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("NOT_LEADER", "countersign")
+    );
+    assert_eq!(info.metadata["leader"], "node-1.test:7443");
+    assert!(
+        two.supervisor("sup-01")
+            .await
+            .attend(pb::AttendRequest {})
+            .await
+            .is_err_and(|s| s.code() == Code::Unavailable)
+    );
+    // Health sends a load balancer to the leader; audits are served here.
+    for (service, want) in [
+        ("", ServingStatus::NotServing),
+        ("countersign.v1.TellerService", ServingStatus::NotServing),
+        ("countersign.v1.AdminService", ServingStatus::NotServing),
+        ("countersign.v1.AuditService", ServingStatus::Serving),
+    ] {
+        assert_eq!(health(&two, service).await, want as i32, "{service}");
+        assert_eq!(health(&one, service).await, ServingStatus::Serving as i32);
+    }
+    let pki = one.pki.clone();
+    let read = |t: &TestServer, id: String| {
+        let t = t.addr();
+        let pki = pki.clone();
+        async move {
+            countersign::tools::client::auditor(t, &pki, "audit-01")
+                .await
+                .unwrap()
+                .get_request(pb::GetRequestRequest { request_id: id })
+                .await
+                .map(|r| r.into_inner().request.unwrap())
+        }
+    };
+    let on_leader = read(&one, first.request_id.clone()).await.unwrap();
+    assert_eq!(on_leader.state, pb::RequestState::Approved as i32);
+    assert_eq!(
+        read(&two, first.request_id.clone()).await.unwrap(),
+        on_leader
+    );
+    // The standby's checkpoint is the leader's, once followed.
+    let signed = one
+        .auditor()
+        .await
+        .get_checkpoint(pb::GetCheckpointRequest {
+            tree_size: 0,
+            refresh: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = two
+            .auditor()
+            .await
+            .get_checkpoint(pb::GetCheckpointRequest {
+                tree_size: 0,
+                refresh: false,
+            })
+            .await
+            .map(|r| r.into_inner());
+        if seen
+            .as_ref()
+            .is_ok_and(|s| s.signed_note == signed.signed_note)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never followed: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The leader stops cleanly and lets the lease go: the standby takes over.
+    let len = one.ledger_len();
+    one.stop().await;
+    becomes(&two, Role::Leader).await;
+    assert_eq!(
+        health(&two, "countersign.v1.TellerService").await,
+        ServingStatus::Serving as i32
+    );
+    let mut sup = Console::open(&two, "sup-02").await;
+    let next = submit(&two, "teller-01", "C-2").await;
+    let o = sup.next_offer().await;
+    assert_eq!(o.request_id, next.request_id);
+    sup.approve(&o).await;
+    drop(sup);
+    assert!(two.ledger_len() > len, "the ledger carries on");
+    assert_eq!(
+        read(&two, first.request_id.clone()).await.unwrap(),
+        on_leader
+    );
+    // The first leader comes back as the standby.
+    one.restart().await;
+    assert_eq!(
+        one.role(),
+        Role::Standby {
+            leader: Some("node-2.test:7443".into())
+        }
+    );
+    two.stop().await;
+    one.stop().await;
+    let report = one.verify(None);
+    assert_eq!(
+        report.problem, None,
+        "the ledger verifies across both terms"
+    );
+    assert!(report.checkpoints >= 1);
+}
+
+crate::postgres_only!(a_standby_serves_audits_names_the_leader_and_takes_over);
