@@ -237,9 +237,10 @@ backend = "embedded"
 # [cluster]
 # Unique in the cluster.
 # node_id = "node-1"
-# Where clients reach this node: a standby names the leader's.
+# Where clients reach this node: a standby names the leader's. A port of 0 stands for the
+# port `listen` bound.
 # advertise = "node-1.example:7443"
-# lease_ms = 3000
+# lease_ms = 2000
 
 # Prometheus metrics at GET /metrics over plain HTTP (no TLS, no client certificates), on an
 # address of their own: bind it to loopback or a management network. Without this section

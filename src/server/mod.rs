@@ -59,6 +59,11 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
 ) -> anyhow::Result<Server> {
+    // Bound first: a cluster node advertises the address it is reached at.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read bound address")?;
     // Always kept, so the engine records the same way whether or not anything is served.
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let engine_task = cluster::EngineTask::default();
@@ -84,8 +89,13 @@ pub async fn start(
             (engine, role, None)
         }
         StorageConfig::Postgres(settings) => {
+            let mut settings = settings.clone();
+            // Port 0 in the advertised address is the port just bound (tests, one machine).
+            if let Some(host) = settings.advertise.strip_suffix(":0") {
+                settings.advertise = format!("{host}:{}", addr.port());
+            }
             let c = cluster::start(
-                settings,
+                &settings,
                 config.engine.clone(),
                 clock,
                 rng,
@@ -97,10 +107,6 @@ pub async fn start(
             (c.engine, c.role, Some(c.task))
         }
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("bind {}", config.listen))?;
-    let addr = listener.local_addr().context("read bound address")?;
     let metrics = match config.metrics_listen {
         Some(at) => {
             let endpoint = crate::metrics::serve(at, metrics).await?;

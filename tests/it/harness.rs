@@ -70,7 +70,7 @@ pub fn test_config_text(
             "backend = \"embedded\"\n",
             &format!(
                 "backend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\n\
-                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"node-1.test:7443\"\nlease_ms = 3000\n",
+                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"node-1.test:7443\"\nlease_ms = 2000\n",
                 db.url()
             ),
         ),

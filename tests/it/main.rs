@@ -11,6 +11,7 @@ mod cluster;
 mod crash;
 mod durability;
 mod exposition;
+mod failover;
 mod faults;
 mod fixtures;
 mod harness;

@@ -132,7 +132,7 @@ pub(super) async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<S
             "backend = \"embedded\"\n",
             &format!(
                 "backend = \"postgres\"\nurl = \"{}\"\npool_size = 16\n\n\
-                 [cluster]\nnode_id = \"bench\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 3000\n",
+                 [cluster]\nnode_id = \"bench\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 2000\n",
                 db.url()
             ),
         ),
