@@ -62,6 +62,8 @@ impl Availability {
     pub fn fail(&mut self, why: Unavailable) -> bool {
         let first = self.failed.is_none();
         self.failed = Some(why);
+        // A failed engine serves nothing: health says so, and a cluster node steps down.
+        self.health.send_replace(false);
         first
     }
 
@@ -130,6 +132,7 @@ mod tests {
         assert!(*health.borrow());
         assert!(a.refusal(false, true).is_none());
         assert!(a.fail(Unavailable::WriterStopped));
+        assert!(!*health.borrow(), "a failed engine is not serving");
         assert!(!a.fail(Unavailable::WriterStopped));
         assert!(matches!(
             a.refusal(false, false),

@@ -3,7 +3,8 @@
 //! and leads once it holds it: the engine recovers from the shared ledger and projection and
 //! replaces the standby's handle in the services. When a leader loses its lease (another node
 //! took it while it was paused or cut off) it stops its engine, whose writes the database
-//! already refuses, and goes back to waiting as a standby.
+//! already refuses, and goes back to waiting as a standby; so does a leader whose engine could
+//! not write for a whole lease, which then leads again at once from the ledger.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,7 +133,13 @@ impl Takeover {
                 }
             };
             let mut lost = self.follower.lease_lost();
-            let _ = lost.wait_for(|l| *l).await;
+            let lease = Duration::from_millis(self.settings.lease_ms);
+            tokio::select! {
+                _ = lost.wait_for(|l| *l) => {}
+                _ = cannot_write_for(leader.health(), lease) => {
+                    tracing::warn!("the engine could not write for a whole lease; recovering from the ledger");
+                }
+            }
             self.step_down(leader).await;
         }
     }
@@ -191,6 +198,24 @@ impl Takeover {
                 self.engine.send_replace(standby);
             }
             Err(e) => tracing::error!(error = format!("{e:#}"), "could not reopen as a standby"),
+        }
+    }
+}
+
+/// Returns once the engine has been unable to write for `lease` on end (a database failover
+/// that broke its connections, a commit whose answer was lost, a projection batch that
+/// failed): the node then steps down and leads again, which recovers the engine from the
+/// ledger under a new term, whatever the database holds now. Shorter outages it rides out.
+async fn cannot_write_for(mut healthy: watch::Receiver<bool>, lease: Duration) {
+    loop {
+        if healthy.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(lease, healthy.wait_for(|h| *h))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -40,7 +40,14 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
         let (mut child, addr) = spawn_server(&config);
         if round > 0 {
             let t0 = std::time::Instant::now();
-            check(addr, &pki, &acked, &data, _database.as_ref()).await;
+            check(
+                addr,
+                &pki,
+                &acked,
+                &data,
+                _database.as_ref().map(|d| d.url()),
+            )
+            .await;
             let n = acked.lock().unwrap().len();
             eprintln!(
                 "after kill {round}: {n} acknowledged requests checked in {:.2} s",
@@ -236,7 +243,7 @@ pub async fn check(
     pki: &std::path::Path,
     acked: &Acked,
     data: &std::path::Path,
-    database: Option<&countersign::storage::postgres::scratch::ScratchDatabase>,
+    database: Option<&str>,
 ) {
     let snapshot = acked.lock().unwrap().clone();
     let mut clients = HashMap::new();

@@ -394,7 +394,14 @@ pub fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net:
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Beside the config, for a failing test to be read: every start appends to it.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(config.with_extension("log"))
+                .expect("open the server's log"),
+        )
         .spawn()
         .expect("spawn countersign");
     let stdout = child.stdout.take().unwrap();

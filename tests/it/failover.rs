@@ -168,7 +168,7 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
             &files.pki,
             &acked,
             &files.data,
-            files.database.as_ref(),
+            files.database.as_ref().map(|d| d.url()),
         )
         .await;
         // The killed node comes back, as a standby.
@@ -178,7 +178,8 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
     for n in &mut nodes {
         n.kill();
     }
-    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!(
         report.problem, None,
         "the ledger verifies across every term"
@@ -289,14 +290,16 @@ async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
     for n in &mut nodes {
         n.kill();
     }
-    let records = crate::harness::stored_records(&files.data, files.database.as_ref());
+    let records =
+        crate::harness::stored_records(&files.data, files.database.as_ref().map(|d| d.url()));
     assert!(
         records
             .iter()
             .all(|r| !String::from_utf8_lossy(r).contains("\"STALE\"")),
         "nothing the paused leader took is in the ledger"
     );
-    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!(report.problem, None);
 }
 

@@ -81,23 +81,23 @@ pub fn test_config_text(
 /// Verifies what a test stored, offline, on its backend: the data directory, or the database.
 pub fn verify_stored(
     data: &std::path::Path,
-    database: Option<&ScratchDatabase>,
+    database: Option<&str>,
     v: Option<&countersign::ledger::checkpoint::Verifier>,
 ) -> countersign::verify::Report {
     match database {
         None => countersign::verify::verify_data_dir(data, v),
-        Some(db) => countersign::verify::verify_database(db.url(), None, v),
+        Some(url) => countersign::verify::verify_database(url, None, v),
     }
 }
 
 /// Every whole record a test's storage holds, in index order, read offline (the server may be
 /// running: a record still being written is not read).
-pub fn stored_records(data: &std::path::Path, database: Option<&ScratchDatabase>) -> Vec<Vec<u8>> {
+pub fn stored_records(data: &std::path::Path, database: Option<&str>) -> Vec<Vec<u8>> {
     use countersign::storage::embedded::frame::{Decoded, decode};
     match database {
-        Some(db) => {
+        Some(url) => {
             let snapshot =
-                countersign::storage::postgres::snapshot::Snapshot::open(db.url(), None).unwrap();
+                countersign::storage::postgres::snapshot::Snapshot::open(url, None).unwrap();
             snapshot
                 .records(0, usize::MAX >> 1)
                 .unwrap()
@@ -367,12 +367,16 @@ impl TestServer {
         &self,
         v: Option<&countersign::ledger::checkpoint::Verifier>,
     ) -> countersign::verify::Report {
-        verify_stored(&self.data_dir(), self.database.as_deref(), v)
+        verify_stored(
+            &self.data_dir(),
+            self.database.as_deref().map(|d| d.url()),
+            v,
+        )
     }
 
     /// Every whole record stored, in index order.
     pub fn records(&self) -> Vec<Vec<u8>> {
-        stored_records(&self.data_dir(), self.database.as_deref())
+        stored_records(&self.data_dir(), self.database.as_deref().map(|d| d.url()))
     }
 
     /// Throws the audit projection away; the server must be stopped.

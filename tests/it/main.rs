@@ -9,6 +9,7 @@
 mod bench;
 mod cluster;
 mod crash;
+mod database_failover;
 mod durability;
 mod exposition;
 mod failover;

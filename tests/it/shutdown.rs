@@ -156,7 +156,8 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
     assert_eq!(last, Some(not_serving));
 
     // A graceful stop leaves no torn tail: the last record was written whole.
-    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 
     // On the same data: everything acknowledged is there, as acknowledged, and the held
@@ -167,7 +168,7 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
         &files.pki,
         &acked,
         &files.data,
-        files.database.as_ref(),
+        files.database.as_ref().map(|d| d.url()),
     )
     .await;
     let mut teller = countersign::tools::client::teller(addr, &files.pki, "teller-02")
@@ -278,7 +279,8 @@ async fn sigterm_with_a_stream_left_open_exits_after_the_grace_period() {
         "SIGTERM with a reflection stream open: exit 0 in {:.0} ms (grace 1000 ms)",
         exit.as_secs_f64() * 1000.0
     );
-    let report = crate::harness::verify_stored(&files.data, files.database.as_ref(), None);
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
 }
 

@@ -80,8 +80,19 @@ pub(super) async fn renew(db: std::sync::Weak<super::Db>, pool: Pool, term: u64,
             why,
             "lost the leader's lease; this node's writes are refused"
         );
-        if let Some(db) = db.upgrade() {
-            db.term.store(0, std::sync::atomic::Ordering::Release);
+        // Only while this term is the node's: after stepping down and leading again, an old
+        // term's renewal finds the new term in the row and just ends.
+        if let Some(db) = db.upgrade()
+            && db
+                .term
+                .compare_exchange(
+                    term,
+                    0,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                )
+                .is_ok()
+        {
             let _ = db.lease_lost.send(true);
         }
     };

@@ -46,16 +46,27 @@ impl ScratchDatabase {
     pub fn copy(&self) -> anyhow::Result<ScratchDatabase> {
         let copy = ScratchDatabase::create()?;
         admin(format!("DROP DATABASE {}", copy.name))?;
-        admin(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{}' AND pid <> pg_backend_pid()",
-            self.name
-        ))?;
-        admin(format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            copy.name, self.name
-        ))?;
-        Ok(copy)
+        // A stopped server's last connection may still be closing (or a listener reconnecting
+        // until its runtime ends): end them and try again, a few times.
+        let mut tries = 0;
+        loop {
+            admin(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                self.name
+            ))?;
+            match admin(format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                copy.name, self.name
+            )) {
+                Ok(()) => return Ok(copy),
+                Err(e) if tries < 20 && format!("{e:#}").contains("being accessed") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Runs SQL statements in this database as the admin role (a test's tampering, say).
