@@ -30,8 +30,7 @@ pub fn fold_indexes(
     indexes: &[u64],
 ) -> Result<Loaded, StorageError> {
     let mut records = Vec::with_capacity(indexes.len());
-    for &index in indexes {
-        let bytes = ledger.read(index)?;
+    for (&index, bytes) in indexes.iter().zip(ledger.read_many(indexes)?) {
         let rec = crate::ledger::record::decode(&bytes)
             .map_err(|source| StorageError::Record { index, source })?;
         records.push((index, rec, bytes));

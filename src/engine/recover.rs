@@ -140,8 +140,7 @@ fn replay(
 ) -> Result<(), StorageError> {
     let mut cache: HashMap<RequestId, Request> = HashMap::new();
     let mut updates = Vec::new();
-    for index in from..to {
-        let rec = ledger.record(index)?;
+    ledger.each_record(from..to, |index, rec| {
         let id = rec.request.clone();
         if !cache.contains_key(&id) && !matches!(rec.event, Event::Submitted { .. }) {
             let (_, indexes) = projection.request(&id)?.ok_or_else(|| {
@@ -160,7 +159,7 @@ fn replay(
             cache.insert(id.clone(), opened);
         }
         let Some(r) = cache.get(&id) else {
-            continue;
+            return Ok(());
         };
         let created = match &rec.event {
             Event::Submitted {
@@ -188,7 +187,8 @@ fn replay(
             projection.apply(&updates, index + 1)?;
             updates.clear();
         }
-    }
+        Ok(())
+    })?;
     if !updates.is_empty() {
         projection.apply(&updates, to)?;
     }
@@ -241,12 +241,11 @@ fn count_today(
             hi = mid;
         }
     }
-    for i in lo..ledger.len() {
-        let rec = ledger.record(i)?;
+    ledger.each_record(lo..ledger.len(), |_, rec| {
         let t = rec.at;
         core.day.count(&rec, t);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 impl EngineHandle {

@@ -60,6 +60,15 @@ pub(crate) async fn ledger_appends_reads_and_proves(b: &impl Backend) {
         s.ledger.read(10),
         Err(StorageError::NoSuchRecord(10))
     ));
+    assert_eq!(
+        s.ledger.read_many(&[7, 2, 9]).expect("read many"),
+        vec![payload(7), payload(2), payload(9)],
+        "in the order asked"
+    );
+    assert!(matches!(
+        s.ledger.read_many(&[1, 10]),
+        Err(StorageError::NoSuchRecord(10))
+    ));
     let (size, root) = s.ledger.head();
     assert_eq!((size, root), (10, merkle::root_from_leaves(&leaves)));
     assert_eq!(s.ledger.tree_size(), 10);

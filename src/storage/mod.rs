@@ -133,6 +133,11 @@ pub trait LedgerRead: Send + Sync {
     }
     /// The stored bytes of record `index`.
     fn read(&self, index: u64) -> Result<Vec<u8>, StorageError>;
+    /// The stored bytes of several records, in the order asked: one round trip where the
+    /// backend has them (recovery and a request's history read many).
+    fn read_many(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, StorageError> {
+        indexes.iter().map(|&i| self.read(i)).collect()
+    }
     /// How many records the Merkle tree covers (every durable record).
     fn tree_size(&self) -> u64;
     /// The tree size and root hash, read together.
@@ -155,7 +160,34 @@ impl dyn LedgerRead + '_ {
         crate::ledger::record::decode(&bytes)
             .map_err(|source| StorageError::Record { index, source })
     }
+
+    /// Reads and decodes the records in `range`, `RANGE_CHUNK` at a time, handing each to `f`.
+    pub fn each_record(
+        &self,
+        range: std::ops::Range<u64>,
+        mut f: impl FnMut(u64, crate::domain::Record) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut from = range.start;
+        while from < range.end {
+            let to = range.end.min(from + RANGE_CHUNK);
+            let indexes: Vec<u64> = (from..to).collect();
+            for (index, bytes) in indexes.iter().zip(self.read_many(&indexes)?) {
+                let rec = crate::ledger::record::decode(&bytes).map_err(|source| {
+                    StorageError::Record {
+                        index: *index,
+                        source,
+                    }
+                })?;
+                f(*index, rec)?;
+            }
+            from = to;
+        }
+        Ok(())
+    }
 }
+
+/// Records `each_record` reads at once.
+const RANGE_CHUNK: u64 = 4096;
 
 /// The one way to add records: held by the engine's single writer. Indexes are handed out
 /// here in order; `flush` hands what was appended to the backend, which makes it durable and

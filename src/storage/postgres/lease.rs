@@ -46,19 +46,27 @@ pub(super) async fn acquire(
         if let Some(row) = row {
             return Ok(row.get::<_, i64>(0) as u64);
         }
+        let holder = client
+            .query_one(
+                "SELECT holder, term, \
+                        greatest(0, extract(epoch FROM expires_at - now()) * 1000)::float8 \
+                 FROM countersign_lease WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(unavailable("read the leader's lease"))?;
         if !told {
-            let holder = client
-                .query_one(
-                    "SELECT holder, term FROM countersign_lease WHERE id = 1",
-                    &[],
-                )
-                .await
-                .map_err(unavailable("read the leader's lease"))?;
             tracing::info!(holder = %holder.get::<_, String>(0), term = holder.get::<_, i64>(1), "another node leads; waiting for its lease to lapse");
             told = true;
         }
         drop(client);
-        tokio::time::sleep(Duration::from_millis(lease_ms / 4)).await;
+        // Try again just after the lease would lapse, and at least every quarter lease (a
+        // renewal moves the expiry on).
+        let left = Duration::from_secs_f64(holder.get::<_, f64>(2) / 1000.0);
+        let wait = (left + Duration::from_millis(10))
+            .min(Duration::from_millis(lease_ms / 4))
+            .max(Duration::from_millis(10));
+        tokio::time::sleep(wait).await;
     }
 }
 

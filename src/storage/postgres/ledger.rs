@@ -205,6 +205,51 @@ impl LedgerRead for PgLedger {
         Ok(record)
     }
 
+    fn read_many(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let leaves: Vec<Hash> = {
+            let tree = self.tree();
+            indexes
+                .iter()
+                .map(|&i| {
+                    (i < tree.size())
+                        .then(|| tree.store().get(0, i))
+                        .flatten()
+                        .ok_or(StorageError::NoSuchRecord(i))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let wanted: Vec<i64> = indexes.iter().map(|&i| i as i64).collect();
+        let rows = self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            client
+                .query(
+                    "SELECT idx, record FROM ledger WHERE idx = ANY($1)",
+                    &[&wanted],
+                )
+                .await
+                .map_err(unavailable("read ledger records"))
+        })?;
+        let by_index: std::collections::HashMap<i64, Vec<u8>> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        indexes
+            .iter()
+            .zip(leaves)
+            .map(|(&i, leaf)| {
+                let record = by_index
+                    .get(&(i as i64))
+                    .cloned()
+                    .ok_or_else(|| damaged(i as i64, "a durable record is missing"))?;
+                if merkle::leaf_hash(&record) != leaf {
+                    return Err(damaged(
+                        i as i64,
+                        "the record no longer matches its leaf hash",
+                    ));
+                }
+                Ok(record)
+            })
+            .collect()
+    }
+
     fn tree_size(&self) -> u64 {
         self.tree().size()
     }
