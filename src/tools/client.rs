@@ -34,6 +34,39 @@ pub async fn channel(addr: SocketAddr, pki: &Path, principal: &str) -> anyhow::R
     Ok(channel)
 }
 
+/// Finds the leader among a cluster's nodes: the first whose grpc.health.v1 status for
+/// TellerService is SERVING (a standby reports NOT_SERVING; an unreachable node is skipped),
+/// asking again every 100 ms for up to `within`, as a client does when its node is lost.
+pub async fn leader(
+    addrs: &[SocketAddr],
+    pki: &Path,
+    principal: &str,
+    within: std::time::Duration,
+) -> anyhow::Result<SocketAddr> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        for &addr in addrs {
+            let Ok(ch) = channel(addr, pki, principal).await else {
+                continue;
+            };
+            let status = HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: "countersign.v1.TellerService".into(),
+                })
+                .await;
+            if status.is_ok_and(|s| s.into_inner().status == ServingStatus::Serving as i32) {
+                return Ok(addr);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no node of {addrs:?} leads (none reports TellerService SERVING)");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Largest message the clients here send or accept.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 

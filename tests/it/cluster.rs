@@ -55,6 +55,16 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
             leader: Some("node-1.test:7443".into())
         }
     );
+    // A client with both addresses finds the leader by health.
+    let found = countersign::tools::client::leader(
+        &[two.addr(), one.addr()],
+        &one.pki,
+        "teller-01",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, one.addr());
     // Tellers, supervisors and admins are sent to the leader, by name.
     let refused = two
         .teller("teller-01")
@@ -149,6 +159,15 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
     let len = one.ledger_len();
     one.stop().await;
     becomes(&two, Role::Leader).await;
+    let found = countersign::tools::client::leader(
+        &[two.addr()],
+        &one.pki,
+        "teller-01",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found, two.addr());
     assert_eq!(
         health(&two, "countersign.v1.TellerService").await,
         ServingStatus::Serving as i32

@@ -62,9 +62,10 @@ pub struct Options {
     /// Dual control: two approvals by two supervisors per request.
     #[arg(long)]
     pub dual: bool,
-    /// Drive a running server at this address instead of starting one (needs --pki).
-    #[arg(long)]
-    pub target: Option<SocketAddr>,
+    /// Drive a running server at this address instead of starting one (needs --pki). Several
+    /// addresses, comma-separated (a cluster's nodes): the one that leads is driven.
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<SocketAddr>,
     /// With --target: the PKI directory whose principals.toml names the tellers and
     /// supervisors to use, with their certificates.
     #[arg(long)]
@@ -111,13 +112,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         bail!("--dual needs at least 2 supervisors");
     }
     let tmp = tempfile::tempdir().context("create bench directory")?;
-    let server = match opts.target {
-        Some(addr) => {
+    let server = match opts.target.first() {
+        Some(&first) => {
             let pki = opts
                 .pki
                 .clone()
                 .context("--target needs --pki, the directory of the clients' certificates")?;
             let (tellers, supervisors) = principals_of(&pki)?;
+            let addr = match opts.target.len() {
+                1 => first,
+                _ => {
+                    // Health needs only a certificate the server's CA signed: a teller's.
+                    let who = tellers.first().context("the PKI names no teller")?;
+                    crate::tools::client::leader(
+                        &opts.target,
+                        &pki,
+                        who,
+                        std::time::Duration::from_secs(30),
+                    )
+                    .await?
+                }
+            };
             Server {
                 addr,
                 pki,
