@@ -167,8 +167,8 @@ image_bytes_max = 4194304
 # Every request carries its voucher scan; 0 admits requests with no image at all.
 images_per_request_min = 1
 images_per_request_max = 8
-# Images queued for the image writer at once (it appends them and fsyncs once for the lot);
-# more uploads wait their turn. Bounds the memory uploads waiting to be written can hold.
+# Images queued for the image writer at once (it appends them and fsyncs once for the lot, or
+# on PostgreSQL inserts them in one commit); more uploads wait their turn. Bounds the memory uploads waiting to be written can hold.
 image_writes_max = 256
 # Page cache of the projections (sled); rows beyond it are read from disk.
 projection_cache_bytes = 16777216
@@ -319,6 +319,7 @@ fn storage(
                 node_id: c.node_id.clone(),
                 advertise: c.advertise.clone(),
                 lease_ms: c.lease_ms,
+                image_writes_max: f.limits.image_writes_max,
             }))
         }
         other => bail!("storage.backend: must be \"embedded\" or \"postgres\", not {other:?}"),

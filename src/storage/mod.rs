@@ -332,6 +332,8 @@ pub struct PostgresSettings {
     pub advertise: String,
     /// How long a lease lasts unless renewed; a lapsed one may be taken by another node.
     pub lease_ms: u64,
+    /// Images queued for the image writer at once; more uploads wait their turn.
+    pub image_writes_max: usize,
 }
 
 /// Opens the configured backend. Called by the composition root (`server`), never by the

@@ -1,42 +1,105 @@
 //! Images in the `images` table, by SHA-256: stored uncompressed, checked on every read. No
 //! term check: an image is named by its content, so whoever writes it writes the same row.
+//! Puts are group-committed: one writer task inserts every image queued since its last commit
+//! in one statement, and answers each put once that commit is durable.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, no_connection, unavailable};
 use crate::domain::ImageHash;
 use crate::storage::{self, BoxFuture, StorageError};
 
+/// An image waiting for the writer, and who to tell.
+type Put = (
+    ImageHash,
+    Vec<u8>,
+    oneshot::Sender<Result<(), Arc<StorageError>>>,
+);
+
+/// Most bytes of images one commit carries; more wait for the next.
+const BATCH_BYTES_MAX: usize = 16 << 20;
+
 pub(super) struct PgImages {
     db: Arc<Db>,
+    puts: mpsc::Sender<Put>,
 }
 
 impl PgImages {
-    pub(super) fn new(db: Arc<Db>) -> Self {
-        PgImages { db }
+    /// `writes_max` bounds the images queued for the writer at once; more uploads wait.
+    pub(super) fn new(db: Arc<Db>, writes_max: usize) -> Self {
+        let (puts, rx) = mpsc::channel(writes_max.max(1));
+        db.spawn(write(db.pool.clone(), rx));
+        PgImages { db, puts }
+    }
+}
+
+/// The image writer: takes what is queued (up to `BATCH_BYTES_MAX`), inserts it in one
+/// statement (committed synchronously, as the server is configured), answers every put in it.
+async fn write(pool: deadpool_postgres::Pool, mut rx: mpsc::Receiver<Put>) {
+    let mut carry: Option<Put> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.1.len();
+        let mut batch = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            if bytes + p.1.len() > BATCH_BYTES_MAX {
+                carry = Some(p);
+                break;
+            }
+            bytes += p.1.len();
+            batch.push(p);
+        }
+        let hashes: Vec<&[u8]> = batch.iter().map(|(h, _, _)| h.0.as_slice()).collect();
+        let contents: Vec<&[u8]> = batch.iter().map(|(_, b, _)| b.as_slice()).collect();
+        let result = async {
+            let client = pool.get().await.map_err(no_connection)?;
+            client
+                .execute(
+                    "INSERT INTO images (hash, bytes) \
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (hash) DO NOTHING",
+                    &[&hashes, &contents],
+                )
+                .await
+                .map_err(unavailable("store images"))
+        }
+        .await
+        .map(|_| ())
+        .map_err(Arc::new);
+        for (_, _, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
     }
 }
 
 impl storage::ImageStore for PgImages {
     fn put(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<ImageHash, StorageError>> {
-        let pool = self.db.pool.clone();
-        // Run on the backend's runtime, where its connections live; awaited from any runtime.
-        let task = self.db.spawn(async move {
+        Box::pin(async move {
             let hash = ImageHash(Sha256::digest(&bytes).into());
-            let client = pool.get().await.map_err(no_connection)?;
-            // Committed (synchronously, as the server is configured) before this returns.
-            client
-                .execute(
-                    "INSERT INTO images (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
-                    &[&hash.0.as_slice(), &bytes],
+            let (tx, rx) = oneshot::channel();
+            let stopped = || {
+                StorageError::unavailable(
+                    "store image",
+                    std::io::Error::other("the image writer has stopped"),
                 )
+            };
+            self.puts
+                .send((hash, bytes, tx))
                 .await
-                .map_err(unavailable("store image"))?;
-            Ok(hash)
-        });
-        Box::pin(async move { task.await.map_err(StorageError::Join)? })
+                .map_err(|_| stopped())?;
+            match rx.await.map_err(|_| stopped())? {
+                Ok(()) => Ok(hash),
+                Err(e) => Err(StorageError::unavailable("store image", SharedError(e))),
+            }
+        })
     }
 
     fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, StorageError> {
@@ -73,5 +136,21 @@ impl storage::ImageStore for PgImages {
                 Ok(row.is_some())
             })
             .unwrap_or(false)
+    }
+}
+
+/// A batch's error, shared by every put in it.
+#[derive(Debug)]
+struct SharedError(Arc<StorageError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
     }
 }

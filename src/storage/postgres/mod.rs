@@ -229,7 +229,10 @@ impl Follower {
     }
 
     pub fn images(&self) -> Arc<dyn crate::storage::ImageStore> {
-        Arc::new(images::PgImages::new(self.db.clone()))
+        Arc::new(images::PgImages::new(
+            self.db.clone(),
+            self.settings.image_writes_max,
+        ))
     }
 
     pub fn checkpoints(&self) -> Box<dyn crate::storage::CheckpointLog> {
@@ -305,7 +308,7 @@ impl Follower {
                 appender: Box::new(appender),
                 durable,
                 checkpoints: Box::new(checkpoints::PgCheckpoints::new(db.clone())),
-                images: Arc::new(images::PgImages::new(db.clone())),
+                images: Arc::new(images::PgImages::new(db.clone(), s.image_writes_max)),
                 projection: Arc::new(projection::PgProjection::new(db)),
             })
         }

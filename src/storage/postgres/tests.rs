@@ -33,6 +33,7 @@ impl Postgres {
             node_id: node.to_string(),
             advertise: format!("{node}.test:7443"),
             lease_ms: 2000,
+            image_writes_max: 16,
         }
     }
 }
