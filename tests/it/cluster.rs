@@ -155,10 +155,31 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A review in progress when the leader goes: sup-01 holds it under the old term.
+    let mut held = Console::open(&one, "sup-01").await;
+    let pending = submit(&one, "teller-01", "C-3").await;
+    let old = held.next_offer().await;
+    assert_eq!(old.request_id, pending.request_id);
+    held.accept(&old).await;
+
     // The leader stops cleanly and lets the lease go: the standby takes over.
     let len = one.ledger_len();
     one.stop().await;
+    drop(held);
     becomes(&two, Role::Leader).await;
+    // The review went back to the queue: a decision on the old epoch is refused, and the
+    // request is offered again under a new one.
+    let mut again = Console::open(&two, "sup-01").await;
+    let stale = again
+        .decide(&old, pb::Decision::Approve, "", "old epoch")
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let offered = again.next_offer().await;
+    assert_eq!(offered.request_id, pending.request_id);
+    assert!(offered.epoch > old.epoch, "a new epoch after the takeover");
+    again.approve(&offered).await;
+    drop(again);
     let found = countersign::tools::client::leader(
         &[two.addr()],
         &one.pki,
