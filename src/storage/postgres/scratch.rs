@@ -71,7 +71,7 @@ impl ScratchDatabase {
 
     /// Runs SQL statements in this database as the admin role (a test's tampering, say).
     pub fn execute(&self, sql: &str) -> anyhow::Result<()> {
-        run_sql(self.url.clone(), sql.to_string())
+        execute_at(&self.url, sql)
     }
 }
 
@@ -102,11 +102,13 @@ fn url_of(base: &str, name: &str) -> String {
 
 /// Runs one statement as the admin role in the admin database.
 fn admin(sql: String) -> anyhow::Result<()> {
-    run_sql(admin_url(), sql)
+    execute_at(&admin_url(), &sql)
 }
 
-/// Runs SQL at `url` on a thread of its own, so that it may be called from anywhere.
-fn run_sql(url: String, sql: String) -> anyhow::Result<()> {
+/// Runs SQL at `url` on a thread of its own, so that it may be called from anywhere (inside
+/// a runtime or not).
+pub fn execute_at(url: &str, sql: &str) -> anyhow::Result<()> {
+    let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

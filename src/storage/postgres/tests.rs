@@ -69,27 +69,9 @@ fn projection_applies_and_answers() {
     conformance::projection_applies_and_answers(&Postgres::new());
 }
 
-/// Runs one statement in the scratch database and returns the error text, if any.
+/// Runs SQL in the scratch database and returns the error's whole text, if any.
 fn exec(db: &ScratchDatabase, sql: &str) -> Result<(), String> {
-    let (url, sql) = (db.url().to_string(), sql.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| format!("{e:?}"))
-        })
-    })
-    .join()
-    .unwrap()
+    db.execute(sql).map_err(|e| format!("{e:#}"))
 }
 
 #[tokio::test]
@@ -240,34 +222,14 @@ async fn a_node_runs_with_only_the_documented_grants() {
         .settings("x")
         .url
         .replacen("postgres@", &format!("{role}@"), 1);
-    let denied = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let mut out = Vec::new();
-            for sql in [
-                "ALTER TABLE ledger DISABLE TRIGGER USER",
-                "UPDATE ledger SET record = 'x'",
-                "DELETE FROM checkpoints",
-            ] {
-                out.push(
-                    client
-                        .batch_execute(sql)
-                        .await
-                        .map_err(|e| format!("{e:?}")),
-                );
-            }
-            out
-        })
-    })
-    .join()
-    .unwrap();
+    let denied: Vec<Result<(), String>> = [
+        "ALTER TABLE ledger DISABLE TRIGGER USER",
+        "UPDATE ledger SET record = 'x'",
+        "DELETE FROM checkpoints",
+    ]
+    .into_iter()
+    .map(|sql| super::scratch::execute_at(&url, sql).map_err(|e| format!("{e:#}")))
+    .collect();
     for d in denied {
         let e = d.expect_err("refused");
         assert!(
@@ -288,22 +250,7 @@ impl Drop for DropRole {
 
 /// Runs SQL on the scratch server's admin database.
 fn admin_exec(sql: &str) {
-    let (url, sql) = (super::scratch::admin_url(), sql.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap();
-        })
-    })
-    .join()
-    .unwrap();
+    super::scratch::execute_at(&super::scratch::admin_url(), sql).unwrap();
 }
 
 /// Waits (up to 10 s) until `ledger` holds `n` records.
