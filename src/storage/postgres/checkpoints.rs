@@ -67,14 +67,7 @@ impl CheckpointLog for PgCheckpoints {
                 .await
                 .map_err(unavailable("store checkpoint"))?;
             if inserted == 0 {
-                let row = client
-                    .query_one("SELECT term FROM countersign_lease WHERE id = 1", &[])
-                    .await
-                    .map_err(unavailable("read the lease"))?;
-                return Err(StorageError::Fenced {
-                    ours: term,
-                    current: row.get::<_, i64>(0) as u64,
-                });
+                return Err(super::lease::fenced(&client, term).await);
             }
             Ok(())
         })

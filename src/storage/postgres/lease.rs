@@ -164,3 +164,17 @@ pub(super) async fn release(pool: &Pool, term: u64) -> Result<(), StorageError> 
         .map_err(unavailable("release the leader's lease"))?;
     Ok(())
 }
+
+/// The error for a write the lease's term refused, naming the term that leads now.
+pub(super) async fn fenced(client: &deadpool_postgres::Client, ours: u64) -> StorageError {
+    match client
+        .query_one("SELECT term FROM countersign_lease WHERE id = 1", &[])
+        .await
+    {
+        Ok(row) => StorageError::Fenced {
+            ours,
+            current: row.get::<_, i64>(0) as u64,
+        },
+        Err(e) => StorageError::unavailable("read the lease after a refused write", e),
+    }
+}

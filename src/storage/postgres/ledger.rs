@@ -175,34 +175,8 @@ impl LedgerRead for PgLedger {
     }
 
     fn read(&self, index: u64) -> Result<Vec<u8>, StorageError> {
-        let leaf = {
-            let tree = self.tree();
-            (index < tree.size())
-                .then(|| tree.store().get(0, index))
-                .flatten()
-        };
-        let Some(leaf) = leaf else {
-            return Err(StorageError::NoSuchRecord(index));
-        };
-        let record = self.db.run(move |pool| async move {
-            let client = pool.get().await.map_err(no_connection)?;
-            let row = client
-                .query_opt(
-                    "SELECT record FROM ledger WHERE idx = $1",
-                    &[&(index as i64)],
-                )
-                .await
-                .map_err(unavailable("read a ledger record"))?;
-            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-        })?;
-        let record = record.ok_or_else(|| damaged(index as i64, "a durable record is missing"))?;
-        if merkle::leaf_hash(&record) != leaf {
-            return Err(damaged(
-                index as i64,
-                "the record no longer matches its leaf hash",
-            ));
-        }
-        Ok(record)
+        let mut one = self.read_many(&[index])?;
+        one.pop().ok_or(StorageError::NoSuchRecord(index))
     }
 
     fn read_many(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, StorageError> {
@@ -453,7 +427,7 @@ impl Writer {
             .map_err(unavailable("write ledger batch"))?
             .get::<_, i64>(0) as u64;
         if inserted == 0 {
-            return Err(fenced(&client, self.term).await);
+            return Err(super::lease::fenced(&client, self.term).await);
         }
         if inserted != records.len() as u64 {
             return Err(StorageError::Inconsistent(format!(
@@ -503,18 +477,4 @@ fn injected() -> StorageError {
         "write ledger batch",
         std::io::Error::other("injected write fault"),
     )
-}
-
-/// The error for an insert the lease's term refused, naming the term that leads now.
-async fn fenced(client: &deadpool_postgres::Client, ours: u64) -> StorageError {
-    match client
-        .query_one("SELECT term FROM countersign_lease WHERE id = 1", &[])
-        .await
-    {
-        Ok(row) => StorageError::Fenced {
-            ours,
-            current: row.get::<_, i64>(0) as u64,
-        },
-        Err(e) => StorageError::unavailable("read the lease after a refused write", e),
-    }
 }
