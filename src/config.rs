@@ -249,6 +249,25 @@ backend = "embedded"
 # listen = "127.0.0.1:9464"
 "#;
 
+/// The sample's configuration moved to the postgres backend: the database at `url`, this
+/// node's id and advertised address, a pool of `pool_size` and the sample's lease. For tests,
+/// the bench and anyone scripting a cluster from the sample.
+pub fn on_postgres(
+    text: &str,
+    url: &str,
+    node_id: &str,
+    advertise: &str,
+    pool_size: usize,
+) -> String {
+    text.replace(
+        "backend = \"embedded\"\n",
+        &format!(
+            "backend = \"postgres\"\nurl = \"{url}\"\npool_size = {pool_size}\n\n\
+             [cluster]\nnode_id = \"{node_id}\"\nadvertise = \"{advertise}\"\nlease_ms = 2000\n"
+        ),
+    )
+}
+
 /// The storage section, checked: the embedded backend takes none of the database settings,
 /// the postgres backend needs all of them and a `[cluster]` section.
 fn storage(
@@ -531,6 +550,79 @@ mod tests {
         ] {
             let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
             assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_storage_section_is_checked() {
+        let dir = pki();
+        let url = "postgresql://u@db1:5432,db2:5432/cs?target_session_attrs=read-write";
+        let pg = on_postgres(SAMPLE, url, "node-1", "node-1.example:7443", 16);
+        let c = Config::parse(&pg, dir.path()).unwrap();
+        let crate::storage::StorageConfig::Postgres(s) = &c.storage else {
+            panic!("on postgres");
+        };
+        assert_eq!(
+            (s.url.as_str(), s.pool_size, s.node_id.as_str(), s.lease_ms),
+            (url, 16, "node-1", 2000)
+        );
+        assert_eq!(s.tls_ca_pem, None);
+        let embedded_with = |line: &str| {
+            SAMPLE.replace(
+                "backend = \"embedded\"\n",
+                &format!("backend = \"embedded\"\n{line}\n"),
+            )
+        };
+        for (bad, why) in [
+            (
+                SAMPLE.replace("backend = \"embedded\"", "backend = \"sqlite\""),
+                "storage.backend: must be \"embedded\" or \"postgres\"",
+            ),
+            (embedded_with("pool_size = 4"), "storage.pool_size: only for"),
+            (embedded_with("url = \"postgresql://x/y\""), "storage.url: only for"),
+            (
+                pg.replace(&format!("url = \"{url}\"\n"), ""),
+                "storage.url: needed for",
+            ),
+            (
+                pg.replace(url, "postgresql://db:notaport/cs"),
+                "storage.url: not a libpq connection URL",
+            ),
+            (pg.replace("pool_size = 16", "pool_size = 1"), "storage.pool_size: must be from 2"),
+            (pg.replace("lease_ms = 2000", "lease_ms = 100"), "cluster.lease_ms: must be from 500"),
+            (
+                pg.replace("node_id = \"node-1\"", "node_id = \"node 1\""),
+                "cluster.node_id: must be one non-empty word",
+            ),
+            (
+                pg.replace("advertise = \"node-1.example:7443\"", "advertise = \" \""),
+                "cluster.advertise: must be the address",
+            ),
+            (
+                pg.replace(
+                    "[cluster]\nnode_id = \"node-1\"\nadvertise = \"node-1.example:7443\"\nlease_ms = 2000\n",
+                    "",
+                ),
+                "cluster: needed for",
+            ),
+            (
+                SAMPLE.replace(
+                    "backend = \"embedded\"\n",
+                    "backend = \"embedded\"\n\n[cluster]\nnode_id = \"n\"\n\
+                     advertise = \"a:1\"\nlease_ms = 2000\n",
+                ),
+                "cluster: only for",
+            ),
+            (
+                pg.replace(
+                    &format!("url = \"{url}\"\n"),
+                    &format!("url = \"{url}\"\ntls_ca = \"missing.pem\"\n"),
+                ),
+                "storage.tls_ca: read",
+            ),
+        ] {
+            let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
+            assert!(e.contains(why), "{why}: {e}");
         }
     }
 

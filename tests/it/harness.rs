@@ -66,14 +66,9 @@ pub fn test_config_text(
         .replace("data_dir = \"data\"", "data_dir = \"../data\"");
     let text = match database {
         None => text,
-        Some(db) => text.replace(
-            "backend = \"embedded\"\n",
-            &format!(
-                "backend = \"postgres\"\nurl = \"{}\"\npool_size = 8\n\n\
-                 [cluster]\nnode_id = \"node-1\"\nadvertise = \"node-1.test:7443\"\nlease_ms = 2000\n",
-                db.url()
-            ),
-        ),
+        Some(db) => {
+            countersign::config::on_postgres(&text, db.url(), "node-1", "node-1.test:7443", 8)
+        }
     };
     edit(text)
 }

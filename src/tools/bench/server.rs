@@ -128,14 +128,7 @@ pub(super) async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<S
     };
     let config = match &database {
         None => config,
-        Some(db) => config.replace(
-            "backend = \"embedded\"\n",
-            &format!(
-                "backend = \"postgres\"\nurl = \"{}\"\npool_size = 16\n\n\
-                 [cluster]\nnode_id = \"bench\"\nadvertise = \"127.0.0.1:0\"\nlease_ms = 2000\n",
-                db.url()
-            ),
-        ),
+        Some(db) => crate::config::on_postgres(&config, db.url(), "bench", "127.0.0.1:0", 16),
     };
     let config_path = pki.join("countersign.toml");
     std::fs::write(&config_path, config).context("write bench config")?;
