@@ -60,29 +60,15 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
             break;
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut load = Vec::new();
-        for (w, teller) in ["teller-01", "teller-02", "teller-03"]
-            .into_iter()
-            .enumerate()
-        {
-            load.push(tokio::spawn(tell(
-                addr,
-                pki.clone(),
-                teller,
-                format!("K{round}-{w}"),
-                acked.clone(),
-                stop.clone(),
-            )));
-        }
-        for sup in ["sup-02", "sup-04"] {
-            load.push(tokio::spawn(decide(
-                addr,
-                pki.clone(),
-                sup,
-                acked.clone(),
-                stop.clone(),
-            )));
-        }
+        let load = load(
+            addr,
+            &pki,
+            &["teller-01", "teller-02", "teller-03"],
+            &["sup-02", "sup-04"],
+            &format!("K{round}"),
+            &acked,
+            &stop,
+        );
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -104,6 +90,39 @@ async fn repeated_sigkill_under_load_loses_nothing_acknowledged() {
     );
     assert!(n > kills, "too little load to test anything: {n} submits");
     assert!(decided > 0, "no decision was acknowledged");
+}
+
+/// Starts a `tell` task for each teller (serials `PREFIX-N-…`, N its place in the list) and a
+/// `decide` task for each supervisor against `addr`, all stopping with `stop`.
+pub fn load(
+    addr: std::net::SocketAddr,
+    pki: &std::path::Path,
+    tellers: &[&'static str],
+    supervisors: &[&'static str],
+    prefix: &str,
+    acked: &Acked,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Ended>> {
+    let tellers = tellers.iter().enumerate().map(|(w, teller)| {
+        tokio::spawn(tell(
+            addr,
+            pki.to_owned(),
+            teller,
+            format!("{prefix}-{w}"),
+            acked.clone(),
+            stop.clone(),
+        ))
+    });
+    let supervisors = supervisors.iter().map(|sup| {
+        tokio::spawn(decide(
+            addr,
+            pki.to_owned(),
+            sup,
+            acked.clone(),
+            stop.clone(),
+        ))
+    });
+    tellers.chain(supervisors).collect()
 }
 
 /// How a load task ended.

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::crash::{Acked, check, decide, tell};
+use crate::crash::{Acked, check, load};
 use crate::durability::{BinaryFiles, spawn_server};
 
 /// Where Debian keeps the server's programs.
@@ -196,25 +196,15 @@ async fn losing_the_database_primary_loses_nothing_acknowledged() {
     let acked: Acked = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = |round: usize, stop: &Arc<std::sync::atomic::AtomicBool>| {
-        let mut tasks = Vec::new();
-        for (w, teller) in ["teller-01", "teller-02"].into_iter().enumerate() {
-            tasks.push(tokio::spawn(tell(
-                addr,
-                files.pki.clone(),
-                teller,
-                format!("D{round}-{w}"),
-                acked.clone(),
-                stop.clone(),
-            )));
-        }
-        tasks.push(tokio::spawn(decide(
+        load(
             addr,
-            files.pki.clone(),
-            "sup-02",
-            acked.clone(),
-            stop.clone(),
-        )));
-        tasks
+            &files.pki,
+            &["teller-01", "teller-02"],
+            &["sup-02"],
+            &format!("D{round}"),
+            &acked,
+            stop,
+        )
     };
     let before = load(0, &stop);
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::crash::{Acked, check, decide, tell};
+use crate::crash::{Acked, check, load};
 use crate::durability::{BinaryFiles, spawn_server};
 use crate::fixtures::submit_request;
 
@@ -36,6 +36,16 @@ impl Node {
             child.wait().unwrap();
         }
     }
+}
+
+/// Nodes 1 to `n` of the cluster on `files`' database, not started.
+fn nodes(files: &BinaryFiles, n: usize) -> Vec<Node> {
+    (1..=n)
+        .map(|i| Node {
+            config: node_config(files, i),
+            run: None,
+        })
+        .collect()
 }
 
 /// Writes node `n`'s configuration: the shared one with its own id, its own port.
@@ -101,12 +111,7 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let files = BinaryFiles::new();
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|n| Node {
-            config: node_config(&files, n),
-            run: None,
-        })
-        .collect();
+    let mut nodes = nodes(&files, 3);
     for n in &mut nodes {
         n.start();
     }
@@ -118,26 +123,15 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
     for round in 0..=rounds {
         let addr = nodes[leader].addr().unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut load = Vec::new();
-        for (w, teller) in ["teller-02", "teller-03"].into_iter().enumerate() {
-            load.push(tokio::spawn(tell(
-                addr,
-                files.pki.clone(),
-                teller,
-                format!("F{round}-{w}"),
-                acked.clone(),
-                stop.clone(),
-            )));
-        }
-        for sup in ["sup-02", "sup-04"] {
-            load.push(tokio::spawn(decide(
-                addr,
-                files.pki.clone(),
-                sup,
-                acked.clone(),
-                stop.clone(),
-            )));
-        }
+        let load = load(
+            addr,
+            &files.pki,
+            &["teller-02", "teller-03"],
+            &["sup-02", "sup-04"],
+            &format!("F{round}"),
+            &acked,
+            &stop,
+        );
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
         if round == rounds {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -217,12 +211,7 @@ fn signal(node: &Node, sig: &str) {
 /// of it is in the ledger, and it steps down: a standby naming the new leader.
 async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
     let files = BinaryFiles::new();
-    let mut nodes: Vec<Node> = (1..=2)
-        .map(|n| Node {
-            config: node_config(&files, n),
-            run: None,
-        })
-        .collect();
+    let mut nodes = nodes(&files, 2);
     nodes[0].start();
     let acked: Acked = Default::default();
     let (first, _) = first_submit(
