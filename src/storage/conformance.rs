@@ -12,6 +12,38 @@ use super::*;
 use crate::domain::{ImageHash, PrincipalId, RequestId, TellerSerial};
 use crate::ledger::merkle;
 
+/// Declares every check as a test of the backend `$make` builds (afresh for each test): how a
+/// backend's own tests run the suite.
+macro_rules! suite {
+    ($make:expr) => {
+        #[tokio::test]
+        async fn ledger_appends_reads_and_proves() {
+            $crate::storage::conformance::ledger_appends_reads_and_proves(&$make).await;
+        }
+
+        #[tokio::test]
+        async fn ledger_failure_loses_nothing_durable() {
+            $crate::storage::conformance::ledger_failure_loses_nothing_durable(&$make).await;
+        }
+
+        #[test]
+        fn checkpoints_keep_their_order() {
+            $crate::storage::conformance::checkpoints_keep_their_order(&$make);
+        }
+
+        #[tokio::test]
+        async fn images_are_content_addressed() {
+            $crate::storage::conformance::images_are_content_addressed(&$make).await;
+        }
+
+        #[test]
+        fn projection_applies_and_answers() {
+            $crate::storage::conformance::projection_applies_and_answers(&$make);
+        }
+    };
+}
+pub(crate) use suite;
+
 /// Opens one backend's storage, again and again on the same place.
 pub(crate) trait Backend {
     fn open(&self) -> Storage;

@@ -261,28 +261,5 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn ledger_appends_reads_and_proves() {
-        conformance::ledger_appends_reads_and_proves(&Embedded::new()).await;
-    }
-
-    #[tokio::test]
-    async fn ledger_failure_loses_nothing_durable() {
-        conformance::ledger_failure_loses_nothing_durable(&Embedded::new()).await;
-    }
-
-    #[test]
-    fn checkpoints_keep_their_order() {
-        conformance::checkpoints_keep_their_order(&Embedded::new());
-    }
-
-    #[tokio::test]
-    async fn images_are_content_addressed() {
-        conformance::images_are_content_addressed(&Embedded::new()).await;
-    }
-
-    #[test]
-    fn projection_applies_and_answers() {
-        conformance::projection_applies_and_answers(&Embedded::new());
-    }
+    conformance::suite!(Embedded::new());
 }

@@ -44,30 +44,7 @@ impl Backend for Postgres {
     }
 }
 
-#[tokio::test]
-async fn ledger_appends_reads_and_proves() {
-    conformance::ledger_appends_reads_and_proves(&Postgres::new()).await;
-}
-
-#[tokio::test]
-async fn ledger_failure_loses_nothing_durable() {
-    conformance::ledger_failure_loses_nothing_durable(&Postgres::new()).await;
-}
-
-#[test]
-fn checkpoints_keep_their_order() {
-    conformance::checkpoints_keep_their_order(&Postgres::new());
-}
-
-#[tokio::test]
-async fn images_are_content_addressed() {
-    conformance::images_are_content_addressed(&Postgres::new()).await;
-}
-
-#[test]
-fn projection_applies_and_answers() {
-    conformance::projection_applies_and_answers(&Postgres::new());
-}
+conformance::suite!(Postgres::new());
 
 /// Runs SQL in the scratch database and returns the error's whole text, if any.
 fn exec(db: &ScratchDatabase, sql: &str) -> Result<(), String> {
