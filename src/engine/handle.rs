@@ -46,8 +46,6 @@ pub struct EngineHandle {
     pub(super) policy: SharedPolicy,
     /// True while the engine can take writes.
     pub(super) health: tokio::sync::watch::Receiver<bool>,
-    /// A standby's handle: no engine runs behind it, and reads see what the leader projected.
-    pub(super) standby: bool,
 }
 
 /// Ends a supervisor's session when their Attend stream is dropped.
@@ -503,8 +501,9 @@ impl EngineHandle {
     /// Waits until sled reflects every record durable now: the projection is applied in
     /// batches, and an audit read must see every acknowledged change.
     pub(super) async fn projected(&self) -> Result<(), Unavailable> {
-        if self.standby {
-            // The leader's engine projects; a standby reads what it has committed.
+        if self.checkpointer.following() {
+            // A standby's handle (its checkpoints are the leader's): no engine runs behind it;
+            // the leader's projects, and a standby reads what it has committed.
             return Ok(());
         }
         self.call(|reply| ServiceCommand::Project { reply }).await

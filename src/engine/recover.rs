@@ -82,7 +82,6 @@ pub(super) async fn start(
         policy,
         health,
         config,
-        standby: false,
     };
     Ok((handle, task))
 }
@@ -283,7 +282,6 @@ impl EngineHandle {
             policy: Arc::new(std::sync::RwLock::new(config.policy.clone())),
             health,
             config,
-            standby: true,
         })
     }
 }
