@@ -93,6 +93,17 @@ impl From<GetError> for Status {
     }
 }
 
+impl From<WatchError> for Status {
+    fn from(e: WatchError) -> Status {
+        match e {
+            WatchError::NotFound => Status::not_found(e.to_string()),
+            WatchError::Ahead { .. } => invalid(FieldError::new("after_version", e.to_string())),
+            WatchError::Storage(e) => internal(e),
+            WatchError::Unavailable(e) => unavailable(e),
+        }
+    }
+}
+
 impl From<CancelError> for Status {
     fn from(e: CancelError) -> Status {
         match e {

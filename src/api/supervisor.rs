@@ -71,6 +71,20 @@ impl Stream for AttendStream {
                     reason: reason.into(),
                 })),
             }),
+            Some(SupervisorEvent::Review {
+                request,
+                epoch,
+                review_by,
+            }) => Ok(pb::AttendResponse {
+                event: Some(pb::attend_response::Event::ReviewResumed(
+                    pb::ReviewResumed {
+                        request_id: request.id.to_string(),
+                        epoch,
+                        review_by: Some(convert::timestamp(review_by)),
+                        request: Some(convert::request(&request)),
+                    },
+                )),
+            }),
             Some(SupervisorEvent::Superseded) => {
                 this.done = true;
                 tracing::debug!("attend stream replaced by a newer one");

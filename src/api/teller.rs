@@ -25,13 +25,15 @@ pub struct TellerApi {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
-/// One request's states: the current one, then each change. It ends after a final state; if
-/// it ends before one (the server is stopping, or the client read too slowly), it ends with
-/// UNAVAILABLE so the client knows to watch again.
+/// One request's states: those the client missed (or the current one), then each change. It
+/// ends after a final state; if it ends before one (the server is stopping, or the client read
+/// too slowly), it ends with UNAVAILABLE so the client knows to watch again.
 struct Watch {
     /// Holds the teller's stream slot until the stream is dropped.
     _slot: super::StreamSlot,
-    first: Option<crate::domain::Request>,
+    /// States to send before the live ones, oldest first.
+    first: std::collections::VecDeque<crate::domain::Request>,
+    /// Live changes; `None` once the request is final (nothing more will come).
     rx: Option<tokio::sync::mpsc::Receiver<crate::domain::Request>>,
     done: bool,
     /// The Watch call's span: entered on every poll, so what the stream logs is the call's.
@@ -51,10 +53,11 @@ impl Stream for Watch {
         if this.done {
             return Poll::Ready(None);
         }
-        let next = match this.first.take() {
+        let next = match this.first.pop_front() {
             Some(r) => Some(r),
             None => match this.rx.as_mut() {
-                None => None,
+                // Final, and the client has every state up to it.
+                None => return Poll::Ready(None),
                 Some(rx) => match rx.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,
@@ -63,7 +66,7 @@ impl Stream for Watch {
         };
         match next {
             Some(r) => {
-                if r.state.is_final() || this.rx.is_none() {
+                if r.state.is_final() {
                     this.done = true;
                 }
                 Poll::Ready(Some(Ok(pb::WatchResponse {
@@ -141,17 +144,20 @@ impl TellerService for TellerApi {
     )]
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
-        let pb::WatchRequest { request_id } = req.into_inner();
+        let pb::WatchRequest {
+            request_id,
+            after_version,
+        } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
         let max = self.limits.watch_streams_per_principal_max;
         let slot = self
             .watches
             .take(teller.id.as_str(), max)
             .ok_or_else(|| status::watch_streams_full(max))?;
-        let (current, rx) = self.engine().watch(&teller.id, &id).await?;
+        let (states, rx) = self.engine().watch(&teller.id, &id, after_version).await?;
         Ok(Response::new(Box::pin(Watch {
             _slot: slot,
-            first: Some(current),
+            first: states.into(),
             rx,
             done: false,
             span: tracing::Span::current(),

@@ -65,6 +65,9 @@ pub struct Request {
     pub decision: Option<DecisionEntry>,
     /// When a supervisor first accepted it.
     pub first_accepted_at: Option<Timestamp>,
+    /// When the current review began, while IN_REVIEW: the review timeout runs from here, so
+    /// it survives a restart or a takeover.
+    pub accepted_at: Option<Timestamp>,
     pub submitted_at: Timestamp,
     pub updated_at: Timestamp,
     /// Ledger index of the Submitted record; orders the queue (older first).
@@ -169,6 +172,7 @@ impl Request {
             escalations: Vec::new(),
             approvals: Vec::new(),
             first_accepted_at: None,
+            accepted_at: None,
             state: State::Queued,
             epoch: 0,
             assignee: None,
@@ -246,6 +250,7 @@ impl Request {
                 self.state = State::InReview;
                 self.accept_by = None;
                 self.first_accepted_at.get_or_insert(at);
+                self.accepted_at = Some(at);
             }
             Event::Decided {
                 supervisor,
@@ -340,6 +345,9 @@ impl Request {
                 self.version = index;
                 return Ok(());
             }
+        }
+        if self.state != State::InReview {
+            self.accepted_at = None;
         }
         self.updated_at = at;
         self.version = index;

@@ -356,10 +356,37 @@ impl Core {
             let _ = old.tx.try_send(SupervisorEvent::Superseded);
             self.signed_out(&id, old, WithdrawReason::Superseded);
         }
+        self.hand_back_reviews(&id);
         tracing::info!(supervisor = %id, session, "supervisor signed in");
         self.count_sessions();
         self.dispatch_all = true;
         (session, rx)
+    }
+
+    /// Gives a new session the reviews its supervisor still holds from before a restart or a
+    /// takeover: they count against the task limit again, go back to the queue if this stream
+    /// closes, and are sent first so the console can show them.
+    fn hand_back_reviews(&mut self, supervisor: &PrincipalId) {
+        let review_timeout_ms = self.config.review_timeout_ms;
+        let held: Vec<SupervisorEvent> = self
+            .requests
+            .in_review_by(supervisor)
+            .into_iter()
+            .map(|r| SupervisorEvent::Review {
+                request: r.clone(),
+                epoch: r.epoch,
+                review_by: r
+                    .accepted_at
+                    .unwrap_or(r.updated_at)
+                    .plus_ms(review_timeout_ms),
+            })
+            .collect();
+        for event in held {
+            if let SupervisorEvent::Review { request, .. } = &event {
+                self.sessions.hold(supervisor, &request.id);
+            }
+            self.send_supervisor(supervisor, event);
+        }
     }
 
     /// Ends a supervisor's session, if still current, and puts what they held back in the

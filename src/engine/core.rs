@@ -257,14 +257,17 @@ impl Core {
         }
         tracing::info!("ledger writes again: serving");
         self.availability.recovered();
-        self.withdraw_held(WithdrawReason::Disconnected);
+        self.withdraw_offers(WithdrawReason::Disconnected);
         self.dispatch_all = true;
     }
 
-    /// Records the withdrawal of every request held by a supervisor (offered or in review),
-    /// putting it back in the queue: used when the consoles holding them are gone.
-    pub fn withdraw_held(&mut self, reason: WithdrawReason) {
-        for (id, supervisor, epoch) in self.requests.held() {
+    /// Records the withdrawal of every open offer, putting it back in the queue: used when the
+    /// consoles that held them are gone (a restart, a takeover, a ledger that could not write).
+    /// Reviews stay with their supervisor, who has looked at the images and may be mid-way
+    /// through a decision: the next Attend hands them back (`attend`), and the review timeout,
+    /// which runs from the Accepted record's time, bounds how long they wait for them.
+    pub fn withdraw_offers(&mut self, reason: WithdrawReason) {
+        for (id, supervisor, epoch) in self.requests.held(State::Offered) {
             self.record(
                 &id,
                 Actor::System,
@@ -310,6 +313,10 @@ impl Core {
         self.timers.request(r.deadline(), &r.id);
         if let Some(at) = r.escalate_at() {
             self.timers.request(at, &r.id);
+        }
+        if let (State::InReview, Some(at)) = (r.state, r.accepted_at) {
+            self.timers
+                .review(at.plus_ms(self.config.review_timeout_ms), &r.id, r.epoch);
         }
         self.requests.adopt(r, fingerprint);
     }
@@ -455,7 +462,7 @@ impl Core {
         }
     }
 
-    /// Queues an event for a supervisor's current session, to go once durable.
+    /// Sends an event to a supervisor's current session once what it depends on is durable.
     pub fn send_supervisor(
         &mut self,
         supervisor: &crate::domain::PrincipalId,
@@ -464,12 +471,18 @@ impl Core {
         let Some(s) = self.sessions.get(supervisor) else {
             return;
         };
+        let (session, need) = (s.id, self.appender.next_index());
+        if need <= self.durable {
+            // Nothing it could depend on is still in flight (a review handed back at Attend).
+            self.deliver(supervisor, session, event);
+            return;
+        }
         let out = Outgoing::ToSupervisor {
             supervisor: supervisor.clone(),
-            session: s.id,
+            session,
             event,
         };
-        self.outbox.push(self.appender.next_index(), out);
+        self.outbox.push(need, out);
     }
 
     /// The one way a supervisor loses a request they held: `event` (a withdrawal, a timeout,

@@ -71,6 +71,30 @@ pub enum GetError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("request not found")]
+    NotFound,
+    /// The client says it saw a version the request never reached (it watched a database
+    /// that lost acknowledged writes, or it sends a version of another request).
+    #[error("is {after}, past the request's current version {version}")]
+    Ahead { after: u64, version: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageFault),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl From<GetError> for WatchError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::NotFound => WatchError::NotFound,
+            GetError::Storage(e) => WatchError::Storage(e),
+            GetError::Unavailable(e) => WatchError::Unavailable(e),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum CancelError {
     #[error("request not found")]
     NotFound,

@@ -177,12 +177,17 @@ impl EngineHandle {
         }
     }
 
-    /// The request's current state and a receiver of every later change.
+    /// What a Watch sends: the request's states, oldest first, and a receiver of every later
+    /// change (none once the request is final). Without `after_version` the states are just
+    /// the current one; otherwise they are the state after every change recorded after that
+    /// version, the current one last (none when the caller is up to date), so a client that
+    /// reconnects, to this node or to a new leader, misses nothing.
     pub async fn watch(
         &self,
         teller: &PrincipalId,
         id: &RequestId,
-    ) -> Result<(Request, Option<mpsc::Receiver<Request>>), GetError> {
+        after_version: Option<u64>,
+    ) -> Result<(Vec<Request>, Option<mpsc::Receiver<Request>>), WatchError> {
         let found = self
             .call(|reply| TellerCommand::Watch {
                 teller: teller.clone(),
@@ -190,16 +195,47 @@ impl EngineHandle {
                 reply,
             })
             .await??;
-        match found {
-            Lookup::Active((r, rx)) => Ok((r, Some(rx))),
+        let (current, rx) = match found {
+            Lookup::Active((r, rx)) => (r, Some(rx)),
             Lookup::NotActive => {
                 let r = self
                     .load_owned(teller, id)
                     .await?
-                    .ok_or(GetError::NotFound)?;
-                Ok((r, None))
+                    .ok_or(WatchError::NotFound)?;
+                (r, None)
             }
+        };
+        let rx = rx.filter(|_| !current.state.is_final());
+        let version = current.version;
+        let Some(after_version) = after_version else {
+            return Ok((vec![current], rx));
+        };
+        if after_version > version {
+            return Err(WatchError::Ahead {
+                after: after_version,
+                version,
+            });
         }
+        if after_version == version {
+            return Ok((Vec::new(), rx));
+        }
+        // The engine answered once `current` was durable, and the projection is brought up to
+        // the durable count, so it names every record of the request up to `current`.
+        self.projected().await?;
+        let (ledger, projection, key) = (self.ledger.clone(), self.projection.clone(), id.clone());
+        let mut states = blocking(move || {
+            load::states_between(
+                ledger.as_ref(),
+                projection.as_ref(),
+                &key,
+                after_version,
+                version,
+            )
+        })
+        .await
+        .map_err(StorageFault)?;
+        states.push(current);
+        Ok((states, rx))
     }
 
     pub async fn cancel(

@@ -41,12 +41,54 @@ pub fn fold_indexes(
             source,
         }
     })?;
-    // The fold checks the records agree with each other; the first must also be `id`'s.
+    is_of(&request, id)?;
+    Ok(Loaded { request, records })
+}
+
+/// The request as it stood after each of its records with an index in `(after, until)`,
+/// oldest first: the changes a Watch resuming after version `after` missed, up to the state
+/// `until` that it is sent as current. Reads what the projection names. Blocking.
+pub fn states_between(
+    ledger: &dyn LedgerRead,
+    projection: &dyn Projection,
+    id: &RequestId,
+    after: u64,
+    until: u64,
+) -> Result<Vec<Request>, StorageError> {
+    let Some((_, indexes)) = projection.request(id)? else {
+        return Err(StorageError::Inconsistent(format!(
+            "request {id} is watched but has no projection row"
+        )));
+    };
+    let indexes: Vec<u64> = indexes.into_iter().filter(|&i| i < until).collect();
+    let mut request: Option<Request> = None;
+    let mut states = Vec::new();
+    for (&index, bytes) in indexes.iter().zip(ledger.read_many(&indexes)?) {
+        let rec = crate::ledger::record::decode(&bytes)
+            .map_err(|source| StorageError::Record { index, source })?;
+        let opened =
+            fold::step(request.as_mut(), index, &rec).map_err(|source| StorageError::Fold {
+                request: id.clone(),
+                source,
+            })?;
+        if let Some(opened) = opened {
+            is_of(&opened, id)?;
+            request = Some(opened);
+        }
+        if let Some(r) = request.as_ref().filter(|_| index > after) {
+            states.push(r.clone());
+        }
+    }
+    Ok(states)
+}
+
+/// The fold checks the records agree with each other; the first must also be `id`'s.
+fn is_of(request: &Request, id: &RequestId) -> Result<(), StorageError> {
     if &request.id != id {
         return Err(StorageError::Inconsistent(format!(
             "the projection's records for {id} belong to {}",
             request.id
         )));
     }
-    Ok(Loaded { request, records })
+    Ok(())
 }

@@ -116,6 +116,13 @@ pub enum SupervisorEvent {
         epoch: u64,
         reason: Withdrawal,
     },
+    /// A request this supervisor accepted before a restart or takeover and still holds in
+    /// review; sent when Attend opens, so the console can show it and decide it.
+    Review {
+        request: Request,
+        epoch: u64,
+        review_by: Timestamp,
+    },
     /// A newer Attend by the same supervisor replaced this stream.
     Superseded,
 }

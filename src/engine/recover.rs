@@ -1,7 +1,7 @@
 //! Start-up from storage the composition root opened: check the stored checkpoints, bring the
 //! projection up to date by replaying the records it has not seen, load every undecided
-//! request into the engine, put back in the queue whatever was offered or in review when the
-//! server stopped, and start the engine on a thread of its own.
+//! request into the engine, put back in the queue whatever was offered when the server stopped
+//! (reviews stay with their supervisor), and start the engine on a thread of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub(super) async fn start(
 
 /// Checks the stored checkpoints, brings the projection up to the ledger and builds the engine's
 /// state: the undecided requests, today's counts, and withdrawals (as ledger events) of what
-/// was offered or in review when the server stopped. Blocking.
+/// was offered when the server stopped. Blocking.
 fn recover(
     parts: Parts,
     checkpoints: Box<dyn crate::storage::CheckpointLog>,
@@ -121,9 +121,9 @@ fn recover(
     let mut core = Core::new(parts);
     count_today(ledger.as_ref(), &mut core, now)?;
     core.reload_from_durable()?;
-    // Whatever was offered or in review when the server stopped goes back to the queue: the
-    // consoles that held it are gone.
-    core.withdraw_held(WithdrawReason::Restart);
+    // What was offered when the server stopped goes back to the queue: the consoles that held
+    // it are gone. Reviews wait for their supervisor's next Attend.
+    core.withdraw_offers(WithdrawReason::Restart);
     tracing::info!(undecided = core.requests.len(), "requests loaded");
     core.appender.flush()?;
     Ok((core, checkpointer))

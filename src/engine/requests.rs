@@ -93,13 +93,23 @@ impl Requests {
         self.by_id.len()
     }
 
-    /// (request, holder, epoch) of every request offered or in review.
-    pub fn held(&self) -> Vec<(RequestId, PrincipalId, u64)> {
+    /// (request, holder, epoch) of every request in `state` (OFFERED or IN_REVIEW).
+    pub fn held(&self, state: State) -> Vec<(RequestId, PrincipalId, u64)> {
         self.by_id
             .values()
-            .filter(|r| matches!(r.state, State::Offered | State::InReview))
+            .filter(|r| r.state == state)
             .filter_map(|r| Some((r.id.clone(), r.assignee.clone()?, r.epoch)))
             .collect()
+    }
+
+    /// Requests in review by `supervisor`, oldest review first.
+    pub fn in_review_by(&self, supervisor: &PrincipalId) -> Vec<&Request> {
+        let mut held: Vec<&Request> = self
+            .iter()
+            .filter(|r| r.state == State::InReview && r.assignee.as_ref() == Some(supervisor))
+            .collect();
+        held.sort_by_key(|r| (r.accepted_at, r.submitted_index));
+        held
     }
 
     /// Takes in an undecided request (opened now, or loaded at start).

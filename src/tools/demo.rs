@@ -312,6 +312,7 @@ async fn tell(
             let mut watch = c
                 .watch(pb::WatchRequest {
                     request_id: r.request_id.clone(),
+                    after_version: None,
                 })
                 .await?
                 .into_inner();

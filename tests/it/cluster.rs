@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use countersign::api::Role;
 use countersign::api::pb;
+use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -155,31 +156,96 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A review in progress when the leader goes: sup-01 holds it under the old term.
+    // A review in progress and an offer not yet accepted when the leader goes, both under the
+    // old term.
     let mut held = Console::open(&one, "sup-01").await;
     let pending = submit(&one, "teller-01", "C-3").await;
     let old = held.next_offer().await;
     assert_eq!(old.request_id, pending.request_id);
     held.accept(&old).await;
+    let mut offered_to = Console::open(&one, "sup-02").await;
+    let waiting = submit(&one, "teller-01", "C-4").await;
+    let old_offer = offered_to.next_offer().await;
+    assert_eq!(old_offer.request_id, waiting.request_id);
+    // teller-01 watches C-4 and has seen it offered.
+    let mut watched = one
+        .teller("teller-01")
+        .await
+        .watch(pb::WatchRequest {
+            request_id: waiting.request_id.clone(),
+            after_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = watched.message().await.unwrap().unwrap().request.unwrap();
+    assert_eq!(state(&seen), pb::RequestState::Offered);
 
     // The leader stops cleanly and lets the lease go: the standby takes over.
     let len = one.ledger_len();
     one.stop().await;
-    drop(held);
+    drop((held, offered_to));
     becomes(&two, Role::Leader).await;
-    // The review went back to the queue: a decision on the old epoch is refused, and the
-    // request is offered again under a new one.
-    let mut again = Console::open(&two, "sup-01").await;
+    // The offer was withdrawn: its old epoch is refused, and it is offered again under a new
+    // one.
+    let mut again = Console::open(&two, "sup-02").await;
     let stale = again
-        .decide(&old, pb::Decision::Approve, "", "old epoch")
+        .client
+        .accept(pb::AcceptRequest {
+            request_id: old_offer.request_id.clone(),
+            epoch: old_offer.epoch,
+        })
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
     let offered = again.next_offer().await;
-    assert_eq!(offered.request_id, pending.request_id);
-    assert!(offered.epoch > old.epoch, "a new epoch after the takeover");
+    assert_eq!(offered.request_id, waiting.request_id);
+    assert!(
+        offered.epoch > old_offer.epoch,
+        "a new epoch after the takeover"
+    );
     again.approve(&offered).await;
     drop(again);
+    // The teller's Watch ended with the old leader; resumed on the new one from the version it
+    // saw, it is sent every change since, the takeover's withdrawal included.
+    let ended = watched.message().await.expect_err("ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable);
+    let resumed: Vec<pb::RequestState> = two
+        .teller("teller-01")
+        .await
+        .watch(pb::WatchRequest {
+            request_id: waiting.request_id.clone(),
+            after_version: Some(seen.version),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|w| state(&w.unwrap().request.unwrap()))
+        .collect()
+        .await;
+    assert_eq!(
+        resumed,
+        [
+            pb::RequestState::Queued,
+            pb::RequestState::Offered,
+            pb::RequestState::InReview,
+            pb::RequestState::Approved
+        ]
+    );
+    // The review stayed with sup-01, who is handed it back on the new leader and decides it
+    // under the epoch it accepted.
+    let mut back = Console::open(&two, "sup-01").await;
+    let review = back.next_review().await;
+    assert_eq!(
+        (review.request_id.as_str(), review.epoch),
+        (pending.request_id.as_str(), old.epoch)
+    );
+    let decided = back
+        .decide(&old, pb::Decision::Approve, "", "after takeover")
+        .await
+        .expect("the review survives the takeover");
+    assert_eq!(state(&decided), pb::RequestState::Approved);
+    drop(back);
     let found = countersign::tools::client::leader(
         &[two.addr()],
         &one.pki,

@@ -211,27 +211,32 @@ pub async fn decide(
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Ended::default();
         }
-        let Some(pb::attend_response::Event::Offer(o)) = m.event else {
-            continue;
+        // A review held from before a restart or takeover is decided as it is; an offer is
+        // accepted first.
+        let ((request_id, epoch), offered) = match m.event {
+            Some(pb::attend_response::Event::Offer(o)) => ((o.request_id, o.epoch), true),
+            Some(pb::attend_response::Event::ReviewResumed(r)) => ((r.request_id, r.epoch), false),
+            _ => continue,
         };
-        if let Err(s) = c
-            .accept(pb::AcceptRequest {
-                request_id: o.request_id.clone(),
-                epoch: o.epoch,
-            })
-            .await
+        if offered
+            && let Err(s) = c
+                .accept(pb::AcceptRequest {
+                    request_id: request_id.clone(),
+                    epoch,
+                })
+                .await
         {
             call = Some(s);
             continue;
         }
-        let decision = if o.epoch % 3 == 0 {
+        let decision = if epoch % 3 == 0 {
             pb::Decision::Reject
         } else {
             pb::Decision::Approve
         };
         let req = pb::DecideRequest {
-            request_id: o.request_id.clone(),
-            epoch: o.epoch,
+            request_id: request_id.clone(),
+            epoch,
             decision: decision as i32,
             reason_code: if decision == pb::Decision::Reject {
                 "LIMIT".into()
@@ -242,7 +247,7 @@ pub async fn decide(
         };
         match c.decide(req).await {
             Ok(_) => {
-                if let Some(v) = acked.lock().unwrap().get_mut(&o.request_id) {
+                if let Some(v) = acked.lock().unwrap().get_mut(&request_id) {
                     v.3 = Some((sup.to_string(), decision as i32));
                 }
             }
@@ -309,7 +314,8 @@ pub async fn check(
     let states = replay_states(&crate::harness::stored_records(data, database));
     let report = crate::harness::verify_stored(data, database, None);
     assert_eq!(report.problem, None);
-    // Right after a restart nobody attends: everything undecided is waiting in the queue.
+    // Right after a restart nobody attends: every offer went back to the queue, and every
+    // review waits for its supervisor, exactly as the ledger says.
     let mut admin = countersign::api::pb::admin_service_client::AdminServiceClient::new(
         countersign::tools::client::channel(addr, pki, "admin-01")
             .await
@@ -320,14 +326,12 @@ pub async fn check(
         .await
         .unwrap()
         .into_inner();
-    let waiting = states
-        .values()
-        .filter(|s| matches!(s, State::Queued | State::Offered | State::InReview))
-        .count() as u64;
-    assert_eq!((st.offered, st.in_review), (0, 0));
+    let count = |want: State| states.values().filter(|s| **s == want).count() as u64;
+    assert_eq!(count(State::Offered), 0, "the restart withdrew every offer");
     assert_eq!(
-        st.queued, waiting,
-        "the queue holds exactly the undecided requests"
+        (st.queued, st.offered, st.in_review),
+        (count(State::Queued), 0, count(State::InReview)),
+        "the queue holds exactly what the ledger says is waiting"
     );
 }
 

@@ -21,12 +21,13 @@ async fn get(t: &TestServer, teller: &str, id: &str) -> pb::AuthorizationRequest
         .unwrap()
 }
 
-async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
+async fn a_restart_keeps_every_request_and_hands_open_reviews_back() {
     let mut t = TestServer::start().await;
     let approved = submit(&t, "teller-01", "R-1").await;
     let reviewing = submit(&t, "teller-01", "R-2").await;
     let queued = submit(&t, "teller-03", "R-3").await;
     let cancelled = submit(&t, "teller-02", "R-4").await;
+    let accepted_epoch;
     t.teller("teller-02")
         .await
         .cancel(pb::CancelRequest {
@@ -56,12 +57,14 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
         let o = s.next_offer().await;
         assert_eq!(o.request_id, reviewing.request_id);
         s.accept(&o).await;
+        accepted_epoch = o.epoch;
         // Stop with the review open, the console attached and a Watch open.
         let mut watch = t
             .teller("teller-01")
             .await
             .watch(pb::WatchRequest {
                 request_id: reviewing.request_id.clone(),
+                after_version: None,
             })
             .await
             .unwrap()
@@ -80,31 +83,73 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
         state(&get(&t, "teller-02", &cancelled.request_id).await),
         pb::RequestState::Cancelled
     );
-    // A Watch opened after the restart starts from the current state.
+    assert_eq!(
+        state(&get(&t, "teller-01", &approved.request_id).await),
+        pb::RequestState::Approved
+    );
+    assert_eq!(
+        state(&get(&t, "teller-03", &queued.request_id).await),
+        pb::RequestState::Queued
+    );
+    // The review stays with its supervisor across the restart, and a Watch opened after it
+    // starts from that state.
     let mut watch = t
         .teller("teller-01")
         .await
         .watch(pb::WatchRequest {
             request_id: reviewing.request_id.clone(),
+            after_version: None,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(
         state(&watch.message().await.unwrap().unwrap().request.unwrap()),
-        pb::RequestState::Queued
+        pb::RequestState::InReview
     );
+    // The decline survives the restart too: sup-03 is never offered R-3 again.
+    let mut s3 = Console::open(&t, "sup-03").await;
+    s3.expect_quiet(300).await;
+    // Nobody else is offered the review: sup-01 could take it, but it is not in the queue.
+    let mut s1 = Console::open(&t, "sup-01").await;
+    let o = s1.next_offer().await;
+    assert_eq!(o.request_id, queued.request_id, "only R-3 is queued");
+    // sup-04 signs in again and is handed the review first, under the epoch it accepted.
+    let mut s = Console::open(&t, "sup-04").await;
+    let r = s.next_review().await;
+    assert_eq!(r.request_id, reviewing.request_id);
+    assert_eq!(r.epoch, accepted_epoch);
+    let review_by = r.review_by.expect("review_by");
+    let accepted_at = r
+        .request
+        .as_ref()
+        .expect("request")
+        .updated_at
+        .expect("updated_at");
     assert_eq!(
-        state(&get(&t, "teller-01", &approved.request_id).await),
+        (review_by.seconds - accepted_at.seconds) * 1000
+            + i64::from(review_by.nanos - accepted_at.nanos) / 1_000_000,
+        600_000,
+        "the review timeout runs from the Accept, not from the restart"
+    );
+    let decided = s
+        .client
+        .decide(pb::DecideRequest {
+            request_id: r.request_id.clone(),
+            epoch: r.epoch,
+            decision: pb::Decision::Approve as i32,
+            reason_code: String::new(),
+            comment: "after restart".into(),
+        })
+        .await
+        .expect("the resumed review is decided")
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(state(&decided), pb::RequestState::Approved);
+    assert_eq!(
+        state(&watch.message().await.unwrap().unwrap().request.unwrap()),
         pb::RequestState::Approved
-    );
-    assert_eq!(
-        state(&get(&t, "teller-01", &reviewing.request_id).await),
-        pb::RequestState::Queued
-    );
-    assert_eq!(
-        state(&get(&t, "teller-03", &queued.request_id).await),
-        pb::RequestState::Queued
     );
     let history = t
         .auditor()
@@ -115,21 +160,63 @@ async fn a_restart_keeps_every_request_and_requeues_open_reviews() {
         .await
         .unwrap()
         .into_inner();
-    let last = history.events.last().unwrap();
-    assert_eq!(last.kind, "offer_withdrawn");
-    let v: serde_json::Value = serde_json::from_slice(&last.record).unwrap();
-    assert_eq!(v["event"]["reason"], "restart");
-    // The decline survives the restart too: sup-03 is never offered R-3 again.
-    let mut s3 = Console::open(&t, "sup-03").await;
-    s3.expect_quiet(300).await;
-    let mut s = Console::open(&t, "sup-01").await;
-    let o = s.next_offer().await;
-    assert_eq!(o.request_id, reviewing.request_id);
-    assert_eq!(o.epoch, 2, "the epoch withdrawn at restart is never reused");
+    let kinds: Vec<&str> = history.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
-        state(&watch.message().await.unwrap().unwrap().request.unwrap()),
-        pb::RequestState::Offered
+        kinds[kinds.len() - 2..],
+        ["accepted", "decided"],
+        "nothing was withdrawn between the Accept and the decision"
     );
+}
+
+/// A review whose supervisor does not come back after a restart waits only until its review
+/// timeout, counted from the Accept, and is then offered to someone else; the late decision
+/// presents a stale epoch and changes nothing.
+async fn a_review_not_resumed_after_a_restart_times_out_and_is_offered_again() {
+    let mut t = TestServer::start().await;
+    let reviewing = submit(&t, "teller-01", "T-1").await;
+    let epoch = {
+        let mut s = Console::open(&t, "sup-04").await;
+        let o = s.next_offer().await;
+        s.accept(&o).await;
+        t.stop().await;
+        o.epoch
+    };
+    t.restart().await;
+    let mut other = Console::open(&t, "sup-01").await;
+    other.expect_quiet(300).await;
+    t.clock.advance_ms(600_001);
+    let o = other.next_offer().await;
+    assert_eq!(o.request_id, reviewing.request_id);
+    assert_eq!(o.epoch, epoch + 1, "a withdrawn epoch is never reused");
+    let late = t
+        .supervisor("sup-04")
+        .await
+        .decide(pb::DecideRequest {
+            request_id: reviewing.request_id.clone(),
+            epoch,
+            decision: pb::Decision::Approve as i32,
+            reason_code: String::new(),
+            comment: "too late".into(),
+        })
+        .await
+        .expect_err("the old epoch is refused");
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    let history = t
+        .auditor()
+        .await
+        .get_request(pb::GetRequestRequest {
+            request_id: reviewing.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let withdrawn = history
+        .events
+        .iter()
+        .rfind(|e| e.kind == "offer_withdrawn")
+        .expect("a withdrawal");
+    let v: serde_json::Value = serde_json::from_slice(&withdrawn.record).unwrap();
+    assert_eq!(v["event"]["reason"], "review_timeout");
 }
 
 async fn a_missing_projection_is_rebuilt_and_equals_the_state_before() {
@@ -426,7 +513,8 @@ fn last_segment(t: &TestServer) -> std::path::PathBuf {
 }
 
 crate::on_both_backends!(
-    a_restart_keeps_every_request_and_requeues_open_reviews,
+    a_restart_keeps_every_request_and_hands_open_reviews_back,
+    a_review_not_resumed_after_a_restart_times_out_and_is_offered_again,
     a_missing_projection_is_rebuilt_and_equals_the_state_before,
     a_missing_projection_is_rebuilt_from_the_ledger,
     sigkill_loses_no_acknowledged_submit,

@@ -420,6 +420,13 @@ impl Console {
         }
     }
 
+    pub async fn next_review(&mut self) -> pb::ReviewResumed {
+        match self.next().await {
+            pb::attend_response::Event::ReviewResumed(r) => r,
+            other => panic!("{}: expected a resumed review, got {other:?}", self.id),
+        }
+    }
+
     /// Asserts nothing arrives for a short while. Used only to check that something does NOT
     /// happen; the positive paths never depend on timing.
     pub async fn expect_quiet(&mut self, ms: u64) {

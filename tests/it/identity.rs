@@ -172,6 +172,7 @@ async fn a_teller_sees_only_their_own_requests() {
         other
             .watch(pb::WatchRequest {
                 request_id: id.clone(),
+                after_version: None,
             })
             .await,
         Code::NotFound,

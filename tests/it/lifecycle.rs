@@ -25,6 +25,7 @@ async fn approve_end_to_end_with_watch_and_audit() {
     let mut watch = teller
         .watch(pb::WatchRequest {
             request_id: r.request_id.clone(),
+            after_version: None,
         })
         .await
         .unwrap()
@@ -510,6 +511,120 @@ async fn a_second_attend_replaces_the_first() {
     assert_eq!(status.code(), Code::Aborted);
 }
 
+async fn next_state(w: &mut tonic::Streaming<pb::WatchResponse>) -> pb::AuthorizationRequest {
+    tokio::time::timeout(std::time::Duration::from_secs(10), w.message())
+        .await
+        .expect("a state within 10 s")
+        .unwrap()
+        .unwrap()
+        .request
+        .unwrap()
+}
+
+/// A Watch that reconnects with the version it last saw is sent every change after it, oldest
+/// first, then the live ones; one that is up to date waits for the next change; one resumed at
+/// a final state ends at once; a version the request never reached is refused.
+async fn a_resumed_watch_misses_no_change() {
+    let t = TestServer::start().await;
+    let mut teller = t.teller("teller-01").await;
+    let r = submit(&t, "teller-01", "W-1").await;
+    let watcher = teller.clone();
+    let watch = |after_version: u64| {
+        let after_version = Some(after_version);
+        let mut teller = watcher.clone();
+        let request_id = r.request_id.clone();
+        async move {
+            teller
+                .watch(pb::WatchRequest {
+                    request_id,
+                    after_version,
+                })
+                .await
+        }
+    };
+    // While the teller is away, a supervisor takes the request and returns it.
+    let mut sup = Console::open(&t, "sup-01").await;
+    let o = sup.next_offer().await;
+    sup.accept(&o).await;
+    sup.decide(&o, pb::Decision::Return, "IMG_UNREADABLE", "rescan")
+        .await
+        .unwrap();
+    let mut resumed = watch(r.version).await.unwrap().into_inner();
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(next_state(&mut resumed).await);
+    }
+    assert_eq!(
+        missed.iter().map(state).collect::<Vec<_>>(),
+        [
+            pb::RequestState::Offered,
+            pb::RequestState::InReview,
+            pb::RequestState::Returned
+        ],
+        "every change after the version seen, oldest first"
+    );
+    let versions: Vec<u64> = missed.iter().map(|m| m.version).collect();
+    assert!(
+        r.version < versions[0] && versions.windows(2).all(|v| v[0] < v[1]),
+        "{} then {versions:?}",
+        r.version
+    );
+    assert_eq!(missed[1].assigned_supervisor_id, "sup-01");
+    let current = teller
+        .get(pb::GetRequest {
+            request_id: r.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(missed[2], current, "the last state sent is the current one");
+    // Up to date: nothing is sent until the next change, which both streams then see live.
+    let mut up_to_date = watch(current.version).await.unwrap().into_inner();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), up_to_date.message());
+    assert!(quiet.await.is_err(), "nothing changed since that version");
+    let cancelled = teller
+        .cancel(pb::CancelRequest {
+            request_id: r.request_id.clone(),
+            reason: "customer left".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    for w in [&mut resumed, &mut up_to_date] {
+        assert_eq!(next_state(w).await, cancelled);
+        assert!(w.message().await.unwrap().is_none(), "ends after final");
+    }
+    // Resumed at the final state, the stream ends at once; from the submission, it is sent
+    // every change there was.
+    let mut done = watch(cancelled.version).await.unwrap().into_inner();
+    assert!(done.message().await.unwrap().is_none());
+    let all: Vec<pb::RequestState> = watch(r.version)
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|w| state(&w.unwrap().request.unwrap()))
+        .collect()
+        .await;
+    assert_eq!(
+        all,
+        [
+            pb::RequestState::Offered,
+            pb::RequestState::InReview,
+            pb::RequestState::Returned,
+            pb::RequestState::Cancelled
+        ]
+    );
+    assert_status(
+        watch(cancelled.version + 1).await,
+        Code::InvalidArgument,
+        "after_version",
+    );
+}
+
 async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
     let t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
@@ -560,6 +675,7 @@ crate::on_both_backends!(
     a_dropped_console_loses_its_review_to_another_supervisor,
     a_request_waits_while_nobody_eligible_is_online,
     cancel_while_queued_and_while_in_review,
+    a_resumed_watch_misses_no_change,
     a_second_attend_replaces_the_first,
     a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing,
 );

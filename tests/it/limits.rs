@@ -333,6 +333,7 @@ async fn watch_streams_per_teller_are_limited_and_freed_on_close() {
     let mut c = t.teller("teller-01").await;
     let w = || pb::WatchRequest {
         request_id: r.request_id.clone(),
+        after_version: None,
     };
     let a = c.watch(w()).await.unwrap().into_inner();
     let _b = c.watch(w()).await.unwrap().into_inner();
@@ -343,6 +344,7 @@ async fn watch_streams_per_teller_are_limited_and_freed_on_close() {
         .await
         .watch(pb::WatchRequest {
             request_id: r2.request_id,
+            after_version: None,
         })
         .await
         .unwrap();

@@ -30,6 +30,7 @@ async fn dual_control_needs_a_second_different_supervisor() {
         .await
         .watch(pb::WatchRequest {
             request_id: r.request_id.clone(),
+            after_version: None,
         })
         .await
         .unwrap()
@@ -205,6 +206,7 @@ async fn a_request_not_decided_by_its_deadline_expires_and_survives_restart_timi
         .await
         .watch(pb::WatchRequest {
             request_id: held.request_id.clone(),
+            after_version: None,
         })
         .await
         .unwrap()

@@ -48,6 +48,7 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
     let mut watch = teller
         .watch(pb::WatchRequest {
             request_id: held.clone(),
+            after_version: None,
         })
         .await
         .expect("watch")

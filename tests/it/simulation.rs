@@ -147,6 +147,7 @@ async fn teller(
             let mut w = c
                 .watch(pb::WatchRequest {
                     request_id: r.request_id.clone(),
+                    after_version: None,
                 })
                 .await
                 .unwrap()
@@ -172,6 +173,7 @@ async fn teller(
                         w = c
                             .watch(pb::WatchRequest {
                                 request_id: r.request_id.clone(),
+                                after_version: None,
                             })
                             .await
                             .unwrap()

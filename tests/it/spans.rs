@@ -51,6 +51,7 @@ async fn every_rpc_span_names_the_caller_and_the_request() {
         .await
         .watch(pb::WatchRequest {
             request_id: second.clone(),
+            after_version: None,
         })
         .await
         .expect("watch")

@@ -244,6 +244,53 @@ fn fencing_checks_holder_epoch_and_state() {
 }
 
 #[test]
+fn the_review_start_is_kept_while_in_review_only() {
+    let accepted = |e| Event::Accepted {
+        supervisor: p("s"),
+        epoch: e,
+    };
+    let mut r = request();
+    r.apply(1, Timestamp(2), &offered(1, "s")).unwrap();
+    assert_eq!(r.accepted_at, None);
+    r.apply(2, Timestamp(3), &accepted(1)).unwrap();
+    assert_eq!(r.accepted_at, Some(Timestamp(3)));
+    // Escalating a request in review leaves the review (and its timeout) where it was.
+    let up = Event::Escalated {
+        level: 2,
+        reason: EscalationReason::Waited,
+    };
+    r.apply(3, Timestamp(4), &up).unwrap();
+    assert_eq!(r.accepted_at, Some(Timestamp(3)));
+    let withdrawn = Event::OfferWithdrawn {
+        supervisor: p("s"),
+        epoch: 1,
+        reason: WithdrawReason::ReviewTimeout,
+    };
+    let mut w = r.clone();
+    w.apply(4, Timestamp(5), &withdrawn).unwrap();
+    assert_eq!(w.accepted_at, None);
+    // A second review starts its own clock.
+    w.apply(5, Timestamp(6), &offered(2, "t")).unwrap();
+    w.apply(
+        6,
+        Timestamp(7),
+        &Event::Accepted {
+            supervisor: p("t"),
+            epoch: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(w.accepted_at, Some(Timestamp(7)));
+    let decided = Event::Decided {
+        supervisor: p("s"),
+        epoch: 1,
+        verdict: verdict(Decision::Approve),
+    };
+    r.apply(4, Timestamp(8), &decided).unwrap();
+    assert_eq!(r.accepted_at, None);
+}
+
+#[test]
 fn decline_excludes_and_return_keeps_history() {
     let mut r = request();
     r.apply(1, Timestamp(2), &offered(1, "a")).unwrap();

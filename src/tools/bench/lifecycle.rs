@@ -130,7 +130,10 @@ impl Lifecycle {
             .map(|r| r.request_id)
             .ok_or(LifecycleError::NoRequest)?;
         let mut watch = c
-            .watch(pb::WatchRequest { request_id: id })
+            .watch(pb::WatchRequest {
+                request_id: id,
+                after_version: None,
+            })
             .await?
             .into_inner();
         while let Some(w) = watch.message().await? {
