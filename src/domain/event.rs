@@ -97,6 +97,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The images the event attaches (a submission's, a resubmission's new ones): what a
+    /// record names by hash and a store must hold.
+    pub fn images_added(&self) -> &[ImageRef] {
+        match self {
+            Event::Submitted { submission, .. } => &submission.images,
+            Event::Resubmitted { added, .. } => added,
+            _ => &[],
+        }
+    }
+
     /// The stable name auditors see for the event's kind.
     pub fn kind(&self) -> &'static str {
         match self {

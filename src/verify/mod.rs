@@ -8,13 +8,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Event, ImageHash, Request, RequestId, fold};
+use crate::domain::{ImageHash, Request, RequestId, fold};
 use crate::ledger::checkpoint::{self, Verifier};
-use crate::ledger::merkle::{self, Hash, Tree};
+use crate::ledger::merkle::{self, Tree};
 use crate::ledger::record;
 
 mod bundle;
@@ -34,13 +32,7 @@ fn replay(
     images: &mut BTreeSet<ImageHash>,
 ) -> Result<(), String> {
     let rec = record::decode(payload).map_err(|e| format!("record {index}: {e}"))?;
-    match &rec.event {
-        Event::Submitted { submission, .. } => {
-            images.extend(submission.images.iter().map(|i| i.hash))
-        }
-        Event::Resubmitted { added, .. } => images.extend(added.iter().map(|i| i.hash)),
-        _ => {}
-    }
+    images.extend(rec.event.images_added().iter().map(|i| i.hash));
     let opened =
         fold::step(requests.get_mut(&rec.request), index, &rec).map_err(|e| e.to_string())?;
     if let Some(r) = opened {
@@ -66,7 +58,7 @@ fn check_checkpoints(
                 checkpoint::open(note, v, origin)
                     .map_err(|e| format!("checkpoint {seq}: signature does not verify: {e}"))?
             }
-            None => parse_unverified(note)
+            None => checkpoint::parse_unverified(note)
                 .ok_or_else(|| format!("checkpoint {seq}: not a checkpoint"))?,
         };
         if cp.size > tree.size() {
@@ -123,13 +115,4 @@ fn check_images(
         }
     }
     Ok(())
-}
-
-/// Reads a checkpoint body without checking its signature (for `verify` without a key).
-fn parse_unverified(note: &str) -> Option<checkpoint::Checkpoint> {
-    let mut lines = note.lines();
-    let origin = lines.next()?;
-    let size = lines.next()?.parse().ok()?;
-    let root: Hash = B64.decode(lines.next()?).ok()?.try_into().ok()?;
-    checkpoint::Checkpoint::new(origin, size, root).ok()
 }

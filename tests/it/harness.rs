@@ -73,6 +73,17 @@ pub fn test_config_text(
     edit(text)
 }
 
+/// The configuration of a store beside a test's PKI: in `database` when given, else in the
+/// data directory `name` beside the PKI.
+pub fn store_config_text(database: Option<&ScratchDatabase>, name: &str) -> String {
+    test_config_text(database, &|s| {
+        s.replace(
+            "data_dir = \"../data\"",
+            &format!("data_dir = \"../{name}\""),
+        )
+    })
+}
+
 /// Verifies what a test stored, offline, on its backend: the data directory, or the database.
 pub fn verify_stored(
     data: &std::path::Path,
@@ -309,6 +320,32 @@ impl TestServer {
         t
     }
 
+    /// A server on another store with this test's PKI (so its signing key) and clock: in
+    /// `database` when given, else in the data directory `NAME` beside the PKI. Its
+    /// configuration is written to `<pki>/NAME.toml` too, for the binary's tools.
+    pub async fn on_store(&self, database: Option<Arc<ScratchDatabase>>, name: &str) -> TestServer {
+        let text = store_config_text(database.as_deref(), name);
+        std::fs::write(self.pki.join(format!("{name}.toml")), &text).expect("write config");
+        let mut t = TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            pki: self.pki.clone(),
+            clock: self.clock.clone(),
+            config: Config::parse(&text, &self.pki).expect("config"),
+            server: None,
+            seed: self.seed + 1000,
+            database,
+        };
+        t.boot().await;
+        t
+    }
+
+    /// Writes this server's configuration to `<pki>/NAME.toml`, for the binary's tools.
+    pub fn write_config(&self, name: &str) -> PathBuf {
+        let path = self.pki.join(format!("{name}.toml"));
+        std::fs::write(&path, self.config_text(&|s| s)).expect("write config");
+        path
+    }
+
     /// Whether this node leads.
     pub fn role(&self) -> countersign::api::Role {
         self.server.as_ref().expect("running").role()
@@ -323,8 +360,12 @@ impl TestServer {
         self.server.as_ref().expect("running").addr
     }
 
+    /// The embedded backend's data directory (on postgres, where it would be: unused).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        match &self.config.storage {
+            countersign::storage::StorageConfig::Embedded(s) => s.data_dir.clone(),
+            countersign::storage::StorageConfig::Postgres(_) => self.dir.path().join("data"),
+        }
     }
 
     /// Stops the server cleanly and starts it again on the same data.

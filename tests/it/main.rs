@@ -8,6 +8,7 @@
 
 mod bench;
 mod cluster;
+mod copy;
 mod crash;
 mod database_failover;
 mod durability;
