@@ -46,8 +46,16 @@ enum Command {
         requests: usize,
         /// Keep everything (certificates, ledger, images) in this directory instead of a
         /// temporary one; a second run on it continues the same ledger.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "target")]
         data: Option<PathBuf>,
+        /// Run against a running server or cluster instead of starting one: its nodes'
+        /// addresses, comma-separated (needs --pki). Every client follows the leader.
+        #[arg(long, value_delimiter = ',', requires = "pki")]
+        target: Vec<std::net::SocketAddr>,
+        /// With --target: the PKI directory `pki init` wrote for the cluster (the demo
+        /// principals' certificates).
+        #[arg(long, requires = "target")]
+        pki: Option<PathBuf>,
     },
     /// Load generator: starts the server in a temporary directory (or drives `--target`), runs
     /// simulated tellers and supervisors who approve at once over gRPC with mutual TLS, and
@@ -190,9 +198,20 @@ async fn main() -> anyhow::Result<()> {
             server.shutdown().await?;
             Ok(())
         }
-        Command::Demo { requests, data } => {
+        Command::Demo {
+            requests,
+            data,
+            target,
+            pki,
+        } => {
             init_logging(LogFormat::Text, "warn");
-            countersign::tools::demo::run(requests, data).await
+            let target = match pki {
+                Some(pki) if !target.is_empty() => {
+                    countersign::tools::demo::Target::Cluster { addrs: target, pki }
+                }
+                _ => countersign::tools::demo::Target::Own(data),
+            };
+            countersign::tools::demo::run(requests, target).await
         }
         Command::Bench(options) => {
             init_logging(LogFormat::Text, "warn");

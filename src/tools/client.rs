@@ -1,9 +1,13 @@
 //! Connecting to a server as a principal of a development PKI directory (the layout `pki init`
-//! writes). Used by the demo, the tests and the load generator; real front-ends use their own
-//! gRPC stacks with the same certificates.
+//! writes), and to a cluster's leader through `Cluster`, which finds the leader again when a
+//! call says it is gone. Used by the demo, the tests and the load generator; real front-ends
+//! use their own gRPC stacks with the same certificates and the same rules
+//! (docs/operations.md).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -75,11 +79,14 @@ pub async fn teller(
     pki: &Path,
     principal: &str,
 ) -> anyhow::Result<TellerServiceClient<Channel>> {
-    Ok(
-        TellerServiceClient::new(channel(addr, pki, principal).await?)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX),
-    )
+    Ok(teller_on(channel(addr, pki, principal).await?))
+}
+
+/// A teller client on an open channel.
+pub fn teller_on(ch: Channel) -> TellerServiceClient<Channel> {
+    TellerServiceClient::new(ch)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 pub async fn supervisor(
@@ -87,11 +94,14 @@ pub async fn supervisor(
     pki: &Path,
     principal: &str,
 ) -> anyhow::Result<SupervisorServiceClient<Channel>> {
-    Ok(
-        SupervisorServiceClient::new(channel(addr, pki, principal).await?)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX),
-    )
+    Ok(supervisor_on(channel(addr, pki, principal).await?))
+}
+
+/// A supervisor client on an open channel.
+pub fn supervisor_on(ch: Channel) -> SupervisorServiceClient<Channel> {
+    SupervisorServiceClient::new(ch)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 pub async fn auditor(
@@ -99,9 +109,143 @@ pub async fn auditor(
     pki: &Path,
     principal: &str,
 ) -> anyhow::Result<AuditServiceClient<Channel>> {
-    Ok(
-        AuditServiceClient::new(channel(addr, pki, principal).await?)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+    Ok(auditor_on(channel(addr, pki, principal).await?))
+}
+
+/// An auditor client on an open channel.
+pub fn auditor_on(ch: Channel) -> AuditServiceClient<Channel> {
+    AuditServiceClient::new(ch)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+/// Whether a failed call may have failed because the node is not (or no longer) the leader:
+/// UNAVAILABLE (a standby's NOT_LEADER, a node stopping, a connection refused) and UNKNOWN (a
+/// connection cut mid-call). Anything else is the server's answer and is not retried.
+pub fn leader_gone(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
     )
+}
+
+/// One principal's view of a cluster (or of one server, a cluster of one): calls go to the
+/// leader, found by health; a caller whose call failed with `leader_gone` says so with
+/// `failed`, which drops the connection so that the next `channel` finds the leader again,
+/// and tells whether to retry (until `within` has passed since the call first failed).
+/// Retrying is safe for what this project's clients retry: Submit is idempotent per serial,
+/// a Watch resumes after the version it saw, and an Attend hands back the reviews it held.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<ClusterInner>,
+}
+
+struct ClusterInner {
+    addrs: Vec<SocketAddr>,
+    pki: PathBuf,
+    principal: String,
+    /// How long a call keeps looking for a leader before it gives up.
+    within: Duration,
+    /// The leader's connection and its number, so that many calls failing on one connection
+    /// replace it once.
+    current: tokio::sync::Mutex<Option<(u64, Channel)>>,
+    /// How many connections were made.
+    connections: std::sync::atomic::AtomicU64,
+}
+
+/// Why a call through a `Cluster` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server's answer, or the last failure while the leader was gone.
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    /// No node could be reached as the leader within the cluster's `within`.
+    #[error("{0:#}")]
+    NoLeader(anyhow::Error),
+}
+
+impl CallError {
+    /// The server's status, when it answered.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            CallError::Rpc(s) => Some(s),
+            CallError::NoLeader(_) => None,
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(addrs: &[SocketAddr], pki: &Path, principal: &str, within: Duration) -> Cluster {
+        Cluster {
+            inner: Arc::new(ClusterInner {
+                addrs: addrs.to_vec(),
+                pki: pki.to_owned(),
+                principal: principal.to_owned(),
+                within,
+                current: tokio::sync::Mutex::new(None),
+                connections: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The leader's connection and its number; finds the leader first when none is known.
+    pub async fn channel(&self) -> Result<(u64, Channel), CallError> {
+        let i = &self.inner;
+        let mut current = i.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let addr = match i.addrs.as_slice() {
+            [one] => *one,
+            all => leader(all, &i.pki, &i.principal, i.within)
+                .await
+                .map_err(CallError::NoLeader)?,
+        };
+        let ch = channel(addr, &i.pki, &i.principal)
+            .await
+            .map_err(CallError::NoLeader)?;
+        let number = i
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *current = Some((number, ch.clone()));
+        Ok((number, ch))
+    }
+
+    /// A call on connection `number` failed with `status`, first at `since`: `Ok` to retry it
+    /// (on the leader the next `channel` finds), or the status to give up with.
+    pub async fn failed(
+        &self,
+        number: u64,
+        status: tonic::Status,
+        since: tokio::time::Instant,
+    ) -> Result<(), CallError> {
+        if !leader_gone(&status) || since.elapsed() >= self.inner.within {
+            return Err(status.into());
+        }
+        let mut current = self.inner.current.lock().await;
+        if current.as_ref().is_some_and(|(n, _)| *n == number) {
+            *current = None;
+        }
+        drop(current);
+        // Not a hot loop while a leader is being elected.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+
+    /// Runs `call` on the leader's connection, retrying it on the new leader while the
+    /// failures say the leader is gone. Only for calls that are safe to repeat.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let since = tokio::time::Instant::now();
+        loop {
+            let (number, ch) = self.channel().await?;
+            match call(ch).await {
+                Ok(v) => return Ok(v),
+                Err(s) => self.failed(number, s, since).await?,
+            }
+        }
+    }
 }

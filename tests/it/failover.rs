@@ -197,6 +197,152 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
     }
 }
 
+/// `countersign bench --target` on three nodes, the leader SIGKILLed mid-run: every client
+/// finds the new leader by itself (Submit retried with its serial, Watch resumed after the
+/// version it saw, consoles attending again and deciding the reviews handed back), and every
+/// lifecycle the bench started ends approved, some of them written by the new leader.
+async fn bench_follows_the_leader_through_a_sigkill() {
+    let files = BinaryFiles::new();
+    let mut nodes = nodes(&files, 3);
+    for n in &mut nodes {
+        n.start();
+    }
+    let acked: Acked = Default::default();
+    let (leader, _) =
+        first_submit(&nodes, &files.pki, "FIRST", &acked, Duration::from_secs(30)).await;
+    let targets: Vec<String> = nodes
+        .iter()
+        .map(|n| n.addr().unwrap().to_string())
+        .collect();
+    let bench = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["bench", "--target", &targets.join(","), "--pki"])
+        .arg(&files.pki)
+        .args(["--tellers", "2", "--supervisors", "3", "--in-flight", "2"])
+        .args([
+            "--workload",
+            "w1",
+            "--backend",
+            "postgres",
+            "--duration",
+            "5",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run countersign bench");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let term_before = max_term(&files);
+    nodes[leader].kill();
+    let out = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("bench printed nothing");
+    let j: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(j["errors"], 0, "{stdout}");
+    assert_eq!(j["unfinished"], false, "{stdout}");
+    assert!(j["lifecycles"].as_u64().unwrap() > 0, "{stdout}");
+    let after: Vec<_> = snapshot_records(&files)
+        .into_iter()
+        .filter(|r| {
+            r.term > term_before && String::from_utf8_lossy(&r.record).contains("\"decided\"")
+        })
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "the new leader decided some of the bench's requests"
+    );
+    for n in &mut nodes {
+        n.kill();
+    }
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
+    assert_eq!(report.problem, None);
+}
+
+/// `countersign demo --target` on three nodes, the leader SIGKILLed mid-run: its tellers and
+/// consoles (returns, resubmissions, cancellations, dual control) follow the new leader, and
+/// the demo exits 0 only when every request it submitted reached a final state.
+async fn demo_follows_the_leader_through_a_sigkill() {
+    let files = BinaryFiles::new();
+    let mut nodes = nodes(&files, 3);
+    for n in &mut nodes {
+        n.start();
+    }
+    let acked: Acked = Default::default();
+    let (leader, _) =
+        first_submit(&nodes, &files.pki, "FIRST", &acked, Duration::from_secs(30)).await;
+    let targets: Vec<String> = nodes
+        .iter()
+        .map(|n| n.addr().unwrap().to_string())
+        .collect();
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args([
+            "demo",
+            "--requests",
+            "150",
+            "--target",
+            &targets.join(","),
+            "--pki",
+        ])
+        .arg(&files.pki)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run countersign demo");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term_before = max_term(&files);
+    nodes[leader].kill();
+    let out = tokio::task::spawn_blocking(move || demo.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        max_term(&files) > term_before,
+        "the demo was still running when the leader was killed: {stdout}"
+    );
+    for n in &mut nodes {
+        n.kill();
+    }
+    let report =
+        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
+    assert_eq!(report.problem, None);
+}
+
+fn snapshot_records(
+    files: &BinaryFiles,
+) -> Vec<countersign::storage::postgres::snapshot::StoredRecord> {
+    let url = files.database.as_ref().expect("on postgres").url();
+    countersign::storage::postgres::snapshot::Snapshot::open(url, None)
+        .unwrap()
+        .records(0, usize::MAX >> 1)
+        .unwrap()
+}
+
+/// The highest term that wrote a record so far.
+fn max_term(files: &BinaryFiles) -> u64 {
+    snapshot_records(files)
+        .iter()
+        .map(|r| r.term)
+        .max()
+        .unwrap_or(0)
+}
+
 fn signal(node: &Node, sig: &str) {
     let pid = node.run.as_ref().unwrap().0.id();
     let status = std::process::Command::new("kill")
@@ -295,4 +441,6 @@ async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
 crate::postgres_only!(
     repeated_sigkill_of_the_leader_loses_nothing_acknowledged { flavor = "multi_thread", worker_threads = 2 },
     a_leader_paused_past_its_lease_cannot_write_and_steps_down { flavor = "multi_thread", worker_threads = 2 },
+    bench_follows_the_leader_through_a_sigkill { flavor = "multi_thread", worker_threads = 2 },
+    demo_follows_the_leader_through_a_sigkill { flavor = "multi_thread", worker_threads = 2 },
 );

@@ -15,10 +15,8 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use super::Workload;
-use crate::api::pb::{
-    self, supervisor_service_client::SupervisorServiceClient,
-    teller_service_client::TellerServiceClient,
-};
+use crate::api::pb::{self, supervisor_service_client::SupervisorServiceClient};
+use crate::tools::client::{self, CallError, Cluster};
 use crate::tools::workload::{JPEG_HEADER, fake_jpeg, submit_request};
 
 /// Image size of workload W1.
@@ -89,7 +87,7 @@ pub(super) struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub(super) async fn run(&self, c: &mut TellerServiceClient<Channel>, serial: String) {
+    pub(super) async fn run(&self, c: &Cluster, serial: String) {
         match self.attempt(c, &serial).await {
             Ok(sample) => {
                 if Instant::now() <= self.window_end {
@@ -114,50 +112,72 @@ impl Lifecycle {
         }
     }
 
-    async fn attempt(
-        &self,
-        c: &mut TellerServiceClient<Channel>,
-        serial: &str,
-    ) -> Result<Sample, LifecycleError> {
-        let mut req = submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
-        req.images = self.images.for_request(serial);
+    /// Submit (retried on the new leader with the same serial, which is idempotent), then
+    /// Watch until the final state (resumed on the new leader after the last version seen).
+    async fn attempt(&self, c: &Cluster, serial: &str) -> Result<Sample, LifecycleError> {
         let sent = Instant::now();
         self.offer_clock.sent(serial, sent);
-        let r = c.submit(req).await?.into_inner();
-        let submit = sent.elapsed();
-        let id = r
-            .request
-            .map(|r| r.request_id)
-            .ok_or(LifecycleError::NoRequest)?;
-        let mut watch = c
-            .watch(pb::WatchRequest {
-                request_id: id,
-                after_version: None,
+        let r = c
+            .call(|ch| {
+                let mut req = submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
+                req.images = self.images.for_request(serial);
+                async move { client::teller_on(ch).submit(req).await }
             })
             .await?
             .into_inner();
-        while let Some(w) = watch.message().await? {
-            let state = w.request.map(|r| r.state).unwrap_or_default();
-            if state == pb::RequestState::Approved as i32 {
-                return Ok(Sample {
-                    submit,
-                    notify: sent.elapsed(),
-                });
-            }
-            if state > pb::RequestState::Approved as i32 {
-                return Err(LifecycleError::NotApproved(state));
+        let submit = sent.elapsed();
+        let request_id = r
+            .request
+            .map(|r| r.request_id)
+            .ok_or(LifecycleError::NoRequest)?;
+        let mut seen: Option<u64> = None;
+        let since = tokio::time::Instant::now();
+        loop {
+            let (number, ch) = c.channel().await?;
+            let opened = client::teller_on(ch)
+                .watch(pb::WatchRequest {
+                    request_id: request_id.clone(),
+                    after_version: seen,
+                })
+                .await;
+            let mut watch = match opened {
+                Ok(w) => w.into_inner(),
+                Err(s) => {
+                    c.failed(number, s, since).await?;
+                    continue;
+                }
+            };
+            loop {
+                let w = match watch.message().await {
+                    Ok(Some(w)) => w.request.unwrap_or_default(),
+                    Ok(None) => return Err(LifecycleError::WatchEnded),
+                    Err(s) => {
+                        c.failed(number, s, since).await?;
+                        break;
+                    }
+                };
+                seen = Some(w.version);
+                if w.state == pb::RequestState::Approved as i32 {
+                    return Ok(Sample {
+                        submit,
+                        notify: sent.elapsed(),
+                    });
+                }
+                if w.state > pb::RequestState::Approved as i32 {
+                    return Err(LifecycleError::NotApproved(w.state));
+                }
             }
         }
-        Err(LifecycleError::WatchEnded)
     }
 }
 
 /// Why a lifecycle did not end approved, as the teller saw it.
 #[derive(Debug, thiserror::Error)]
 enum LifecycleError {
-    /// The server answered an RPC (or the Watch stream) with an error status.
+    /// The server answered an RPC (or the Watch stream) with an error status, or no leader
+    /// could be found.
     #[error("{0}")]
-    Rpc(#[from] tonic::Status),
+    Call(#[from] CallError),
     /// Submit succeeded but its answer held no request.
     #[error("Submit answered without a request")]
     NoRequest,
@@ -173,7 +193,8 @@ impl LifecycleError {
     /// Whether the server refused the work for load (RESOURCE_EXHAUSTED: a full queue, too
     /// many pending), which the report counts apart from errors.
     fn is_refusal(&self) -> bool {
-        matches!(self, LifecycleError::Rpc(s) if s.code() == tonic::Code::ResourceExhausted)
+        matches!(self, LifecycleError::Call(e)
+            if e.status().is_some_and(|s| s.code() == tonic::Code::ResourceExhausted))
     }
 }
 
@@ -224,38 +245,64 @@ impl Images {
     }
 }
 
-/// A console that approves every offer at once.
-pub(super) async fn supervise(
-    mut c: SupervisorServiceClient<Channel>,
-    offer_clock: Arc<OfferClock>,
-) -> anyhow::Result<()> {
+/// A console that approves every offer at once. When its leader is gone it attends the new
+/// one, which first hands back the reviews it held: those are approved too.
+pub(super) async fn supervise(c: Cluster, offer_clock: Arc<OfferClock>) -> Result<(), CallError> {
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let (number, ch) = c.channel().await?;
+        let mut console = client::supervisor_on(ch);
+        let failed = match attend(&mut console, &offer_clock).await {
+            Ok(()) => return Ok(()),
+            Err(s) => s,
+        };
+        c.failed(number, failed, since).await?;
+        since = tokio::time::Instant::now();
+    }
+}
+
+/// One Attend stream, until it ends (`Ok`) or a call fails.
+async fn attend(
+    c: &mut SupervisorServiceClient<Channel>,
+    offer_clock: &OfferClock,
+) -> Result<(), tonic::Status> {
     let mut offers = c.attend(pb::AttendRequest {}).await?.into_inner();
     while let Some(msg) = offers.message().await? {
-        let Some(pb::attend_response::Event::Offer(o)) = msg.event else {
-            continue;
+        let (request_id, epoch) = match msg.event {
+            Some(pb::attend_response::Event::Offer(o)) => {
+                if let Some(r) = &o.request {
+                    offer_clock.offered(&r.teller_serial);
+                }
+                let accepted = c
+                    .accept(pb::AcceptRequest {
+                        request_id: o.request_id.clone(),
+                        epoch: o.epoch,
+                    })
+                    .await;
+                match accepted {
+                    Ok(_) => (o.request_id, o.epoch),
+                    Err(s) if client::leader_gone(&s) => return Err(s),
+                    // Withdrawn meanwhile (timeout, cancellation): nothing to decide.
+                    Err(_) => continue,
+                }
+            }
+            Some(pb::attend_response::Event::ReviewResumed(r)) => (r.request_id, r.epoch),
+            _ => continue,
         };
-        if let Some(r) = &o.request {
-            offer_clock.offered(&r.teller_serial);
-        }
-        if c.accept(pb::AcceptRequest {
-            request_id: o.request_id.clone(),
-            epoch: o.epoch,
-        })
-        .await
-        .is_err()
-        {
-            continue;
-        }
         // A refused decision shows as that lifecycle's error on the teller's side.
-        let _ = c
+        let decided = c
             .decide(pb::DecideRequest {
-                request_id: o.request_id,
-                epoch: o.epoch,
+                request_id,
+                epoch,
                 decision: pb::Decision::Approve as i32,
                 reason_code: String::new(),
                 comment: "checked".into(),
             })
             .await;
+        match decided {
+            Err(s) if client::leader_gone(&s) => return Err(s),
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -33,13 +33,25 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
     let images = Arc::new(Images::new(opts.workload));
     let offer_clock = Arc::new(OfferClock::new());
     let mut consoles = Vec::new();
+    // Each principal follows the cluster's leader (a server of its own, without --target).
+    let cluster = |id: &str| {
+        client::Cluster::new(
+            &server.targets,
+            &server.pki,
+            id,
+            Duration::from_secs_f64(opts.leader_wait),
+        )
+    };
     for id in &server.supervisors[..opts.supervisors] {
-        let c = client::supervisor(server.addr, &server.pki, id).await?;
+        let c = cluster(id);
+        c.channel().await?;
         consoles.push(tokio::spawn(supervise(c, offer_clock.clone())));
     }
     let mut terminals = Vec::new();
     for id in &server.tellers[..opts.tellers] {
-        terminals.push(client::teller(server.addr, &server.pki, id).await?);
+        let c = cluster(id);
+        c.channel().await?;
+        terminals.push(c);
     }
     // Let every Attend stream register before the clock starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -71,13 +83,13 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
         None => {
             for (t, terminal) in terminals.iter().enumerate() {
                 for w in 0..opts.in_flight {
-                    let mut c = terminal.clone();
+                    let c = terminal.clone();
                     let lc = lifecycle.clone();
                     let prefix = format!("B{run_id}T{t}W{w}N");
                     tasks.spawn(async move {
                         let mut n = 0u64;
                         while Instant::now() < window_end {
-                            lc.run(&mut c, format!("{prefix}{n}")).await;
+                            lc.run(&c, format!("{prefix}{n}")).await;
                             n += 1;
                         }
                     });
@@ -93,10 +105,10 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
             let mut n = 0u64;
             while next < window_end {
                 tokio::time::sleep_until(next.into()).await;
-                let mut c = terminals[n as usize % terminals.len()].clone();
+                let c = terminals[n as usize % terminals.len()].clone();
                 let lc = lifecycle.clone();
                 let serial = format!("B{run_id}N{n}");
-                tasks.spawn(async move { lc.run(&mut c, serial).await });
+                tasks.spawn(async move { lc.run(&c, serial).await });
                 n += 1;
                 next += gap;
             }

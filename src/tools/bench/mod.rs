@@ -63,7 +63,8 @@ pub struct Options {
     #[arg(long)]
     pub dual: bool,
     /// Drive a running server at this address instead of starting one (needs --pki). Several
-    /// addresses, comma-separated (a cluster's nodes): the one that leads is driven.
+    /// addresses, comma-separated (a cluster's nodes): the one that leads is driven, and when
+    /// it is lost every client finds the new leader and carries on.
     #[arg(long, value_delimiter = ',')]
     pub target: Vec<SocketAddr>,
     /// With --target: the PKI directory whose principals.toml names the tellers and
@@ -89,6 +90,10 @@ pub struct Options {
     /// postgresql://postgres@127.0.0.1:5432/postgres).
     #[arg(long, value_enum, default_value = "embedded")]
     pub backend: Backend,
+    /// Seconds a client keeps looking for a leader after a call found it gone (UNAVAILABLE)
+    /// before the lifecycle counts as an error.
+    #[arg(long, default_value_t = 30.0)]
+    pub leader_wait: f64,
     /// Print the figures as one JSON line at the end too.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +140,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             };
             Server {
                 addr,
+                targets: opts.target.clone(),
                 pki,
                 child: None,
                 pid: opts.server_pid,

@@ -132,6 +132,8 @@ impl Report {
                 "dual": self.dual,
                 "lifecycles": self.lifecycles,
                 "errors": self.errors,
+                "refused": self.refused,
+                "unfinished": self.unfinished,
                 "lifecycles_per_s": self.lifecycles_per_s,
                 "submit_p50_ms": self.submit.p50,
                 "submit_p99_ms": self.submit.p99,

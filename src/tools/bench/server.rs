@@ -15,7 +15,10 @@ use crate::tools::pki::DemoPrincipal;
 
 /// The server under load and the principals to drive it with.
 pub(super) struct Server {
+    /// The node that led when the run started.
     pub(super) addr: SocketAddr,
+    /// Every node the clients may fail over to (the one server, when bench started it).
+    pub(super) targets: Vec<SocketAddr>,
     pub(super) pki: PathBuf,
     pub(super) child: Option<tokio::process::Child>,
     pub(super) pid: Option<u32>,
@@ -163,6 +166,7 @@ pub(super) async fn start_server(dir: &Path, opts: &Options) -> anyhow::Result<S
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Server {
         addr,
+        targets: vec![addr],
         pki,
         pid: child.id(),
         child: Some(child),
