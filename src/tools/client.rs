@@ -249,3 +249,73 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// A teller's Watch of `request_id` that follows the leader (see `ResumingWatch`).
+    pub fn watch(&self, request_id: &str) -> ResumingWatch {
+        ResumingWatch {
+            cluster: self.clone(),
+            request_id: request_id.to_owned(),
+            seen: None,
+            stream: None,
+            failing_since: None,
+        }
+    }
+}
+
+/// A Watch that survives the loss of its node: when the stream fails because the leader is
+/// gone, it is opened again on the new leader after the version last received, so `next`
+/// gives every state in order, none missed and none twice.
+pub struct ResumingWatch {
+    cluster: Cluster,
+    request_id: String,
+    /// The version of the last state given.
+    seen: Option<u64>,
+    /// The open stream and the number of the connection it is on.
+    stream: Option<(u64, tonic::Streaming<crate::api::pb::WatchResponse>)>,
+    /// When the current run of failures began; none while the stream works.
+    failing_since: Option<tokio::time::Instant>,
+}
+
+impl ResumingWatch {
+    /// The next state; `None` once the stream ended after a final state.
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<crate::api::pb::AuthorizationRequest>, CallError> {
+        loop {
+            let failed = match self.stream.as_mut() {
+                None => {
+                    let (number, ch) = self.cluster.channel().await?;
+                    let opened = teller_on(ch)
+                        .watch(crate::api::pb::WatchRequest {
+                            request_id: self.request_id.clone(),
+                            after_version: self.seen,
+                        })
+                        .await;
+                    match opened {
+                        Ok(w) => {
+                            self.stream = Some((number, w.into_inner()));
+                            continue;
+                        }
+                        Err(s) => (number, s),
+                    }
+                }
+                Some((number, stream)) => match stream.message().await {
+                    Ok(Some(w)) => {
+                        let r = w.request.unwrap_or_default();
+                        self.seen = Some(r.version);
+                        self.failing_since = None;
+                        return Ok(Some(r));
+                    }
+                    Ok(None) => return Ok(None),
+                    Err(s) => (*number, s),
+                },
+            };
+            self.stream = None;
+            let since = *self
+                .failing_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            self.cluster.failed(failed.0, failed.1, since).await?;
+        }
+    }
+}

@@ -399,9 +399,12 @@ async fn follow(c: &client::Cluster, serial: &str, i: usize) -> anyhow::Result<O
     } else {
         5_000_000 + 1_000 * i as i64
     };
+    // Built once: a retry must send the same content (the images are random) to be taken
+    // as the same submission.
+    let submission = submit_request(serial, "WDL-CASH", amount, "6222020200112233445");
     let r = c
         .call(|ch| {
-            let req = submit_request(serial, "WDL-CASH", amount, "6222020200112233445");
+            let req = submission.clone();
             async move { client::teller_on(ch).submit(req).await }
         })
         .await?
@@ -432,70 +435,46 @@ async fn follow(c: &client::Cluster, serial: &str, i: usize) -> anyhow::Result<O
         decision: None,
     };
     let mut in_review = None;
-    let mut seen: Option<u64> = None;
-    let since = tokio::time::Instant::now();
-    loop {
-        let (number, ch) = c.channel().await?;
-        let opened = client::teller_on(ch)
-            .watch(pb::WatchRequest {
-                request_id: request_id.clone(),
-                after_version: seen,
-            })
-            .await;
-        let mut watch = match opened {
-            Ok(w) => w.into_inner(),
-            Err(s) => {
-                c.failed(number, s, since).await?;
-                continue;
+    let mut watch = c.watch(&request_id);
+    while let Some(w) = watch.next().await? {
+        let state = pb::RequestState::try_from(w.state).unwrap_or_default();
+        out.state = state;
+        match state {
+            pb::RequestState::InReview if in_review.is_none() => {
+                in_review = Some(Instant::now());
+                out.wait = Some(sent.elapsed());
             }
-        };
-        loop {
-            let w = match watch.message().await {
-                Ok(Some(w)) => w.request.unwrap_or_default(),
-                Ok(None) => bail!("the Watch of {request_id} ended before a final state"),
-                Err(s) => {
-                    c.failed(number, s, since).await?;
-                    break;
-                }
-            };
-            seen = Some(w.version);
-            let state = pb::RequestState::try_from(w.state).unwrap_or_default();
-            out.state = state;
-            match state {
-                pb::RequestState::InReview if in_review.is_none() => {
-                    in_review = Some(Instant::now());
-                    out.wait = Some(sent.elapsed());
-                }
-                pb::RequestState::Returned => {
-                    out.returned = true;
-                    resubmit(c, &request_id, &r.images[0].sha256).await?;
-                }
-                s if final_state(s) => {
-                    out.decision = in_review.map(|t| t.elapsed());
-                    return Ok(out);
-                }
-                _ => {}
+            pb::RequestState::Returned => {
+                out.returned = true;
+                resubmit(c, &request_id, &r.images[0].sha256).await?;
             }
+            s if final_state(s) => {
+                out.decision = in_review.map(|t| t.elapsed());
+                return Ok(out);
+            }
+            _ => {}
         }
     }
+    bail!("the Watch of {request_id} ended before a final state")
 }
 
 /// Sends a returned request back with its voucher rescanned. A retry whose first attempt went
 /// through (its answer lost with the leader) is refused FAILED_PRECONDITION: it is not
 /// RETURNED any more, which is what was wanted.
 async fn resubmit(c: &client::Cluster, request_id: &str, old: &str) -> anyhow::Result<()> {
+    let rescan = pb::ResubmitRequest {
+        request_id: request_id.to_owned(),
+        images: vec![pb::ImageUpload {
+            kind: pb::ImageKind::Voucher as i32,
+            media_type: "image/jpeg".into(),
+            content: fake_jpeg(32 * 1024),
+        }],
+        remove_image_sha256: vec![old.to_owned()],
+        note: "voucher rescanned".into(),
+    };
     let sent = c
         .call(|ch| {
-            let req = pb::ResubmitRequest {
-                request_id: request_id.to_owned(),
-                images: vec![pb::ImageUpload {
-                    kind: pb::ImageKind::Voucher as i32,
-                    media_type: "image/jpeg".into(),
-                    content: fake_jpeg(32 * 1024),
-                }],
-                remove_image_sha256: vec![old.to_owned()],
-                note: "voucher rescanned".into(),
-            };
+            let req = rescan.clone();
             async move { client::teller_on(ch).resubmit(req).await }
         })
         .await;

@@ -179,6 +179,7 @@ fn append(path: &Path, text: &str) {
 }
 
 async fn losing_the_database_primary_loses_nothing_acknowledged() {
+    let _alone = crate::harness::CLUSTER_OF_PROCESSES.lock().await;
     let cluster = Cluster::new();
     let files = BinaryFiles::new();
     let text = std::fs::read_to_string(&files.config).unwrap();

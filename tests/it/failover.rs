@@ -38,6 +38,16 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A test that fails part-way leaves no node running to load the machine after it.
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.run.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Nodes 1 to `n` of the cluster on `files`' database, not started.
 fn nodes(files: &BinaryFiles, n: usize) -> Vec<Node> {
     (1..=n)
@@ -106,6 +116,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
+    let _alone = crate::harness::CLUSTER_OF_PROCESSES.lock().await;
     let rounds: usize = std::env::var("COUNTERSIGN_FAILOVER_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -197,11 +208,12 @@ async fn repeated_sigkill_of_the_leader_loses_nothing_acknowledged() {
     }
 }
 
-/// `countersign bench --target` on three nodes, the leader SIGKILLed mid-run: every client
-/// finds the new leader by itself (Submit retried with its serial, Watch resumed after the
-/// version it saw, consoles attending again and deciding the reviews handed back), and every
-/// lifecycle the bench started ends approved, some of them written by the new leader.
-async fn bench_follows_the_leader_through_a_sigkill() {
+/// Runs the binary's `tool` (with `args` after it) against three nodes, `--target` all of
+/// them and `--pki`, and SIGKILLs the leader `after` its start. Returns what it printed, once
+/// it exited 0; checks that the new leader wrote some of its records (so the tool was still
+/// running when the leader went) and that the ledger verifies across both terms.
+async fn through_a_sigkill(tool: &str, args: &[&str], after: Duration) -> String {
+    let _alone = crate::harness::CLUSTER_OF_PROCESSES.lock().await;
     let files = BinaryFiles::new();
     let mut nodes = nodes(&files, 3);
     for n in &mut nodes {
@@ -214,51 +226,35 @@ async fn bench_follows_the_leader_through_a_sigkill() {
         .iter()
         .map(|n| n.addr().unwrap().to_string())
         .collect();
-    let bench = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["bench", "--target", &targets.join(","), "--pki"])
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg(tool)
+        .args(args)
+        .args(["--target", &targets.join(","), "--pki"])
         .arg(&files.pki)
-        .args(["--tellers", "2", "--supervisors", "3", "--in-flight", "2"])
-        .args([
-            "--workload",
-            "w1",
-            "--backend",
-            "postgres",
-            "--duration",
-            "5",
-            "--json",
-        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run countersign bench");
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+        .expect("run countersign");
+    tokio::time::sleep(after).await;
     let term_before = max_term(&files);
     nodes[leader].kill();
-    let out = tokio::task::spawn_blocking(move || bench.wait_with_output())
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "bench failed: {}\n{stdout}\n{}",
+        "{tool} failed: {}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = stdout.lines().last().expect("bench printed nothing");
-    let j: serde_json::Value = serde_json::from_str(last).unwrap();
-    assert_eq!(j["errors"], 0, "{stdout}");
-    assert_eq!(j["unfinished"], false, "{stdout}");
-    assert!(j["lifecycles"].as_u64().unwrap() > 0, "{stdout}");
-    let after: Vec<_> = snapshot_records(&files)
-        .into_iter()
-        .filter(|r| {
-            r.term > term_before && String::from_utf8_lossy(&r.record).contains("\"decided\"")
-        })
-        .collect();
+    let decided_after = snapshot_records(&files).into_iter().any(|r| {
+        r.term > term_before && String::from_utf8_lossy(&r.record).contains("\"decided\"")
+    });
     assert!(
-        !after.is_empty(),
-        "the new leader decided some of the bench's requests"
+        decided_after,
+        "the new leader decided none of {tool}'s requests: {stdout}"
     );
     for n in &mut nodes {
         n.kill();
@@ -266,62 +262,42 @@ async fn bench_follows_the_leader_through_a_sigkill() {
     let report =
         crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!(report.problem, None);
+    stdout
+}
+
+/// `countersign bench --target` on three nodes, the leader SIGKILLed mid-run: every client
+/// finds the new leader by itself (Submit retried with its serial, Watch resumed after the
+/// version it saw, consoles attending again and deciding the reviews handed back), and every
+/// lifecycle the bench started ends approved.
+async fn bench_follows_the_leader_through_a_sigkill() {
+    let args = [
+        "--tellers",
+        "2",
+        "--supervisors",
+        "3",
+        "--in-flight",
+        "2",
+        "--workload",
+        "w1",
+        "--backend",
+        "postgres",
+        "--duration",
+        "5",
+        "--json",
+    ];
+    let stdout = through_a_sigkill("bench", &args, Duration::from_millis(2000)).await;
+    let last = stdout.lines().last().expect("bench printed nothing");
+    let j: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(j["errors"], 0, "{stdout}");
+    assert_eq!(j["unfinished"], false, "{stdout}");
+    assert!(j["lifecycles"].as_u64().unwrap() > 0, "{stdout}");
 }
 
 /// `countersign demo --target` on three nodes, the leader SIGKILLed mid-run: its tellers and
 /// consoles (returns, resubmissions, cancellations, dual control) follow the new leader, and
 /// the demo exits 0 only when every request it submitted reached a final state.
 async fn demo_follows_the_leader_through_a_sigkill() {
-    let files = BinaryFiles::new();
-    let mut nodes = nodes(&files, 3);
-    for n in &mut nodes {
-        n.start();
-    }
-    let acked: Acked = Default::default();
-    let (leader, _) =
-        first_submit(&nodes, &files.pki, "FIRST", &acked, Duration::from_secs(30)).await;
-    let targets: Vec<String> = nodes
-        .iter()
-        .map(|n| n.addr().unwrap().to_string())
-        .collect();
-    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args([
-            "demo",
-            "--requests",
-            "150",
-            "--target",
-            &targets.join(","),
-            "--pki",
-        ])
-        .arg(&files.pki)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run countersign demo");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let term_before = max_term(&files);
-    nodes[leader].kill();
-    let out = tokio::task::spawn_blocking(move || demo.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        max_term(&files) > term_before,
-        "the demo was still running when the leader was killed: {stdout}"
-    );
-    for n in &mut nodes {
-        n.kill();
-    }
-    let report =
-        crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
-    assert_eq!(report.problem, None);
+    through_a_sigkill("demo", &["--requests", "150"], Duration::from_millis(1500)).await;
 }
 
 fn snapshot_records(
@@ -356,6 +332,7 @@ fn signal(node: &Node, sig: &str) {
 /// over; the old leader resumes (SIGCONT). Its Submit is refused, never acknowledged, nothing
 /// of it is in the ledger, and it steps down: a standby naming the new leader.
 async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
+    let _alone = crate::harness::CLUSTER_OF_PROCESSES.lock().await;
     let files = BinaryFiles::new();
     let mut nodes = nodes(&files, 2);
     nodes[0].start();

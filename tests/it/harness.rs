@@ -30,6 +30,11 @@ pub struct TestServer {
     pub database: Option<Arc<ScratchDatabase>>,
 }
 
+/// Held by the tests that run a cluster of real server processes under load (failover,
+/// database failover): one at a time, so that two of them on the machine's two cores do not
+/// starve each other's leases and make the timing they test meaningless.
+pub static CLUSTER_OF_PROCESSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The storage backends every integration test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -130,44 +130,19 @@ impl Lifecycle {
             .request
             .map(|r| r.request_id)
             .ok_or(LifecycleError::NoRequest)?;
-        let mut seen: Option<u64> = None;
-        let since = tokio::time::Instant::now();
-        loop {
-            let (number, ch) = c.channel().await?;
-            let opened = client::teller_on(ch)
-                .watch(pb::WatchRequest {
-                    request_id: request_id.clone(),
-                    after_version: seen,
-                })
-                .await;
-            let mut watch = match opened {
-                Ok(w) => w.into_inner(),
-                Err(s) => {
-                    c.failed(number, s, since).await?;
-                    continue;
-                }
-            };
-            loop {
-                let w = match watch.message().await {
-                    Ok(Some(w)) => w.request.unwrap_or_default(),
-                    Ok(None) => return Err(LifecycleError::WatchEnded),
-                    Err(s) => {
-                        c.failed(number, s, since).await?;
-                        break;
-                    }
-                };
-                seen = Some(w.version);
-                if w.state == pb::RequestState::Approved as i32 {
-                    return Ok(Sample {
-                        submit,
-                        notify: sent.elapsed(),
-                    });
-                }
-                if w.state > pb::RequestState::Approved as i32 {
-                    return Err(LifecycleError::NotApproved(w.state));
-                }
+        let mut watch = c.watch(&request_id);
+        while let Some(w) = watch.next().await? {
+            if w.state == pb::RequestState::Approved as i32 {
+                return Ok(Sample {
+                    submit,
+                    notify: sent.elapsed(),
+                });
+            }
+            if w.state > pb::RequestState::Approved as i32 {
+                return Err(LifecycleError::NotApproved(w.state));
             }
         }
+        Err(LifecycleError::WatchEnded)
     }
 }
 
