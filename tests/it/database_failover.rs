@@ -14,7 +14,7 @@ use crate::crash::{Acked, check, load};
 use crate::durability::{BinaryFiles, spawn_server};
 
 /// Where Debian keeps the server's programs.
-fn pg_bin(name: &str) -> PathBuf {
+pub(crate) fn pg_bin(name: &str) -> PathBuf {
     let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL's programs");
     let mut dirs: Vec<PathBuf> = versions.map(|e| e.unwrap().path()).collect();
     dirs.sort();
@@ -22,7 +22,7 @@ fn pg_bin(name: &str) -> PathBuf {
 }
 
 /// Runs a PostgreSQL program as the postgres user.
-fn as_postgres(program: &str, args: &[&str]) {
+pub(crate) fn as_postgres(program: &str, args: &[&str]) {
     let out = Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .arg(pg_bin(program))
@@ -37,7 +37,7 @@ fn as_postgres(program: &str, args: &[&str]) {
 }
 
 /// A free loopback port (bound and let go: the server binds it a moment later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -172,7 +172,7 @@ impl Drop for Cluster {
     }
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();

@@ -325,6 +325,32 @@ impl TestServer {
         t
     }
 
+    /// A server on the configuration `text`, whose PKI `pki` lies inside `dir`; the error when
+    /// it does not start within 20 s.
+    pub async fn boot_text(
+        dir: tempfile::TempDir,
+        pki: PathBuf,
+        text: &str,
+    ) -> anyhow::Result<TestServer> {
+        let mut t = TestServer {
+            config: Config::parse(text, &pki)?,
+            dir,
+            pki,
+            clock: ManualClock::new(SystemClock.now()),
+            server: None,
+            seed: 7,
+            database: None,
+        };
+        let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(t.seed));
+        let clock = Arc::new(t.clock.clone());
+        let started = countersign::server::start(&t.config, clock, rng);
+        let server = tokio::time::timeout(Duration::from_secs(20), started)
+            .await
+            .map_err(|_| anyhow::anyhow!("the server did not start within 20 s"))??;
+        t.server = Some(server);
+        Ok(t)
+    }
+
     /// A server on another store with this test's PKI (so its signing key) and clock: in
     /// `database` when given, else in the data directory `NAME` beside the PKI. Its
     /// configuration is written to `<pki>/NAME.toml` too, for the binary's tools.

@@ -11,6 +11,7 @@ mod cluster;
 mod copy;
 mod crash;
 mod database_failover;
+mod database_tls;
 mod durability;
 mod exposition;
 mod failover;
