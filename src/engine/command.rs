@@ -14,6 +14,15 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 /// The request (or where to read it), its id, and whether the Submit was a retry.
 pub(crate) type SubmitAnswer = (Lookup<Request>, RequestId, bool);
 /// The current state and a receiver of later changes.
+/// A Submit's idempotency lookup in the projection, made by its caller before the command
+/// reached the engine (see `evicted`).
+pub(crate) struct PriorLookup {
+    /// The eviction round read before the lookup.
+    pub round: u64,
+    /// What the projection held for the serial.
+    pub found: Option<super::evicted::Entry>,
+}
+
 pub(crate) type WatchStart = (Request, mpsc::Receiver<Request>);
 
 /// What the engine answers when a request is not held in memory: the caller reads it from the
@@ -49,6 +58,8 @@ pub(crate) enum TellerCommand {
         teller: Principal,
         submission: Submission,
         fingerprint: [u8; 32],
+        /// What the projection held for this serial, read by the caller.
+        prior: PriorLookup,
         reply: Reply<Result<SubmitAnswer, SubmitError>>,
     },
     Get {

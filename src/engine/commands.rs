@@ -46,9 +46,10 @@ impl Core {
                 teller,
                 submission,
                 fingerprint,
+                prior,
                 reply,
             } => {
-                let r = self.submit(teller, submission, fingerprint);
+                let r = self.submit(teller, submission, fingerprint, prior);
                 self.metrics.engine.submission(match &r {
                     Ok((_, _, false)) => SubmitResult::Accepted,
                     Ok((_, _, true)) => SubmitResult::Replayed,
@@ -212,13 +213,11 @@ impl Core {
         teller: Principal,
         submission: Submission,
         fingerprint: [u8; 32],
+        prior: super::command::PriorLookup,
     ) -> Result<SubmitAnswer, SubmitError> {
         let earlier = match self.requests.submitted_as(&teller.id, &submission.serial) {
             Some(found) => Some(found.clone()),
-            None => self
-                .projection
-                .idempotency(&teller.id, &submission.serial)
-                .map_err(StorageFault)?,
+            None => self.submitted_before(&teller.id, &submission.serial, prior)?,
         };
         if let Some((id, fp)) = earlier {
             if fp != fingerprint {
@@ -347,6 +346,28 @@ impl Core {
         };
         self.record(&id, Actor::Principal(teller), event);
         Ok(Lookup::Active(self.current(&id)?))
+    }
+
+    /// A serial not in memory: what the caller's projection read found, or what left memory
+    /// since it read, or (rarely: the rounds since are no longer kept) the projection now.
+    fn submitted_before(
+        &self,
+        teller: &PrincipalId,
+        serial: &crate::domain::TellerSerial,
+        prior: super::command::PriorLookup,
+    ) -> Result<Option<super::evicted::Entry>, StorageFault> {
+        if prior.found.is_some() {
+            return Ok(prior.found);
+        }
+        let key = (teller.clone(), serial.clone());
+        match self.evicted.since(prior.round, &key) {
+            super::evicted::Since::Evicted(entry) => Ok(Some(entry)),
+            super::evicted::Since::NotEvicted => Ok(None),
+            super::evicted::Since::Unknown => Ok(self
+                .projection
+                .idempotency(teller, serial)
+                .map_err(StorageFault)?),
+        }
     }
 
     fn attend(&mut self, supervisor: Principal) -> (u64, mpsc::Receiver<SupervisorEvent>) {

@@ -51,6 +51,8 @@ pub(crate) struct Core {
     pub projection: Arc<dyn Projection>,
     /// Every request not yet final, plus final ones until their last record is projected.
     pub requests: Requests,
+    /// Idempotency keys of requests that recently left memory, for Submits looked up early.
+    pub evicted: super::evicted::Evicted,
     pub timers: Timers,
     pub sessions: Sessions,
     /// The policy new submissions are evaluated against (shared with the handle for reloads).
@@ -101,6 +103,7 @@ impl Core {
             ledger,
             projection,
             requests: Requests::default(),
+            evicted: super::evicted::Evicted::new(),
             timers: Timers::default(),
             sessions: Sessions::default(),
             policy,
@@ -284,6 +287,7 @@ impl Core {
     /// and the durable ledger, as at start.
     pub fn reload_from_durable(&mut self) -> Result<(), StorageError> {
         self.requests.clear();
+        self.evicted.forget();
         self.timers.clear();
         self.dispatch_new.clear();
         self.metrics.engine.clear_requests();
@@ -560,7 +564,8 @@ impl Core {
                 return;
             }
         }
-        self.requests.evict(count);
+        let gone = self.requests.evict(count);
+        self.evicted.record(gone);
     }
 
     fn deliver(

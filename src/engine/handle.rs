@@ -46,6 +46,8 @@ pub struct EngineHandle {
     pub(super) policy: SharedPolicy,
     /// True while the engine can take writes.
     pub(super) health: tokio::sync::watch::Receiver<bool>,
+    /// The engine's eviction round (`evicted`), read before a Submit's projection lookup.
+    pub(super) evicted_round: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Ends a supervisor's session when their Attend stream is dropped.
@@ -144,11 +146,23 @@ impl EngineHandle {
     ) -> Result<Submitted, SubmitError> {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
+        // The projection is read here, on a blocking thread of the caller's, not by the
+        // single writer: on a database it is a round trip per submission.
+        let round = self
+            .evicted_round
+            .load(std::sync::atomic::Ordering::Acquire);
+        let (projection, key) = (self.projection.clone(), submission.serial.clone());
+        let found = blocking(move || projection.idempotency(&teller_id, &key))
+            .await
+            .map_err(StorageFault)?;
+        let teller_id = teller.id.clone();
+        let prior = super::command::PriorLookup { round, found };
         let (found, id, replayed) = self
             .call(|reply| TellerCommand::Submit {
                 teller,
                 submission,
                 fingerprint,
+                prior,
                 reply,
             })
             .await??;

@@ -16,6 +16,7 @@ mod commands;
 mod core;
 mod dispatch;
 pub mod error;
+pub(crate) mod evicted;
 mod handle;
 mod load;
 mod measure;

@@ -54,6 +54,7 @@ pub(super) async fn start(
         .await
         .context("join recovery")??;
     let health = core.availability.subscribe();
+    let evicted_round = core.evicted.shared();
     let (tx, rx) = mpsc::channel(config.command_buffer);
     let (leave_tx, leave_rx) = mpsc::unbounded_channel();
     // The engine gets a thread and a runtime of its own: its storage calls block (sled, disk
@@ -82,6 +83,7 @@ pub(super) async fn start(
         policy,
         health,
         config,
+        evicted_round,
     };
     Ok((handle, task))
 }
@@ -282,6 +284,8 @@ impl EngineHandle {
             policy: Arc::new(std::sync::RwLock::new(config.policy.clone())),
             health,
             config,
+            // No engine runs here: nothing is ever evicted.
+            evicted_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 }

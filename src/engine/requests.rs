@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use super::evicted::{Entry, Key};
 use crate::domain::{PrincipalId, Request, RequestId, State, TellerSerial};
 
 /// Queue order: higher priority first, then older (by the index of the Submitted record).
@@ -26,7 +27,7 @@ pub(crate) struct Requests {
     /// QUEUED requests in offer order.
     queue: BTreeSet<QueueKey>,
     /// (teller, serial) -> (request, fingerprint) for requests held here.
-    idem: HashMap<(PrincipalId, TellerSerial), (RequestId, [u8; 32])>,
+    idem: HashMap<Key, Entry>,
     /// Undecided requests per teller.
     pending_by_teller: HashMap<PrincipalId, u32>,
     /// Final requests to drop once the projection holds `records needed` records.
@@ -150,8 +151,9 @@ impl Requests {
     }
 
     /// Drops the final requests whose last record the projection now holds (`applied`
-    /// records): from then on they are read from there.
-    pub fn evict(&mut self, applied: u64) {
+    /// records): from then on they are read from there. Returns their idempotency keys.
+    pub fn evict(&mut self, applied: u64) -> Vec<(Key, Entry)> {
+        let mut gone = Vec::new();
         while let Some((need, _)) = self.evict.front()
             && *need <= applied
         {
@@ -163,9 +165,13 @@ impl Requests {
                 && r.version < applied
                 && let Some(r) = self.by_id.remove(&id)
             {
-                self.idem.remove(&(r.teller, r.submission.serial));
+                let key = (r.teller, r.submission.serial);
+                if let Some(entry) = self.idem.remove(&key) {
+                    gone.push((key, entry));
+                }
             }
         }
+        gone
     }
 
     pub fn clear(&mut self) {
