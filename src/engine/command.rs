@@ -15,12 +15,15 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 pub(crate) type SubmitAnswer = (Lookup<Request>, RequestId, bool);
 /// The current state and a receiver of later changes.
 /// A Submit's idempotency lookup in the projection, made by its caller before the command
-/// reached the engine (see `evicted`).
-pub(crate) struct PriorLookup {
-    /// The eviction round read before the lookup.
-    pub round: u64,
-    /// What the projection held for the serial.
-    pub found: Option<super::evicted::Entry>,
+/// reached the engine (see `evicted`) where the projection is remote.
+pub(crate) enum PriorLookup {
+    /// Not made (the projection is local and cheap to read): the engine reads it.
+    NotMade,
+    /// Made after eviction round `round`, finding `found`.
+    Made {
+        round: u64,
+        found: Option<super::evicted::Entry>,
+    },
 }
 
 pub(crate) type WatchStart = (Request, mpsc::Receiver<Request>);

@@ -349,21 +349,29 @@ impl Core {
     }
 
     /// A serial not in memory: what the caller's projection read found, or what left memory
-    /// since it read, or (rarely: the rounds since are no longer kept) the projection now.
+    /// since it read, or the projection now (a local one the caller did not read, or rounds
+    /// since no longer kept).
     fn submitted_before(
         &self,
         teller: &PrincipalId,
         serial: &crate::domain::TellerSerial,
         prior: super::command::PriorLookup,
     ) -> Result<Option<super::evicted::Entry>, StorageFault> {
-        if prior.found.is_some() {
-            return Ok(prior.found);
-        }
-        let key = (teller.clone(), serial.clone());
-        match self.evicted.since(prior.round, &key) {
-            super::evicted::Since::Evicted(entry) => Ok(Some(entry)),
-            super::evicted::Since::NotEvicted => Ok(None),
-            super::evicted::Since::Unknown => Ok(self
+        use super::command::PriorLookup;
+        use super::evicted::Since;
+        let since = match prior {
+            PriorLookup::Made {
+                found: Some(found), ..
+            } => return Ok(Some(found)),
+            PriorLookup::Made { round, found: None } => {
+                self.evicted.since(round, &(teller.clone(), serial.clone()))
+            }
+            PriorLookup::NotMade => Since::Unknown,
+        };
+        match since {
+            Since::Evicted(entry) => Ok(Some(entry)),
+            Since::NotEvicted => Ok(None),
+            Since::Unknown => Ok(self
                 .projection
                 .idempotency(teller, serial)
                 .map_err(StorageFault)?),

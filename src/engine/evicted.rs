@@ -3,6 +3,9 @@
 //! writer never waits on that read (on PostgreSQL a round trip per submission, which had the
 //! engine's thread waiting most of the time under load).
 //!
+//! Only a remote projection (`Projection::remote`) is read that way: a local one is read by the
+//! engine, cheaper than the hand-off.
+//!
 //! A request is always in memory or in the projection: it leaves memory (`Requests::evict`)
 //! only once the projection holds it, and the round moves on only after that. The handle reads
 //! the round, then the projection; the engine then finds the key in memory, or in what its

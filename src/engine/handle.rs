@@ -146,17 +146,21 @@ impl EngineHandle {
     ) -> Result<Submitted, SubmitError> {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
-        // The projection is read here, on a blocking thread of the caller's, not by the
+        // A remote projection is read here, on a blocking thread of the caller's, not by the
         // single writer: on a database it is a round trip per submission.
-        let round = self
-            .evicted_round
-            .load(std::sync::atomic::Ordering::Acquire);
-        let (projection, key) = (self.projection.clone(), submission.serial.clone());
-        let found = blocking(move || projection.idempotency(&teller_id, &key))
-            .await
-            .map_err(StorageFault)?;
+        let prior = if self.projection.remote() {
+            let round = self
+                .evicted_round
+                .load(std::sync::atomic::Ordering::Acquire);
+            let (projection, key) = (self.projection.clone(), submission.serial.clone());
+            let found = blocking(move || projection.idempotency(&teller_id, &key))
+                .await
+                .map_err(StorageFault)?;
+            super::command::PriorLookup::Made { round, found }
+        } else {
+            super::command::PriorLookup::NotMade
+        };
         let teller_id = teller.id.clone();
-        let prior = super::command::PriorLookup { round, found };
         let (found, id, replayed) = self
             .call(|reply| TellerCommand::Submit {
                 teller,

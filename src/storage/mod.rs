@@ -270,6 +270,9 @@ pub trait Projection: Send + Sync {
     /// How many row updates this backend wants per `apply` under load: the engine applies
     /// sooner only on its tick.
     fn batch_size(&self) -> usize;
+    /// Whether a read is a round trip worth keeping off the engine's thread (a database), not
+    /// a local lookup that costs less than handing it to another thread.
+    fn remote(&self) -> bool;
 }
 
 /// An opened backend: everything the engine stores, handed to it by the composition root.

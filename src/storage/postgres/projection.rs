@@ -385,6 +385,10 @@ impl Projection for PgProjection {
         Ok(())
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn batch_size(&self) -> usize {
         // One transaction of five statements per batch: large enough that the engine's thread
         // spends little of its time waiting on them under load.
