@@ -475,7 +475,33 @@ impl BinaryFiles {
 }
 
 /// Starts the real binary and reads the address it bound from its first line of output.
-pub fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+/// A server process a test started: killed when dropped if still running, so that a test that
+/// fails part-way leaves nothing running to load the machine (or take a lease) after it.
+pub struct Spawned(pub std::process::Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn_server(config: &std::path::Path) -> (Spawned, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["serve", "--config"])
         .arg(config)
@@ -500,7 +526,7 @@ pub fn spawn_server(config: &std::path::Path) -> (std::process::Child, std::net:
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap();
-    (child, addr)
+    (Spawned(child), addr)
 }
 
 fn last_segment(t: &TestServer) -> std::path::PathBuf {

@@ -18,7 +18,8 @@ use crate::fixtures::submit_request;
 /// A node's process and address, while it runs.
 struct Node {
     config: PathBuf,
-    run: Option<(std::process::Child, std::net::SocketAddr)>,
+    /// Killed when dropped (`Spawned`), so a failed test leaves no node running.
+    run: Option<(crate::durability::Spawned, std::net::SocketAddr)>,
 }
 
 impl Node {
@@ -34,16 +35,6 @@ impl Node {
         if let Some((mut child, _)) = self.run.take() {
             child.kill().unwrap();
             child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Node {
-    /// A test that fails part-way leaves no node running to load the machine after it.
-    fn drop(&mut self) {
-        if let Some((mut child, _)) = self.run.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
