@@ -382,6 +382,12 @@ impl Request {
             .plus_ms(self.requirements.decision_deadline_ms)
     }
 
+    /// When the review in progress times out (`timeout_ms` after the Accept), while IN_REVIEW:
+    /// counted from the Accepted record's time, so a restart or a takeover does not move it.
+    pub fn review_by(&self, timeout_ms: u64) -> Option<Timestamp> {
+        self.accepted_at.map(|at| at.plus_ms(timeout_ms))
+    }
+
     /// When waiting unaccepted raises the level, if the policy says so and it has not yet.
     pub fn escalate_at(&self) -> Option<Timestamp> {
         let after = self.requirements.escalate_after_ms?;

@@ -396,24 +396,23 @@ impl Core {
     /// takeover: they count against the task limit again, go back to the queue if this stream
     /// closes, and are sent first so the console can show them.
     fn hand_back_reviews(&mut self, supervisor: &PrincipalId) {
-        let review_timeout_ms = self.config.review_timeout_ms;
-        let held: Vec<SupervisorEvent> = self
+        let held: Vec<Request> = self
             .requests
             .in_review_by(supervisor)
             .into_iter()
-            .map(|r| SupervisorEvent::Review {
-                request: r.clone(),
-                epoch: r.epoch,
-                review_by: r
-                    .accepted_at
-                    .unwrap_or(r.updated_at)
-                    .plus_ms(review_timeout_ms),
-            })
+            .cloned()
             .collect();
-        for event in held {
-            if let SupervisorEvent::Review { request, .. } = &event {
-                self.sessions.hold(supervisor, &request.id);
-            }
+        for request in held {
+            let Some(review_by) = request.review_by(self.config.review_timeout_ms) else {
+                continue;
+            };
+            self.sessions.hold(supervisor, &request.id);
+            let epoch = request.epoch;
+            let event = SupervisorEvent::Review {
+                request,
+                epoch,
+                review_by,
+            };
             self.send_supervisor(supervisor, event);
         }
     }

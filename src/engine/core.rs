@@ -270,7 +270,7 @@ impl Core {
     /// through a decision: the next Attend hands them back (`attend`), and the review timeout,
     /// which runs from the Accepted record's time, bounds how long they wait for them.
     pub fn withdraw_offers(&mut self, reason: WithdrawReason) {
-        for (id, supervisor, epoch) in self.requests.held(State::Offered) {
+        for (id, supervisor, epoch) in self.requests.offered() {
             self.record(
                 &id,
                 Actor::System,
@@ -318,9 +318,8 @@ impl Core {
         if let Some(at) = r.escalate_at() {
             self.timers.request(at, &r.id);
         }
-        if let (State::InReview, Some(at)) = (r.state, r.accepted_at) {
-            self.timers
-                .review(at.plus_ms(self.config.review_timeout_ms), &r.id, r.epoch);
+        if let Some(at) = r.review_by(self.config.review_timeout_ms) {
+            self.timers.review(at, &r.id, r.epoch);
         }
         self.requests.adopt(r, fingerprint);
     }
@@ -419,9 +418,10 @@ impl Core {
         if let (State::Offered, Some(deadline)) = (state, r.accept_by) {
             self.timers.offer(deadline, &id, r.epoch);
         }
-        if matches!(rec.event, Event::Accepted { .. }) {
-            self.timers
-                .review(at.plus_ms(self.config.review_timeout_ms), &id, r.epoch);
+        if matches!(rec.event, Event::Accepted { .. })
+            && let Some(at) = r.review_by(self.config.review_timeout_ms)
+        {
+            self.timers.review(at, &id, r.epoch);
         }
         if matches!(rec.event, Event::Submitted { .. }) {
             self.timers.request(r.deadline(), &id);

@@ -94,11 +94,11 @@ impl Requests {
         self.by_id.len()
     }
 
-    /// (request, holder, epoch) of every request in `state` (OFFERED or IN_REVIEW).
-    pub fn held(&self, state: State) -> Vec<(RequestId, PrincipalId, u64)> {
+    /// (request, supervisor, epoch) of every open offer.
+    pub fn offered(&self) -> Vec<(RequestId, PrincipalId, u64)> {
         self.by_id
             .values()
-            .filter(|r| r.state == state)
+            .filter(|r| r.state == State::Offered)
             .filter_map(|r| Some((r.id.clone(), r.assignee.clone()?, r.epoch)))
             .collect()
     }

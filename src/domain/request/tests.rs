@@ -254,6 +254,7 @@ fn the_review_start_is_kept_while_in_review_only() {
     assert_eq!(r.accepted_at, None);
     r.apply(2, Timestamp(3), &accepted(1)).unwrap();
     assert_eq!(r.accepted_at, Some(Timestamp(3)));
+    assert_eq!(r.review_by(10), Some(Timestamp(13)));
     // Escalating a request in review leaves the review (and its timeout) where it was.
     let up = Event::Escalated {
         level: 2,
@@ -269,6 +270,7 @@ fn the_review_start_is_kept_while_in_review_only() {
     let mut w = r.clone();
     w.apply(4, Timestamp(5), &withdrawn).unwrap();
     assert_eq!(w.accepted_at, None);
+    assert_eq!(w.review_by(10), None);
     // A second review starts its own clock.
     w.apply(5, Timestamp(6), &offered(2, "t")).unwrap();
     w.apply(
