@@ -152,15 +152,18 @@ impl EngineHandle {
             let round = self
                 .evicted_round
                 .load(std::sync::atomic::Ordering::Acquire);
-            let (projection, key) = (self.projection.clone(), submission.serial.clone());
-            let found = blocking(move || projection.idempotency(&teller_id, &key))
+            let (projection, who, serial) = (
+                self.projection.clone(),
+                teller.id.clone(),
+                submission.serial.clone(),
+            );
+            let found = blocking(move || projection.idempotency(&who, &serial))
                 .await
                 .map_err(StorageFault)?;
             super::command::PriorLookup::Made { round, found }
         } else {
             super::command::PriorLookup::NotMade
         };
-        let teller_id = teller.id.clone();
         let (found, id, replayed) = self
             .call(|reply| TellerCommand::Submit {
                 teller,

@@ -101,6 +101,12 @@ async fn a_store_copied_to_the_other_backend_and_back_is_the_same_store() {
     let before = histories(&t, &ids).await;
     let source = t.write_config("source");
 
+    // A source that is not there is refused, and not created.
+    let nowhere = t.pki.join("nowhere.toml");
+    std::fs::write(&nowhere, store_config_text(None, "nowhere")).unwrap();
+    let (ok, _, err) = copy(&nowhere, &t.pki.join("nowhere.toml"));
+    assert!(!ok && err.contains("holds no ledger"), "{err}");
+    assert!(!t.pki.join("../nowhere").exists());
     // Nothing is copied from a store a server is using.
     let (ok, _, err) = copy(&source, &t.pki.join("missing.toml"));
     assert!(!ok, "{err}");
