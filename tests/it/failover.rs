@@ -310,6 +310,20 @@ fn max_term(files: &BinaryFiles) -> u64 {
         .unwrap_or(0)
 }
 
+/// The lease's term as the database has it now.
+async fn lease_term(files: &BinaryFiles) -> i64 {
+    let url = files.database.as_ref().expect("on postgres").url();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one("SELECT term FROM countersign_lease WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn signal(node: &Node, sig: &str) {
     let pid = node.run.as_ref().unwrap().0.id();
     let status = std::process::Command::new("kill")
@@ -321,7 +335,8 @@ fn signal(node: &Node, sig: &str) {
 
 /// The leader is paused (SIGSTOP) past its lease with a Submit waiting on it; the standby takes
 /// over; the old leader resumes (SIGCONT). Its Submit is refused, never acknowledged, nothing
-/// of it is in the ledger, and it steps down: a standby naming the new leader.
+/// of it is in the ledger, and it steps down: a standby naming the new leader. When that one
+/// dies, the old leader takes over again and keeps the lease.
 async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
     let _alone = crate::harness::CLUSTER_OF_PROCESSES.lock().await;
     let files = BinaryFiles::new();
@@ -390,6 +405,34 @@ async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Having lost its lease once, the old leader leads again when the new one dies, and keeps
+    // the lease: its term stays where it took it over several renewals.
+    nodes[1].kill();
+    let (again, _) = first_submit(
+        &nodes[..1],
+        &files.pki,
+        "AGAIN",
+        &acked,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(again, 0);
+    let term = lease_term(&files).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lease_term(&files).await,
+        term,
+        "the node that leads again keeps its lease"
+    );
+    let (still, _) = first_submit(
+        &nodes[..1],
+        &files.pki,
+        "STILL",
+        &acked,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(still, 0);
     for n in &mut nodes {
         n.kill();
     }

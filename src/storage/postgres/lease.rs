@@ -101,14 +101,23 @@ pub(super) async fn renew(db: std::sync::Weak<super::Db>, pool: Pool, term: u64,
                 )
                 .is_ok()
         {
-            let _ = db.lease_lost.send(true);
+            db.lease_lost.send_replace(true);
         }
     };
+    // A term this node has since left (stepped down, or taken again after a failed start) is
+    // not renewed: its row has moved on, and a "lost" for it would be noise.
+    let current = || {
+        db.upgrade()
+            .is_some_and(|db| db.term.load(std::sync::atomic::Ordering::Acquire) == term)
+    };
     loop {
-        if db.strong_count() == 0 {
+        if !current() {
             return;
         }
         tokio::time::sleep(every).await;
+        if !current() {
+            return;
+        }
         let renewed = async {
             let client = pool.get().await.map_err(no_connection)?;
             client

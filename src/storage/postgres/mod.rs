@@ -293,7 +293,10 @@ impl Follower {
                 ledger.upgrade().ok_or_else(gone)?,
             );
             db.term.store(term, std::sync::atomic::Ordering::Release);
-            let _ = db.lease_lost.send(false);
+            // send_replace, not send: nobody may be subscribed yet (the server subscribes after
+            // `lead` returns), and `send` drops the value when no receiver exists, which left
+            // the flag `true` from the last term and made every later term step down at once.
+            db.lease_lost.send_replace(false);
             tracing::info!(term, node = %s.node_id, "leading");
             tokio::spawn(lease::renew(
                 Arc::downgrade(&db),
