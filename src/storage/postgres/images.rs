@@ -62,12 +62,15 @@ async fn write(pool: deadpool_postgres::Pool, mut rx: mpsc::Receiver<Put>) {
         let contents: Vec<&[u8]> = batch.iter().map(|(_, b, _)| b.as_slice()).collect();
         let result = async {
             let client = pool.get().await.map_err(no_connection)?;
-            client
-                .execute(
+            let insert = client
+                .prepare_cached(
                     "INSERT INTO images (hash, bytes) \
                      SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (hash) DO NOTHING",
-                    &[&hashes, &contents],
                 )
+                .await
+                .map_err(unavailable("store images"))?;
+            client
+                .execute(&insert, &[&hashes, &contents])
                 .await
                 .map_err(unavailable("store images"))
         }
@@ -106,11 +109,12 @@ impl storage::ImageStore for PgImages {
         let hash = *hash;
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
+            let read = client
+                .prepare_cached("SELECT bytes FROM images WHERE hash = $1")
+                .await
+                .map_err(unavailable("read image"))?;
             let row = client
-                .query_opt(
-                    "SELECT bytes FROM images WHERE hash = $1",
-                    &[&hash.0.as_slice()],
-                )
+                .query_opt(&read, &[&hash.0.as_slice()])
                 .await
                 .map_err(unavailable("read image"))?;
             let bytes: Vec<u8> = row.ok_or(StorageError::ImageNotFound(hash))?.get(0);

@@ -421,8 +421,12 @@ impl Writer {
         let payloads: Vec<&[u8]> = records.iter().map(|(_, p)| p.as_slice()).collect();
         let client = self.pool.get().await.map_err(no_connection)?;
         let term = self.term as i64;
+        let insert = client
+            .prepare_cached(INSERT)
+            .await
+            .map_err(unavailable("write ledger batch"))?;
         let inserted = client
-            .query_one(INSERT, &[&term, &idx, &leaves, &payloads])
+            .query_one(&insert, &[&term, &idx, &leaves, &payloads])
             .await
             .map_err(unavailable("write ledger batch"))?
             .get::<_, i64>(0) as u64;

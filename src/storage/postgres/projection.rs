@@ -65,6 +65,10 @@ const UPSERT_REQUESTS: &str = "INSERT INTO requests AS q (id, state, open, recor
         first_accepted_at_ms = EXCLUDED.first_accepted_at_ms, \
         finished_at_ms = EXCLUDED.finished_at_ms";
 
+const CHECK_TERM: &str = "SELECT term FROM countersign_lease WHERE id = 1 FOR SHARE";
+
+const SET_APPLIED: &str = "UPDATE projection_state SET applied = $1 WHERE id = 1";
+
 const UPSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (teller, serial, request, fingerprint) \
     SELECT teller, serial, request, decode(fingerprint, 'hex') \
     FROM jsonb_to_recordset($1::text::jsonb) AS r(teller text, serial text, request text, \
@@ -172,11 +176,25 @@ impl Projection for PgProjection {
                 .transaction()
                 .await
                 .map_err(unavailable("begin projection batch"))?;
+            // Prepared once per connection, as every statement of the hot path: a Parse and
+            // Describe round trip and a plan each time cost more than the rows.
+            let prepare = |sql: &'static str| tx.prepare_cached(sql);
+            let check = prepare(CHECK_TERM)
+                .await
+                .map_err(unavailable("check the leader's term"))?;
+            let (upsert_requests, upsert_idempotency, set_applied) = (
+                prepare(UPSERT_REQUESTS)
+                    .await
+                    .map_err(unavailable("write request rows"))?,
+                prepare(UPSERT_IDEMPOTENCY)
+                    .await
+                    .map_err(unavailable("write idempotency rows"))?,
+                prepare(SET_APPLIED)
+                    .await
+                    .map_err(unavailable("write the applied count"))?,
+            );
             let current: i64 = tx
-                .query_one(
-                    "SELECT term FROM countersign_lease WHERE id = 1 FOR SHARE",
-                    &[],
-                )
+                .query_one(&check, &[])
                 .await
                 .map_err(unavailable("check the leader's term"))?
                 .get(0);
@@ -186,18 +204,15 @@ impl Projection for PgProjection {
                     current: current as u64,
                 });
             }
-            tx.execute(UPSERT_REQUESTS, &[&requests])
+            tx.execute(&upsert_requests, &[&requests])
                 .await
                 .map_err(unavailable("write request rows"))?;
-            tx.execute(UPSERT_IDEMPOTENCY, &[&idem])
+            tx.execute(&upsert_idempotency, &[&idem])
                 .await
                 .map_err(unavailable("write idempotency rows"))?;
-            tx.execute(
-                "UPDATE projection_state SET applied = $1 WHERE id = 1",
-                &[&(applied as i64)],
-            )
-            .await
-            .map_err(unavailable("write the applied count"))?;
+            tx.execute(&set_applied, &[&(applied as i64)])
+                .await
+                .map_err(unavailable("write the applied count"))?;
             tx.commit()
                 .await
                 .map_err(unavailable("commit projection batch"))
@@ -208,8 +223,12 @@ impl Projection for PgProjection {
         let id = id.to_string();
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
+            let read = client
+                .prepare_cached("SELECT state, records FROM requests WHERE id = $1")
+                .await
+                .map_err(unavailable("read request row"))?;
             let Some(row) = client
-                .query_opt("SELECT state, records FROM requests WHERE id = $1", &[&id])
+                .query_opt(&read, &[&id])
                 .await
                 .map_err(unavailable("read request row"))?
             else {
@@ -234,11 +253,14 @@ impl Projection for PgProjection {
         let (teller, serial) = (teller.to_string(), serial.to_string());
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let Some(row) = client
-                .query_opt(
+            let read = client
+                .prepare_cached(
                     "SELECT request, fingerprint FROM idempotency WHERE teller = $1 AND serial = $2",
-                    &[&teller, &serial],
                 )
+                .await
+                .map_err(unavailable("read idempotency row"))?;
+            let Some(row) = client
+                .query_opt(&read, &[&teller, &serial])
                 .await
                 .map_err(unavailable("read idempotency row"))?
             else {
@@ -257,11 +279,12 @@ impl Projection for PgProjection {
         let id = id.to_string();
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
+            let read = client
+                .prepare_cached(&format!("SELECT {SUMMARY} FROM requests WHERE id = $1"))
+                .await
+                .map_err(unavailable("read summary"))?;
             let row = client
-                .query_opt(
-                    &format!("SELECT {SUMMARY} FROM requests WHERE id = $1"),
-                    &[&id],
-                )
+                .query_opt(&read, &[&id])
                 .await
                 .map_err(unavailable("read summary"))?;
             Ok(row.map(|r| summary_of(&r, 0)))
