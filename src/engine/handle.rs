@@ -146,18 +146,15 @@ impl EngineHandle {
     ) -> Result<Submitted, SubmitError> {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
-        // A remote projection is read here, on a blocking thread of the caller's, not by the
-        // single writer: on a database it is a round trip per submission.
+        // A remote projection is read here, by the caller, not by the single writer: on a
+        // database it is a round trip (shared by the submissions arriving together).
         let prior = if self.projection.remote() {
             let round = self
                 .evicted_round
                 .load(std::sync::atomic::Ordering::Acquire);
-            let (projection, who, serial) = (
-                self.projection.clone(),
-                teller.id.clone(),
-                submission.serial.clone(),
-            );
-            let found = blocking(move || projection.idempotency(&who, &serial))
+            let found = self
+                .projection
+                .idempotency_soon(teller.id.clone(), submission.serial.clone())
                 .await
                 .map_err(StorageFault)?;
             super::command::PriorLookup::Made { round, found }

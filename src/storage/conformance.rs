@@ -222,7 +222,7 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
     c.updated_at = crate::domain::Timestamp(5);
     p.apply(&[update(2, &c, false)], 3).expect("apply");
     assert_eq!(p.applied().expect("applied"), 3);
-    let check = |p: &dyn Projection| {
+    let check = |p: &std::sync::Arc<dyn Projection>| {
         assert_eq!(
             p.request(&c.id).expect("row"),
             Some((crate::domain::State::Cancelled, vec![1, 2]))
@@ -245,6 +245,33 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
             p.summary(&c.id).expect("summary").map(|s| s.state),
             Some("cancelled".to_string())
         );
+        // Lookups made together (a database answers them in one statement) each get their
+        // own answer.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let answers = runtime.block_on(async {
+            let mut asked = tokio::task::JoinSet::new();
+            for i in 0..40 {
+                let (teller, serial) = if i % 8 == 3 {
+                    (a.teller.clone(), a.submission.serial.clone())
+                } else {
+                    (
+                        PrincipalId::new("other"),
+                        TellerSerial::new(format!("S{i}")),
+                    )
+                };
+                let p = p.clone();
+                asked.spawn(async move { (i, p.idempotency_soon(teller, serial).await) });
+            }
+            asked.join_all().await
+        });
+        assert_eq!(answers.len(), 40);
+        for (i, found) in answers {
+            let want = (i % 8 == 3).then(|| (a.id.clone(), [9; 32]));
+            assert_eq!(found.expect("idempotency_soon"), want, "lookup {i}");
+        }
         let active: BTreeSet<RequestId> = p.active().expect("active").into_iter().collect();
         assert_eq!(active, BTreeSet::from([a.id.clone()]));
         let page = p
@@ -274,10 +301,10 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
             "more than the maximum is refused with the count reached"
         );
     };
-    check(p.as_ref());
+    check(p);
     p.flush().expect("flush");
     drop(s);
     let s = b.open();
     assert_eq!(s.projection.applied().expect("applied"), 3);
-    check(s.projection.as_ref());
+    check(&s.projection);
 }

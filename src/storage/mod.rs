@@ -221,6 +221,9 @@ pub trait CheckpointLog: Send + Sync {
 }
 
 /// A boxed future, for the trait methods that wait (an image's fsync).
+/// The request a teller's serial submitted, with the submission's fingerprint.
+pub type Submitted = (RequestId, [u8; 32]);
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Images, content-addressed by SHA-256. An image is durable before `put` returns, so a
@@ -250,6 +253,13 @@ pub trait Projection: Send + Sync {
         teller: &PrincipalId,
         serial: &TellerSerial,
     ) -> Result<Option<(RequestId, [u8; 32])>, StorageError>;
+    /// `idempotency` for a caller on the async runtime: on a database, the lookups of
+    /// submissions arriving together share one round trip; a local store just looks.
+    fn idempotency_soon(
+        &self,
+        teller: PrincipalId,
+        serial: TellerSerial,
+    ) -> BoxFuture<'_, Result<Option<Submitted>, StorageError>>;
     /// What audit search shows of a request.
     fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StorageError>;
     /// One page of an audit search, newest submission first.

@@ -16,7 +16,7 @@ use crate::ledger::merkle::{Hash, ProofError};
 use crate::metrics::LedgerMetrics;
 use crate::storage::{
     self, BoxFuture, EmbeddedSettings, LedgerAppend, LedgerRead, RowUpdate, SearchPage,
-    SearchQuery, Storage, StorageError, Summary,
+    SearchQuery, Storage, StorageError, Submitted, Summary,
 };
 
 /// The ledger's directory below a data directory.
@@ -198,6 +198,16 @@ impl storage::Projection for SledProjection {
     ) -> Result<Option<(RequestId, [u8; 32])>, StorageError> {
         SledProjection::idempotency(self, teller, serial)
             .map_err(|e| projection_error("read idempotency row", e))
+    }
+
+    fn idempotency_soon(
+        &self,
+        teller: PrincipalId,
+        serial: TellerSerial,
+    ) -> BoxFuture<'_, Result<Option<Submitted>, StorageError>> {
+        Box::pin(std::future::ready(crate::storage::Projection::idempotency(
+            self, &teller, &serial,
+        )))
     }
 
     fn summary(&self, id: &RequestId) -> Result<Option<Summary>, StorageError> {

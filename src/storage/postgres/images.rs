@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Db, no_connection, unavailable};
+use super::{Db, SharedError, no_connection, unavailable};
 use crate::domain::ImageHash;
 use crate::storage::{self, BoxFuture, StorageError};
 
@@ -140,21 +140,5 @@ impl storage::ImageStore for PgImages {
                 Ok(row.is_some())
             })
             .unwrap_or(false)
-    }
-}
-
-/// A batch's error, shared by every put in it.
-#[derive(Debug)]
-struct SharedError(Arc<StorageError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
     }
 }

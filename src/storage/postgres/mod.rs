@@ -450,5 +450,21 @@ fn tls(pem: &str) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StorageErr
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// A batch's error, shared by every caller in it (an image put, an idempotency lookup).
+#[derive(Debug)]
+pub(super) struct SharedError(pub(super) Arc<StorageError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,22 +7,100 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Db, no_connection, unavailable};
+use super::{Db, SharedError, no_connection, unavailable};
 use crate::domain::{PrincipalId, RequestId, State, TellerSerial};
 use crate::storage::{
-    Projection, RowUpdate, SearchPage, SearchQuery, StorageError, Summary, state_from, state_name,
+    BoxFuture, Projection, RowUpdate, SearchPage, SearchQuery, StorageError, Submitted, Summary,
+    state_from, state_name,
 };
 
 pub(super) struct PgProjection {
     db: Arc<Db>,
+    lookups: mpsc::Sender<Lookup>,
 }
 
 impl PgProjection {
     pub(super) fn new(db: Arc<Db>) -> Self {
-        PgProjection { db }
+        let (lookups, rx) = mpsc::channel(LOOKUPS_QUEUED_MAX);
+        db.spawn(look_up(db.pool.clone(), rx));
+        PgProjection { db, lookups }
+    }
+}
+
+/// A submission's (teller, serial) to look up, and who to tell.
+type Lookup = (
+    PrincipalId,
+    TellerSerial,
+    oneshot::Sender<Result<Option<Submitted>, Arc<StorageError>>>,
+);
+
+/// Lookups queued for the batcher at once; more callers wait (the server's own limits on
+/// calls in flight keep this far off).
+const LOOKUPS_QUEUED_MAX: usize = 4096;
+
+/// Most lookups one statement carries.
+const LOOKUPS_PER_STATEMENT: usize = 256;
+
+const LOOK_UP: &str = "SELECT k.n, i.request, i.fingerprint \
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(teller, serial, n) \
+    JOIN idempotency i ON i.teller = k.teller AND i.serial = k.serial";
+
+/// The idempotency batcher: every lookup queued while the last statement ran goes in the next,
+/// so at a few thousand submissions a second the database sees a few hundred statements.
+async fn look_up(pool: deadpool_postgres::Pool, mut rx: mpsc::Receiver<Lookup>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < LOOKUPS_PER_STATEMENT {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        let tellers: Vec<&str> = batch.iter().map(|(t, _, _)| t.as_str()).collect();
+        let serials: Vec<&str> = batch.iter().map(|(_, s, _)| s.as_str()).collect();
+        let found = async {
+            let client = pool.get().await.map_err(no_connection)?;
+            let read = client
+                .prepare_cached(LOOK_UP)
+                .await
+                .map_err(unavailable("read idempotency rows"))?;
+            let rows = client
+                .query(&read, &[&tellers, &serials])
+                .await
+                .map_err(unavailable("read idempotency rows"))?;
+            let mut found = vec![None; batch.len()];
+            for row in rows {
+                let n = row.get::<_, i64>(0) as usize;
+                let Some(slot) = n.checked_sub(1).and_then(|i| found.get_mut(i)) else {
+                    return Err(damaged(format!("idempotency lookup: ordinal {n}")));
+                };
+                let fp: &[u8] = row.get(2);
+                let fp: [u8; 32] = fp.try_into().map_err(|_| {
+                    let (t, s, _) = &batch[n - 1];
+                    damaged(format!("idempotency {t}/{s}: fingerprint"))
+                })?;
+                *slot = Some((request_id(row.get(1))?, fp));
+            }
+            Ok(found)
+        }
+        .await
+        .map_err(Arc::new);
+        match found {
+            Ok(found) => {
+                for ((_, _, reply), f) in batch.into_iter().zip(found) {
+                    let _ = reply.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -272,6 +350,29 @@ impl Projection for PgProjection {
                 .try_into()
                 .map_err(|_| damaged(format!("idempotency {teller}/{serial}: fingerprint")))?;
             Ok(Some((id, fp)))
+        })
+    }
+
+    fn idempotency_soon(
+        &self,
+        teller: PrincipalId,
+        serial: TellerSerial,
+    ) -> BoxFuture<'_, Result<Option<Submitted>, StorageError>> {
+        Box::pin(async move {
+            let stopped = || {
+                StorageError::unavailable(
+                    "read idempotency row",
+                    std::io::Error::other("the lookup batcher has stopped"),
+                )
+            };
+            let (tx, rx) = oneshot::channel();
+            self.lookups
+                .send((teller, serial, tx))
+                .await
+                .map_err(|_| stopped())?;
+            rx.await
+                .map_err(|_| stopped())?
+                .map_err(|e| StorageError::unavailable("read idempotency row", SharedError(e)))
         })
     }
 
