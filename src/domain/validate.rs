@@ -34,8 +34,54 @@ pub const SHORT_CHARS_MAX: usize = 128;
 /// Most free attributes on one transaction.
 pub const ATTRIBUTES_MAX: usize = 32;
 
-/// Checks a string's length and that it holds no control characters (newlines allowed when
-/// `multiline`). `required` refuses the empty string.
+/// Whether a character would not show as itself to the supervisor or auditor who reads it:
+/// Unicode's format characters (general category Cf, Unicode 15: soft hyphen, the Arabic and
+/// Syriac marks, zero-width spaces and joiners, bidi embeddings, overrides and isolates, word
+/// joiner and invisible operators, BOM, interlinear annotation, tags), line and paragraph
+/// separators, spaces that look like U+0020 but are not (no-break, en, em, thin, narrow,
+/// medium mathematical; U+3000, the ideographic space CJK input types, stays allowed), and the
+/// blank fillers and joiners that render as nothing (U+034F, U+115F, U+1160, U+3164, U+FFA0).
+/// `"Zhao\u{202E}niM"` shows as "ZhaoMin" reversed: what is stored would not be what is seen.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+            | '\u{2028}'..='\u{2029}'
+            | '\u{00A0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200A}'
+            | '\u{202F}'
+            | '\u{205F}'
+            | '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{3164}'
+            | '\u{FFA0}'
+    )
+}
+
+/// Checks a string's length, that it holds no control characters (newlines and tabs allowed
+/// when `multiline`) and nothing invisible (`is_invisible`). `required` refuses the empty or
+/// blank string.
 pub fn text(
     field: &str,
     s: &str,
@@ -57,7 +103,28 @@ pub fn text(
     {
         return Err(FieldError::new(field, "contains control characters"));
     }
+    if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "contains U+{:04X}, a character that does not show as itself (format, bidi \
+                 or invisible space characters are refused)",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Account numbers: 8 to 32 ASCII digits, as Chinese banks number personal (16 to 19) and
+/// corporate (up to 25) accounts; no letters, spaces or separators, so one account is always
+/// written one way and audit search finds it.
+pub fn account(field: &str, s: &str) -> Result<(), FieldError> {
+    if (8..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be 8 to 32 digits 0-9"))
+    }
 }
 
 /// A teller serial: 1 to 64 of A-Z a-z 0-9 - _ .
@@ -124,15 +191,9 @@ pub fn money(field: &str, m: &Money) -> Result<(), FieldError> {
 pub fn transaction(t: &Transaction) -> Result<(), FieldError> {
     text("transaction.code", &t.code, SHORT_CHARS_MAX, true, false)?;
     money("transaction.amount", &t.amount)?;
-    text(
-        "transaction.account",
-        &t.account,
-        SHORT_CHARS_MAX,
-        true,
-        false,
-    )?;
+    account("transaction.account", &t.account)?;
     if let Some(c) = &t.counterparty {
-        text("transaction.counterparty", c, SHORT_CHARS_MAX, true, false)?;
+        account("transaction.counterparty", c)?;
     }
     if t.attributes.len() > ATTRIBUTES_MAX {
         return Err(FieldError::new(
@@ -141,8 +202,18 @@ pub fn transaction(t: &Transaction) -> Result<(), FieldError> {
         ));
     }
     for (k, v) in &t.attributes {
-        text("transaction.attributes", k, SHORT_CHARS_MAX, true, false)?;
-        text("transaction.attributes", v, SHORT_CHARS_MAX, false, false)?;
+        // A bad key cannot name its entry, so it is reported on the map, quoted (escaped where
+        // it would not print); a value is reported on its entry, as AIP-193 writes map paths.
+        text("transaction.attributes", k, SHORT_CHARS_MAX, true, false).map_err(|e| {
+            FieldError::new("transaction.attributes", format!("key {k:?} {}", e.reason))
+        })?;
+        text(
+            &format!("transaction.attributes[{k:?}]"),
+            v,
+            SHORT_CHARS_MAX,
+            false,
+            false,
+        )?;
     }
     Ok(())
 }
@@ -306,6 +377,77 @@ mod tests {
         assert!(text("f", "toolong", 5, true, false).is_err());
         assert!(text("f", "a\u{7}", 5, false, false).is_err());
         assert!(text("f", "a\nb", 5, false, true).is_ok());
+        // What a reader would not see as stored: bidi overrides and isolates, zero-width and
+        // look-alike spaces, BOM, tags; in single- and multi-line text alike.
+        for bad in [
+            "Zhao\u{202E}niM",
+            "a\u{2067}b",
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "\u{FEFF}ab",
+            "a\u{00A0}b",
+            "a\u{2028}b",
+            "a\u{E0041}",
+            "a\u{00AD}b",
+        ] {
+            let e = text("note", bad, 50, false, true).unwrap_err();
+            assert_eq!(e.field, "note");
+            assert!(e.reason.contains("U+"), "{bad:?}: {}", e.reason);
+        }
+        // Ordinary CJK text, its full-width space and a middle dot in a name are kept.
+        assert!(text("f", "赵\u{3000}敏·阿依古丽 (Ali)", 50, true, false).is_ok());
+    }
+
+    #[test]
+    fn invisible_covers_unicode_format_characters() {
+        // Every character Unicode 15 puts in general category Cf, by its ranges.
+        let cf = [
+            (0xAD, 0xAD),
+            (0x600, 0x605),
+            (0x61C, 0x61C),
+            (0x6DD, 0x6DD),
+            (0x70F, 0x70F),
+            (0x890, 0x891),
+            (0x8E2, 0x8E2),
+            (0x180E, 0x180E),
+            (0x200B, 0x200F),
+            (0x202A, 0x202E),
+            (0x2060, 0x2064),
+            (0x2066, 0x206F),
+            (0xFEFF, 0xFEFF),
+            (0xFFF9, 0xFFFB),
+            (0x110BD, 0x110BD),
+            (0x110CD, 0x110CD),
+            (0x13430, 0x1343F),
+            (0x1BCA0, 0x1BCA3),
+            (0x1D173, 0x1D17A),
+            (0xE0001, 0xE0001),
+            (0xE0020, 0xE007F),
+        ];
+        for (lo, hi) in cf {
+            for cp in lo..=hi {
+                let c = char::from_u32(cp).unwrap();
+                assert!(is_invisible(c), "U+{cp:04X}");
+            }
+        }
+        for c in ['a', ' ', '\u{3000}', '·', '赵', 'é', '\u{0301}'] {
+            assert!(!is_invisible(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn accounts_are_digits() {
+        assert!(account("a", "6222020200112233445").is_ok());
+        assert!(account("a", "12345678").is_ok());
+        for bad in [
+            "6222ABCD0011",
+            "1234567",
+            "6222 0202 0011 2233",
+            "６２２２０２０２",
+            "",
+        ] {
+            assert_eq!(account("a", bad).unwrap_err().field, "a", "{bad:?}");
+        }
         assert!(teller_serial("f", "T-2026.11_28").is_ok());
         assert!(teller_serial("f", "bad serial").is_err());
     }

@@ -245,7 +245,16 @@ impl Core {
             .clone();
         let requirements = policy
             .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
-            .map_err(|e| SubmitError::Invalid(FieldError::new("transaction", e.to_string())))?;
+            .map_err(|e| {
+                // A code no rule names is the code's fault; a known code whose amount or
+                // currency no rule covers is the transaction's as a whole.
+                let field = if policy.knows_code(&t.code) {
+                    "transaction"
+                } else {
+                    "transaction.code"
+                };
+                SubmitError::Invalid(FieldError::new(field, e.to_string()))
+            })?;
         let id = RequestId::from_random(self.rng.random());
         let rec = Record {
             request: id.clone(),

@@ -138,18 +138,30 @@ pub async fn start(
         engine.clone(),
         role.clone(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // v1 and v1alpha both: grpcurl before 1.9 and grpcio's reflection client speak only
+    // v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("build the reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("build the v1alpha reflection service")?;
     let (tx, rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .add_routes(services)
         .add_service(health)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK: that costs
     // tens of milliseconds per call (serve_with_incoming does not set it for us).
     let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
@@ -177,6 +189,27 @@ pub async fn start(
         health_task,
         grace: Duration::from_millis(config.shutdown_grace_ms),
     })
+}
+
+/// gRPC's status table puts a message larger than the receiver's maximum under
+/// RESOURCE_EXHAUSTED; tonic's decoder answers OUT_OF_RANGE. This rewrites that one answer
+/// (always trailers-only: the request was refused before any reply) and nothing else, keeping
+/// tonic's message, which gives the size and the limit.
+fn oversize_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    // tonic percent-encodes the message's spaces.
+    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers.get("grpc-message").is_some_and(|m| {
+            m.as_bytes()
+                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
+        });
+    if oversize {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Keeps the health statuses true: on the leader every service follows the engine (NOT_SERVING

@@ -154,7 +154,7 @@ pub async fn tell(
         }
         let serial = format!("{prefix}-{i}");
         let amount = 1_000 + i as i64;
-        let mut req = submit_request(&serial, "WDL-CASH", amount, "acct-1");
+        let mut req = submit_request(&serial, "WDL-CASH", amount, "6222020200110001");
         req.images.truncate(1);
         match c.submit(req).await {
             Ok(r) => {

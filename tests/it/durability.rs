@@ -379,8 +379,12 @@ async fn sigkill_loses_no_acknowledged_submit() {
                     .await
                     .unwrap();
                 for i in 0..100_000 {
-                    let mut req =
-                        submit_request(&format!("K{round}-{i}"), "WDL-CASH", 100, "acct-1");
+                    let mut req = submit_request(
+                        &format!("K{round}-{i}"),
+                        "WDL-CASH",
+                        100,
+                        "6222020200110001",
+                    );
                     req.images.truncate(1);
                     match c.submit(req).await {
                         Ok(r) => drop(tx.send((w, r.into_inner().request.unwrap().request_id))),

@@ -82,7 +82,7 @@ async fn first_submit(
             let Ok(mut c) = countersign::tools::client::teller(addr, pki, "teller-01").await else {
                 continue;
             };
-            let mut req = submit_request(serial, "WDL-CASH", 777, "acct-1");
+            let mut req = submit_request(serial, "WDL-CASH", 777, "6222020200110001");
             req.images.truncate(1);
             if let Ok(r) = c.submit(req).await {
                 let at = Instant::now();
@@ -359,7 +359,7 @@ async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
         .unwrap();
     signal(&nodes[0], "-STOP");
     let stale = tokio::spawn(async move {
-        let mut req = submit_request("STALE", "WDL-CASH", 999, "acct-1");
+        let mut req = submit_request("STALE", "WDL-CASH", 999, "6222020200110001");
         req.images.truncate(1);
         stale_client.submit(req).await
     });
@@ -386,7 +386,7 @@ async fn a_leader_paused_past_its_lease_cannot_write_and_steps_down() {
         let mut c = countersign::tools::client::teller(old, &files.pki, "teller-02")
             .await
             .unwrap();
-        let mut req = submit_request("STALE", "WDL-CASH", 999, "acct-1");
+        let mut req = submit_request("STALE", "WDL-CASH", 999, "6222020200110001");
         req.images.truncate(1);
         let s = c
             .submit(req)

@@ -41,7 +41,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
 
     engine.inject_ledger_faults(true);
     let mut teller = t.teller("teller-01").await;
-    let b = submit_request("F-2", "WDL-CASH", 100, "acct");
+    let b = submit_request("F-2", "WDL-CASH", 100, "6222020200110002");
     let refused = teller.submit(b.clone()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("ledger"), "{refused:?}");
@@ -49,7 +49,7 @@ async fn a_full_disk_refuses_writes_and_recovers_without_a_restart() {
     // Further writes are refused at once; reads still work.
     assert_status(
         teller
-            .submit(submit_request("F-3", "WDL-CASH", 100, "acct"))
+            .submit(submit_request("F-3", "WDL-CASH", 100, "6222020200110002"))
             .await,
         Code::Unavailable,
         "cannot write",

@@ -54,7 +54,7 @@ async fn each_role_is_confined_to_its_service() {
     assert_status(
         as_teller("sup-01")
             .await
-            .submit(submit_request("S-1", "WDL-CASH", 100, "acct"))
+            .submit(submit_request("S-1", "WDL-CASH", 100, "6222020200110002"))
             .await,
         Code::PermissionDenied,
         "sup-01",
@@ -62,7 +62,7 @@ async fn each_role_is_confined_to_its_service() {
     assert_status(
         as_teller("audit-01")
             .await
-            .submit(submit_request("S-1", "WDL-CASH", 100, "acct"))
+            .submit(submit_request("S-1", "WDL-CASH", 100, "6222020200110002"))
             .await,
         Code::PermissionDenied,
         "audit-01",
@@ -107,7 +107,7 @@ async fn a_certificate_not_in_the_directory_gets_nothing() {
     countersign::tools::pki::issue_client(&t.pki, "mallory").unwrap();
     let mut c = t.teller("mallory").await;
     assert_status(
-        c.submit(submit_request("M-1", "WDL-CASH", 100, "acct"))
+        c.submit(submit_request("M-1", "WDL-CASH", 100, "6222020200110002"))
             .await,
         Code::Unauthenticated,
         "not in the principal directory",
@@ -232,6 +232,31 @@ async fn reflection_and_health_work_for_standard_tools() {
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&s), "{s} missing from {names:?}");
+    }
+    // The same through v1alpha, which grpcurl before 1.9 and grpcio's client speak.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let resp = ServerReflectionClient::new(ch.clone())
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("v1alpha reflection is served")
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("{resp:?}")
+        };
+        let alpha: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(alpha.contains(&"countersign.v1.TellerService"), "{alpha:?}");
     }
     let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
     for s in [

@@ -242,7 +242,7 @@ async fn search_by_each_criterion_newest_first_with_pages() {
                 &format!("S-{i}"),
                 code,
                 1000 + i as i64,
-                "acct",
+                "6222020200110002",
             ))
             .await
             .unwrap()

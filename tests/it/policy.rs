@@ -538,10 +538,15 @@ async fn a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts() {
     assert_status(
         t.teller("teller-01")
             .await
-            .submit(submit_request("N-1", "UNKNOWN-CODE", 100, "acct"))
+            .submit(submit_request(
+                "N-1",
+                "UNKNOWN-CODE",
+                100,
+                "6222020200110002",
+            ))
             .await,
         Code::InvalidArgument,
-        "transaction: no policy rule matches",
+        "transaction.code: no policy rule matches",
     );
     assert_eq!(t.ledger_len(), len);
     // The server refuses to start with a half-valid policy, naming the rule and field.

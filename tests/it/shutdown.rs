@@ -34,7 +34,12 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
         .unwrap();
     let amount = 500_000_000_000;
     let held = teller
-        .submit(submit_request("HELD-1", "WDL-CASH", amount, "acct-1"))
+        .submit(submit_request(
+            "HELD-1",
+            "WDL-CASH",
+            amount,
+            "6222020200110001",
+        ))
         .await
         .expect("submit the held request")
         .into_inner()
