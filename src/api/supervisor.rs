@@ -141,7 +141,8 @@ impl SupervisorService for SupervisorApi {
         let id = super::concerning("request_id", &request_id)?;
         let r = self.engine().accept(&supervisor.id, &id, epoch).await?;
         Ok(Response::new(pb::AcceptResponse {
-            request: Some(convert::request(&r)),
+            request: Some(convert::request(&r.request)),
+            replayed: r.replayed,
         }))
     }
 
@@ -170,10 +171,11 @@ impl SupervisorService for SupervisorApi {
             true,
         )
         .map_err(invalid)?;
-        self.engine()
+        let replayed = self
+            .engine()
             .decline(&supervisor.id, &id, epoch, reason)
             .await?;
-        Ok(Response::new(pb::DeclineResponse {}))
+        Ok(Response::new(pb::DeclineResponse { replayed }))
     }
 
     #[tracing::instrument(
@@ -201,7 +203,8 @@ impl SupervisorService for SupervisorApi {
             .decide(&supervisor, &id, epoch, verdict)
             .await?;
         Ok(Response::new(pb::DecideResponse {
-            request: Some(convert::request(&r)),
+            request: Some(convert::request(&r.request)),
+            replayed: r.replayed,
         }))
     }
 

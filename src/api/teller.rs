@@ -187,7 +187,8 @@ impl TellerService for TellerApi {
         .map_err(invalid)?;
         let r = self.engine().cancel(&teller.id, &id, reason).await?;
         Ok(Response::new(pb::CancelResponse {
-            request: Some(convert::request(&r)),
+            request: Some(convert::request(&r.request)),
+            replayed: r.replayed,
         }))
     }
 
@@ -243,7 +244,8 @@ impl TellerService for TellerApi {
             .resubmit(&teller.id, &id, added, removed, note)
             .await?;
         Ok(Response::new(pb::ResubmitResponse {
-            request: Some(convert::request(&r)),
+            request: Some(convert::request(&r.request)),
+            replayed: r.replayed,
         }))
     }
 }

@@ -14,5 +14,5 @@ pub mod validate;
 pub use event::{Actor, Event, Record, WithdrawReason};
 pub use fold::FoldError;
 pub use ids::{BranchId, ImageHash, PrincipalId, RequestId, TellerSerial};
-pub use request::{FenceError, Request, State};
+pub use request::{Act, FenceError, Request, State};
 pub use types::*;

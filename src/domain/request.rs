@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 
 use super::event::{Event, Record};
-use super::ids::{BranchId, PrincipalId, RequestId};
+use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
 use super::types::{
     Decision, DecisionEntry, EscalationReason, ImageRef, Requirements, ReturnEntry, Submission,
-    Timestamp,
+    Timestamp, Verdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,6 +74,58 @@ pub struct Request {
     pub submitted_index: u64,
     /// Ledger index of the last applied record.
     pub version: u64,
+    /// The callers' actions that took effect, oldest first: a retried call (its answer lost)
+    /// finds itself here and is answered as a replay instead of refused.
+    pub acts: Vec<Act>,
+}
+
+/// An action a principal took on a request, as the call named it. Accept, decline and decide
+/// carry the offer's epoch, so the same call is recognised however the request moved since;
+/// the teller's cancel and resubmit need no epoch (only the owner makes them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Act {
+    Accepted {
+        supervisor: PrincipalId,
+        epoch: u64,
+    },
+    Declined {
+        supervisor: PrincipalId,
+        epoch: u64,
+        reason: String,
+    },
+    Decided {
+        supervisor: PrincipalId,
+        epoch: u64,
+        verdict: Verdict,
+    },
+    Cancelled {
+        reason: String,
+    },
+    Resubmitted {
+        added: Vec<ImageRef>,
+        removed: Vec<ImageHash>,
+        note: String,
+    },
+}
+
+impl Request {
+    /// Whether `act` already took effect: the call that asks for it again is a retry.
+    pub fn did(&self, act: &Act) -> bool {
+        match act {
+            // Only the teller's latest: a request returned, resubmitted, returned again may be
+            // resubmitted again with the same note and images, and that is not a retry.
+            Act::Resubmitted { .. } => {
+                self.state != State::Returned
+                    && self
+                        .acts
+                        .iter()
+                        .rev()
+                        .find(|a| matches!(a, Act::Resubmitted { .. }))
+                        == Some(act)
+            }
+            _ => self.acts.contains(act),
+        }
+    }
 }
 
 /// Why an event cannot apply to a request: a replayed ledger that disagrees with the state
@@ -185,6 +237,7 @@ impl Request {
             updated_at: at,
             submitted_index: index,
             version: index,
+            acts: Vec::new(),
         }
     }
 
@@ -217,6 +270,13 @@ impl Request {
                 self.check_fence(supervisor, *epoch, State::Offered)
                     .map_err(|_| bad(self))?;
                 self.declined_by.insert(supervisor.clone());
+                if let Event::OfferDeclined { reason, .. } = event {
+                    self.acts.push(Act::Declined {
+                        supervisor: supervisor.clone(),
+                        epoch: *epoch,
+                        reason: reason.clone(),
+                    });
+                }
                 self.requeue();
             }
             Event::OfferTimedOut { supervisor, epoch } => {
@@ -251,6 +311,10 @@ impl Request {
                 self.accept_by = None;
                 self.first_accepted_at.get_or_insert(at);
                 self.accepted_at = Some(at);
+                self.acts.push(Act::Accepted {
+                    supervisor: supervisor.clone(),
+                    epoch: *epoch,
+                });
             }
             Event::Decided {
                 supervisor,
@@ -266,6 +330,11 @@ impl Request {
                     return Err(bad(self));
                 }
                 self.assignee = None;
+                self.acts.push(Act::Decided {
+                    supervisor: supervisor.clone(),
+                    epoch: *epoch,
+                    verdict: verdict.clone(),
+                });
                 let needed = usize::from(self.requirements.approvals);
                 match verdict.decision {
                     Decision::Approve if self.approvals.len() + 1 < needed => {
@@ -318,6 +387,11 @@ impl Request {
                 }
                 // The content changed: approvals given to the old content no longer count.
                 self.approvals.clear();
+                self.acts.push(Act::Resubmitted {
+                    added: added.clone(),
+                    removed: removed.clone(),
+                    note: note.clone(),
+                });
                 self.state = State::Queued;
             }
             Event::Cancelled { .. } | Event::Expired => {
@@ -329,6 +403,11 @@ impl Request {
                 } else {
                     State::Cancelled
                 };
+                if let Event::Cancelled { reason } = event {
+                    self.acts.push(Act::Cancelled {
+                        reason: reason.clone(),
+                    });
+                }
                 self.assignee = None;
                 self.accept_by = None;
             }

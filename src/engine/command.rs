@@ -30,6 +30,14 @@ pub(crate) type WatchStart = (Request, mpsc::Receiver<Request>);
 
 /// What the engine answers when a request is not held in memory: the caller reads it from the
 /// store (final requests never change, so there is no race).
+/// A request after a caller's action, and whether the call was a retry of one that had
+/// already taken effect (then nothing new was recorded).
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub request: Request,
+    pub replayed: bool,
+}
+
 pub(crate) enum Lookup<T> {
     Active(T),
     NotActive,
@@ -79,7 +87,7 @@ pub(crate) enum TellerCommand {
         teller: PrincipalId,
         id: RequestId,
         reason: String,
-        reply: Reply<Result<Lookup<Request>, CancelError>>,
+        reply: Reply<Result<Lookup<Outcome>, CancelError>>,
     },
     Resubmit {
         teller: PrincipalId,
@@ -87,7 +95,7 @@ pub(crate) enum TellerCommand {
         added: Vec<ImageRef>,
         removed: Vec<ImageHash>,
         note: String,
-        reply: Reply<Result<Lookup<Request>, ResubmitError>>,
+        reply: Reply<Result<Lookup<Outcome>, ResubmitError>>,
     },
 }
 
@@ -101,21 +109,21 @@ pub(crate) enum SupervisorCommand {
         supervisor: PrincipalId,
         id: RequestId,
         epoch: u64,
-        reply: Reply<Result<Request, AcceptError>>,
+        reply: Reply<Result<Outcome, AcceptError>>,
     },
     Decline {
         supervisor: PrincipalId,
         id: RequestId,
         epoch: u64,
         reason: String,
-        reply: Reply<Result<(), DeclineError>>,
+        reply: Reply<Result<bool, DeclineError>>,
     },
     Decide {
         supervisor: Principal,
         id: RequestId,
         epoch: u64,
         verdict: Verdict,
-        reply: Reply<Result<Request, DecideError>>,
+        reply: Reply<Result<Outcome, DecideError>>,
     },
     OfferImage {
         supervisor: PrincipalId,

@@ -7,13 +7,14 @@ use tokio::sync::mpsc;
 
 use crate::domain::validate::FieldError;
 use crate::domain::{
-    Actor, Decision, EscalationReason, Event, FenceError, ImageHash, ImageRef, Principal,
+    Act, Actor, Decision, EscalationReason, Event, FenceError, ImageHash, ImageRef, Principal,
     PrincipalId, Record, Request, RequestId, State, Submission, Verdict, WithdrawReason,
 };
 use crate::metrics::SubmitResult;
 
 use super::command::{
-    Command, Leave, Lookup, ServiceCommand, SubmitAnswer, SupervisorCommand, TellerCommand, refuse,
+    Command, Leave, Lookup, Outcome, ServiceCommand, SubmitAnswer, SupervisorCommand,
+    TellerCommand, refuse,
 };
 use super::core::Core;
 use super::error::*;
@@ -289,13 +290,18 @@ impl Core {
         teller: PrincipalId,
         id: RequestId,
         reason: String,
-    ) -> Result<Lookup<Request>, CancelError> {
+    ) -> Result<Lookup<Outcome>, CancelError> {
         let Some(r) = self.requests.owned(&teller, &id) else {
             return match self.requests.contains(&id) {
                 true => Err(CancelError::NotFound),
                 false => Ok(Lookup::NotActive),
             };
         };
+        if r.did(&Act::Cancelled {
+            reason: reason.clone(),
+        }) {
+            return Ok(Lookup::Active(replayed(r)));
+        }
         if r.state.is_final() {
             return Err(CancelError::Final(r.state));
         }
@@ -304,7 +310,7 @@ impl Core {
         if let Some((supervisor, epoch)) = holder {
             self.withdraw(&id, &supervisor, epoch, None, Withdrawal::Cancelled);
         }
-        Ok(Lookup::Active(self.current(&id)?))
+        Ok(Lookup::Active(self.acted(&id)?))
     }
 
     fn resubmit(
@@ -314,13 +320,20 @@ impl Core {
         added: Vec<ImageRef>,
         removed: Vec<ImageHash>,
         note: String,
-    ) -> Result<Lookup<Request>, ResubmitError> {
+    ) -> Result<Lookup<Outcome>, ResubmitError> {
         let Some(r) = self.requests.owned(&teller, &id) else {
             return match self.requests.contains(&id) {
                 true => Err(ResubmitError::NotFound),
                 false => Ok(Lookup::NotActive),
             };
         };
+        if r.did(&Act::Resubmitted {
+            added: added.clone(),
+            removed: removed.clone(),
+            note: note.clone(),
+        }) {
+            return Ok(Lookup::Active(replayed(r)));
+        }
         if r.state != State::Returned {
             return Err(ResubmitError::NotReturned(r.state));
         }
@@ -354,7 +367,7 @@ impl Core {
             note,
         };
         self.record(&id, Actor::Principal(teller), event);
-        Ok(Lookup::Active(self.current(&id)?))
+        Ok(Lookup::Active(self.acted(&id)?))
     }
 
     /// A serial not in memory: what the caller's projection read found, or what left memory
@@ -476,7 +489,16 @@ impl Core {
         supervisor: PrincipalId,
         id: RequestId,
         epoch: u64,
-    ) -> Result<Request, AcceptError> {
+    ) -> Result<Outcome, AcceptError> {
+        if let Some(r) = self.did(
+            &id,
+            &Act::Accepted {
+                supervisor: supervisor.clone(),
+                epoch,
+            },
+        ) {
+            return Ok(r);
+        }
         self.fenced(&supervisor, &id, epoch, State::Offered)
             .map_err(|e| e.map_or(AcceptError::NotFound, AcceptError::Fence))?;
         let event = Event::Accepted {
@@ -484,7 +506,20 @@ impl Core {
             epoch,
         };
         self.record(&id, Actor::Principal(supervisor), event);
-        Ok(self.current(&id)?)
+        Ok(self.acted(&id)?)
+    }
+
+    /// The request as a replay, when `act` already took effect on it.
+    fn did(&self, id: &RequestId, act: &Act) -> Option<Outcome> {
+        self.requests.get(id).filter(|r| r.did(act)).map(replayed)
+    }
+
+    /// The request after an action that took effect now.
+    fn acted(&self, id: &RequestId) -> Result<Outcome, Unavailable> {
+        Ok(Outcome {
+            request: self.current(id)?,
+            replayed: false,
+        })
     }
 
     fn decline(
@@ -493,7 +528,15 @@ impl Core {
         id: RequestId,
         epoch: u64,
         reason: String,
-    ) -> Result<(), DeclineError> {
+    ) -> Result<bool, DeclineError> {
+        let act = Act::Declined {
+            supervisor: supervisor.clone(),
+            epoch,
+            reason: reason.clone(),
+        };
+        if self.did(&id, &act).is_some() {
+            return Ok(true);
+        }
         self.fenced(&supervisor, &id, epoch, State::Offered)
             .map_err(|e| e.map_or(DeclineError::NotFound, DeclineError::Fence))?;
         let event = Event::OfferDeclined {
@@ -510,7 +553,7 @@ impl Core {
         {
             self.escalate(&id, EscalationReason::Declined);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn decide(
@@ -519,7 +562,15 @@ impl Core {
         id: RequestId,
         epoch: u64,
         verdict: Verdict,
-    ) -> Result<Request, DecideError> {
+    ) -> Result<Outcome, DecideError> {
+        let act = Act::Decided {
+            supervisor: supervisor.id.clone(),
+            epoch,
+            verdict: verdict.clone(),
+        };
+        if let Some(r) = self.did(&id, &act) {
+            return Ok(r);
+        }
         let r = self
             .fenced(&supervisor.id, &id, epoch, State::InReview)
             .map_err(|e| e.map_or(DecideError::NotFound, DecideError::Fence))?;
@@ -554,7 +605,7 @@ impl Core {
         };
         self.record(&id, Actor::Principal(supervisor.id.clone()), event);
         self.release_task(&supervisor.id, &id);
-        Ok(self.current(&id)?)
+        Ok(self.acted(&id)?)
     }
 
     fn offer_image(
@@ -580,5 +631,13 @@ impl Core {
         self.count_sessions();
         tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
         Ok(())
+    }
+}
+
+/// A request answered as a replay of an action that had already taken effect.
+pub(crate) fn replayed(r: &Request) -> Outcome {
+    Outcome {
+        request: r.clone(),
+        replayed: true,
     }
 }

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{
-    FenceError, ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request, RequestId,
-    Submission, Timestamp, Verdict,
+    Act, FenceError, ImageHash, ImageRef, MediaType, Principal, PrincipalId, Record, Request,
+    RequestId, Submission, Timestamp, Verdict,
 };
 use crate::ledger::record;
 use crate::storage::{ImageStore, LedgerRead, Projection, Storage, StorageError};
 
 use super::checkpoints::Checkpointer;
-use super::command::{Command, Leave, Lookup, ServiceCommand, SupervisorCommand, TellerCommand};
+use super::command::{
+    Command, Leave, Lookup, Outcome, ServiceCommand, SupervisorCommand, TellerCommand,
+};
 use super::error::*;
 use super::{
     Clock, EngineConfig, Loaded, SharedPolicy, Submitted, SupervisorEvent, load, recover, stats,
@@ -261,7 +263,10 @@ impl EngineHandle {
         teller: &PrincipalId,
         id: &RequestId,
         reason: String,
-    ) -> Result<Request, CancelError> {
+    ) -> Result<Outcome, CancelError> {
+        let act = Act::Cancelled {
+            reason: reason.clone(),
+        };
         let found = self
             .call(|reply| TellerCommand::Cancel {
                 teller: teller.clone(),
@@ -273,6 +278,7 @@ impl EngineHandle {
         match found {
             Lookup::Active(r) => Ok(r),
             Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) if r.did(&act) => Ok(super::commands::replayed(&r)),
                 Some(r) => Err(CancelError::Final(r.state)),
                 None => Err(CancelError::NotFound),
             },
@@ -286,7 +292,12 @@ impl EngineHandle {
         added: Vec<ImageRef>,
         removed: Vec<ImageHash>,
         note: String,
-    ) -> Result<Request, ResubmitError> {
+    ) -> Result<Outcome, ResubmitError> {
+        let act = Act::Resubmitted {
+            added: added.clone(),
+            removed: removed.clone(),
+            note: note.clone(),
+        };
         let found = self
             .call(|reply| TellerCommand::Resubmit {
                 teller: teller.clone(),
@@ -300,6 +311,7 @@ impl EngineHandle {
         match found {
             Lookup::Active(r) => Ok(r),
             Lookup::NotActive => match self.load_owned(teller, id).await? {
+                Some(r) if r.did(&act) => Ok(super::commands::replayed(&r)),
                 Some(r) => Err(ResubmitError::NotReturned(r.state)),
                 None => Err(ResubmitError::NotFound),
             },
@@ -328,7 +340,11 @@ impl EngineHandle {
         supervisor: &PrincipalId,
         id: &RequestId,
         epoch: u64,
-    ) -> Result<Request, AcceptError> {
+    ) -> Result<Outcome, AcceptError> {
+        let act = Act::Accepted {
+            supervisor: supervisor.clone(),
+            epoch,
+        };
         let r = self
             .call(|reply| SupervisorCommand::Accept {
                 supervisor: supervisor.clone(),
@@ -337,30 +353,45 @@ impl EngineHandle {
                 reply,
             })
             .await?;
-        self.settled(r, supervisor, id).await
+        self.settled(r, supervisor, id, &act, super::commands::replayed)
+            .await
     }
 
     /// An action on an offer of a request the engine no longer holds (`NotFound`): it was
-    /// decided, so the action is refused. Its state is told only to a supervisor who decided
-    /// it; to anyone else it is simply not theirs. `NotFound` stays when there is no such
-    /// request.
+    /// decided. When the same action (`act`) is among what took effect, the call was a retry
+    /// and is answered as one (`replay`); otherwise it is refused, with the request's state
+    /// told only to a supervisor who decided it; to anyone else it is simply not theirs.
+    /// `NotFound` stays when there is no such request.
     async fn settled<T, E: OnOffer>(
         &self,
         r: Result<T, E>,
         supervisor: &PrincipalId,
         id: &RequestId,
+        act: &Act,
+        replay: impl FnOnce(&Request) -> T,
     ) -> Result<T, E> {
         match r {
             Err(e) if e.is_not_found() => {
-                let (projection, key) = (self.projection.clone(), id.clone());
-                let fence = match blocking(move || projection.summary(&key)).await {
-                    Ok(Some(s)) if s.deciders.iter().any(|d| d == supervisor.as_str()) => {
-                        s.state().map(FenceError::WrongState)
-                    }
-                    Ok(Some(_)) => Some(FenceError::NotAssigned),
-                    _ => None,
+                let (ledger, projection, key) =
+                    (self.ledger.clone(), self.projection.clone(), id.clone());
+                let loaded =
+                    blocking(move || load::load(ledger.as_ref(), projection.as_ref(), &key)).await;
+                let Ok(Some(loaded)) = loaded else {
+                    return Err(e);
                 };
-                Err(fence.map_or(e, E::fenced))
+                let r = loaded.request;
+                if r.did(act) {
+                    return Ok(replay(&r));
+                }
+                let decided_it = r
+                    .acts
+                    .iter()
+                    .any(|a| matches!(a, Act::Decided { supervisor: s, .. } if s == supervisor));
+                Err(E::fenced(if decided_it {
+                    FenceError::WrongState(r.state)
+                } else {
+                    FenceError::NotAssigned
+                }))
             }
             r => r,
         }
@@ -372,7 +403,12 @@ impl EngineHandle {
         id: &RequestId,
         epoch: u64,
         reason: String,
-    ) -> Result<(), DeclineError> {
+    ) -> Result<bool, DeclineError> {
+        let act = Act::Declined {
+            supervisor: supervisor.clone(),
+            epoch,
+            reason: reason.clone(),
+        };
         let r = self
             .call(|reply| SupervisorCommand::Decline {
                 supervisor: supervisor.clone(),
@@ -382,7 +418,7 @@ impl EngineHandle {
                 reply,
             })
             .await?;
-        self.settled(r, supervisor, id).await
+        self.settled(r, supervisor, id, &act, |_| true).await
     }
 
     pub async fn decide(
@@ -391,7 +427,12 @@ impl EngineHandle {
         id: &RequestId,
         epoch: u64,
         verdict: Verdict,
-    ) -> Result<Request, DecideError> {
+    ) -> Result<Outcome, DecideError> {
+        let act = Act::Decided {
+            supervisor: supervisor.id.clone(),
+            epoch,
+            verdict: verdict.clone(),
+        };
         let r = self
             .call(|reply| SupervisorCommand::Decide {
                 supervisor: supervisor.clone(),
@@ -401,7 +442,8 @@ impl EngineHandle {
                 reply,
             })
             .await?;
-        self.settled(r, &supervisor.id, id).await
+        self.settled(r, &supervisor.id, id, &act, super::commands::replayed)
+            .await
     }
 
     /// An image of a request the supervisor currently holds.

@@ -35,6 +35,7 @@ use std::sync::Arc;
 pub use audit::{Inclusion, ProofTarget};
 pub use checkpoints::{CheckpointError, Signed};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::Outcome;
 pub use error::*;
 pub use handle::{EngineHandle, SessionGuard};
 pub use load::Loaded;

@@ -674,6 +674,196 @@ async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
     assert_eq!(state(&ok), pb::RequestState::Queued);
 }
 
+/// Accept, Decline, Decide, Cancel and Resubmit repeated after they took effect (as a client
+/// does when the answer was lost) are answered as they were, with `replayed` set, and record
+/// nothing; a different call on the same epoch is refused. After a restart, when the final
+/// requests are no longer in memory, retries are still recognised from the ledger.
+async fn every_action_is_safe_to_retry() {
+    let mut t = TestServer::start().await;
+    let mut teller = t.teller("teller-01").await;
+    let r = submit(&t, "teller-01", "BR0101-0101").await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    let o = sup.next_offer().await;
+    let accept = pb::AcceptRequest {
+        request_id: o.request_id.clone(),
+        epoch: o.epoch,
+    };
+    assert!(
+        !sup.client
+            .accept(accept.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    let len = t.ledger_len();
+    let again = sup.client.accept(accept).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!(state(&again.request.unwrap()), pb::RequestState::InReview);
+    assert_eq!(t.ledger_len(), len, "a replayed Accept records nothing");
+
+    let ret = pb::DecideRequest {
+        request_id: o.request_id.clone(),
+        epoch: o.epoch,
+        decision: pb::Decision::Return as i32,
+        reason_code: "IMG_UNREADABLE".into(),
+        comment: "voucher is blurred".into(),
+    };
+    assert!(
+        !sup.client
+            .decide(ret.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    let len = t.ledger_len();
+    let again = sup.client.decide(ret.clone()).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!(state(&again.request.unwrap()), pb::RequestState::Returned);
+    // Another decision on the same epoch is not a retry.
+    assert_status(
+        sup.client
+            .decide(pb::DecideRequest {
+                decision: pb::Decision::Approve as i32,
+                reason_code: String::new(),
+                comment: String::new(),
+                ..ret
+            })
+            .await,
+        Code::FailedPrecondition,
+        "",
+    );
+    assert_eq!(
+        t.ledger_len(),
+        len,
+        "a replayed or refused Decide records nothing"
+    );
+
+    let resubmit = pb::ResubmitRequest {
+        request_id: r.request_id.clone(),
+        images: vec![pb::ImageUpload {
+            kind: pb::ImageKind::Voucher as i32,
+            media_type: "image/jpeg".into(),
+            content: fake_jpeg(2048),
+        }],
+        remove_image_sha256: vec![r.images[0].sha256.clone()],
+        note: "rescanned".into(),
+    };
+    assert!(
+        !teller
+            .resubmit(resubmit.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    let len = t.ledger_len();
+    let again = teller.resubmit(resubmit).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.request.unwrap().images.len(), 2);
+    assert_eq!(t.ledger_len(), len, "a replayed Resubmit records nothing");
+
+    let o2 = sup.next_offer().await;
+    let decline = pb::DeclineRequest {
+        request_id: o2.request_id.clone(),
+        epoch: o2.epoch,
+        reason: "conflict of interest".into(),
+    };
+    assert!(
+        !sup.client
+            .decline(decline.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    let len = t.ledger_len();
+    assert!(
+        sup.client
+            .decline(decline)
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    assert_eq!(t.ledger_len(), len, "a replayed Decline records nothing");
+
+    let mut sup2 = Console::open(&t, "sup-02").await;
+    let o3 = sup2.next_offer().await;
+    sup2.accept(&o3).await;
+    let approve = pb::DecideRequest {
+        request_id: o3.request_id.clone(),
+        epoch: o3.epoch,
+        decision: pb::Decision::Approve as i32,
+        reason_code: String::new(),
+        comment: "checked".into(),
+    };
+    assert!(
+        !sup2
+            .client
+            .decide(approve.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+
+    let c = submit(&t, "teller-01", "BR0101-0102").await;
+    let cancel = pb::CancelRequest {
+        request_id: c.request_id.clone(),
+        reason: "customer left".into(),
+    };
+    assert!(
+        !teller
+            .cancel(cancel.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    let len = t.ledger_len();
+    assert!(
+        teller
+            .cancel(cancel.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed
+    );
+    assert_eq!(t.ledger_len(), len, "a replayed Cancel records nothing");
+    drop((sup, sup2));
+
+    // Final requests are not loaded at start: these retries are answered from the ledger.
+    t.restart().await;
+    let len = t.ledger_len();
+    let mut sup2 = t.supervisor("sup-02").await;
+    let again = sup2.decide(approve.clone()).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!(state(&again.request.unwrap()), pb::RequestState::Approved);
+    let mut teller = t.teller("teller-01").await;
+    let again = teller.cancel(cancel).await.unwrap().into_inner();
+    assert!(again.replayed);
+    assert_eq!(state(&again.request.unwrap()), pb::RequestState::Cancelled);
+    // A different decision, or another supervisor's, is still refused.
+    assert_status(
+        sup2.decide(pb::DecideRequest {
+            decision: pb::Decision::Reject as i32,
+            reason_code: "LIMIT".into(),
+            ..approve.clone()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "",
+    );
+    assert_status(
+        t.supervisor("sup-04").await.decide(approve).await,
+        Code::FailedPrecondition,
+        "",
+    );
+    assert_eq!(t.ledger_len(), len);
+}
+
 crate::on_both_backends!(
     approve_end_to_end_with_watch_and_audit,
     retried_submit_returns_the_same_request_and_stores_nothing,
@@ -687,4 +877,5 @@ crate::on_both_backends!(
     a_resumed_watch_misses_no_change,
     a_second_attend_replaces_the_first,
     a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing,
+    every_action_is_safe_to_retry,
 );

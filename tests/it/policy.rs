@@ -322,23 +322,33 @@ async fn the_task_limit_holds_under_many_concurrent_accepts() {
             2 => (o1.request_id.clone(), o1.epoch + 1),
             _ => (o2.request_id.clone(), 0),
         };
+        let right = i % 4 < 2;
         calls.push(tokio::spawn(async move {
-            c.accept(pb::AcceptRequest {
-                request_id: id,
-                epoch,
-            })
-            .await
-            .map(|_| ())
+            let r = c
+                .accept(pb::AcceptRequest {
+                    request_id: id,
+                    epoch,
+                })
+                .await
+                .map(|r| r.into_inner().replayed);
+            (right, r)
         }));
     }
-    let mut ok = 0;
+    let (mut accepted, mut replayed) = (0, 0);
     for c in calls {
         match c.await.unwrap() {
-            Ok(()) => ok += 1,
-            Err(st) => assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}"),
+            (true, Ok(false)) => accepted += 1,
+            // The same Accept again: answered as the one that took effect, nothing recorded.
+            (true, Ok(true)) => replayed += 1,
+            (false, Ok(r)) => panic!("a wrong epoch was accepted (replayed {r})"),
+            (_, Err(st)) => assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}"),
         }
     }
-    assert_eq!(ok, 2, "each offer is accepted exactly once");
+    assert_eq!(accepted, 2, "each offer is accepted exactly once");
+    assert_eq!(
+        replayed, 8,
+        "the other Accepts of the right epochs are replays"
+    );
     s.expect_quiet(200).await;
     let status = t
         .admin()

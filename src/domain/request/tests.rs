@@ -349,6 +349,56 @@ fn decline_excludes_and_return_keeps_history() {
         resubmitted_images(&r.submission.images, &[], &[ImageHash([9; 32])]),
         None
     );
+    // What took effect is known by its arguments and epoch, so retries are recognised.
+    let declined = Act::Declined {
+        supervisor: p("a"),
+        epoch: 1,
+        reason: String::new(),
+    };
+    assert!(r.did(&declined));
+    assert!(!r.did(&Act::Declined {
+        supervisor: p("a"),
+        epoch: 2,
+        reason: String::new(),
+    }));
+    let resubmitted = Act::Resubmitted {
+        added: vec![image(3)],
+        removed: vec![ImageHash([1; 32])],
+        note: "fixed".into(),
+    };
+    assert!(r.did(&resubmitted));
+    assert!(r.did(&Act::Decided {
+        supervisor: p("b"),
+        epoch: 2,
+        verdict: verdict(Decision::Return),
+    }));
+    assert!(!r.did(&Act::Decided {
+        supervisor: p("b"),
+        epoch: 2,
+        verdict: verdict(Decision::Approve),
+    }));
+    // Returned again, the same resubmission is a new one, not a retry.
+    r.apply(7, Timestamp(8), &offered(3, "c")).unwrap();
+    r.apply(
+        8,
+        Timestamp(9),
+        &Event::Accepted {
+            supervisor: p("c"),
+            epoch: 3,
+        },
+    )
+    .unwrap();
+    r.apply(
+        9,
+        Timestamp(10),
+        &Event::Decided {
+            supervisor: p("c"),
+            epoch: 3,
+            verdict: verdict(Decision::Return),
+        },
+    )
+    .unwrap();
+    assert!(!r.did(&resubmitted));
 }
 
 fn approve(r: &mut Request, index: u64, who: &str, epoch: u64) -> Result<(), ApplyError> {
