@@ -2,81 +2,327 @@
 //! impls), the callers `Directory::authorize` refuses (`AuthError`), and the statuses the API
 //! makes itself, to end an Attend or Watch stream or to answer an admin call (named functions).
 //! No other file builds a `tonic::Status`.
+//!
+//! Every status carries a `google.rpc.ErrorInfo` (domain `countersign.v1`) whose reason is one
+//! of `Reason`, the same for the same condition on every RPC, with metadata where there is
+//! something to tell (a state, an epoch, a limit); and the detail gRPC's guidance pairs with
+//! the code: BadRequest on INVALID_ARGUMENT, PreconditionFailure on FAILED_PRECONDITION,
+//! QuotaFailure on RESOURCE_EXHAUSTED, RetryInfo on UNAVAILABLE. Messages name states and
+//! roles as the contract does (`REQUEST_STATE_IN_REVIEW`, `teller`).
 
-use tonic::Status;
+use std::time::Duration;
 
-use crate::domain::FenceError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
 use crate::domain::validate::FieldError;
+use crate::domain::{FenceError, State};
 use crate::engine::*;
 use crate::storage::StorageError;
 
-/// INVALID_ARGUMENT naming the field twice: in the message, for people, and in a
-/// `google.rpc.BadRequest` detail, for programs.
+/// The ErrorInfo domain of every status.
+pub const DOMAIN: &str = "countersign.v1";
+
+/// The stable reasons, one per condition. The contract lists them as
+/// `countersign.v1.ErrorReason` (the value's name is `ERROR_REASON_` and the reason) and
+/// docs/errors.md explains each; a test keeps the three in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    InvalidField,
+    NoCertificate,
+    UnknownCertificate,
+    WrongRole,
+    OwnRequest,
+    OwnBranch,
+    InsufficientAuthority,
+    SameApprover,
+    RequestNotFound,
+    ImageNotFound,
+    RecordNotFound,
+    SerialReused,
+    QueueFull,
+    PendingLimit,
+    WatchStreamsLimit,
+    TooManyResults,
+    MessageTooLarge,
+    StaleEpoch,
+    NotOfferedToYou,
+    RequestState,
+    NotAttending,
+    NoDecision,
+    IndexOutOfRange,
+    NotLeader,
+    ShuttingDown,
+    StorageUnavailable,
+    SessionEnded,
+    WatchEnded,
+    AttendSuperseded,
+    PolicyInvalid,
+    Internal,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 31] = [
+        Reason::InvalidField,
+        Reason::NoCertificate,
+        Reason::UnknownCertificate,
+        Reason::WrongRole,
+        Reason::OwnRequest,
+        Reason::OwnBranch,
+        Reason::InsufficientAuthority,
+        Reason::SameApprover,
+        Reason::RequestNotFound,
+        Reason::ImageNotFound,
+        Reason::RecordNotFound,
+        Reason::SerialReused,
+        Reason::QueueFull,
+        Reason::PendingLimit,
+        Reason::WatchStreamsLimit,
+        Reason::TooManyResults,
+        Reason::MessageTooLarge,
+        Reason::StaleEpoch,
+        Reason::NotOfferedToYou,
+        Reason::RequestState,
+        Reason::NotAttending,
+        Reason::NoDecision,
+        Reason::IndexOutOfRange,
+        Reason::NotLeader,
+        Reason::ShuttingDown,
+        Reason::StorageUnavailable,
+        Reason::SessionEnded,
+        Reason::WatchEnded,
+        Reason::AttendSuperseded,
+        Reason::PolicyInvalid,
+        Reason::Internal,
+    ];
+
+    /// The reason as ErrorInfo carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidField => "INVALID_FIELD",
+            Reason::NoCertificate => "NO_CERTIFICATE",
+            Reason::UnknownCertificate => "UNKNOWN_CERTIFICATE",
+            Reason::WrongRole => "WRONG_ROLE",
+            Reason::OwnRequest => "OWN_REQUEST",
+            Reason::OwnBranch => "OWN_BRANCH",
+            Reason::InsufficientAuthority => "INSUFFICIENT_AUTHORITY",
+            Reason::SameApprover => "SAME_APPROVER",
+            Reason::RequestNotFound => "REQUEST_NOT_FOUND",
+            Reason::ImageNotFound => "IMAGE_NOT_FOUND",
+            Reason::RecordNotFound => "RECORD_NOT_FOUND",
+            Reason::SerialReused => "SERIAL_REUSED",
+            Reason::QueueFull => "QUEUE_FULL",
+            Reason::PendingLimit => "PENDING_LIMIT",
+            Reason::WatchStreamsLimit => "WATCH_STREAMS_LIMIT",
+            Reason::TooManyResults => "TOO_MANY_RESULTS",
+            Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Reason::StaleEpoch => "STALE_EPOCH",
+            Reason::NotOfferedToYou => "NOT_OFFERED_TO_YOU",
+            Reason::RequestState => "REQUEST_STATE",
+            Reason::NotAttending => "NOT_ATTENDING",
+            Reason::NoDecision => "NO_DECISION",
+            Reason::IndexOutOfRange => "INDEX_OUT_OF_RANGE",
+            Reason::NotLeader => "NOT_LEADER",
+            Reason::ShuttingDown => "SHUTTING_DOWN",
+            Reason::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            Reason::SessionEnded => "SESSION_ENDED",
+            Reason::WatchEnded => "WATCH_ENDED",
+            Reason::AttendSuperseded => "ATTEND_SUPERSEDED",
+            Reason::PolicyInvalid => "POLICY_INVALID",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// How long a client should wait before retrying an UNAVAILABLE call.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Builds every status: the code, the message for people, an ErrorInfo with `reason` and
+/// `metadata`, and the detail the code calls for (the caller's `details`, or one made here).
+fn status(
+    code: Code,
+    reason: Reason,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+    mut details: ErrorDetails,
+) -> Status {
+    let message = message.into();
+    details.set_error_info(
+        reason.as_str(),
+        DOMAIN,
+        metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<std::collections::HashMap<_, _>>(),
+    );
+    match code {
+        Code::Unavailable if details.retry_info().is_none() => {
+            details.set_retry_info(Some(RETRY_AFTER));
+        }
+        Code::FailedPrecondition if details.precondition_failure().is_none() => {
+            details.add_precondition_failure_violation(reason.as_str(), "request", &message);
+        }
+        _ => {}
+    }
+    Status::with_error_details(code, message, details)
+}
+
+/// A status with nothing to add beyond its reason (and the detail its code calls for).
+fn plain(code: Code, reason: Reason, message: impl Into<String>) -> Status {
+    status(code, reason, message, &[], ErrorDetails::new())
+}
+
+/// RESOURCE_EXHAUSTED for a configured limit: the limit in ErrorInfo's metadata and a
+/// QuotaFailure naming the setting.
+fn exhausted(reason: Reason, message: String, setting: &str, limit: impl ToString) -> Status {
+    status(
+        Code::ResourceExhausted,
+        reason,
+        message.clone(),
+        &[("limit", limit.to_string())],
+        ErrorDetails::with_quota_failure_violation(setting, message),
+    )
+}
+
+/// A request state as the contract names it (`REQUEST_STATE_IN_REVIEW`).
+pub fn state_name(s: State) -> &'static str {
+    super::convert::state(s).as_str_name()
+}
+
+/// INVALID_ARGUMENT naming the field three times: in the message, for people, in a
+/// `google.rpc.BadRequest` detail and in ErrorInfo's metadata, for programs.
 pub fn invalid(e: FieldError) -> Status {
-    use tonic_types::{ErrorDetails, StatusExt};
-    Status::with_error_details(
-        tonic::Code::InvalidArgument,
+    status(
+        Code::InvalidArgument,
+        Reason::InvalidField,
         e.to_string(),
+        &[("field", e.field.clone())],
         ErrorDetails::with_bad_request_violation(e.field, e.reason),
     )
 }
 
 fn unavailable(e: Unavailable) -> Status {
-    Status::unavailable(e.to_string())
+    let reason = match e {
+        Unavailable::ShuttingDown => Reason::ShuttingDown,
+        _ => Reason::StorageUnavailable,
+    };
+    plain(Code::Unavailable, reason, e.to_string())
 }
 
-/// The machine-readable reason a standby gives (google.rpc.ErrorInfo, domain `countersign`).
+/// The machine-readable reason a standby gives.
 pub const NOT_LEADER: &str = "NOT_LEADER";
 
 /// A teller, supervisor or admin call to a node that does not lead: UNAVAILABLE (retry), with
 /// an ErrorInfo whose metadata `leader` is the leader's advertised address when known.
 pub fn not_leader(leader: Option<&str>) -> Status {
-    use tonic_types::{ErrorDetails, StatusExt};
-    let metadata: std::collections::HashMap<String, String> = leader
-        .map(|l| ("leader".to_string(), l.to_string()))
+    let metadata: Vec<(&str, String)> = leader
+        .map(|l| ("leader", l.to_string()))
         .into_iter()
         .collect();
     let message = match leader {
         Some(l) => format!("this node does not lead; the leader is at {l}"),
         None => "this node does not lead, and no leader holds the lease now".to_string(),
     };
-    Status::with_error_details(
-        tonic::Code::Unavailable,
+    status(
+        Code::Unavailable,
+        Reason::NotLeader,
         message,
-        ErrorDetails::with_error_info(NOT_LEADER, "countersign", metadata),
+        &metadata,
+        ErrorDetails::with_retry_info(Some(Duration::from_millis(100))),
     )
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "internal error");
-    Status::internal(format!("internal error: {e}"))
+    plain(
+        Code::Internal,
+        Reason::Internal,
+        format!("internal error: {e}"),
+    )
+}
+
+fn not_found(reason: Reason, e: impl std::fmt::Display) -> Status {
+    plain(Code::NotFound, reason, e.to_string())
+}
+
+/// A request in a state the action does not apply to: its state, by the contract's name.
+fn wrong_state(state: State, message: String) -> Status {
+    status(
+        Code::FailedPrecondition,
+        Reason::RequestState,
+        message,
+        &[("state", state_name(state).to_string())],
+        ErrorDetails::new(),
+    )
 }
 
 fn fence(e: FenceError) -> Status {
-    Status::failed_precondition(e.to_string())
+    match e {
+        FenceError::NotAssigned => plain(
+            Code::FailedPrecondition,
+            Reason::NotOfferedToYou,
+            e.to_string(),
+        ),
+        FenceError::StaleEpoch { presented, current } => status(
+            Code::FailedPrecondition,
+            Reason::StaleEpoch,
+            e.to_string(),
+            &[
+                ("presented_epoch", presented.to_string()),
+                ("current_epoch", current.to_string()),
+            ],
+            ErrorDetails::new(),
+        ),
+        FenceError::WrongState(s) => wrong_state(
+            s,
+            format!(
+                "the request is {}, not in the state this action needs",
+                state_name(s)
+            ),
+        ),
+    }
 }
 
 /// A storage error where a caller reads an image: a missing image is NOT_FOUND, a backend
 /// that cannot serve now is UNAVAILABLE (worth retrying), anything else is INTERNAL.
 fn image_store(e: StorageError) -> Status {
     match e {
-        StorageError::ImageNotFound(_) => Status::not_found(e.to_string()),
+        StorageError::ImageNotFound(_) => not_found(Reason::ImageNotFound, e),
         StorageError::Unavailable { .. } | StorageError::Fenced { .. } | StorageError::Join(_) => {
-            Status::unavailable(e.to_string())
+            plain(Code::Unavailable, Reason::StorageUnavailable, e.to_string())
         }
         e => internal(e),
     }
+}
+
+fn store_images(e: StoreImagesError) -> Status {
+    plain(
+        Code::Unavailable,
+        Reason::StorageUnavailable,
+        format!("store image: {e}"),
+    )
 }
 
 impl From<SubmitError> for Status {
     fn from(e: SubmitError) -> Status {
         match e {
             SubmitError::Invalid(f) => invalid(f),
-            SubmitError::SerialReused(_) => Status::already_exists(e.to_string()),
-            SubmitError::QueueFull(_) | SubmitError::TellerPendingFull(_) => {
-                Status::resource_exhausted(e.to_string())
+            SubmitError::SerialReused(_) => {
+                plain(Code::AlreadyExists, Reason::SerialReused, e.to_string())
             }
-            SubmitError::Image(e) => Status::unavailable(format!("store image: {e}")),
+            SubmitError::QueueFull(n) => exhausted(
+                Reason::QueueFull,
+                e.to_string(),
+                "limits.queue_length_max",
+                n,
+            ),
+            SubmitError::TellerPendingFull(n) => exhausted(
+                Reason::PendingLimit,
+                e.to_string(),
+                "limits.pending_per_teller_max",
+                n,
+            ),
+            SubmitError::Image(e) => store_images(e),
             SubmitError::Storage(e) => internal(e),
             SubmitError::Unavailable(e) => unavailable(e),
         }
@@ -86,7 +332,7 @@ impl From<SubmitError> for Status {
 impl From<GetError> for Status {
     fn from(e: GetError) -> Status {
         match e {
-            GetError::NotFound => Status::not_found(e.to_string()),
+            GetError::NotFound => not_found(Reason::RequestNotFound, e),
             GetError::Storage(e) => internal(e),
             GetError::Unavailable(e) => unavailable(e),
         }
@@ -96,7 +342,7 @@ impl From<GetError> for Status {
 impl From<WatchError> for Status {
     fn from(e: WatchError) -> Status {
         match e {
-            WatchError::NotFound => Status::not_found(e.to_string()),
+            WatchError::NotFound => not_found(Reason::RequestNotFound, e),
             WatchError::Ahead { .. } => invalid(FieldError::new("after_version", e.to_string())),
             WatchError::Storage(e) => internal(e),
             WatchError::Unavailable(e) => unavailable(e),
@@ -107,8 +353,14 @@ impl From<WatchError> for Status {
 impl From<CancelError> for Status {
     fn from(e: CancelError) -> Status {
         match e {
-            CancelError::NotFound => Status::not_found(e.to_string()),
-            CancelError::Final(_) => Status::failed_precondition(e.to_string()),
+            CancelError::NotFound => not_found(Reason::RequestNotFound, e),
+            CancelError::Final(s) => wrong_state(
+                s,
+                format!(
+                    "the request is already {} and can no longer be cancelled",
+                    state_name(s)
+                ),
+            ),
             CancelError::Storage(e) => internal(e),
             CancelError::Unavailable(e) => unavailable(e),
         }
@@ -119,9 +371,15 @@ impl From<ResubmitError> for Status {
     fn from(e: ResubmitError) -> Status {
         match e {
             ResubmitError::Invalid(f) => invalid(f),
-            ResubmitError::NotFound => Status::not_found(e.to_string()),
-            ResubmitError::NotReturned(_) => Status::failed_precondition(e.to_string()),
-            ResubmitError::Image(e) => Status::unavailable(format!("store image: {e}")),
+            ResubmitError::NotFound => not_found(Reason::RequestNotFound, e),
+            ResubmitError::NotReturned(s) => wrong_state(
+                s,
+                format!(
+                    "the request is {}; only a REQUEST_STATE_RETURNED request can be resubmitted",
+                    state_name(s)
+                ),
+            ),
+            ResubmitError::Image(e) => store_images(e),
             ResubmitError::Storage(e) => internal(e),
             ResubmitError::Unavailable(e) => unavailable(e),
         }
@@ -139,7 +397,7 @@ impl From<AttendError> for Status {
 impl From<AcceptError> for Status {
     fn from(e: AcceptError) -> Status {
         match e {
-            AcceptError::NotFound => Status::not_found(e.to_string()),
+            AcceptError::NotFound => not_found(Reason::RequestNotFound, e),
             AcceptError::Fence(f) => fence(f),
             AcceptError::Unavailable(e) => unavailable(e),
         }
@@ -149,7 +407,7 @@ impl From<AcceptError> for Status {
 impl From<DeclineError> for Status {
     fn from(e: DeclineError) -> Status {
         match e {
-            DeclineError::NotFound => Status::not_found(e.to_string()),
+            DeclineError::NotFound => not_found(Reason::RequestNotFound, e),
             DeclineError::Fence(f) => fence(f),
             DeclineError::Unavailable(e) => unavailable(e),
         }
@@ -160,9 +418,17 @@ impl From<DecideError> for Status {
     fn from(e: DecideError) -> Status {
         match e {
             DecideError::Invalid(f) => invalid(f),
-            DecideError::NotFound => Status::not_found(e.to_string()),
+            DecideError::NotFound => not_found(Reason::RequestNotFound, e),
             DecideError::Fence(f) => fence(f),
-            DecideError::NotAllowed(_) => Status::permission_denied(e.to_string()),
+            DecideError::NotAllowed(why) => {
+                let reason = match why {
+                    Forbidden::OwnRequest => Reason::OwnRequest,
+                    Forbidden::OwnBranch => Reason::OwnBranch,
+                    Forbidden::Authority => Reason::InsufficientAuthority,
+                    Forbidden::SameApprover => Reason::SameApprover,
+                };
+                plain(Code::PermissionDenied, reason, e.to_string())
+            }
             DecideError::Unavailable(e) => unavailable(e),
         }
     }
@@ -171,8 +437,10 @@ impl From<DecideError> for Status {
 impl From<ImageError> for Status {
     fn from(e: ImageError) -> Status {
         match e {
-            ImageError::NotFound => Status::not_found(e.to_string()),
-            ImageError::NotVisible => Status::permission_denied(e.to_string()),
+            ImageError::NotFound => not_found(Reason::RequestNotFound, e),
+            // The same condition as an Accept or Decide of an offer that is not the caller's.
+            ImageError::NotHeld => fence(FenceError::NotAssigned),
+            ImageError::NotAttached => not_found(Reason::ImageNotFound, e),
             ImageError::Store(e) => image_store(e),
             ImageError::Unavailable(e) => unavailable(e),
         }
@@ -183,10 +451,19 @@ impl From<AuditError> for Status {
     fn from(e: AuditError) -> Status {
         match e {
             AuditError::Invalid(f) => invalid(f),
-            AuditError::NotFound => Status::not_found(e.to_string()),
-            AuditError::OutOfRange(_) => Status::out_of_range(e.to_string()),
-            AuditError::NoDecision => Status::failed_precondition(e.to_string()),
-            AuditError::TooMany(_) => Status::resource_exhausted(e.to_string()),
+            AuditError::NotFound => not_found(Reason::RecordNotFound, e),
+            AuditError::OutOfRange(_) => {
+                plain(Code::OutOfRange, Reason::IndexOutOfRange, e.to_string())
+            }
+            AuditError::NoDecision => {
+                plain(Code::FailedPrecondition, Reason::NoDecision, e.to_string())
+            }
+            AuditError::TooMany { max, .. } => exhausted(
+                Reason::TooManyResults,
+                e.to_string(),
+                "limits.stats_rows_max",
+                max,
+            ),
             AuditError::Image(e) => image_store(e),
             AuditError::Checkpoint(e) => internal(e),
             AuditError::Storage(e) => internal(e),
@@ -198,7 +475,11 @@ impl From<AuditError> for Status {
 impl From<PauseError> for Status {
     fn from(e: PauseError) -> Status {
         match e {
-            PauseError::NotAttending => Status::failed_precondition(e.to_string()),
+            PauseError::NotAttending => plain(
+                Code::FailedPrecondition,
+                Reason::NotAttending,
+                e.to_string(),
+            ),
             PauseError::Unavailable(e) => unavailable(e),
         }
     }
@@ -216,7 +497,7 @@ pub enum AuthError {
     #[error("the client certificate is not in the principal directory")]
     UnknownCertificate,
     /// The principal is known, but their role is not one the service admits.
-    #[error("principal {principal} has role {role:?}, which may not call this service")]
+    #[error("principal {principal} has role {}, which may not call this service", role_name(*role))]
     WrongRole {
         /// Who called.
         principal: crate::domain::PrincipalId,
@@ -228,52 +509,105 @@ pub enum AuthError {
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Status {
         match e {
-            AuthError::NoCertificate | AuthError::UnknownCertificate => {
-                Status::unauthenticated(e.to_string())
+            AuthError::NoCertificate => {
+                plain(Code::Unauthenticated, Reason::NoCertificate, e.to_string())
             }
-            AuthError::WrongRole { .. } => Status::permission_denied(e.to_string()),
+            AuthError::UnknownCertificate => plain(
+                Code::Unauthenticated,
+                Reason::UnknownCertificate,
+                e.to_string(),
+            ),
+            AuthError::WrongRole { role, .. } => status(
+                Code::PermissionDenied,
+                Reason::WrongRole,
+                e.to_string(),
+                &[("role", role_name(role).to_string())],
+                ErrorDetails::new(),
+            ),
         }
+    }
+}
+
+/// A role as the principal directory writes it.
+pub fn role_name(role: crate::domain::Role) -> &'static str {
+    match role {
+        crate::domain::Role::Teller => "teller",
+        crate::domain::Role::Supervisor => "supervisor",
+        crate::domain::Role::Auditor => "auditor",
+        crate::domain::Role::Admin => "admin",
     }
 }
 
 /// ABORTED ends an Attend stream that a newer stream of the same supervisor replaced: the
 /// console should not reconnect, since the newer stream is the live one.
 pub fn attend_superseded() -> Status {
-    Status::aborted("a newer Attend stream of the same supervisor replaced this one")
+    plain(
+        Code::Aborted,
+        Reason::AttendSuperseded,
+        "a newer Attend stream of the same supervisor replaced this one",
+    )
 }
 
 /// UNAVAILABLE ends an Attend stream whose session the engine ended (it stopped, or could not
 /// deliver to the stream): reconnecting is the cure.
 pub fn attend_ended() -> Status {
-    Status::unavailable("the session ended; reconnect to attend again")
+    plain(
+        Code::Unavailable,
+        Reason::SessionEnded,
+        "the session ended; reconnect to attend again",
+    )
 }
 
 /// UNAVAILABLE ends a Watch stream that ended before a final state (the server is stopping,
 /// or the client read too slowly), so the client knows to watch again.
 pub fn watch_ended() -> Status {
-    Status::unavailable("the watch ended before a final state; watch again to continue")
+    plain(
+        Code::Unavailable,
+        Reason::WatchEnded,
+        "the watch ended before a final state; watch again to continue",
+    )
 }
 
 /// RESOURCE_EXHAUSTED refuses a Watch when the teller already has `max` streams open.
 pub fn watch_streams_full(max: usize) -> Status {
-    Status::resource_exhausted(format!("at most {max} Watch streams may be open at once"))
+    exhausted(
+        Reason::WatchStreamsLimit,
+        format!("at most {max} Watch streams may be open at once"),
+        "limits.watch_streams_per_principal_max",
+        max,
+    )
+}
+
+/// RESOURCE_EXHAUSTED for a request message over `limits.message_bytes_max` (`found` bytes,
+/// as the decoder counted them).
+pub fn message_too_large(found: &str, max: usize) -> Status {
+    exhausted(
+        Reason::MessageTooLarge,
+        format!("the message is {found} bytes, over the {max} bytes a message may have"),
+        "limits.message_bytes_max",
+        max,
+    )
 }
 
 /// UNAVAILABLE answers GetQueueStatus when the engine cannot (it is stopping).
 pub fn queue_status_unavailable(e: Unavailable) -> Status {
-    Status::unavailable(e.to_string())
+    unavailable(e)
 }
 
 /// INTERNAL answers ReloadPolicy when the task loading the policy file died (it panicked or
 /// was cancelled); the policy in force stays.
 pub fn policy_load_failed(e: tokio::task::JoinError) -> Status {
-    Status::internal(e.to_string())
+    internal(e)
 }
 
 /// INVALID_ARGUMENT answers ReloadPolicy when the policy file does not load or does not
 /// check; the policy in force stays.
 pub fn policy_not_reloaded(e: crate::policy::PolicyError) -> Status {
-    Status::invalid_argument(format!("policy not reloaded: {e}"))
+    plain(
+        Code::InvalidArgument,
+        Reason::PolicyInvalid,
+        format!("policy not reloaded: {e}"),
+    )
 }
 
 #[cfg(test)]
@@ -281,6 +615,113 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    /// Every reason the code sends is in the contract's `ErrorReason` and in docs/errors.md,
+    /// and the contract has no reason the code does not send.
+    #[test]
+    fn reasons_match_the_contract_and_the_docs() {
+        let docs = include_str!("../../docs/errors.md");
+        for r in Reason::ALL {
+            let name = format!("ERROR_REASON_{}", r.as_str());
+            assert!(
+                super::super::pb::ErrorReason::from_str_name(&name).is_some(),
+                "{name} is not in types.proto"
+            );
+            assert!(
+                docs.contains(&format!("| `{}` |", r.as_str())),
+                "{} is not in docs/errors.md",
+                r.as_str()
+            );
+        }
+        let in_proto = (1..100)
+            .filter(|n| super::super::pb::ErrorReason::try_from(*n).is_ok())
+            .count();
+        assert_eq!(in_proto, Reason::ALL.len());
+    }
+
+    /// Each code brings ErrorInfo with its reason and the detail the code calls for.
+    #[test]
+    fn every_status_carries_its_reason_and_detail() {
+        let info = |s: &Status| {
+            let d = s.get_error_details();
+            let i = d.error_info().expect("ErrorInfo").clone();
+            assert_eq!(i.domain, DOMAIN);
+            (i, d)
+        };
+        let stale = Status::from(AcceptError::Fence(FenceError::StaleEpoch {
+            presented: 1,
+            current: 2,
+        }));
+        let (i, d) = info(&stale);
+        assert_eq!(stale.code(), Code::FailedPrecondition);
+        assert_eq!(i.reason, "STALE_EPOCH");
+        assert_eq!(i.metadata["current_epoch"], "2");
+        assert!(d.precondition_failure().is_some());
+
+        let state = Status::from(DecideError::Fence(FenceError::WrongState(State::Approved)));
+        let (i, _) = info(&state);
+        assert_eq!(i.reason, "REQUEST_STATE");
+        assert_eq!(i.metadata["state"], "REQUEST_STATE_APPROVED");
+        assert!(
+            state.message().contains("REQUEST_STATE_APPROVED"),
+            "{state:?}"
+        );
+
+        // "Not your offer" is the same on Accept and on GetOfferImage.
+        let theirs = Status::from(AcceptError::Fence(FenceError::NotAssigned));
+        let image = Status::from(ImageError::NotHeld);
+        assert_eq!(
+            (theirs.code(), image.code()),
+            (Code::FailedPrecondition, Code::FailedPrecondition)
+        );
+        assert_eq!(info(&theirs).0.reason, info(&image).0.reason);
+
+        let full = Status::from(SubmitError::TellerPendingFull(20));
+        let (i, d) = info(&full);
+        assert_eq!(
+            (full.code(), i.reason.as_str()),
+            (Code::ResourceExhausted, "PENDING_LIMIT")
+        );
+        assert_eq!(i.metadata["limit"], "20");
+        assert!(d.quota_failure().is_some());
+
+        let down = Status::from(GetError::Unavailable(Unavailable::ShuttingDown));
+        let (i, d) = info(&down);
+        assert_eq!(
+            (down.code(), i.reason.as_str()),
+            (Code::Unavailable, "SHUTTING_DOWN")
+        );
+        assert!(d.retry_info().is_some());
+
+        let bad = invalid(FieldError::new(
+            "transaction.account",
+            "must be 8 to 32 digits 0-9",
+        ));
+        let (i, d) = info(&bad);
+        assert_eq!(i.metadata["field"], "transaction.account");
+        assert_eq!(
+            d.bad_request().unwrap().field_violations[0].field,
+            "transaction.account"
+        );
+
+        let reused = Status::from(SubmitError::SerialReused("S-1".into()));
+        assert_eq!(info(&reused).0.reason, "SERIAL_REUSED");
+        let own = Status::from(DecideError::NotAllowed(Forbidden::OwnBranch));
+        assert_eq!(
+            (own.code(), info(&own).0.reason.as_str()),
+            (Code::PermissionDenied, "OWN_BRANCH")
+        );
+        let role = Status::from(AuthError::WrongRole {
+            principal: crate::domain::PrincipalId::new("t"),
+            role: crate::domain::Role::Teller,
+        });
+        assert_eq!(info(&role).0.metadata["role"], "teller");
+        let big = message_too_large("70000", 65536);
+        assert_eq!(
+            (big.code(), info(&big).0.reason.as_str()),
+            (Code::ResourceExhausted, "MESSAGE_TOO_LARGE")
+        );
+    }
 
     /// The statuses the API makes itself, code and text: clients and tests match on them.
     #[test]
@@ -303,7 +744,7 @@ mod tests {
                     role: crate::domain::Role::Supervisor,
                 }),
                 Code::PermissionDenied,
-                "principal sup-01 has role Supervisor, which may not call this service",
+                "principal sup-01 has role supervisor, which may not call this service",
             ),
             (
                 attend_superseded(),

@@ -577,26 +577,18 @@ impl Core {
         // Dispatch already kept these apart; checking again here means a bug in dispatch
         // cannot turn into a self-authorized or same-branch decision.
         if r.teller == supervisor.id {
-            return Err(DecideError::NotAllowed(
-                "a principal cannot decide their own request",
-            ));
+            return Err(DecideError::NotAllowed(Forbidden::OwnRequest));
         }
         if r.requirements.independent && r.branch == supervisor.branch {
-            return Err(DecideError::NotAllowed(
-                "a supervisor cannot decide a request from their own branch",
-            ));
+            return Err(DecideError::NotAllowed(Forbidden::OwnBranch));
         }
         if !supervisor.may_decide(r.level, &r.submission.transaction) {
-            return Err(DecideError::NotAllowed(
-                "the request needs more authority (level, amount ceiling or transaction code) than this supervisor has",
-            ));
+            return Err(DecideError::NotAllowed(Forbidden::Authority));
         }
         if verdict.decision == Decision::Approve
             && r.approvals.iter().any(|a| a.supervisor == supervisor.id)
         {
-            return Err(DecideError::NotAllowed(
-                "dual control: the second approval must come from another supervisor",
-            ));
+            return Err(DecideError::NotAllowed(Forbidden::SameApprover));
         }
         let event = Event::Decided {
             supervisor: supervisor.id.clone(),
@@ -617,9 +609,13 @@ impl Core {
         let r = self.requests.get(id).ok_or(ImageError::NotFound)?;
         let held = matches!(r.state, State::Offered | State::InReview)
             && r.assignee.as_ref() == Some(supervisor);
+        // Holding first: whether an image is attached is told only to the holder.
+        if !held {
+            return Err(ImageError::NotHeld);
+        }
         match r.submission.images.iter().find(|i| i.hash == hash) {
-            Some(i) if held => Ok(i.media_type),
-            _ => Err(ImageError::NotVisible),
+            Some(i) => Ok(i.media_type),
+            None => Err(ImageError::NotAttached),
         }
     }
 

@@ -157,17 +157,37 @@ pub enum DecideError {
     #[error(transparent)]
     Fence(#[from] FenceError),
     #[error("not allowed: {0}")]
-    NotAllowed(&'static str),
+    NotAllowed(Forbidden),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+}
+
+/// Why a supervisor who holds the review may still not decide it: the checks dispatch made,
+/// made again at Decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("a principal cannot decide their own request")]
+    OwnRequest,
+    #[error("a supervisor cannot decide a request from their own branch")]
+    OwnBranch,
+    #[error(
+        "the request needs more authority (level, amount ceiling or transaction code) than this supervisor has"
+    )]
+    Authority,
+    #[error("dual control: the second approval must come from another supervisor")]
+    SameApprover,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("request not found")]
     NotFound,
-    #[error("the image is not attached to a request this caller may see")]
-    NotVisible,
+    /// The request is not offered to or reviewed by the caller now.
+    #[error("the request is not offered to or reviewed by this supervisor")]
+    NotHeld,
+    /// The request does not name this image.
+    #[error("the request has no image with this SHA-256")]
+    NotAttached,
     #[error("read image: {0}")]
     Store(#[source] StorageError),
     #[error(transparent)]
@@ -184,8 +204,9 @@ pub enum AuditError {
     OutOfRange(String),
     #[error("the request has no approval or rejection yet")]
     NoDecision,
-    #[error("{0}")]
-    TooMany(String),
+    /// More requests in a statistics range than `limits.stats_rows_max`.
+    #[error("more than {max} requests ({reached} so far) in the range; narrow it")]
+    TooMany { max: usize, reached: usize },
     #[error("read image: {0}")]
     Image(#[source] StorageError),
     /// Signing a checkpoint failed.

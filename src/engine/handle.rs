@@ -555,11 +555,7 @@ impl EngineHandle {
         let rows = blocking(move || p.summaries_between(from_ms, until_ms, max))
             .await
             .map_err(StorageFault)?
-            .map_err(|n| {
-                AuditError::TooMany(format!(
-                    "more than {max} requests ({n} so far) in the range; narrow it"
-                ))
-            })?;
+            .map_err(|reached| AuditError::TooMany { max, reached })?;
         let rows: Vec<stats::Row> = rows
             .into_iter()
             .map(|s| stats::Row {

@@ -155,9 +155,10 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
-        .layer(tower::util::MapResponseLayer::new(
-            oversize_is_resource_exhausted,
-        ))
+        .layer(tower::util::MapResponseLayer::new({
+            let max = config.api.message_bytes_max;
+            move |r| oversize_is_resource_exhausted(r, max)
+        }))
         .add_routes(services)
         .add_service(health)
         .add_service(reflection_v1)
@@ -192,22 +193,37 @@ pub async fn start(
 }
 
 /// gRPC's status table puts a message larger than the receiver's maximum under
-/// RESOURCE_EXHAUSTED; tonic's decoder answers OUT_OF_RANGE. This rewrites that one answer
-/// (always trailers-only: the request was refused before any reply) and nothing else, keeping
-/// tonic's message, which gives the size and the limit.
-fn oversize_is_resource_exhausted<B>(
-    mut response: tonic::codegen::http::Response<B>,
-) -> tonic::codegen::http::Response<B> {
-    use tonic::codegen::http::HeaderValue;
+/// RESOURCE_EXHAUSTED; tonic's decoder answers OUT_OF_RANGE. This replaces that one answer
+/// (always trailers-only: the request was refused before any reply) with the API's status for
+/// it (reason MESSAGE_TOO_LARGE, the limit, a QuotaFailure) and touches nothing else.
+fn oversize_is_resource_exhausted(
+    mut response: tonic::codegen::http::Response<tonic::body::Body>,
+    max: usize,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
-    // tonic percent-encodes the message's spaces.
-    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers.get("grpc-message").is_some_and(|m| {
-            m.as_bytes()
-                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
-        });
-    if oversize {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    // tonic percent-encodes the message's spaces: "Error, decoded message length too large:
+    // found N bytes, the limit is: M bytes".
+    let tonic_says = b"Error,%20decoded%20message%20length%20too%20large:%20found%20";
+    let found = match (headers.get("grpc-status"), headers.get("grpc-message")) {
+        (Some(code), Some(m)) if code == "11" && m.as_bytes().starts_with(tonic_says) => m
+            .as_bytes()[tonic_says.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|b| char::from(*b))
+            .collect::<String>(),
+        _ => return response,
+    };
+    let replaced =
+        crate::api::status::message_too_large(&found, max).into_http::<tonic::body::Body>();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        match replaced.headers().get(name) {
+            Some(v) => {
+                headers.insert(name, v.clone());
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
     }
     response
 }

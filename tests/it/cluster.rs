@@ -82,7 +82,7 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
     let info = tonic_types::StatusExt::get_details_error_info(&refused).expect("an ErrorInfo");
     assert_eq!(
         (info.reason.as_str(), info.domain.as_str()),
-        ("NOT_LEADER", "countersign")
+        ("NOT_LEADER", "countersign.v1")
     );
     assert_eq!(info.metadata["leader"], "node-1.test:7443");
     assert!(

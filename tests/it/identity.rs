@@ -188,16 +188,21 @@ async fn a_teller_sees_only_their_own_requests() {
         Code::NotFound,
         "",
     );
-    // A supervisor may only fetch images of requests they hold.
+    // A supervisor may only fetch images of requests they hold: "not your offer", with the
+    // same code and reason as on Accept or Decide.
     let mut sup = t.supervisor("sup-01").await;
-    assert_status(
-        sup.get_offer_image(pb::GetOfferImageRequest {
+    let refused = sup
+        .get_offer_image(pb::GetOfferImageRequest {
             request_id: id,
             sha256: r.images[0].sha256.clone(),
         })
-        .await,
-        Code::PermissionDenied,
-        "",
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let info = tonic_types::StatusExt::get_details_error_info(&refused).expect("an ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("NOT_OFFERED_TO_YOU", "countersign.v1")
     );
 }
 

@@ -480,7 +480,7 @@ async fn cancel_while_queued_and_while_in_review() {
             })
             .await,
         Code::FailedPrecondition,
-        "Cancelled",
+        "REQUEST_STATE_CANCELLED",
     );
 
     let r2 = submit(&t, "teller-01", "BR0101-0010").await;
