@@ -453,6 +453,8 @@ impl Config {
             other => bail!("log.format: must be \"text\" or \"json\", not {other:?}"),
         };
         let storage = storage(&f, &rel)?;
+        let directory = Directory::load(&rel(&f.identity.principals))?;
+        let level_max = directory.level_max();
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
@@ -460,7 +462,7 @@ impl Config {
             tls_cert_pem: read("tls.cert", &f.tls.cert)?,
             tls_key_pem: read("tls.key", &f.tls.key)?,
             client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
-            directory: Directory::load(&rel(&f.identity.principals))?,
+            directory,
             api: ApiLimits {
                 message_bytes_max: l.message_bytes_max,
                 image_bytes_max: l.image_bytes_max,
@@ -483,6 +485,7 @@ impl Config {
                 page_size_max: l.page_size_max,
                 search_scan_max: l.search_scan_max,
                 stats_rows_max: l.stats_rows_max,
+                level_max,
                 checkpoints: crate::engine::CheckpointConfig {
                     origin: f.ledger.origin.clone(),
                     signer_key: signer_key.trim().to_owned(),

@@ -147,11 +147,14 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetRecordsResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetRecordsRequest { start, end } = req.into_inner();
-        let records = self.engine().records(start, end).await?;
+        let (records, ledger_size) = self.engine().records(start, end).await?;
+        // Past the ledger's end nothing is returned and next_start stays at start, which is
+        // then at or past ledger_size: the pager knows to stop.
         let next_start = records.last().map_or(start, |(i, _, _)| i + 1);
         Ok(Response::new(pb::GetRecordsResponse {
             records: records.into_iter().map(ledger_event).collect(),
             next_start,
+            ledger_size,
         }))
     }
 

@@ -142,6 +142,17 @@ impl Directory {
         self.by_fingerprint.len()
     }
 
+    /// The highest level any supervisor holds (0 with no supervisor): escalation stops there,
+    /// since nobody could take a request above it.
+    pub fn level_max(&self) -> u8 {
+        self.by_fingerprint
+            .values()
+            .filter(|p| p.role == Role::Supervisor)
+            .map(|p| p.level)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_fingerprint.is_empty()
     }

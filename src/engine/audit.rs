@@ -133,7 +133,7 @@ impl EngineHandle {
         &self,
         start: u64,
         end: u64,
-    ) -> Result<Vec<(u64, crate::domain::Record, Vec<u8>)>, AuditError> {
+    ) -> Result<(Vec<(u64, crate::domain::Record, Vec<u8>)>, u64), AuditError> {
         let len = self.ledger.len();
         if start > end {
             return Err(FieldError::new("end", "must not be less than start").into());
@@ -142,7 +142,7 @@ impl EngineHandle {
             .min(len)
             .min(start.saturating_add(self.config.page_size_max as u64));
         let ledger = self.ledger.clone();
-        blocking(move || {
+        let records = blocking(move || {
             (start..end)
                 .map(|index| {
                     let bytes = ledger.read(index)?;
@@ -153,7 +153,8 @@ impl EngineHandle {
                 .collect()
         })
         .await
-        .map_err(fault)
+        .map_err(fault)?;
+        Ok((records, len))
     }
 
     pub async fn search(&self, mut q: SearchQuery) -> Result<SearchPage, AuditError> {

@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub search_scan_max: usize,
     /// Most requests one statistics call covers.
     pub stats_rows_max: usize,
+    /// The highest level a supervisor in the directory holds: no escalation goes past it.
+    pub level_max: u8,
     /// Signing checkpoints of the ledger.
     pub checkpoints: CheckpointConfig,
 }

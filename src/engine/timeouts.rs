@@ -93,6 +93,11 @@ impl Core {
             return;
         };
         let level = r.level + 1;
+        if level > self.config.level_max {
+            // Nobody in the directory could take it higher: it stays where someone can.
+            tracing::warn!(request = %id, level = r.level, ?reason, "escalation stops at the highest level a supervisor holds");
+            return;
+        }
         self.record(id, Actor::System, Event::Escalated { level, reason });
         let Some(r) = self.requests.get(id) else {
             return;

@@ -248,6 +248,12 @@ codes = ["ESC-DECL"]
 escalate_after_declines = 2
 
 [[rules]]
+name = "escalate-at-the-top"
+codes = ["ESC-TOP"]
+level = 3
+escalate_after_declines = 1
+
+[[rules]]
 name = "escalate-on-wait"
 codes = ["ESC-WAIT"]
 escalate_after_ms = 60000

@@ -221,6 +221,36 @@ async fn records_come_in_pages() {
         start = page.next_start;
     }
     assert_eq!(seen, (0..len).collect::<Vec<_>>());
+    // A pager asking past the ledger's end stops as the contract says: next_start reaches
+    // ledger_size, and from past the end it stays put with nothing returned.
+    let (mut start, end) = (0, len + 10);
+    let mut pages = 0;
+    loop {
+        let page = auditor
+            .get_records(pb::GetRecordsRequest { start, end })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.next_start >= start);
+        start = page.next_start;
+        pages += 1;
+        assert!(pages < 100, "the pager does not end");
+        if start >= end || start >= page.ledger_size {
+            assert_eq!(page.ledger_size, len);
+            break;
+        }
+    }
+    assert_eq!(start, len);
+    let past = auditor
+        .get_records(pb::GetRecordsRequest {
+            start: len + 5,
+            end: len + 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(past.records.is_empty());
+    assert_eq!((past.next_start, past.ledger_size), (len + 5, len));
 }
 
 async fn search_by_each_criterion_newest_first_with_pages() {

@@ -169,7 +169,34 @@ async fn escalation_after_declines_and_after_a_wait() {
     let mut low = Console::open(&t, "sup-05").await;
     low.expect_quiet(300).await;
     let mut c = Console::open(&t, "sup-04").await;
-    assert_eq!(c.next_offer().await.request_id, r.request_id);
+    let o = c.next_offer().await;
+    assert_eq!(o.request_id, r.request_id);
+    c.accept(&o).await;
+    c.decide(&o, pb::Decision::Approve, "", "").await.unwrap();
+
+    // Nobody in the directory holds level 4: a level-3 request declined past its trigger stays
+    // at 3 and goes to the other level-3 supervisor.
+    let top = submit_code(&t, "teller-01", "E-3", "ESC-TOP", 100_000).await;
+    drop((a, b, low, c));
+    let mut s1 = Console::open(&t, "sup-01").await;
+    let o = s1.next_offer().await;
+    assert_eq!(o.request_id, top.request_id);
+    s1.client
+        .decline(pb::DeclineRequest {
+            request_id: o.request_id.clone(),
+            epoch: o.epoch,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut s2 = Console::open(&t, "sup-02").await;
+    assert_eq!(s2.next_offer().await.request_id, top.request_id);
+    let h = t.history(&top.request_id).await;
+    assert!(
+        h.iter().all(|v| v["event"]["type"] != "escalated"),
+        "escalated past the highest level held: {h:?}"
+    );
+    drop((s1, s2));
 
     // Waiting unaccepted for escalate_after_ms raises the level too, from ledger times.
     let w = submit_code(&t, "teller-02", "E-2", "ESC-WAIT", 100_000).await;
