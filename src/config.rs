@@ -454,7 +454,7 @@ impl Config {
         };
         let storage = storage(&f, &rel)?;
         let directory = Directory::load(&rel(&f.identity.principals))?;
-        let level_max = directory.level_max();
+        let supervisors = std::sync::Arc::new(directory.supervisors());
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
@@ -485,7 +485,7 @@ impl Config {
                 page_size_max: l.page_size_max,
                 search_scan_max: l.search_scan_max,
                 stats_rows_max: l.stats_rows_max,
-                level_max,
+                supervisors,
                 checkpoints: crate::engine::CheckpointConfig {
                     origin: f.ledger.origin.clone(),
                     signer_key: signer_key.trim().to_owned(),

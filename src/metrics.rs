@@ -87,6 +87,7 @@ pub struct EngineMetrics {
     offers: Counter,
     declines: Counter,
     offer_timeouts: Counter,
+    unservable: Counter,
     review_timeouts: Counter,
     /// Indexed by `Escalation as usize`.
     escalations: [Counter; 2],
@@ -200,6 +201,11 @@ impl EngineMetrics {
             "offer_timeouts",
             "Offers not accepted within their offer timeout",
         );
+        let unservable = counter(
+            r,
+            "requests_unservable",
+            "Requests queued that no supervisor in the directory may take (level, ceiling, codes, independence, declines)",
+        );
         let review_timeouts = counter(
             r,
             "review_timeouts",
@@ -239,6 +245,7 @@ impl EngineMetrics {
             offers,
             declines,
             offer_timeouts,
+            unservable,
             review_timeouts,
             escalations: ["waited", "declined"].map(|v| get(&escalations, "reason", v)),
             attending,
@@ -292,6 +299,11 @@ impl EngineMetrics {
 
     pub fn declined(&self) {
         self.declines.inc();
+    }
+
+    /// A request was queued that no supervisor in the directory may take.
+    pub fn unservable(&self) {
+        self.unservable.inc();
     }
 
     pub fn offer_timed_out(&self) {

@@ -76,6 +76,8 @@ impl AdminService for AdminApi {
                     returns_today: v.today.returns,
                 })
                 .collect(),
+            unservable: s.unservable,
+            unservable_request_ids: s.unservable_ids.iter().map(|id| id.to_string()).collect(),
         }))
     }
 

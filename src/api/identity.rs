@@ -142,15 +142,15 @@ impl Directory {
         self.by_fingerprint.len()
     }
 
-    /// The highest level any supervisor holds (0 with no supervisor): escalation stops there,
-    /// since nobody could take a request above it.
-    pub fn level_max(&self) -> u8 {
-        self.by_fingerprint
+    /// Every supervisor, each once (by id), in id order.
+    pub fn supervisors(&self) -> Vec<Principal> {
+        let by_id: std::collections::BTreeMap<&str, &Principal> = self
+            .by_fingerprint
             .values()
             .filter(|p| p.role == Role::Supervisor)
-            .map(|p| p.level)
-            .max()
-            .unwrap_or(0)
+            .map(|p| (p.id.as_str(), p))
+            .collect();
+        by_id.into_values().cloned().collect()
     }
 
     pub fn is_empty(&self) -> bool {

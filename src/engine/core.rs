@@ -408,6 +408,10 @@ impl Core {
         };
         let state = r.state;
         if state == State::Queued && was != Some(State::Queued) {
+            if !self.servable(r) {
+                tracing::warn!(request = %id, level = r.level, code = %r.submission.transaction.code, "no supervisor in the directory may take this request; it waits until the directory or the policy changes");
+                self.metrics.engine.unservable();
+            }
             self.dispatch_new.insert(super::requests::queue_key(r));
             // Back in the queue (a first approval, a resubmission, a withdrawal): a wait
             // escalation that has not fired yet is armed again.
@@ -449,6 +453,14 @@ impl Core {
             decided_by,
             summary,
         });
+    }
+
+    /// Whether any supervisor in the directory may take `r` (online or not).
+    pub fn servable(&self, r: &Request) -> bool {
+        self.config
+            .supervisors
+            .iter()
+            .any(|s| super::dispatch::eligible(r, s))
     }
 
     /// Queues a reply to go out once everything appended so far is durable.

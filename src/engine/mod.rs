@@ -73,8 +73,9 @@ pub struct EngineConfig {
     pub search_scan_max: usize,
     /// Most requests one statistics call covers.
     pub stats_rows_max: usize,
-    /// The highest level a supervisor in the directory holds: no escalation goes past it.
-    pub level_max: u8,
+    /// The supervisors of the principal directory: escalation goes no higher than the highest
+    /// level among them, and a queued request none of them may take is reported.
+    pub supervisors: Arc<Vec<crate::domain::Principal>>,
     /// Signing checkpoints of the ledger.
     pub checkpoints: CheckpointConfig,
 }

@@ -89,7 +89,14 @@ pub struct QueueStatus {
     /// How long the oldest QUEUED request has waited since submission.
     pub oldest_waiting_ms: Option<i64>,
     pub supervisors: Vec<SupervisorStatus>,
+    /// QUEUED requests no supervisor in the directory may take, oldest first, at most
+    /// `UNSERVABLE_LISTED`; `unservable` counts them all.
+    pub unservable_ids: Vec<crate::domain::RequestId>,
+    pub unservable: u64,
 }
+
+/// Most unservable request ids one snapshot lists.
+pub const UNSERVABLE_LISTED: usize = 100;
 
 /// The duty manager's snapshot of the engine's state, taken between two commands.
 pub(crate) fn snapshot(core: &super::core::Core) -> QueueStatus {
@@ -104,7 +111,10 @@ pub(crate) fn snapshot(core: &super::core::Core) -> QueueStatus {
         returned: 0,
         oldest_waiting_ms: None,
         supervisors: Vec::new(),
+        unservable_ids: Vec::new(),
+        unservable: 0,
     };
+    let mut unservable: Vec<(u64, crate::domain::RequestId)> = Vec::new();
     for r in core.requests.iter() {
         match r.state {
             State::Queued => {
@@ -114,6 +124,9 @@ pub(crate) fn snapshot(core: &super::core::Core) -> QueueStatus {
                     .or_default() += 1;
                 let waited = now.0 - r.submitted_at.0;
                 st.oldest_waiting_ms = Some(st.oldest_waiting_ms.map_or(waited, |w| w.max(waited)));
+                if !core.servable(r) {
+                    unservable.push((r.submitted_index, r.id.clone()));
+                }
             }
             State::Offered => st.offered += 1,
             State::InReview => st.in_review += 1,
@@ -121,6 +134,13 @@ pub(crate) fn snapshot(core: &super::core::Core) -> QueueStatus {
             _ => {}
         }
     }
+    unservable.sort();
+    st.unservable = unservable.len() as u64;
+    st.unservable_ids = unservable
+        .into_iter()
+        .take(UNSERVABLE_LISTED)
+        .map(|(_, id)| id)
+        .collect();
     // Counts roll over when a record of a new day arrives; before that, after midnight,
     // today's counts are zero.
     let current = now.0.div_euclid(DAY_MS) == core.day.day;

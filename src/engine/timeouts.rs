@@ -93,7 +93,8 @@ impl Core {
             return;
         };
         let level = r.level + 1;
-        if level > self.config.level_max {
+        let level_max = self.config.supervisors.iter().map(|s| s.level).max();
+        if level > level_max.unwrap_or(0) {
             // Nobody in the directory could take it higher: it stays where someone can.
             tracing::warn!(request = %id, level = r.level, ?reason, "escalation stops at the highest level a supervisor holds");
             return;

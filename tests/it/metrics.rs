@@ -101,6 +101,7 @@ async fn a_request_moves_the_series_by_what_happened() {
         ("countersign_offers_total", vec![]),
         ("countersign_offer_declines_total", vec![]),
         ("countersign_offer_timeouts_total", vec![]),
+        ("countersign_requests_unservable_total", vec![]),
         ("countersign_review_timeouts_total", vec![]),
         ("countersign_escalations_total", vec![("reason", "waited")]),
         (
@@ -355,6 +356,11 @@ async fn timers_declines_and_cancellations_are_counted() {
         m.get("countersign_ledger_records", &[]),
         t.ledger_len() as f64
     );
+    // Over every supervisor's ceiling: nobody in the directory may take it.
+    assert_eq!(m.get("countersign_requests_unservable_total", &[]), 0.0);
+    submit_code(&t, "teller-02", "M-0105", "WDL-CASH", 500_000_000_000).await;
+    let m = scrape(addr).await;
+    assert_eq!(m.get("countersign_requests_unservable_total", &[]), 1.0);
 }
 
 // ---- A minimal HTTP/1.1 client ----

@@ -491,6 +491,21 @@ async fn the_duty_manager_sees_the_queue_exactly() {
         ),
         (false, 2, 1, 1)
     );
+    assert_eq!(st.unservable, 0);
+    // Over every supervisor's ceiling (the highest is CNY 1,000,000,000.00): nobody in the
+    // directory may take it, and the duty manager is told which request waits for nothing.
+    let huge = submit_code(&t, "teller-01", "Q-4", "WDL-CASH", 500_000_000_000).await;
+    let st = t
+        .admin()
+        .await
+        .get_queue_status(pb::GetQueueStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (st.unservable, st.unservable_request_ids),
+        (1, vec![huge.request_id])
+    );
 }
 
 async fn the_policy_is_recorded_read_back_and_reloaded_for_new_submissions_only() {
