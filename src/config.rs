@@ -91,6 +91,7 @@ struct LedgerFile {
     origin: String,
     signing_key: PathBuf,
     checkpoint_interval_ms: u64,
+    unsigned_records_max: u64,
 }
 
 #[derive(Deserialize)]
@@ -208,8 +209,12 @@ origin = "countersign.example/ledger"
 # The Ed25519 checkpoint signing key (C2SP signed-note format); `pki init` writes one.
 # `countersign ledger pubkey --config FILE` prints the key auditors verify with.
 signing_key = "ledger.key"
-# A new checkpoint is signed this often while records arrive (and on request).
+# A new checkpoint is signed this often while records arrive (and on request), as soon as
+# half of unsigned_records_max records are unsigned, and at shutdown.
 checkpoint_interval_ms = 1000
+# The most records that may be beyond the last checkpoint: the server refuses to start when
+# more are (its checkpoints were deleted or cut short), and `ledger verify --pubkey` fails.
+unsigned_records_max = 10000
 
 [policy]
 # The authorization rules (TOML); `pki init` writes a sample. Reload with SIGHUP or
@@ -427,6 +432,9 @@ impl Config {
         if !(100..=60_000).contains(&f.ledger.checkpoint_interval_ms) {
             bail!("ledger.checkpoint_interval_ms: must be from 100 to 60000");
         }
+        if !(10..=10_000_000).contains(&f.ledger.unsigned_records_max) {
+            bail!("ledger.unsigned_records_max: must be from 10 to 10000000");
+        }
         let origin = f.ledger.origin.trim();
         if origin.is_empty() || origin.contains(char::is_whitespace) || origin != f.ledger.origin {
             bail!("ledger.origin: must be one non-empty word without spaces");
@@ -490,6 +498,7 @@ impl Config {
                     origin: f.ledger.origin.clone(),
                     signer_key: signer_key.trim().to_owned(),
                     interval_ms: f.ledger.checkpoint_interval_ms,
+                    unsigned_records_max: f.ledger.unsigned_records_max,
                 },
             },
             log_format,

@@ -95,9 +95,14 @@ enum LedgerCommand {
         #[arg(long, requires = "database")]
         tls_ca: Option<PathBuf>,
         /// The checkpoint verifier key, or a file holding it; without it signatures are not
-        /// checked (roots still are).
+        /// checked (roots still are). With it, records with no checkpoint at all, or more
+        /// than --unsigned-max beyond the last one, are a problem.
         #[arg(long)]
         pubkey: Option<String>,
+        /// The most records that may be beyond the last checkpoint: the server's
+        /// ledger.unsigned_records_max.
+        #[arg(long, default_value_t = countersign::verify::UNSIGNED_RECORDS_MAX)]
+        unsigned_max: u64,
     },
     /// Checks a proof bundle exported by AuditService.ExportProof, with only the public key.
     VerifyProof {
@@ -298,6 +303,7 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
             database,
             tls_ca,
             pubkey,
+            unsigned_max,
         } => {
             let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
             let r = match (data, database) {
@@ -327,6 +333,12 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                     "signatures not checked: no --pubkey"
                 }
             );
+            println!(
+                "signed:      {} of {} records covered by the last checkpoint, {} beyond it",
+                r.signed,
+                r.records,
+                r.records.saturating_sub(r.signed)
+            );
             println!("requests:    {}", r.requests);
             println!("images:      {}", r.images);
             if let Some(t) = &r.torn_tail {
@@ -334,7 +346,13 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                     "torn tail:   {t} (left by a crash, not tampering; the server cuts it at start)"
                 );
             }
-            match r.problem {
+            let problem = r.problem.clone().or_else(|| {
+                verifier
+                    .is_some()
+                    .then(|| countersign::verify::unsigned_problem(&r, unsigned_max))
+                    .flatten()
+            });
+            match problem {
                 None => {
                     println!("result:      OK");
                     Ok(())

@@ -148,6 +148,11 @@ impl Checkpointer {
         Ok(())
     }
 
+    /// How many records the ledger holds (as far as this node has it).
+    pub fn ledger_size(&self) -> u64 {
+        self.ledger.tree_size()
+    }
+
     /// Whether this node follows another's checkpoints rather than signing its own.
     pub fn following(&self) -> bool {
         self.following

@@ -39,6 +39,7 @@ pub use command::Outcome;
 pub use error::*;
 pub use handle::{EngineHandle, SessionGuard};
 pub use load::Loaded;
+pub use recover::UnsignedRecords;
 
 use crate::domain::{Request, RequestId, Timestamp, WithdrawReason};
 
@@ -89,6 +90,9 @@ pub struct CheckpointConfig {
     pub signer_key: String,
     /// How often a new checkpoint is signed while records arrive.
     pub interval_ms: u64,
+    /// The most records that may be beyond the last checkpoint; one is signed once half that
+    /// many are unsigned, and a server whose ledger has more refuses to start.
+    pub unsigned_records_max: u64,
 }
 
 impl std::fmt::Debug for CheckpointConfig {

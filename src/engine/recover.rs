@@ -64,12 +64,17 @@ pub(super) async fn start(
         .thread_name("engine")
         .build()
         .context("build the engine's runtime")?;
-    let task =
-        tokio::task::spawn_blocking(move || engine.block_on(core.run(rx, leave_rx, durable)));
+    let last = checkpointer.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        engine.block_on(core.run(rx, leave_rx, durable));
+        // Everything the engine appended is durable or refused by now: sign it, so that a
+        // clean stop leaves no record signed by nothing.
+        sign_if_behind(&last, "at shutdown");
+    });
     tokio::spawn(sign_checkpoints(
         checkpointer.clone(),
         ledger.clone(),
-        config.checkpoints.interval_ms,
+        config.checkpoints.clone(),
         tx.downgrade(),
     ));
     let handle = EngineHandle {
@@ -107,6 +112,7 @@ fn recover(
         )
         .context("open checkpoint log")?,
     );
+    check_unsigned(&checkpointer, config.checkpoints.unsigned_records_max)?;
     let (ledger, projection) = (parts.ledger.clone(), parts.projection.clone());
     let len = ledger.len();
     let applied = projection.applied()?;
@@ -130,6 +136,57 @@ fn recover(
     core.appender.flush()?;
     Ok((core, checkpointer))
 }
+
+/// Refuses a ledger with more records beyond its last checkpoint than the window allows: its
+/// checkpoints were deleted or cut short, and those records are signed by nothing, so they may
+/// have been altered. Signing them now would vouch for whatever they say.
+fn check_unsigned(checkpointer: &Checkpointer, max: u64) -> anyhow::Result<()> {
+    let signed = checkpointer.latest().map_or(0, |s| s.checkpoint.size);
+    let records = checkpointer.ledger_size();
+    if records.saturating_sub(signed) > max {
+        return Err(UnsignedRecords {
+            records,
+            signed,
+            max,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A ledger with more records beyond its last checkpoint than `ledger.unsigned_records_max`:
+/// the server does not start on it (a cluster node does not lead on it).
+#[derive(Debug)]
+pub struct UnsignedRecords {
+    pub records: u64,
+    pub signed: u64,
+    pub max: u64,
+}
+
+impl std::fmt::Display for UnsignedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let UnsignedRecords {
+            records,
+            signed,
+            max,
+        } = self;
+        let covered = match signed {
+            0 => "no checkpoint at all".to_string(),
+            n => format!("checkpoints covering only the first {n}"),
+        };
+        write!(
+            f,
+            "the ledger holds {records} records but {covered}: {} records are signed by \
+             nothing, more than ledger.unsigned_records_max ({max}) allows, so the checkpoints \
+             were deleted or cut short and those records may have been altered. Restore the \
+             checkpoints (ledger/checkpoints.log, or the checkpoints table) from a backup, check \
+             the ledger with `countersign ledger verify --pubkey`, and start again",
+            records - signed
+        )
+    }
+}
+
+impl std::error::Error for UnsignedRecords {}
 
 /// Applies records `from..to` to the projection. Requests are read back from the ledger as
 /// they are first touched, then kept until the end of the replay.
@@ -196,31 +253,58 @@ fn replay(
     Ok(())
 }
 
-/// Signs a checkpoint every interval while records arrive; stops with the engine (when the
-/// command channel closes).
+/// How often the signer looks at the ledger's size: often enough that half the unsigned window
+/// is never overrun by more than this much of the records a busy engine appends.
+const SIGNER_LOOK_MS: u64 = 20;
+
+/// Signs a checkpoint every interval while records arrive, and sooner once half of
+/// `unsigned_records_max` records are unsigned; stops with the engine (when the command channel
+/// closes).
 async fn sign_checkpoints(
     checkpointer: Arc<Checkpointer>,
     ledger: Arc<dyn LedgerRead>,
-    interval_ms: u64,
+    config: super::CheckpointConfig,
     alive: mpsc::WeakSender<super::command::Command>,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    let look = std::time::Duration::from_millis(SIGNER_LOOK_MS.min(config.interval_ms));
+    let mut tick = tokio::time::interval(look);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = std::time::Duration::from_millis(config.interval_ms);
+    let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if alive.upgrade().is_none() {
             return;
         }
         let signed = checkpointer.latest().map_or(0, |s| s.checkpoint.size);
-        if ledger.tree_size() <= signed {
+        let unsigned = ledger.tree_size().saturating_sub(signed);
+        let due = last.elapsed() >= every || unsigned >= config.unsigned_records_max / 2;
+        if unsigned == 0 || !due {
             continue;
         }
+        last = tokio::time::Instant::now();
         let c = checkpointer.clone();
         match tokio::task::spawn_blocking(move || c.sign_now()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "checkpoint not signed"),
             Err(e) => tracing::error!(error = %e, "checkpoint signer panicked"),
         }
+    }
+}
+
+/// Signs a checkpoint when records are beyond the last one (a leader's; a follower signs
+/// nothing). Blocking.
+fn sign_if_behind(checkpointer: &Checkpointer, when: &str) {
+    if checkpointer.following() {
+        return;
+    }
+    let signed = checkpointer.latest().map_or(0, |s| s.checkpoint.size);
+    if checkpointer.ledger_size() <= signed {
+        return;
+    }
+    match checkpointer.sign_now() {
+        Ok(s) => tracing::info!(size = s.checkpoint.size, when, "checkpoint signed"),
+        Err(e) => tracing::error!(error = %e, when, "checkpoint not signed"),
     }
 }
 

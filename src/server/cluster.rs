@@ -87,16 +87,24 @@ pub(super) async fn start(
         role: role_tx,
         engine_task,
     };
-    let task = tokio::spawn(node.run());
+    let (fatal_tx, mut fatal) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(node.run(fatal_tx));
     // Come up settled: leading when the lease is free, this node's own (a restart) or lapsed
     // (after recovering the engine), else a standby that can name the leader. Should taking
     // over keep failing, the node serves as a standby and goes on trying.
     let mut settled = role.clone();
-    let _ = tokio::time::timeout(
-        SETTLE_MAX,
-        settled.wait_for(|r| !matches!(r, Role::Standby { leader: None })),
-    )
-    .await;
+    tokio::select! {
+        // The fatal error first: the task sends it, then ends, which also ends the wait below.
+        biased;
+        Ok(e) = &mut fatal => {
+            task.abort();
+            return Err(e);
+        }
+        _ = tokio::time::timeout(
+            SETTLE_MAX,
+            settled.wait_for(|r| !matches!(r, Role::Standby { leader: None })),
+        ) => {}
+    }
     Ok(Node {
         engine,
         role,
@@ -118,11 +126,31 @@ struct Takeover {
 }
 
 impl Takeover {
-    /// Standby, leader, standby again when the lease is lost, for as long as the node runs.
-    async fn run(mut self) {
+    /// Standby, leader, standby again when the lease is lost, for as long as the node runs. A
+    /// ledger the engine refuses to lead on (records signed by nothing) ends a node that is
+    /// starting (`fatal`); a running standby keeps trying, and saying why.
+    async fn run(mut self, fatal: tokio::sync::oneshot::Sender<anyhow::Error>) {
+        let mut fatal = Some(fatal);
         loop {
             let leader = match self.lead().await {
                 Ok(engine) => engine,
+                Err(e) if e.chain().any(|c| c.is::<crate::engine::UnsignedRecords>()) => {
+                    // Told to a node still starting, which then exits with it; once it serves
+                    // (the start gave up waiting), it goes on trying like any other failure.
+                    let e = match fatal.take() {
+                        Some(f) => match f.send(e) {
+                            Ok(()) => return,
+                            Err(e) => e,
+                        },
+                        None => e,
+                    };
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "could not take over; trying again"
+                    );
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(
                         error = format!("{e:#}"),
@@ -132,6 +160,7 @@ impl Takeover {
                     continue;
                 }
             };
+            fatal = None;
             let mut lost = self.follower.lease_lost();
             let lease = Duration::from_millis(self.settings.lease_ms);
             tokio::select! {

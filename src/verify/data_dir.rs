@@ -24,6 +24,8 @@ pub struct Report {
     pub root: Hash,
     /// Checkpoints in the checkpoint log, each checked against the tree.
     pub checkpoints: usize,
+    /// Records the last checkpoint covers; the rest are signed by nothing yet.
+    pub signed: u64,
     /// Requests the records were replayed into.
     pub requests: usize,
     /// Images the records name, each rehashed from the image log.
@@ -122,7 +124,7 @@ fn verify_into(
     report.requests = requests.len();
 
     let notes = read_log(&ledger.join(LOG_NAME), false).map_err(|e| e.to_string())?;
-    check_checkpoints(&notes, &tree, verifier, torn_at.as_ref())?;
+    report.signed = check_checkpoints(&notes, &tree, verifier, torn_at.as_ref())?;
     report.checkpoints = notes.len();
     report.torn_tail = torn_at.map(|(_, what)| what);
 

@@ -80,7 +80,7 @@ fn verify_into(
         }
         notes.push(note);
     }
-    check_checkpoints(&notes, &tree, verifier, None)?;
+    report.signed = check_checkpoints(&notes, &tree, verifier, None)?;
     report.checkpoints = notes.len();
     check_images(&images, |h| {
         db.image(h)

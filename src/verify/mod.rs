@@ -21,6 +21,9 @@ mod database;
 
 pub use bundle::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, BundleReport, verify_bundle};
 pub use data_dir::{Report, verify_data_dir};
+
+/// The server's default `ledger.unsigned_records_max`.
+pub const UNSIGNED_RECORDS_MAX: u64 = 10_000;
 pub use database::verify_database;
 
 /// Decodes a record and folds it into its request, so a record that is well framed but out of
@@ -49,7 +52,7 @@ fn check_checkpoints(
     tree: &Tree,
     verifier: Option<&Verifier>,
     torn_at: Option<&(u64, String)>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let mut previous: Option<checkpoint::Checkpoint> = None;
     for (seq, note) in notes.iter().enumerate() {
         let cp = match verifier {
@@ -97,7 +100,30 @@ fn check_checkpoints(
         }
         previous = Some(cp);
     }
-    Ok(())
+    Ok(previous.map_or(0, |p| p.size))
+}
+
+/// The rule for records beyond the last checkpoint, for a verifier that checks signatures:
+/// none may exist without any checkpoint, and no more than `unsigned_max` (the server's
+/// `ledger.unsigned_records_max`) beyond the last one. Such records are signed by nothing, so
+/// whoever holds the disk could have changed them.
+pub fn unsigned_problem(report: &Report, unsigned_max: u64) -> Option<String> {
+    let unsigned = report.records.saturating_sub(report.signed);
+    if report.records > 0 && report.checkpoints == 0 {
+        Some(format!(
+            "{} records and no checkpoint: nothing vouches for them (the checkpoints were \
+             deleted, or the server never signed)",
+            report.records
+        ))
+    } else if unsigned > unsigned_max {
+        Some(format!(
+            "{unsigned} records beyond the last checkpoint (size {}), more than the {unsigned_max} \
+             the server leaves unsigned: checkpoints are missing or were cut short",
+            report.signed
+        ))
+    } else {
+        None
+    }
 }
 
 /// Rehashes every image the records name, read with the backend's own reader.

@@ -655,12 +655,64 @@ async fn offline_verify_catches_every_kind_of_tampering() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("PROBLEM: record 1"));
 }
 
+/// Whoever holds the disk could change records no checkpoint covers: a clean stop signs every
+/// record, and a ledger whose checkpoints were deleted (so more than the configured window of
+/// records are signed by nothing) is refused by the server at start and by `verify --pubkey`.
+async fn records_beyond_the_unsigned_window_refuse_to_start_and_fail_verify() {
+    let mut t = TestServer::start_with(&|s| {
+        s.replace("unsigned_records_max = 10000", "unsigned_records_max = 10")
+    })
+    .await;
+    for i in 0..12 {
+        submit(&t, "teller-01", &format!("U-{i}")).await;
+    }
+    t.stop().await;
+    let v = verifier(&t);
+    let db = t.database.as_ref().map(|d| d.url().to_string());
+    let report = crate::harness::verify_stored(&t.data_dir(), db.as_deref(), Some(&v));
+    assert_eq!(report.problem, None);
+    assert!(report.records >= 12);
+    assert_eq!(
+        report.signed, report.records,
+        "a clean stop signs every record"
+    );
+    assert_eq!(countersign::verify::unsigned_problem(&report, 10), None);
+
+    // The checkpoints deleted, as someone holding the disk (or the database) could.
+    match &t.database {
+        None => std::fs::remove_file(t.data_dir().join("ledger").join("checkpoints.log")).unwrap(),
+        Some(d) => d
+            .execute("ALTER TABLE checkpoints DISABLE TRIGGER USER; DELETE FROM checkpoints")
+            .unwrap(),
+    }
+    let report = crate::harness::verify_stored(&t.data_dir(), db.as_deref(), Some(&v));
+    assert_eq!((report.problem.as_deref(), report.checkpoints), (None, 0));
+    let problem = countersign::verify::unsigned_problem(&report, 10).expect("refused");
+    assert!(problem.contains("no checkpoint"), "{problem}");
+    let rng = Box::new(<rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(1));
+    let err = match countersign::server::start(&t.config, std::sync::Arc::new(t.clock.clone()), rng)
+        .await
+    {
+        Ok(s) => panic!(
+            "a ledger signed by nothing must not open; role {:?}",
+            s.role()
+        ),
+        Err(e) => e,
+    };
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("signed by nothing") && err.contains("no checkpoint at all"),
+        "{err}"
+    );
+}
+
 crate::on_both_backends!(
     every_record_and_both_checkpoints_are_provable,
     checkpoints_are_signed_on_their_own_while_records_arrive,
     records_come_in_pages,
     search_by_each_criterion_newest_first_with_pages,
     an_exported_bundle_verifies_offline_and_tampering_fails_it,
+    records_beyond_the_unsigned_window_refuse_to_start_and_fail_verify,
 );
 
 // Flipped bytes in segment files; the database's tables get their own tampering test below.

@@ -161,10 +161,12 @@ async fn sigterm_under_load_loses_no_acknowledged_call() {
     }
     assert_eq!(last, Some(not_serving));
 
-    // A graceful stop leaves no torn tail: the last record was written whole.
+    // A graceful stop leaves no torn tail (the last record was written whole) and no record
+    // signed by nothing: the last checkpoint, signed at shutdown, covers them all.
     let report =
         crate::harness::verify_stored(&files.data, files.database.as_ref().map(|d| d.url()), None);
     assert_eq!((report.problem, report.torn_tail), (None, None));
+    assert_eq!(report.signed, report.records, "signed at shutdown");
 
     // On the same data: everything acknowledged is there, as acknowledged, and the held
     // request is still waiting.
