@@ -19,6 +19,7 @@ mod faults;
 mod fixtures;
 mod harness;
 mod identity;
+mod interop;
 mod ledger;
 mod lifecycle;
 mod limits;
