@@ -135,6 +135,85 @@ fn customer(c: pb::CustomerIdentity, now: Timestamp) -> Result<CustomerIdentity,
 
 /// Checks uploaded images: count, size, and that the content's magic bytes agree with the
 /// declared media type (the declaration alone is never trusted).
+/// A Cancel's arguments, checked: the request and the teller's reason.
+pub fn cancel(req: pb::CancelRequest) -> Result<(RequestId, String), FieldError> {
+    let pb::CancelRequest { request_id, reason } = req;
+    let id = self::request_id("request_id", &request_id)?;
+    validate::text("reason", &reason, validate::TEXT_CHARS_MAX, false, true)?;
+    Ok((id, reason))
+}
+
+/// A Resubmit's arguments, checked; the uploads are not stored yet.
+pub struct ResubmitInput {
+    pub id: RequestId,
+    pub uploads: Vec<Upload>,
+    pub removed: Vec<ImageHash>,
+    pub note: String,
+}
+
+pub fn resubmit(req: pb::ResubmitRequest, limits: &ApiLimits) -> Result<ResubmitInput, FieldError> {
+    let pb::ResubmitRequest {
+        request_id,
+        images,
+        remove_image_sha256,
+        note,
+    } = req;
+    let id = self::request_id("request_id", &request_id)?;
+    if remove_image_sha256.len() > limits.images_per_request_max {
+        return Err(FieldError::new(
+            "remove_image_sha256",
+            format!(
+                "at most {} hashes are allowed",
+                limits.images_per_request_max
+            ),
+        ));
+    }
+    let removed = remove_image_sha256
+        .iter()
+        .enumerate()
+        .map(|(i, h)| image_hash(&format!("remove_image_sha256[{i}]"), h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uploads = uploads("images", images, limits)?;
+    validate::text("note", &note, validate::TEXT_CHARS_MAX, false, true)?;
+    Ok(ResubmitInput {
+        id,
+        uploads,
+        removed,
+        note,
+    })
+}
+
+/// An Accept's arguments: the request and the offer's epoch.
+pub fn accept(req: pb::AcceptRequest) -> Result<(RequestId, u64), FieldError> {
+    let pb::AcceptRequest { request_id, epoch } = req;
+    Ok((self::request_id("request_id", &request_id)?, epoch))
+}
+
+/// A Decline's arguments, checked: the request, the offer's epoch and the reason.
+pub fn decline(req: pb::DeclineRequest) -> Result<(RequestId, u64, String), FieldError> {
+    let pb::DeclineRequest {
+        request_id,
+        epoch,
+        reason,
+    } = req;
+    let id = self::request_id("request_id", &request_id)?;
+    validate::text("reason", &reason, validate::TEXT_CHARS_MAX, false, true)?;
+    Ok((id, epoch, reason))
+}
+
+/// A Decide's arguments, checked: the request, the offer's epoch and the verdict.
+pub fn decide(req: pb::DecideRequest) -> Result<(RequestId, u64, Verdict), FieldError> {
+    let pb::DecideRequest {
+        request_id,
+        epoch,
+        decision,
+        reason_code,
+        comment,
+    } = req;
+    let id = self::request_id("request_id", &request_id)?;
+    Ok((id, epoch, verdict(decision, reason_code, comment)?))
+}
+
 pub fn uploads(
     field: &str,
     images: Vec<pb::ImageUpload>,
@@ -390,5 +469,177 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
         policy_rule: r.requirements.rule.clone(),
         policy_sha256: r.requirements.policy_sha256.clone(),
         priority: u32::from(r.requirements.priority),
+    }
+}
+
+/// The requests that carry what a person typed or scanned, by the number `decode_and_check`
+/// takes, with the names of their fields.
+pub const CHECKED_REQUESTS: [(&str, &[&str]); 6] = [
+    (
+        "SubmitRequest",
+        &["teller_serial", "transaction", "customer", "images", "note"],
+    ),
+    (
+        "ResubmitRequest",
+        &["request_id", "images", "remove_image_sha256", "note"],
+    ),
+    ("CancelRequest", &["request_id", "reason"]),
+    ("AcceptRequest", &["request_id", "epoch"]),
+    ("DeclineRequest", &["request_id", "epoch", "reason"]),
+    (
+        "DecideRequest",
+        &["request_id", "epoch", "decision", "reason_code", "comment"],
+    ),
+];
+
+/// Decodes `bytes` as request `kind` of `CHECKED_REQUESTS` (modulo its length) and takes it
+/// through the conversion and field rules its RPC applies: `None` when the bytes are not that
+/// message. For the fuzz target `rpc_input` and its stable counterpart in the tests.
+pub fn decode_and_check(
+    kind: u8,
+    bytes: &[u8],
+    now: Timestamp,
+    limits: &ApiLimits,
+) -> Option<Result<(), FieldError>> {
+    use prost::Message;
+    Some(match usize::from(kind) % CHECKED_REQUESTS.len() {
+        0 => submit(pb::SubmitRequest::decode(bytes).ok()?, now, limits).map(drop),
+        1 => resubmit(pb::ResubmitRequest::decode(bytes).ok()?, limits).map(drop),
+        2 => cancel(pb::CancelRequest::decode(bytes).ok()?).map(drop),
+        3 => accept(pb::AcceptRequest::decode(bytes).ok()?).map(drop),
+        4 => decline(pb::DeclineRequest::decode(bytes).ok()?).map(drop),
+        _ => decide(pb::DecideRequest::decode(bytes).ok()?).map(drop),
+    })
+}
+
+#[cfg(test)]
+mod fuzz_smoke {
+    use prost::Message;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn limits() -> ApiLimits {
+        ApiLimits {
+            message_bytes_max: 1 << 20,
+            image_bytes_max: 1 << 16,
+            images_per_request_min: 1,
+            images_per_request_max: 4,
+            watch_streams_per_principal_max: 4,
+        }
+    }
+
+    /// Valid messages of each kind, encoded: the starting points of the mutations.
+    fn seeds() -> Vec<(u8, Vec<u8>)> {
+        let submit =
+            crate::tools::workload::submit_request("S-1", "WDL-CASH", 100, "6222020200112233");
+        let id = "0".repeat(32);
+        vec![
+            (0, submit.encode_to_vec()),
+            (
+                1,
+                pb::ResubmitRequest {
+                    request_id: id.clone(),
+                    images: submit.images.clone(),
+                    remove_image_sha256: vec!["a".repeat(64)],
+                    note: "rescanned".into(),
+                }
+                .encode_to_vec(),
+            ),
+            (
+                2,
+                pb::CancelRequest {
+                    request_id: id.clone(),
+                    reason: "customer left".into(),
+                }
+                .encode_to_vec(),
+            ),
+            (
+                3,
+                pb::AcceptRequest {
+                    request_id: id.clone(),
+                    epoch: 1,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                4,
+                pb::DeclineRequest {
+                    request_id: id.clone(),
+                    epoch: 1,
+                    reason: "conflict".into(),
+                }
+                .encode_to_vec(),
+            ),
+            (
+                5,
+                pb::DecideRequest {
+                    request_id: id,
+                    epoch: 1,
+                    decision: pb::Decision::Return as i32,
+                    reason_code: "IMG".into(),
+                    comment: "rescan".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ]
+    }
+
+    /// Mutated encodings of valid messages (bytes flipped, inserted, cut, with bidi and
+    /// zero-width characters spliced in): no panic, and every refusal names a field of the
+    /// message with a reason. The fuzz target `rpc_input` does the same from any bytes.
+    #[test]
+    fn mutated_requests_are_refused_with_a_field_named_or_taken() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let now = Timestamp(1_780_000_000_000);
+        let limits = limits();
+        let (mut taken, mut refused) = (0, 0);
+        for (kind, seed) in seeds() {
+            assert_eq!(
+                decode_and_check(kind, &seed, now, &limits),
+                Some(Ok(())),
+                "the seed of {} is valid",
+                CHECKED_REQUESTS[usize::from(kind)].0
+            );
+            for _ in 0..3000 {
+                let mut b = seed.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..b.len().max(1));
+                    match rng.random_range(0..4) {
+                        0 if !b.is_empty() => b[at] ^= 1 << rng.random_range(0..8),
+                        1 => b.insert(at.min(b.len()), rng.random()),
+                        2 if !b.is_empty() => {
+                            b.truncate(at);
+                        }
+                        _ => {
+                            let odd = ["\u{202e}", "\u{200b}", "\u{feff}", "\u{2067}", "\u{a0}"];
+                            let s = odd[rng.random_range(0..odd.len())].as_bytes();
+                            let at = at.min(b.len());
+                            b.splice(at..at, s.iter().copied());
+                        }
+                    }
+                }
+                match decode_and_check(kind, &b, now, &limits) {
+                    None => {}
+                    Some(Ok(())) => taken += 1,
+                    Some(Err(e)) => {
+                        refused += 1;
+                        let fields = CHECKED_REQUESTS[usize::from(kind)].1;
+                        assert!(
+                            fields.iter().any(|f| e.field.starts_with(f)),
+                            "{}: refusal names {:?}, not a field of the message",
+                            CHECKED_REQUESTS[usize::from(kind)].0,
+                            e.field
+                        );
+                        assert!(!e.reason.is_empty());
+                    }
+                }
+            }
+        }
+        // Both outcomes happened: the mutations reached the rules, not only the decoder.
+        assert!(
+            taken > 100 && refused > 100,
+            "taken {taken}, refused {refused}"
+        );
     }
 }

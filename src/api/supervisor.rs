@@ -137,8 +137,8 @@ impl SupervisorService for SupervisorApi {
         req: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::AcceptResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
-        let pb::AcceptRequest { request_id, epoch } = req.into_inner();
-        let id = super::concerning("request_id", &request_id)?;
+        let (id, epoch) = convert::accept(req.into_inner()).map_err(invalid)?;
+        super::record_request(&id);
         let r = self.engine().accept(&supervisor.id, &id, epoch).await?;
         Ok(Response::new(pb::AcceptResponse {
             request: Some(convert::request(&r.request)),
@@ -157,20 +157,8 @@ impl SupervisorService for SupervisorApi {
         req: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::DeclineResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
-        let pb::DeclineRequest {
-            request_id,
-            epoch,
-            reason,
-        } = req.into_inner();
-        let id = super::concerning("request_id", &request_id)?;
-        crate::domain::validate::text(
-            "reason",
-            &reason,
-            crate::domain::validate::TEXT_CHARS_MAX,
-            false,
-            true,
-        )
-        .map_err(invalid)?;
+        let (id, epoch, reason) = convert::decline(req.into_inner()).map_err(invalid)?;
+        super::record_request(&id);
         let replayed = self
             .engine()
             .decline(&supervisor.id, &id, epoch, reason)
@@ -189,15 +177,8 @@ impl SupervisorService for SupervisorApi {
         req: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
-        let pb::DecideRequest {
-            request_id,
-            epoch,
-            decision,
-            reason_code,
-            comment,
-        } = req.into_inner();
-        let id = super::concerning("request_id", &request_id)?;
-        let verdict = convert::verdict(decision, reason_code, comment).map_err(invalid)?;
+        let (id, epoch, verdict) = convert::decide(req.into_inner()).map_err(invalid)?;
+        super::record_request(&id);
         let r = self
             .engine()
             .decide(&supervisor, &id, epoch, verdict)

@@ -175,16 +175,8 @@ impl TellerService for TellerApi {
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
-        let pb::CancelRequest { request_id, reason } = req.into_inner();
-        let id = super::concerning("request_id", &request_id)?;
-        crate::domain::validate::text(
-            "reason",
-            &reason,
-            crate::domain::validate::TEXT_CHARS_MAX,
-            false,
-            true,
-        )
-        .map_err(invalid)?;
+        let (id, reason) = convert::cancel(req.into_inner()).map_err(invalid)?;
+        super::record_request(&id);
         let r = self.engine().cancel(&teller.id, &id, reason).await?;
         Ok(Response::new(pb::CancelResponse {
             request: Some(convert::request(&r.request)),
@@ -203,37 +195,13 @@ impl TellerService for TellerApi {
         req: Request<pb::ResubmitRequest>,
     ) -> Result<Response<pb::ResubmitResponse>, Status> {
         let teller = self.directory.authorize(&req, &[Role::Teller])?;
-        let pb::ResubmitRequest {
-            request_id,
-            images,
-            remove_image_sha256,
+        let convert::ResubmitInput {
+            id,
+            uploads,
+            removed,
             note,
-        } = req.into_inner();
-        let id = super::concerning("request_id", &request_id)?;
-        if remove_image_sha256.len() > self.limits.images_per_request_max {
-            return Err(invalid(crate::domain::validate::FieldError::new(
-                "remove_image_sha256",
-                format!(
-                    "at most {} hashes are allowed",
-                    self.limits.images_per_request_max
-                ),
-            )));
-        }
-        let removed = remove_image_sha256
-            .iter()
-            .enumerate()
-            .map(|(i, h)| convert::image_hash(&format!("remove_image_sha256[{i}]"), h))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
-        let uploads = convert::uploads("images", images, &self.limits).map_err(invalid)?;
-        crate::domain::validate::text(
-            "note",
-            &note,
-            crate::domain::validate::TEXT_CHARS_MAX,
-            false,
-            true,
-        )
-        .map_err(invalid)?;
+        } = convert::resubmit(req.into_inner(), &self.limits).map_err(invalid)?;
+        super::record_request(&id);
         let added = self
             .engine()
             .store_images(uploads)
