@@ -58,11 +58,14 @@ pub enum Reason {
     WatchEnded,
     AttendSuperseded,
     PolicyInvalid,
+    UnknownMethod,
+    MalformedMessage,
+    Library,
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 34] = [
         Reason::InvalidField,
         Reason::NoCertificate,
         Reason::UnknownCertificate,
@@ -93,6 +96,9 @@ impl Reason {
         Reason::WatchEnded,
         Reason::AttendSuperseded,
         Reason::PolicyInvalid,
+        Reason::UnknownMethod,
+        Reason::MalformedMessage,
+        Reason::Library,
         Reason::Internal,
     ];
 
@@ -129,6 +135,9 @@ impl Reason {
             Reason::WatchEnded => "WATCH_ENDED",
             Reason::AttendSuperseded => "ATTEND_SUPERSEDED",
             Reason::PolicyInvalid => "POLICY_INVALID",
+            Reason::UnknownMethod => "UNKNOWN_METHOD",
+            Reason::MalformedMessage => "MALFORMED_MESSAGE",
+            Reason::Library => "LIBRARY",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -587,6 +596,17 @@ pub fn message_too_large(found: &str, max: usize) -> Status {
         "limits.message_bytes_max",
         max,
     )
+}
+
+/// A status the gRPC library made before any of our code ran (an unknown method, a message
+/// that does not decode, ...): its code and message kept, an ErrorInfo added.
+pub fn from_library(code: Code, message: String) -> Status {
+    let reason = match code {
+        Code::Unimplemented => Reason::UnknownMethod,
+        Code::Internal if message.starts_with("failed to decode") => Reason::MalformedMessage,
+        _ => Reason::Library,
+    };
+    plain(code, reason, message)
 }
 
 /// UNAVAILABLE answers GetQueueStatus when the engine cannot (it is stopping).

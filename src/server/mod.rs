@@ -157,7 +157,7 @@ pub async fn start(
         .context("configure TLS")?
         .layer(tower::util::MapResponseLayer::new({
             let max = config.api.message_bytes_max;
-            move |r| oversize_is_resource_exhausted(r, max)
+            move |r| library_statuses_get_details(r, max)
         }))
         .add_routes(services)
         .add_service(health)
@@ -192,29 +192,43 @@ pub async fn start(
     })
 }
 
-/// gRPC's status table puts a message larger than the receiver's maximum under
-/// RESOURCE_EXHAUSTED; tonic's decoder answers OUT_OF_RANGE. This replaces that one answer
-/// (always trailers-only: the request was refused before any reply) with the API's status for
-/// it (reason MESSAGE_TOO_LARGE, the limit, a QuotaFailure) and touches nothing else.
-fn oversize_is_resource_exhausted(
+/// Statuses the gRPC library makes itself, before any of our code runs, get what ours carry:
+/// an over-size message (tonic says OUT_OF_RANGE; gRPC's status table says RESOURCE_EXHAUSTED)
+/// becomes the API's MESSAGE_TOO_LARGE with the limit; any other refusal without details (an
+/// unknown method, bytes that do not decode) keeps its code and message and gains an
+/// ErrorInfo (`api::status::from_library`). Such refusals are always trailers-only: the
+/// request was refused before any reply.
+fn library_statuses_get_details(
     mut response: tonic::codegen::http::Response<tonic::body::Body>,
     max: usize,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
-    // tonic percent-encodes the message's spaces: "Error, decoded message length too large:
-    // found N bytes, the limit is: M bytes".
-    let tonic_says = b"Error,%20decoded%20message%20length%20too%20large:%20found%20";
-    let found = match (headers.get("grpc-status"), headers.get("grpc-message")) {
-        (Some(code), Some(m)) if code == "11" && m.as_bytes().starts_with(tonic_says) => m
-            .as_bytes()[tonic_says.len()..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .map(|b| char::from(*b))
-            .collect::<String>(),
-        _ => return response,
+    let code = match headers.get("grpc-status").map(|c| c.as_bytes()) {
+        Some(c) if c != b"0" && !headers.contains_key("grpc-status-details-bin") => {
+            std::str::from_utf8(c)
+                .ok()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(tonic::Code::from)
+        }
+        _ => None,
     };
-    let replaced =
-        crate::api::status::message_too_large(&found, max).into_http::<tonic::body::Body>();
+    let Some(code) = code else {
+        return response;
+    };
+    let message = headers
+        .get("grpc-message")
+        .map(|m| percent_decode(m.as_bytes()))
+        .unwrap_or_default();
+    // "Error, decoded message length too large: found N bytes, the limit is: M bytes"
+    let too_large = "Error, decoded message length too large: found ";
+    let replaced = match message.strip_prefix(too_large) {
+        Some(rest) if code == tonic::Code::OutOfRange => {
+            let found: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            crate::api::status::message_too_large(&found, max)
+        }
+        _ => crate::api::status::from_library(code, message),
+    };
+    let replaced = replaced.into_http::<tonic::body::Body>();
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         match replaced.headers().get(name) {
             Some(v) => {
@@ -226,6 +240,31 @@ fn oversize_is_resource_exhausted(
         }
     }
     response
+}
+
+/// grpc-message is percent-encoded (gRPC's HTTP/2 protocol); invalid escapes are kept as they
+/// are.
+fn percent_decode(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Keeps the health statuses true: on the leader every service follows the engine (NOT_SERVING

@@ -334,6 +334,56 @@ async fn pending_per_teller_and_queue_length_are_enforced() {
     submit(&t, "teller-03", "L-5").await;
 }
 
+/// What the gRPC library refuses before our code runs carries an ErrorInfo too: a method that
+/// does not exist (a client from another contract) and bytes that do not decode as the method's
+/// message.
+async fn library_refusals_carry_a_reason() {
+    let t = TestServer::start().await;
+    let ch = countersign::tools::client::channel(t.addr(), &t.pki, "teller-01")
+        .await
+        .unwrap();
+    let call = |path: &'static str| {
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            // An AcceptRequest's field 2 is a varint where SubmitRequest has a message.
+            grpc.unary::<pb::AcceptRequest, pb::AcceptResponse, _>(
+                tonic::Request::new(pb::AcceptRequest {
+                    request_id: "x".into(),
+                    epoch: 7,
+                }),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err()
+        }
+    };
+    let len = t.ledger_len();
+    for (path, code, reason) in [
+        (
+            "/countersign.v1.TellerService/Nope",
+            Code::Unimplemented,
+            "UNKNOWN_METHOD",
+        ),
+        (
+            "/countersign.v1.TellerService/Submit",
+            Code::Internal,
+            "MALFORMED_MESSAGE",
+        ),
+    ] {
+        let s = call(path).await;
+        assert_eq!(s.code(), code, "{path}: {s:?}");
+        let info = tonic_types::StatusExt::get_details_error_info(&s).expect("an ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (reason, "countersign.v1"),
+            "{path}"
+        );
+    }
+    assert_eq!(t.ledger_len(), len);
+}
+
 async fn an_oversized_message_is_refused() {
     let t = TestServer::start_with(&|s| {
         s.replace("message_bytes_max = 41943040", "message_bytes_max = 65536")
@@ -398,5 +448,6 @@ crate::on_both_backends!(
     bad_submissions_are_refused_with_the_field_named,
     pending_per_teller_and_queue_length_are_enforced,
     an_oversized_message_is_refused,
+    library_refusals_carry_a_reason,
     watch_streams_per_teller_are_limited_and_freed_on_close,
 );
