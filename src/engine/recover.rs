@@ -65,18 +65,30 @@ pub(super) async fn start(
         .build()
         .context("build the engine's runtime")?;
     let last = checkpointer.clone();
-    let task = tokio::task::spawn_blocking(move || {
+    let engine = tokio::task::spawn_blocking(move || {
         engine.block_on(core.run(rx, leave_rx, durable));
         // Everything the engine appended is durable or refused by now: sign it, so that a
         // clean stop leaves no record signed by nothing.
         sign_if_behind(&last, "at shutdown");
     });
-    tokio::spawn(sign_checkpoints(
+    let signer = tokio::spawn(sign_checkpoints(
         checkpointer.clone(),
         ledger.clone(),
         config.checkpoints.clone(),
         tx.downgrade(),
     ));
+    // The engine's task ends once the signer has let go of the storage too: whoever awaits it
+    // (the server's shutdown) may then open the same store again, in this process or another.
+    let task = tokio::spawn(async move {
+        let ended = engine.await;
+        signer.abort();
+        let _ = signer.await;
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    });
     let handle = EngineHandle {
         tx,
         leave_tx,

@@ -359,6 +359,24 @@ async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
     assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
 }
 
+/// A second server on a data directory another has open is refused before it reads, cuts or
+/// appends anything (the ledger's LOCK), and the first carries on.
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let t = TestServer::start().await;
+    submit(&t, "teller-01", "L-1").await;
+    let len = t.ledger_len();
+    let rng = Box::new(<rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(2));
+    let err = countersign::server::start(&t.config, std::sync::Arc::new(t.clock.clone()), rng)
+        .await
+        .err()
+        .expect("a second server on the same data must not start");
+    let err = format!("{err:#}");
+    assert!(err.contains("has this data directory open"), "{err}");
+    assert_eq!(t.ledger_len(), len);
+    submit(&t, "teller-01", "L-2").await;
+    assert_eq!(t.ledger_len(), len + 1, "the first server carries on");
+}
+
 /// The real binary under load is killed with SIGKILL; every Submit it acknowledged must be
 /// there after a restart on the same data.
 async fn sigkill_loses_no_acknowledged_submit() {
@@ -551,8 +569,10 @@ crate::on_both_backends!(
 );
 
 // Torn writes and damaged segment files are the embedded backend's own failures: a database
-// commits a record whole or not at all. Tampering with the tables is tested in ledger.rs.
+// commits a record whole or not at all. Tampering with the tables is tested in ledger.rs. A
+// second node on one database is a standby by design (cluster.rs), not a second writer.
 crate::embedded_only!(
     a_torn_final_record_is_cut_and_the_rest_kept,
     damage_in_the_middle_of_the_ledger_refuses_to_start,
+    a_second_server_on_the_same_data_directory_is_refused,
 );

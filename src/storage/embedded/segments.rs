@@ -25,6 +25,48 @@ pub struct Ledger {
     pub(crate) tree: RwLock<Tree>,
     /// Set by tests to make every write fail as on a full disk.
     pub(crate) faults: std::sync::atomic::AtomicBool,
+    /// `LOCK` in the ledger directory, locked while this ledger is open: one process at a time
+    /// may read, cut or append to a ledger. Released when the file closes (with the last `Arc`,
+    /// or by the kernel when the process dies).
+    _lock: fs::File,
+}
+
+/// How long opening waits for another handle's lock (one being dropped, as at a restart in
+/// the same process) before it refuses.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes `LOCK` in `dir`, waiting up to `LOCK_WAIT` for a handle being let go.
+fn lock(dir: &Path) -> Result<fs::File, LedgerError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("open {}", path.display())))?;
+    #[allow(clippy::disallowed_methods)] // a wall-clock wait for another handle, not domain time
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) => {
+                #[allow(clippy::disallowed_methods)]
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(LedgerError::Io {
+                        action: format!("lock {}", path.display()),
+                        source: std::io::Error::other(
+                            "another server (or tool) has this data directory open; stop it first",
+                        ),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io(format!("lock {}", path.display()))(e));
+            }
+        }
+    }
 }
 
 impl Ledger {
@@ -35,6 +77,8 @@ impl Ledger {
     /// calls this and then starts the writer thread on the tail.
     pub(crate) fn recover(dir: &Path) -> Result<(Arc<Ledger>, Tail), LedgerError> {
         fs::create_dir_all(dir).map_err(io("create ledger directory"))?;
+        // Before anything is read or cut: a second server must not touch this ledger at all.
+        let lock = lock(dir)?;
         let mut names: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io("list ledger directory"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -70,6 +114,7 @@ impl Ledger {
             segments: RwLock::new(segments),
             tree: RwLock::new(tree),
             faults: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
         });
         let tail = Tail {
             file,
