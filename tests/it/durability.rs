@@ -377,6 +377,52 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     assert_eq!(t.ledger_len(), len + 1, "the first server carries on");
 }
 
+/// What an operator reads: a log written to a file holds no terminal colour codes, and a start
+/// that is refused says why on one line, with no backtrace even under RUST_BACKTRACE=1.
+async fn logs_in_a_file_are_plain_and_a_refused_start_says_why_in_one_line() {
+    let files = BinaryFiles::new();
+    let log = files.config.with_extension("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config"])
+        .arg(&files.config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("countersign listening on"), "{line:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "the log has lines: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config"])
+        .arg(files.dir.path().join("missing.toml"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.starts_with("Error: ") && err.contains("missing.toml"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line, no backtrace: {err}"
+    );
+}
+
 /// The real binary under load is killed with SIGKILL; every Submit it acknowledged must be
 /// there after a restart on the same data.
 async fn sigkill_loses_no_acknowledged_submit() {
@@ -566,6 +612,7 @@ crate::on_both_backends!(
     a_missing_projection_is_rebuilt_and_equals_the_state_before,
     a_missing_projection_is_rebuilt_from_the_ledger,
     sigkill_loses_no_acknowledged_submit,
+    logs_in_a_file_are_plain_and_a_refused_start_says_why_in_one_line,
 );
 
 // Torn writes and damaged segment files are the embedded backend's own failures: a database
