@@ -75,6 +75,8 @@ struct LimitsFile {
     stats_rows_max: usize,
     watch_streams_per_principal_max: usize,
     shutdown_grace_ms: u64,
+    keepalive_interval_ms: u64,
+    keepalive_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +145,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How long connections still open at shutdown get to close before the server stops anyway.
     pub shutdown_grace_ms: u64,
+    /// After how long without traffic a connection is pinged, and how long the peer has to
+    /// answer before the connection is closed.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
 }
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
@@ -194,6 +200,12 @@ watch_streams_per_principal_max = 50
 # At shutdown, how long open connections get to close (replies written, streams ended) before
 # the server stops anyway. Every acknowledged call is durable before this wait begins.
 shutdown_grace_ms = 5000
+# The server pings every connection (HTTP/2 PING) after this long without traffic, and closes
+# one whose peer does not answer within keepalive_timeout_ms: a console that vanished behind a
+# branch firewall stops counting as present (its offers go to someone else) within about the
+# sum, instead of holding offers until they time out.
+keepalive_interval_ms = 30000
+keepalive_timeout_ms = 10000
 
 [dispatch]
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
@@ -420,6 +432,12 @@ impl Config {
         if !(100..=600_000).contains(&l.shutdown_grace_ms) {
             bail!("limits.shutdown_grace_ms: must be from 100 to 600000");
         }
+        if !(100..=3_600_000).contains(&l.keepalive_interval_ms) {
+            bail!("limits.keepalive_interval_ms: must be from 100 to 3600000");
+        }
+        if !(100..=600_000).contains(&l.keepalive_timeout_ms) {
+            bail!("limits.keepalive_timeout_ms: must be from 100 to 600000");
+        }
         if f.dispatch.review_timeout_ms < 10_000 {
             bail!("dispatch.review_timeout_ms: must be at least 10000");
         }
@@ -505,6 +523,8 @@ impl Config {
             policy_path,
             metrics_listen,
             shutdown_grace_ms: l.shutdown_grace_ms,
+            keepalive_interval_ms: l.keepalive_interval_ms,
+            keepalive_timeout_ms: l.keepalive_timeout_ms,
         })
     }
 }

@@ -155,6 +155,10 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .tls_config(tls)
         .context("configure TLS")?
+        // A peer that vanished without closing (a cut line, a firewall dropping state) is found
+        // by an unanswered PING, and its Attend stream ends: presence is only what answers.
+        .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .layer(tower::util::MapResponseLayer::new({
             let max = config.api.message_bytes_max;
             move |r| library_statuses_get_details(r, max)

@@ -327,6 +327,93 @@ async fn pause_stops_offers_without_closing_the_stream() {
     assert_eq!(s.next_offer().await.request_id, r.request_id);
 }
 
+/// A console whose connection goes silent (a cut line or a firewall dropping state: no FIN,
+/// no RST) stops counting as present once the server's keepalive PING goes unanswered: its
+/// offer is withdrawn and goes to a supervisor who is there.
+async fn a_console_that_vanished_silently_is_noticed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = TestServer::start_with(&|s| {
+        s.replace(
+            "keepalive_interval_ms = 30000",
+            "keepalive_interval_ms = 300",
+        )
+        .replace("keepalive_timeout_ms = 10000", "keepalive_timeout_ms = 300")
+    })
+    .await;
+    // A proxy on loopback whose forwarding can be frozen: its sockets stay open, nothing passes.
+    let frozen = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let server = t.addr();
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+            let ((cr, cw), (sr, sw)) = (client.into_split(), upstream.into_split());
+            tokio::spawn(pipe(cr, sw, f.clone()));
+            tokio::spawn(pipe(sr, cw, f.clone()));
+        }
+    });
+    let mut away = countersign::tools::client::supervisor(proxy, &t.pki, "sup-01")
+        .await
+        .unwrap();
+    let mut stream = away
+        .attend(pb::AttendRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let r = submit(&t, "teller-01", "K-1").await;
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.event,
+        Some(pb::attend_response::Event::Offer(_))
+    ));
+    // The line goes silent; a supervisor who is there is waiting.
+    frozen.store(true, Ordering::Relaxed);
+    let mut here = Console::open(&t, "sup-02").await;
+    let o = here.next_offer().await;
+    assert_eq!(
+        o.request_id, r.request_id,
+        "the vanished console's offer moved on"
+    );
+    let status = t
+        .admin()
+        .await
+        .get_queue_status(pb::GetQueueStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let gone = status
+        .supervisors
+        .iter()
+        .find(|v| v.supervisor_id == "sup-01")
+        .unwrap();
+    assert!(!gone.online, "sup-01 no longer counts as present");
+}
+
+/// Copies `from` to `to` while `frozen` is false; while it is true, holds what it read.
+async fn pipe(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn the_task_limit_holds_under_many_concurrent_accepts() {
     let t = TestServer::start_with(&|s| {
         s.replace("supervisor_tasks_max = 1", "supervisor_tasks_max = 2")
@@ -793,6 +880,7 @@ crate::on_both_backends!(
     higher_priority_first_then_older,
     pause_stops_offers_without_closing_the_stream,
     the_task_limit_holds_under_many_concurrent_accepts,
+    a_console_that_vanished_silently_is_noticed,
     the_duty_manager_sees_the_queue_exactly,
     the_policy_is_recorded_read_back_and_reloaded_for_new_submissions_only,
     a_request_no_rule_matches_is_refused_and_a_bad_policy_never_starts,
