@@ -145,11 +145,26 @@ enum PkiCommand {
     },
     /// Issues one more client certificate from the CA in DIR and prints its fingerprint for
     /// the principal directory.
+    /// Issues a client certificate from the CA in DIR and prints the principal directory
+    /// entry to add to principals.toml (the server reads it at start).
     Issue {
         #[arg(long)]
         dir: PathBuf,
+        /// The principal's id, e.g. teller-07.
         #[arg(long)]
         id: String,
+        /// teller, supervisor, auditor or admin.
+        #[arg(long, default_value = "teller")]
+        role: String,
+        /// The branch the principal works at.
+        #[arg(long, default_value = "CENTRE")]
+        branch: String,
+        /// Supervisors: authority level 1 to 9.
+        #[arg(long)]
+        level: Option<u8>,
+        /// Display name; the id when not given.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -253,8 +268,44 @@ async fn run() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            PkiCommand::Issue { dir, id } => {
+            PkiCommand::Issue {
+                dir,
+                id,
+                role,
+                branch,
+                level,
+                name,
+            } => {
+                // Checked before anything is issued: the entry printed must load.
+                match (role.as_str(), level) {
+                    ("supervisor", Some(1..=9)) => {}
+                    ("supervisor", _) => anyhow::bail!("--role supervisor needs --level 1 to 9"),
+                    ("teller" | "auditor" | "admin", None) => {}
+                    ("teller" | "auditor" | "admin", Some(_)) => {
+                        anyhow::bail!("--level is for supervisors only")
+                    }
+                    (other, _) => anyhow::bail!(
+                        "--role {other}: must be teller, supervisor, auditor or admin"
+                    ),
+                }
                 let fp = countersign::tools::pki::issue_client(&dir, &id)?;
+                println!(
+                    "# {} and {} written; add this to principals.toml:",
+                    dir.join(format!("{id}.pem")).display(),
+                    dir.join(format!("{id}.key")).display()
+                );
+                println!("[[principals]]");
+                println!("id = {id:?}");
+                println!("name = {:?}", name.as_deref().unwrap_or(&id));
+                println!("role = {role:?}");
+                println!("branch = {branch:?}");
+                if let Some(level) = level {
+                    println!("level = {level}");
+                    println!(
+                        "# A supervisor decides nothing until ceilings are set (minor units per \
+                         currency), e.g.:\n# ceilings = {{ CNY = 1000000000 }}"
+                    );
+                }
                 println!("cert_sha256 = \"{fp}\"");
                 Ok(())
             }

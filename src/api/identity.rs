@@ -92,8 +92,15 @@ impl Directory {
                 }
             }
             let mut fp = [0u8; 32];
-            hex::decode_to_slice(&p.cert_sha256, &mut fp)
-                .with_context(|| format!("{at}: cert_sha256 must be 64 hex characters"))?;
+            // As `pki issue` prints it, or as openssl does (upper case, colon-separated).
+            let hex_only = p.cert_sha256.replace(':', "").to_ascii_lowercase();
+            hex::decode_to_slice(&hex_only, &mut fp).with_context(|| {
+                format!(
+                    "{at}: cert_sha256 must be the SHA-256 of the certificate's DER: 64 hex \
+                     characters, colons allowed (`countersign pki issue` prints it; so does \
+                     `openssl x509 -in CERT.pem -noout -fingerprint -sha256`)"
+                )
+            })?;
             let principal = Principal {
                 id: PrincipalId::new(p.id),
                 name: p.name,

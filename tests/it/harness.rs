@@ -297,7 +297,7 @@ impl TestServer {
         t
     }
 
-    async fn boot(&mut self) {
+    pub async fn boot(&mut self) {
         let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(self.seed));
         self.seed += 1;
         let server = countersign::server::start(&self.config, Arc::new(self.clock.clone()), rng)

@@ -206,6 +206,80 @@ async fn a_teller_sees_only_their_own_requests() {
     );
 }
 
+/// Enrolling someone: `pki issue` prints the whole principal entry (and where the files went);
+/// pasted into principals.toml it loads, with the fingerprint as printed or as openssl prints
+/// it (upper case, colon-separated), and the new principal is served after a restart.
+async fn an_issued_principal_is_enrolled_by_pasting_what_pki_issue_prints() {
+    let mut t = TestServer::start().await;
+    let issue = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["pki", "issue", "--dir"])
+            .arg(&t.pki)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = issue(&["--id", "sup-10", "--role", "supervisor"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--level"));
+    assert!(!t.pki.join("sup-10.pem").exists(), "nothing issued");
+    let sup = issue(&[
+        "--id",
+        "sup-09",
+        "--role",
+        "supervisor",
+        "--branch",
+        "BR-0909",
+        "--level",
+        "2",
+    ]);
+    assert!(sup.status.success(), "{sup:?}");
+    let sup = String::from_utf8(sup.stdout).unwrap();
+    assert!(
+        sup.contains("sup-09.pem") && sup.contains("level = 2"),
+        "{sup}"
+    );
+    let teller = issue(&["--id", "teller-09", "--branch", "BR-0909"]);
+    assert!(teller.status.success(), "{teller:?}");
+    let teller = String::from_utf8(teller.stdout).unwrap();
+    let fp = teller
+        .lines()
+        .find_map(|l| l.strip_prefix("cert_sha256 = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let openssl: Vec<String> = fp
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let teller = teller.replace(&fp, &openssl.join(":"));
+    let directory = t.pki.join("principals.toml");
+    let mut text = std::fs::read_to_string(&directory).unwrap();
+    text.push_str(&format!("\n{sup}\n{teller}"));
+    std::fs::write(&directory, text).unwrap();
+    t.stop().await;
+    t.config = countersign::config::Config::parse(&t.config_text(&|s| s), &t.pki).unwrap();
+    t.boot().await;
+    submit(&t, "teller-09", "BR0909-0001").await;
+    let mut c = Console::open(&t, "sup-09").await;
+    c.expect_quiet(200).await;
+    let status = t
+        .admin()
+        .await
+        .get_queue_status(pb::GetQueueStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let s = status
+        .supervisors
+        .iter()
+        .find(|v| v.supervisor_id == "sup-09")
+        .expect("sup-09 attends");
+    assert_eq!((s.level, s.branch_id.as_str()), (2, "BR-0909"));
+}
+
 async fn reflection_and_health_work_for_standard_tools() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -288,4 +362,5 @@ crate::on_both_backends!(
     a_client_without_a_certificate_cannot_connect,
     a_teller_sees_only_their_own_requests,
     reflection_and_health_work_for_standard_tools,
+    an_issued_principal_is_enrolled_by_pasting_what_pki_issue_prints,
 );
