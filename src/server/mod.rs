@@ -169,9 +169,15 @@ pub async fn start(
         .add_service(reflection_v1alpha);
     // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK: that costs
     // tens of milliseconds per call (serve_with_incoming does not set it for us).
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+    // TCP keepalive too, below HTTP/2's PING: the kernel drops a connection whose peer is gone
+    // even when nothing above asks.
+    let tcp_keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_millis(config.keepalive_interval_ms))
+        .with_interval(Duration::from_millis(config.keepalive_timeout_ms));
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), move |conn| {
         conn.inspect(|s| {
             let _ = s.set_nodelay(true);
+            let _ = socket2::SockRef::from(s).set_tcp_keepalive(&tcp_keepalive);
         })
     });
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

@@ -371,7 +371,14 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
         .err()
         .expect("a second server on the same data must not start");
     let err = format!("{err:#}");
-    assert!(err.contains("has this data directory open"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "data directory {} is in use (pid {})",
+            t.data_dir().display(),
+            std::process::id()
+        )),
+        "{err}"
+    );
     assert_eq!(t.ledger_len(), len);
     submit(&t, "teller-01", "L-2").await;
     assert_eq!(t.ledger_len(), len + 1, "the first server carries on");

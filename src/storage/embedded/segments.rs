@@ -48,16 +48,28 @@ fn lock(dir: &Path) -> Result<fs::File, LedgerError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => {
+                // Who holds it, for the next one refused.
+                use std::io::Write;
+                let mut f = &file;
+                let _ = f.set_len(0);
+                let _ = writeln!(f, "{}", std::process::id());
+                return Ok(file);
+            }
             Err(fs::TryLockError::WouldBlock) => {
                 #[allow(clippy::disallowed_methods)]
                 let now = std::time::Instant::now();
                 if now >= deadline {
+                    let pid = fs::read_to_string(&path).unwrap_or_default();
+                    let data = dir.parent().unwrap_or(dir);
                     return Err(LedgerError::Io {
                         action: format!("lock {}", path.display()),
-                        source: std::io::Error::other(
-                            "another server (or tool) has this data directory open; stop it first",
-                        ),
+                        source: std::io::Error::other(format!(
+                            "data directory {} is in use (pid {}): another server or tool has \
+                             it open; stop it first",
+                            data.display(),
+                            pid.trim()
+                        )),
                     });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
