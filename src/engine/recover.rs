@@ -50,9 +50,30 @@ pub(super) async fn start(
         policy: policy.clone(),
         metrics,
     };
-    let (core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
+    let (mut core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
         .await
         .context("join recovery")??;
+    // A voucher the ledger names but the store lacks (images/ deleted or restored without it):
+    // serving would show supervisors requests without their images.
+    let wanted = referenced_images(&core, ledger.as_ref())?;
+    let store = images.clone();
+    let missing: Vec<crate::domain::ImageHash> =
+        tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !store.has(h)).collect())
+            .await
+            .context("join the image check")?;
+    if let Some(first) = missing.first() {
+        let hashes: Vec<String> = missing.iter().map(|h| h.to_hex()).collect();
+        tracing::error!(
+            missing = missing.len(),
+            hashes = %hashes.join(","),
+            "images the ledger names are missing from the image store (restore them from a \
+             backup): refusing calls, NOT_SERVING"
+        );
+        core.fail(super::Unavailable::Stopped {
+            action: "find the images of undecided and recent requests",
+            source: Arc::new(StorageError::ImageNotFound(*first)),
+        });
+    }
     let health = core.availability.subscribe();
     let evicted_round = core.evicted.shared();
     let (tx, rx) = mpsc::channel(config.command_buffer);
@@ -103,6 +124,34 @@ pub(super) async fn start(
         evicted_round,
     };
     Ok((handle, task))
+}
+
+/// Records at the ledger's end whose images are checked at start besides those of every
+/// undecided request.
+const IMAGES_CHECKED_TAIL: u64 = 1000;
+
+/// The images of every undecided request and of the last `IMAGES_CHECKED_TAIL` records.
+fn referenced_images(
+    core: &Core,
+    ledger: &dyn LedgerRead,
+) -> Result<std::collections::BTreeSet<crate::domain::ImageHash>, StorageError> {
+    let mut wanted: std::collections::BTreeSet<_> = core
+        .requests
+        .iter()
+        .flat_map(|r| r.submission.images.iter().map(|i| i.hash))
+        .collect();
+    let len = ledger.len();
+    for i in len.saturating_sub(IMAGES_CHECKED_TAIL)..len {
+        wanted.extend(
+            ledger
+                .record(i)?
+                .event
+                .images_added()
+                .iter()
+                .map(|i| i.hash),
+        );
+    }
+    Ok(wanted)
 }
 
 /// Checks the stored checkpoints, brings the projection up to the ledger and builds the engine's

@@ -359,6 +359,42 @@ async fn damage_in_the_middle_of_the_ledger_refuses_to_start() {
     assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
 }
 
+/// Images the ledger names that the store no longer has (images/ deleted, a restore without
+/// them) are noticed at start: NOT_SERVING, calls refused, instead of offering requests whose
+/// vouchers are gone.
+async fn missing_images_are_noticed_at_start() {
+    let mut t = TestServer::start().await;
+    submit(&t, "teller-01", "I-1").await;
+    t.stop().await;
+    match &t.database {
+        None => std::fs::remove_dir_all(t.data_dir().join("images")).unwrap(),
+        Some(d) => d.execute("DELETE FROM images").unwrap(),
+    }
+    t.boot().await;
+    let ch = countersign::tools::client::channel(t.addr(), &t.pki, "audit-01")
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "countersign.v1.TellerService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let refused = t
+        .teller("teller-01")
+        .await
+        .submit(submit_request("I-2", "WDL-CASH", 100, "6222020200110001"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("image"), "{refused:?}");
+}
+
 /// A second server on a data directory another has open is refused before it reads, cuts or
 /// appends anything (the ledger's LOCK), and the first carries on.
 async fn a_second_server_on_the_same_data_directory_is_refused() {
@@ -620,6 +656,7 @@ crate::on_both_backends!(
     a_missing_projection_is_rebuilt_from_the_ledger,
     sigkill_loses_no_acknowledged_submit,
     logs_in_a_file_are_plain_and_a_refused_start_says_why_in_one_line,
+    missing_images_are_noticed_at_start,
 );
 
 // Torn writes and damaged segment files are the embedded backend's own failures: a database
