@@ -411,6 +411,16 @@ impl TestServer {
         self.boot().await;
     }
 
+    /// The duty manager's view of the queue (AdminService.GetQueueStatus as admin-01).
+    pub async fn queue_status(&self) -> pb::GetQueueStatusResponse {
+        self.admin()
+            .await
+            .get_queue_status(pb::GetQueueStatusRequest {})
+            .await
+            .expect("queue status")
+            .into_inner()
+    }
+
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await.expect("shutdown");
@@ -640,4 +650,16 @@ impl Console {
             .await
             .expect("approve")
     }
+}
+
+/// A supervisor's line in a queue status; fails the test when they are not listed.
+pub fn supervisor_state<'a>(
+    status: &'a pb::GetQueueStatusResponse,
+    id: &str,
+) -> &'a pb::SupervisorState {
+    status
+        .supervisors
+        .iter()
+        .find(|v| v.supervisor_id == id)
+        .unwrap_or_else(|| panic!("{id} is not in the queue status"))
 }

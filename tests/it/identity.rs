@@ -265,13 +265,7 @@ async fn an_issued_principal_is_enrolled_by_pasting_what_pki_issue_prints() {
     submit(&t, "teller-09", "BR0909-0001").await;
     let mut c = Console::open(&t, "sup-09").await;
     c.expect_quiet(200).await;
-    let status = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = t.queue_status().await;
     let s = status
         .supervisors
         .iter()

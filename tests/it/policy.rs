@@ -310,18 +310,8 @@ async fn pause_stops_offers_without_closing_the_stream() {
     s.client.pause(pb::PauseRequest {}).await.unwrap();
     let r = submit_code(&t, "teller-01", "Z-1", "WDL-CASH", 100_000).await;
     s.expect_quiet(300).await;
-    let status = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let me = status
-        .supervisors
-        .iter()
-        .find(|v| v.supervisor_id == "sup-02")
-        .unwrap();
+    let status = t.queue_status().await;
+    let me = supervisor_state(&status, "sup-02");
     assert!(me.online && me.paused);
     s.client.resume(pb::ResumeRequest {}).await.unwrap();
     assert_eq!(s.next_offer().await.request_id, r.request_id);
@@ -377,18 +367,8 @@ async fn a_console_that_vanished_silently_is_noticed() {
         o.request_id, r.request_id,
         "the vanished console's offer moved on"
     );
-    let status = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let gone = status
-        .supervisors
-        .iter()
-        .find(|v| v.supervisor_id == "sup-01")
-        .unwrap();
+    let status = t.queue_status().await;
+    let gone = supervisor_state(&status, "sup-01");
     assert!(!gone.online, "sup-01 no longer counts as present");
 }
 
@@ -464,18 +444,8 @@ async fn the_task_limit_holds_under_many_concurrent_accepts() {
         "the other Accepts of the right epochs are replays"
     );
     s.expect_quiet(200).await;
-    let status = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let me = status
-        .supervisors
-        .iter()
-        .find(|v| v.supervisor_id == "sup-02")
-        .unwrap();
+    let status = t.queue_status().await;
+    let me = supervisor_state(&status, "sup-02");
     assert_eq!(me.tasks, 2);
     assert_eq!((status.in_review, status.queued), (2, 3));
     // Deciding one frees exactly one slot.
@@ -523,13 +493,7 @@ async fn the_duty_manager_sees_the_queue_exactly() {
         })
         .await
         .unwrap();
-    let st = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let st = t.queue_status().await;
     let depth: Vec<_> = st
         .depth
         .iter()
@@ -538,11 +502,7 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     assert_eq!(depth, [(1, 0, 1), (2, 0, 1)]);
     assert_eq!(st.queued, 2);
     assert_eq!(st.oldest_waiting_ms, 5_000);
-    let me = st
-        .supervisors
-        .iter()
-        .find(|v| v.supervisor_id == "sup-05")
-        .unwrap();
+    let me = supervisor_state(&st, "sup-05");
     assert_eq!((me.online, me.paused, me.tasks), (true, false, 0));
     assert_eq!(
         (
@@ -557,18 +517,8 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     drop(s);
     let mut t = t;
     t.restart().await;
-    let st = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let me = st
-        .supervisors
-        .iter()
-        .find(|v| v.supervisor_id == "sup-05")
-        .unwrap();
+    let st = t.queue_status().await;
+    let me = supervisor_state(&st, "sup-05");
     assert_eq!(
         (
             me.online,
@@ -582,13 +532,7 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     // Over every supervisor's ceiling (the highest is CNY 1,000,000,000.00): nobody in the
     // directory may take it, and the duty manager is told which request waits for nothing.
     let huge = submit_code(&t, "teller-01", "Q-4", "WDL-CASH", 500_000_000_000).await;
-    let st = t
-        .admin()
-        .await
-        .get_queue_status(pb::GetQueueStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let st = t.queue_status().await;
     assert_eq!(
         (st.unservable, st.unservable_request_ids),
         (1, vec![huge.request_id])
@@ -820,13 +764,7 @@ async fn statistics_count_outcomes_and_flag_an_unusual_pair() {
 async fn wait_offline(t: &TestServer, id: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let st = t
-            .admin()
-            .await
-            .get_queue_status(pb::GetQueueStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let st = t.queue_status().await;
         if !st
             .supervisors
             .iter()
