@@ -120,12 +120,14 @@ pub fn auditor_on(ch: Channel) -> AuditServiceClient<Channel> {
 }
 
 /// Whether a failed call may have failed because the node is not (or no longer) the leader:
-/// UNAVAILABLE (a standby's NOT_LEADER, a node stopping, a connection refused) and UNKNOWN (a
-/// connection cut mid-call). Anything else is the server's answer and is not retried.
+/// UNAVAILABLE (a standby's NOT_LEADER, a node stopping, a connection refused), and UNKNOWN or
+/// CANCELLED (a connection cut mid-call: hyper reports a request whose connection closed as
+/// cancelled; these clients never cancel a call themselves). Anything else is the server's
+/// answer and is not retried.
 pub fn leader_gone(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
     )
 }
 
@@ -134,7 +136,8 @@ pub fn leader_gone(status: &tonic::Status) -> bool {
 /// `failed`, which drops the connection so that the next `channel` finds the leader again,
 /// and tells whether to retry (until `within` has passed since the call first failed).
 /// Retrying is safe for what this project's clients retry: Submit is idempotent per serial,
-/// a Watch resumes after the version it saw, and an Attend hands back the reviews it held.
+/// a Watch resumes after the version it saw, an Attend hands back the reviews it held, and
+/// Accept, Decline and Decide repeated after they took effect are answered as replays.
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<ClusterInner>,
