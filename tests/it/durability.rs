@@ -41,14 +41,7 @@ async fn a_restart_keeps_every_request_and_hands_open_reviews_back() {
         let mut s3 = Console::open(&t, "sup-03").await;
         let o = s3.next_offer().await;
         assert_eq!(o.request_id, queued.request_id);
-        s3.client
-            .decline(pb::DeclineRequest {
-                request_id: o.request_id.clone(),
-                epoch: o.epoch,
-                reason: String::new(),
-            })
-            .await
-            .unwrap();
+        s3.decline(&o).await;
         let mut s = Console::open(&t, "sup-04").await;
         let o = s.next_offer().await;
         assert_eq!(o.request_id, approved.request_id, "oldest first");

@@ -537,6 +537,18 @@ impl Console {
             .expect("request")
     }
 
+    /// Declines an offer, giving no reason.
+    pub async fn decline(&mut self, o: &pb::Offer) {
+        self.client
+            .decline(pb::DeclineRequest {
+                request_id: o.request_id.clone(),
+                epoch: o.epoch,
+                reason: String::new(),
+            })
+            .await
+            .expect("decline");
+    }
+
     pub async fn decide(
         &mut self,
         o: &pb::Offer,

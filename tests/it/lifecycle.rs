@@ -679,6 +679,29 @@ async fn a_resubmit_naming_an_image_twice_is_refused_and_harms_nothing() {
 /// nothing; a different call on the same epoch is refused. After a restart, when the final
 /// requests are no longer in memory, retries are still recognised from the ledger.
 async fn every_action_is_safe_to_retry() {
+    // Makes `$call` twice: the first takes effect, the second is answered as a replay and
+    // records nothing. The second answer is the value.
+    macro_rules! twice {
+        ($t:expr, $call:expr, $what:literal) => {{
+            let first = $call.await.unwrap().into_inner();
+            assert!(
+                !first.replayed,
+                concat!("the first ", $what, " is not a replay")
+            );
+            let len = $t.ledger_len();
+            let again = $call.await.unwrap().into_inner();
+            assert!(
+                again.replayed,
+                concat!("the second ", $what, " is a replay")
+            );
+            assert_eq!(
+                $t.ledger_len(),
+                len,
+                concat!("a replayed ", $what, " records nothing")
+            );
+            again
+        }};
+    }
     let mut t = TestServer::start().await;
     let mut teller = t.teller("teller-01").await;
     let r = submit(&t, "teller-01", "BR0101-0101").await;
@@ -688,19 +711,8 @@ async fn every_action_is_safe_to_retry() {
         request_id: o.request_id.clone(),
         epoch: o.epoch,
     };
-    assert!(
-        !sup.client
-            .accept(accept.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    let len = t.ledger_len();
-    let again = sup.client.accept(accept).await.unwrap().into_inner();
-    assert!(again.replayed);
+    let again = twice!(t, sup.client.accept(accept.clone()), "Accept");
     assert_eq!(state(&again.request.unwrap()), pb::RequestState::InReview);
-    assert_eq!(t.ledger_len(), len, "a replayed Accept records nothing");
 
     let ret = pb::DecideRequest {
         request_id: o.request_id.clone(),
@@ -709,18 +721,9 @@ async fn every_action_is_safe_to_retry() {
         reason_code: "IMG_UNREADABLE".into(),
         comment: "voucher is blurred".into(),
     };
-    assert!(
-        !sup.client
-            .decide(ret.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    let len = t.ledger_len();
-    let again = sup.client.decide(ret.clone()).await.unwrap().into_inner();
-    assert!(again.replayed);
+    let again = twice!(t, sup.client.decide(ret.clone()), "Decide");
     assert_eq!(state(&again.request.unwrap()), pb::RequestState::Returned);
+    let len = t.ledger_len();
     // Another decision on the same epoch is not a retry.
     assert_status(
         sup.client
@@ -734,11 +737,7 @@ async fn every_action_is_safe_to_retry() {
         Code::FailedPrecondition,
         "",
     );
-    assert_eq!(
-        t.ledger_len(),
-        len,
-        "a replayed or refused Decide records nothing"
-    );
+    assert_eq!(t.ledger_len(), len, "a refused Decide records nothing");
 
     let resubmit = pb::ResubmitRequest {
         request_id: r.request_id.clone(),
@@ -750,19 +749,8 @@ async fn every_action_is_safe_to_retry() {
         remove_image_sha256: vec![r.images[0].sha256.clone()],
         note: "rescanned".into(),
     };
-    assert!(
-        !teller
-            .resubmit(resubmit.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    let len = t.ledger_len();
-    let again = teller.resubmit(resubmit).await.unwrap().into_inner();
-    assert!(again.replayed);
+    let again = twice!(t, teller.resubmit(resubmit.clone()), "Resubmit");
     assert_eq!(again.request.unwrap().images.len(), 2);
-    assert_eq!(t.ledger_len(), len, "a replayed Resubmit records nothing");
 
     let o2 = sup.next_offer().await;
     let decline = pb::DeclineRequest {
@@ -770,24 +758,7 @@ async fn every_action_is_safe_to_retry() {
         epoch: o2.epoch,
         reason: "conflict of interest".into(),
     };
-    assert!(
-        !sup.client
-            .decline(decline.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    let len = t.ledger_len();
-    assert!(
-        sup.client
-            .decline(decline)
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    assert_eq!(t.ledger_len(), len, "a replayed Decline records nothing");
+    twice!(t, sup.client.decline(decline.clone()), "Decline");
 
     let mut sup2 = Console::open(&t, "sup-02").await;
     let o3 = sup2.next_offer().await;
@@ -814,24 +785,7 @@ async fn every_action_is_safe_to_retry() {
         request_id: c.request_id.clone(),
         reason: "customer left".into(),
     };
-    assert!(
-        !teller
-            .cancel(cancel.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    let len = t.ledger_len();
-    assert!(
-        teller
-            .cancel(cancel.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .replayed
-    );
-    assert_eq!(t.ledger_len(), len, "a replayed Cancel records nothing");
+    twice!(t, teller.cancel(cancel.clone()), "Cancel");
     drop((sup, sup2));
 
     // Final requests are not loaded at start: these retries are answered from the ledger.

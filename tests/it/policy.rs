@@ -147,14 +147,7 @@ async fn escalation_after_declines_and_after_a_wait() {
         let (o, a_got) =
             tokio::select! { o = a.next_offer() => (o, true), o = b.next_offer() => (o, false) };
         let c = if a_got { &mut a } else { &mut b };
-        c.client
-            .decline(pb::DeclineRequest {
-                request_id: o.request_id.clone(),
-                epoch: o.epoch,
-                reason: String::new(),
-            })
-            .await
-            .unwrap();
+        c.decline(&o).await;
     }
     let h = t.history(&r.request_id).await;
     let e = h
@@ -181,14 +174,7 @@ async fn escalation_after_declines_and_after_a_wait() {
     let mut s1 = Console::open(&t, "sup-01").await;
     let o = s1.next_offer().await;
     assert_eq!(o.request_id, top.request_id);
-    s1.client
-        .decline(pb::DeclineRequest {
-            request_id: o.request_id.clone(),
-            epoch: o.epoch,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    s1.decline(&o).await;
     let mut s2 = Console::open(&t, "sup-02").await;
     assert_eq!(s2.next_offer().await.request_id, top.request_id);
     let h = t.history(&top.request_id).await;
@@ -485,14 +471,7 @@ async fn the_duty_manager_sees_the_queue_exactly() {
     let o = s.next_offer().await;
     s.approve(&o).await;
     let o = s.next_offer().await;
-    s.client
-        .decline(pb::DeclineRequest {
-            request_id: o.request_id.clone(),
-            epoch: o.epoch,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    s.decline(&o).await;
     let st = t.queue_status().await;
     let depth: Vec<_> = st
         .depth
