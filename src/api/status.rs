@@ -218,9 +218,6 @@ fn unavailable(e: Unavailable) -> Status {
     plain(Code::Unavailable, reason, e.to_string())
 }
 
-/// The machine-readable reason a standby gives.
-pub const NOT_LEADER: &str = "NOT_LEADER";
-
 /// A teller, supervisor or admin call to a node that does not lead: UNAVAILABLE (retry), with
 /// an ErrorInfo whose metadata `leader` is the leader's advertised address when known.
 pub fn not_leader(leader: Option<&str>) -> Status {

@@ -213,22 +213,17 @@ fn library_statuses_get_details(
     max: usize,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
-    let code = match headers.get("grpc-status").map(|c| c.as_bytes()) {
-        Some(c) if c != b"0" && !headers.contains_key("grpc-status-details-bin") => {
-            std::str::from_utf8(c)
-                .ok()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(tonic::Code::from)
-        }
-        _ => None,
-    };
-    let Some(code) = code else {
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    // tonic's own reading of the headers: the code, and the message percent-decoded.
+    let Some(made) = tonic::Status::from_header_map(headers) else {
         return response;
     };
-    let message = headers
-        .get("grpc-message")
-        .map(|m| percent_decode(m.as_bytes()))
-        .unwrap_or_default();
+    let (code, message) = (made.code(), made.message().to_string());
+    if code == tonic::Code::Ok {
+        return response;
+    }
     // "Error, decoded message length too large: found N bytes, the limit is: M bytes"
     let too_large = "Error, decoded message length too large: found ";
     let replaced = match message.strip_prefix(too_large) {
@@ -250,31 +245,6 @@ fn library_statuses_get_details(
         }
     }
     response
-}
-
-/// grpc-message is percent-encoded (gRPC's HTTP/2 protocol); invalid escapes are kept as they
-/// are.
-fn percent_decode(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| char::from(c).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Keeps the health statuses true: on the leader every service follows the engine (NOT_SERVING
