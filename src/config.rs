@@ -668,6 +668,11 @@ mod tests {
         };
         assert_eq!(storage.image_writes_max, 256);
         assert_eq!(storage.projection_cache_bytes, 16 << 20);
+        assert_eq!(c.engine.checkpoints.unsigned_records_max, 10_000);
+        assert_eq!(
+            (c.keepalive_interval_ms, c.keepalive_timeout_ms),
+            (30_000, 10_000)
+        );
         let zero = SAMPLE.replace("images_per_request_min = 1", "images_per_request_min = 0");
         assert_eq!(
             Config::parse(&zero, dir.path())
@@ -691,6 +696,21 @@ mod tests {
                 "projection_cache_bytes = 16777216",
                 "projection_cache_bytes = 0",
                 "limits.projection_cache_bytes: must be at least 1",
+            ),
+            (
+                "unsigned_records_max = 10000",
+                "unsigned_records_max = 9",
+                "ledger.unsigned_records_max: must be from 10",
+            ),
+            (
+                "keepalive_interval_ms = 30000",
+                "keepalive_interval_ms = 99",
+                "limits.keepalive_interval_ms: must be from 100",
+            ),
+            (
+                "keepalive_timeout_ms = 10000",
+                "keepalive_timeout_ms = 600001",
+                "limits.keepalive_timeout_ms: must be from 100 to 600000",
             ),
         ] {
             assert!(SAMPLE.contains(from), "{from}");
