@@ -689,6 +689,23 @@ async fn records_beyond_the_unsigned_window_refuse_to_start_and_fail_verify() {
     assert_eq!((report.problem.as_deref(), report.checkpoints), (None, 0));
     let problem = countersign::verify::unsigned_problem(&report, 10).expect("refused");
     assert!(problem.contains("no checkpoint"), "{problem}");
+    // The auditor's command says the same, and fails.
+    let mut verify = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    verify.args(["ledger", "verify", "--unsigned-max", "10", "--pubkey"]);
+    verify.arg(t.pki.join("ledger.pub"));
+    match db.as_deref() {
+        None => verify.arg("--data").arg(t.data_dir()),
+        Some(url) => verify.args(["--database", url]),
+    };
+    let out = verify.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("signed:      0 of {} records", report.records))
+            && text.contains("PROBLEM")
+            && text.contains("no checkpoint"),
+        "{text}"
+    );
     let rng = Box::new(<rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(1));
     let err = match countersign::server::start(&t.config, std::sync::Arc::new(t.clock.clone()), rng)
         .await
