@@ -39,10 +39,10 @@ pub type Hash = [u8; 32];
 const ALG_ED25519: u8 = 0x01;
 
 /// Signature line prefix: U+2014 EM DASH followed by a space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(super) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// Prefix of Go's private-key text.
-const SIGNER_PREFIX: &str = "PRIVATE+KEY+";
+pub(super) const SIGNER_PREFIX: &str = "PRIVATE+KEY+";
 
 /// Notes larger than this are rejected before any parsing. Checkpoints are a
 /// few hundred bytes; the cap leaves room for many (even post-quantum)
@@ -53,7 +53,7 @@ const MAX_NOTE_BYTES: usize = 1 << 20;
 const MAX_SIGNATURES: usize = 100;
 
 /// Length of the key ID prefix in a signature.
-const KEY_ID_LEN: usize = 4;
+pub(super) const KEY_ID_LEN: usize = 4;
 
 /// Errors from parsing keys and opening notes. Messages are lowercase and
 /// never echo untrusted input, so they are safe to log.
@@ -145,7 +145,7 @@ fn validate_origin(origin: &str) -> Result<(), NoteError> {
 /// Checks key name syntax per c2sp.org/signed-note: non-empty, no Unicode
 /// whitespace, no '+'. Control characters are also refused because a name
 /// containing one could only produce notes that every verifier rejects.
-fn validate_key_name(name: &str) -> Result<(), NoteError> {
+pub(super) fn validate_key_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty()
         || name
             .chars()
@@ -159,9 +159,15 @@ fn validate_key_name(name: &str) -> Result<(), NoteError> {
 /// Key ID = SHA-256(name || 0x0A || 0x01 || public key)[:4], as the spec
 /// recommends for Ed25519 and as Go computes it.
 fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
+    key_id_of(name, ALG_ED25519, public_key)
+}
+
+/// Key ID = SHA-256(name || 0x0A || signature type || public key)[:4]: signed-note's
+/// recommended form, for every signature type (0x01 notes, 0x04 cosignatures).
+pub(super) fn key_id_of(name: &str, alg: u8, public_key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
     let digest = Sha256::new()
         .chain_update(name.as_bytes())
-        .chain_update([b'\n', ALG_ED25519])
+        .chain_update([b'\n', alg])
         .chain_update(public_key)
         .finalize();
     let mut id = [0u8; KEY_ID_LEN];
@@ -170,7 +176,7 @@ fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
 }
 
 /// Renders a key ID the way key texts carry it: 8 lowercase hex digits.
-fn key_id_hex(id: &[u8; KEY_ID_LEN]) -> String {
+pub(super) fn key_id_hex(id: &[u8; KEY_ID_LEN]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -196,17 +202,22 @@ fn parse_key_id_hex(s: &str) -> Result<[u8; KEY_ID_LEN], NoteError> {
 }
 
 /// The parts of a key text after syntax checks.
-struct KeyText<'a> {
-    name: &'a str,
-    key_id: [u8; KEY_ID_LEN],
+pub(super) struct KeyText<'a> {
+    pub(super) name: &'a str,
+    pub(super) key_id: [u8; KEY_ID_LEN],
     /// Zeroizing because for signer texts these bytes are the private seed.
-    key: Zeroizing<[u8; 32]>,
+    pub(super) key: Zeroizing<[u8; 32]>,
 }
 
 /// Splits `<name>+<hex id>+<base64 key>` and decodes the key as
 /// `0x01 || 32 bytes`. The base64 part may itself contain '+', so only the
 /// first two '+' are separators (names cannot contain '+').
 fn split_key_text(text: &str) -> Result<KeyText<'_>, NoteError> {
+    split_key_text_of(text, ALG_ED25519)
+}
+
+/// As `split_key_text`, for keys of signature type `want`.
+pub(super) fn split_key_text_of(text: &str, want: u8) -> Result<KeyText<'_>, NoteError> {
     let (name, rest) = text
         .split_once('+')
         .ok_or(NoteError::MalformedKey("missing key id"))?;
@@ -224,7 +235,7 @@ fn split_key_text(text: &str) -> Result<KeyText<'_>, NoteError> {
     let (&alg, key) = raw
         .split_first()
         .ok_or(NoteError::MalformedKey("empty key material"))?;
-    if alg != ALG_ED25519 {
+    if alg != want {
         return Err(NoteError::UnsupportedAlgorithm(alg));
     }
     let mut out = Zeroizing::new([0u8; 32]);
@@ -438,6 +449,36 @@ pub fn open(note: &str, verifier: &Verifier, origin: &str) -> Result<Checkpoint,
     Ok(cp)
 }
 
+/// Verifies `note` with `verifier` like [`open`], but for any log that follows the spec: the
+/// checkpoint may carry extension lines (which this server never writes). Returns the
+/// checkpoint's origin, size and root, and the whole signed text (extension lines included),
+/// which is what a witness cosigns.
+pub fn open_any<'a>(
+    note: &'a str,
+    verifier: &Verifier,
+) -> Result<(Checkpoint, &'a str), NoteError> {
+    let text = verify_note(note, verifier)?;
+    let body = text
+        .strip_suffix('\n')
+        .ok_or(NoteError::MalformedCheckpoint(
+            "body must end with a newline",
+        ))?;
+    let mut lines = body.split('\n');
+    let (Some(origin), Some(size), Some(root)) = (lines.next(), lines.next(), lines.next()) else {
+        return Err(NoteError::MalformedCheckpoint("fewer than three lines"));
+    };
+    if lines.any(str::is_empty) {
+        return Err(NoteError::MalformedCheckpoint("empty extension line"));
+    }
+    validate_origin(origin).map_err(|_| NoteError::MalformedCheckpoint("invalid origin"))?;
+    let cp = Checkpoint {
+        origin: origin.to_owned(),
+        size: parse_tree_size(size)?,
+        root: parse_root(root)?,
+    };
+    Ok((cp, text))
+}
+
 /// Reads a checkpoint's origin, size and root without checking any signature: for tools that
 /// compare roots (offline verification without a key, copying a store) and trust the note
 /// for nothing else.
@@ -450,13 +491,14 @@ pub fn parse_unverified(note: &str) -> Option<Checkpoint> {
 }
 
 /// One syntactically valid signature line.
-struct SigLine<'a> {
-    name: &'a str,
-    key_id: [u8; KEY_ID_LEN],
-    sig: Vec<u8>,
+pub(super) struct SigLine<'a> {
+    pub(super) name: &'a str,
+    pub(super) key_id: [u8; KEY_ID_LEN],
+    /// The signature bytes after the key ID.
+    pub(super) sig: Vec<u8>,
 }
 
-fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
+pub(super) fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
     let rest = line
         .strip_prefix(SIG_PREFIX)
         .ok_or(NoteError::MalformedNote(
@@ -482,10 +524,9 @@ fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
     Ok(SigLine { name, key_id, sig })
 }
 
-/// Checks the signed-note envelope and our signature, returning the signed
-/// text (including its final newline). Nothing in the text is interpreted
-/// until the signature has verified, as the spec requires.
-fn verify_note<'a>(note: &'a str, verifier: &Verifier) -> Result<&'a str, NoteError> {
+/// Splits a signed note into its text (with its final newline) and its signature lines,
+/// each checked for shape: the envelope rules every reader of a note shares.
+pub(super) fn split_note(note: &str) -> Result<(&str, Vec<SigLine<'_>>), NoteError> {
     if note.len() > MAX_NOTE_BYTES {
         return Err(NoteError::NoteTooLarge);
     }
@@ -507,17 +548,26 @@ fn verify_note<'a>(note: &'a str, verifier: &Verifier) -> Result<&'a str, NoteEr
     if sigs.is_empty() {
         return Err(NoteError::MalformedNote("no signature lines"));
     }
-
     // Enforce the line cap before doing any per-line work.
     if sigs.split('\n').nth(MAX_SIGNATURES).is_some() {
         return Err(NoteError::TooManySignatures);
     }
+    // Every line must be well-formed, even from keys we ignore, so a
+    // note is either valid as a whole or rejected (matches Go).
+    let lines = sigs
+        .split('\n')
+        .map(parse_sig_line)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((text, lines))
+}
 
+/// Checks the signed-note envelope and our signature, returning the signed
+/// text (including its final newline). Nothing in the text is interpreted
+/// until the signature has verified, as the spec requires.
+fn verify_note<'a>(note: &'a str, verifier: &Verifier) -> Result<&'a str, NoteError> {
+    let (text, lines) = split_note(note)?;
     let mut ours: Option<SigLine<'_>> = None;
-    for line in sigs.split('\n') {
-        // Every line must be well-formed, even from keys we ignore, so a
-        // note is either valid as a whole or rejected (matches Go).
-        let sig = parse_sig_line(line)?;
+    for sig in lines {
         // Only the (name, key id) pair identifies our key; a line sharing
         // just one of them is someone else's and MUST be ignored.
         if sig.name != verifier.name || sig.key_id != verifier.key_id {
@@ -537,7 +587,7 @@ fn verify_note<'a>(note: &'a str, verifier: &Verifier) -> Result<&'a str, NoteEr
 }
 
 /// Parses a checkpoint body (trusted only after signature verification).
-fn parse_checkpoint(text: &str) -> Result<Checkpoint, NoteError> {
+pub(super) fn parse_checkpoint(text: &str) -> Result<Checkpoint, NoteError> {
     let body = text
         .strip_suffix('\n')
         .ok_or(NoteError::MalformedCheckpoint(

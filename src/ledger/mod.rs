@@ -1,8 +1,10 @@
 //! The ledger's format and mathematics, whatever stores it: `record` maps domain records to
-//! the bytes stored and hashed, `merkle` is the RFC 6962 tree over them, and `checkpoint` the
-//! C2SP signed notes that commit to a tree. The ledger knows nothing of files, sled, protobuf
-//! or the engine; the backends in `storage` keep its records.
+//! the bytes stored and hashed, `merkle` is the RFC 6962 tree over them, `checkpoint` the
+//! C2SP signed notes that commit to a tree, and `cosignature` the witnesses' cosignatures on
+//! them. The ledger knows nothing of files, sled, protobuf or the engine; the backends in
+//! `storage` keep its records.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod merkle;
 pub mod record;
