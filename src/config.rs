@@ -94,6 +94,16 @@ struct LedgerFile {
     signing_key: PathBuf,
     checkpoint_interval_ms: u64,
     unsigned_records_max: u64,
+    /// Absent: no witness (the sample names one; `pki init` makes its key).
+    #[serde(default)]
+    witnesses: Vec<WitnessFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessFile {
+    url: String,
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +163,11 @@ pub struct Config {
 
 /// The configuration `pki init` writes next to the certificates; also the reference for every
 /// setting, with the reason for each default.
+/// The sample's one witness, which the demo points at a witness of its own and tests without
+/// a witness remove.
+pub const SAMPLE_WITNESS: &str =
+    "[[ledger.witnesses]]\nurl = \"http://127.0.0.1:7380\"\nkey = \"@witness.pub\"\n";
+
 pub const SAMPLE: &str = r#"# Countersign server configuration. Relative paths are relative to this file.
 listen = "127.0.0.1:7443"
 data_dir = "data"
@@ -227,6 +242,15 @@ checkpoint_interval_ms = 1000
 # The most records that may be beyond the last checkpoint: the server refuses to start when
 # more are (its checkpoints were deleted or cut short), and `ledger verify --pubkey` fails.
 unsigned_records_max = 10000
+
+# Witnesses (c2sp.org/tlog-witness), run by parties other than the centre (internal audit,
+# risk, a regulator): each new checkpoint goes to each with a consistency proof, and their
+# cosignatures are kept beside it. One that is down holds up nothing but its cosignatures.
+# `key` is the witness's public key (type 0x04), or @file. `pki init` makes one witness and
+# its configuration (witness.toml); start it with `countersign witness serve --config witness.toml`.
+[[ledger.witnesses]]
+url = "http://127.0.0.1:7380"
+key = "@witness.pub"
 
 [policy]
 # The authorization rules (TOML); `pki init` writes a sample. Reload with SIGHUP or
@@ -460,6 +484,28 @@ impl Config {
         let signer_key = read("ledger.signing_key", &f.ledger.signing_key)?;
         crate::ledger::checkpoint::parse_signer(signer_key.trim())
             .context("ledger.signing_key: not a signer key")?;
+        let mut witnesses: Vec<crate::engine::WitnessConfig> = Vec::new();
+        for (i, w) in f.ledger.witnesses.iter().enumerate() {
+            let endpoint = crate::witness::client::Endpoint::parse(&w.url)
+                .map_err(|e| anyhow::anyhow!("ledger.witnesses[{i}].url: {e}"))?;
+            let text = match w.key.strip_prefix('@') {
+                Some(file) => read(&format!("ledger.witnesses[{i}].key"), Path::new(file))?,
+                None => w.key.clone(),
+            };
+            let key =
+                crate::ledger::cosignature::parse_witness_key(text.trim()).with_context(|| {
+                    format!(
+                        "ledger.witnesses[{i}].key: not a witness key (name+id+base64, type 0x04)"
+                    )
+                })?;
+            if witnesses.iter().any(|o| o.key.name() == key.name()) {
+                bail!(
+                    "ledger.witnesses[{i}].key: witness {} is listed twice",
+                    key.name()
+                );
+            }
+            witnesses.push(crate::engine::WitnessConfig { key, endpoint });
+        }
         let metrics_listen = match &f.metrics {
             None => None,
             Some(m) => {
@@ -517,6 +563,7 @@ impl Config {
                     signer_key: signer_key.trim().to_owned(),
                     interval_ms: f.ledger.checkpoint_interval_ms,
                     unsigned_records_max: f.ledger.unsigned_records_max,
+                    witnesses,
                 },
             },
             log_format,

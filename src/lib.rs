@@ -17,3 +17,4 @@ pub mod server;
 pub mod storage;
 pub mod tools;
 pub mod verify;
+pub mod witness;

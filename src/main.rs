@@ -71,6 +71,42 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// A witness (c2sp.org/tlog-witness), run by a party other than the centre: it cosigns
+    /// each checkpoint that consistently extends the last one it cosigned, and nothing else.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Runs the witness server.
+    Serve {
+        /// The witness's configuration file (`pki init` writes witness.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Makes a witness key pair: NAME.key (private) and the public key, printed and written
+    /// to the .pub file, which the centre and auditors configure.
+    Keygen {
+        /// The witness's name, e.g. audit.bank.example/witness.
+        #[arg(long)]
+        name: String,
+        /// Where to write witness.key and witness.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints a witness's latest cosigned checkpoint of a log (its monitoring interface), for
+    /// `ledger verify --checkpoint`.
+    Fetch {
+        /// The witness's URL, e.g. http://127.0.0.1:7380.
+        #[arg(long)]
+        url: String,
+        /// The log's origin (the centre's ledger.origin).
+        #[arg(long)]
+        origin: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +139,20 @@ enum LedgerCommand {
         /// ledger.unsigned_records_max.
         #[arg(long, default_value_t = countersign::verify::UNSIGNED_RECORDS_MAX)]
         unsigned_max: u64,
+        /// A witness's public key, or a file holding it (repeat for several): its
+        /// cosignatures are checked, and checkpoints count as witnessed by it.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the --witness keys must have cosigned a checkpoint (default: all).
+        #[arg(long)]
+        witnesses_required: Option<usize>,
+        /// The most records that may be beyond the last witnessed checkpoint.
+        #[arg(long, default_value_t = countersign::verify::UNSIGNED_RECORDS_MAX)]
+        uncosigned_max: u64,
+        /// A cosigned checkpoint kept outside the server (from GetCheckpoint's cosigned_note,
+        /// a bundle, or `witness fetch`), repeatable: the ledger must still hold its tree.
+        #[arg(long = "checkpoint")]
+        kept: Vec<PathBuf>,
     },
     /// Checks a proof bundle exported by AuditService.ExportProof, with only the public key.
     VerifyProof {
@@ -114,8 +164,14 @@ enum LedgerCommand {
         /// A directory of the request's images (named by hash) to check too.
         #[arg(long)]
         images: Option<PathBuf>,
+        /// A witness's public key, or a file holding it (repeat for several).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the --witness keys must have cosigned the checkpoint (default: all).
+        #[arg(long)]
+        witnesses_required: Option<usize>,
     },
-    /// Copies a whole store (every ledger record, signed checkpoint and image) into an empty
+    /// Copies a whole store (every ledger record, signed checkpoint, witness cosignature and image) into an empty
     /// store of another backend, checking it record by record and root by root: how a
     /// single-node pilot moves to a PostgreSQL cluster, and back. Each store is named by the
     /// configuration file its nodes run with; every node of both must be stopped. The first
@@ -253,6 +309,7 @@ async fn run() -> anyhow::Result<()> {
             countersign::tools::bench::run(options).await
         }
         Command::Ledger { command } => ledger(command).await,
+        Command::Witness { command } => witness(command).await,
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
                 let written = countersign::tools::pki::init(&out)?;
@@ -339,6 +396,10 @@ async fn copy_store(from: &std::path::Path, to: &std::path::Path) -> anyhow::Res
         copied.checkpoints
     );
     println!(
+        "cosignatures: {} (witnesses', beside their checkpoints)",
+        copied.cosignatures
+    );
+    println!(
         "images:      {} (each checked against its hash)",
         copied.images
     );
@@ -348,6 +409,85 @@ async fn copy_store(from: &std::path::Path, to: &std::path::Path) -> anyhow::Res
     );
     println!("result:      OK");
     Ok(())
+}
+
+/// `countersign witness ...`.
+async fn witness(command: WitnessCommand) -> anyhow::Result<()> {
+    use countersign::witness;
+    match command {
+        WitnessCommand::Serve { config } => {
+            init_logging(LogFormat::Text, "info");
+            let c = witness::config::load(&config)?;
+            let clock = Arc::new(|| {
+                use countersign::engine::Clock as _;
+                (SystemClock.now().0 / 1000).max(0) as u64
+            });
+            let state = c.state_dir.clone();
+            let w = tokio::task::spawn_blocking(move || {
+                witness::Witness::open(c.cosigner, c.logs, &c.state_dir, clock)
+            })
+            .await??;
+            let key = w.key().to_text();
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("listen: bind {}", c.listen))?;
+            let running = witness::serve(Arc::new(w), listener)?;
+            println!("countersign witness listening on http://{}", running.addr);
+            println!("key {key}");
+            tracing::info!(state = %state.display(), "witness started");
+            wait_for_signal().await?;
+            running.stop().await;
+            Ok(())
+        }
+        WitnessCommand::Keygen { name, out } => {
+            let (private, public) =
+                countersign::ledger::cosignature::generate(&name, &mut rand::rng())
+                    .context("--name: not a valid key name (no spaces or '+')")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+            let key = out.join("witness.key");
+            if key.exists() {
+                anyhow::bail!(
+                    "{} exists: refusing to replace a witness key",
+                    key.display()
+                );
+            }
+            countersign::tools::pki::write_private(&key, &format!("{private}\n"))?;
+            std::fs::write(out.join("witness.pub"), format!("{public}\n"))
+                .with_context(|| format!("write {}", out.join("witness.pub").display()))?;
+            println!(
+                "wrote {} and {}",
+                key.display(),
+                out.join("witness.pub").display()
+            );
+            println!("{public}");
+            Ok(())
+        }
+        WitnessCommand::Fetch { url, origin } => {
+            let endpoint = witness::client::Endpoint::parse(&url)
+                .map_err(|e| anyhow::anyhow!("--url: {e}"))?;
+            match witness::client::latest(&endpoint, &origin, std::time::Duration::from_secs(10))
+                .await?
+            {
+                Some(note) => {
+                    print!("{note}");
+                    Ok(())
+                }
+                None => anyhow::bail!("the witness has cosigned no checkpoint of {origin}"),
+            }
+        }
+    }
+}
+
+/// A witness key given on the command line, or the path of a file holding one.
+fn witness_arg(arg: &str) -> anyhow::Result<countersign::ledger::cosignature::WitnessKey> {
+    let path = std::path::Path::new(arg);
+    let text = if path.exists() {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    } else {
+        arg.to_owned()
+    };
+    countersign::ledger::cosignature::parse_witness_key(text.trim())
+        .context("--witness: not a witness key (name+id+base64, type 0x04)")
 }
 
 /// A verifier key given on the command line, or the path of a file holding one.
@@ -370,10 +510,37 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
             tls_ca,
             pubkey,
             unsigned_max,
+            witnesses,
+            witnesses_required,
+            uncosigned_max,
+            kept,
         } => {
             let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
+            let witnesses = witnesses
+                .iter()
+                .map(|w| witness_arg(w))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let required = witnesses_required.unwrap_or(witnesses.len());
+            if required > witnesses.len() {
+                anyhow::bail!(
+                    "--witnesses-required {required}: only {} --witness keys given",
+                    witnesses.len()
+                );
+            }
+            let kept = kept
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let trust = countersign::verify::Trust {
+                pubkey: verifier.clone(),
+                witnesses,
+                witnesses_required: required,
+                kept,
+            };
             let r = match (data, database) {
-                (Some(data), _) => countersign::verify::verify_data_dir(&data, verifier.as_ref()),
+                (Some(data), _) => countersign::verify::verify_data_dir_with(&data, &trust),
                 (None, Some(url)) => {
                     let ca = tls_ca
                         .map(|p| {
@@ -381,7 +548,7 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                                 .with_context(|| format!("read {}", p.display()))
                         })
                         .transpose()?;
-                    countersign::verify::verify_database(&url, ca.as_deref(), verifier.as_ref())
+                    countersign::verify::verify_database_with(&url, ca.as_deref(), &trust)
                 }
                 (None, None) => anyhow::bail!("give --data or --database"),
             };
@@ -405,6 +572,24 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                 r.records,
                 r.records.saturating_sub(r.signed)
             );
+            if !trust.witnesses.is_empty() {
+                println!(
+                    "witnessed:   {} of {} records covered by a checkpoint cosigned by {} of {} \
+                     witnesses, {} beyond it ({} cosignatures checked)",
+                    r.cosigned,
+                    r.records,
+                    trust.witnesses_required,
+                    trust.witnesses.len(),
+                    r.records.saturating_sub(r.cosigned),
+                    r.cosignatures
+                );
+            }
+            if !trust.kept.is_empty() {
+                println!(
+                    "kept:        {} checkpoint(s) found in the ledger",
+                    trust.kept.len()
+                );
+            }
             println!("requests:    {}", r.requests);
             println!("images:      {}", r.images);
             if let Some(t) = &r.torn_tail {
@@ -417,6 +602,7 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                     .is_some()
                     .then(|| countersign::verify::unsigned_problem(&r, unsigned_max))
                     .flatten()
+                    .or_else(|| countersign::verify::uncosigned_problem(&r, &trust, uncosigned_max))
             });
             match problem {
                 None => {
@@ -433,14 +619,41 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
             bundle,
             pubkey,
             images,
+            witnesses,
+            witnesses_required,
         } => {
             let verifier = verifier_arg(&pubkey)?;
+            let witnesses = witnesses
+                .iter()
+                .map(|w| witness_arg(w))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let required = witnesses_required.unwrap_or(witnesses.len());
+            if required > witnesses.len() {
+                anyhow::bail!(
+                    "--witnesses-required {required}: only {} --witness keys given",
+                    witnesses.len()
+                );
+            }
             let json =
                 std::fs::read(&bundle).with_context(|| format!("read {}", bundle.display()))?;
-            match countersign::verify::verify_bundle(&json, &verifier, images.as_deref()) {
+            match countersign::verify::verify_bundle_with(
+                &json,
+                &verifier,
+                &witnesses,
+                required,
+                images.as_deref(),
+            ) {
                 Ok(r) => {
                     println!("request:     {}", r.request_id);
-                    println!("state:       {:?}", r.state);
+                    if r.final_state {
+                        println!("state:       {:?} (final)", r.state);
+                    } else {
+                        println!(
+                            "state:       {:?}: NOT FINAL. The history ends at the checkpoint; \
+                             the request may have gone on since, so this bundle is not its outcome",
+                            r.state
+                        );
+                    }
                     println!(
                         "records:     {} (each proven in the signed tree)",
                         r.records
@@ -449,6 +662,19 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                         "checkpoint:  {} at tree size {}, signature OK",
                         r.origin, r.tree_size
                     );
+                    if !witnesses.is_empty() {
+                        println!(
+                            "witnesses:   cosigned by {} of {} ({} required){}",
+                            r.witnessed_by.len(),
+                            witnesses.len(),
+                            required,
+                            if r.witnessed_by.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", r.witnessed_by.join(", "))
+                            }
+                        );
+                    }
                     println!("images:      {} checked", r.images_checked);
                     println!("result:      OK");
                     Ok(())

@@ -43,6 +43,7 @@ pub struct Metrics {
     registry: Registry,
     pub engine: EngineMetrics,
     pub ledger: LedgerMetrics,
+    pub witnesses: WitnessMetrics,
 }
 
 /// How a request ended.
@@ -95,6 +96,13 @@ pub struct EngineMetrics {
     paused: Gauge,
 }
 
+/// What the centre sees of its witnesses, labelled by witness name.
+pub struct WitnessMetrics {
+    cosigned: Family<[(&'static str, String); 1], Gauge>,
+    lag: Family<[(&'static str, String); 1], Gauge>,
+    failures: Family<[(&'static str, String); 1], Counter>,
+}
+
 /// What the ledger writer thread records. Cloning shares the series.
 #[derive(Clone)]
 pub struct LedgerMetrics {
@@ -119,10 +127,12 @@ impl Metrics {
         let engine = EngineMetrics::register(&mut registry);
         let ledger = LedgerMetrics::new();
         ledger.register(&mut registry);
+        let witnesses = WitnessMetrics::register(&mut registry);
         Metrics {
             registry,
             engine,
             ledger,
+            witnesses,
         }
     }
 
@@ -323,6 +333,50 @@ impl EngineMetrics {
         self.attending
             .set(i64::try_from(attending).unwrap_or(i64::MAX));
         self.paused.set(i64::try_from(paused).unwrap_or(i64::MAX));
+    }
+}
+
+impl WitnessMetrics {
+    fn register(r: &mut Registry) -> WitnessMetrics {
+        let w = WitnessMetrics {
+            cosigned: Family::default(),
+            lag: Family::default(),
+            failures: Family::default(),
+        };
+        r.register(
+            "witness_cosigned_tree_size",
+            "Size of the largest checkpoint each witness has cosigned",
+            w.cosigned.clone(),
+        );
+        r.register(
+            "witness_lag_records",
+            "Records signed by the centre but not yet cosigned by each witness",
+            w.lag.clone(),
+        );
+        r.register(
+            "witness_failures",
+            "Calls to each witness that failed or were refused",
+            w.failures.clone(),
+        );
+        w
+    }
+
+    /// `witness` has cosigned up to `size`, `lag` records behind the latest checkpoint.
+    pub fn cosigned(&self, witness: &str, size: u64, lag: u64) {
+        let label = [("witness", witness.to_owned())];
+        self.cosigned
+            .get_or_create(&label)
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.lag
+            .get_or_create(&label)
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// A call to `witness` failed or was refused.
+    pub fn failed(&self, witness: &str) {
+        self.failures
+            .get_or_create(&[("witness", witness.to_owned())])
+            .inc();
     }
 }
 

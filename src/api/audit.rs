@@ -73,11 +73,25 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         self.directory.authorize(&req, AUDIT_ROLES)?;
         let pb::GetCheckpointRequest { tree_size, refresh } = req.into_inner();
-        let s = self.engine().checkpoint(tree_size, refresh).await?;
+        let engine = self.engine();
+        let s = engine.checkpoint(tree_size, refresh).await?;
+        let witnesses = engine
+            .witness_states()
+            .into_iter()
+            .map(|w| pb::WitnessStatus {
+                name: w.name,
+                url: w.url,
+                cosigned_tree_size: w.cosigned_size,
+                lag_records: w.lag,
+                error: w.error.unwrap_or_default(),
+            })
+            .collect();
         Ok(Response::new(pb::GetCheckpointResponse {
+            cosigned_note: s.cosigned_note(),
             signed_note: s.note,
             tree_size: s.checkpoint.size,
             root_hash: s.checkpoint.root.to_vec(),
+            witnesses,
         }))
     }
 

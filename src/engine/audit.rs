@@ -55,6 +55,11 @@ impl EngineHandle {
         }
     }
 
+    /// What the leader knows of each configured witness now.
+    pub fn witness_states(&self) -> Vec<super::WitnessState> {
+        self.witnesses.states()
+    }
+
     async fn sign_checkpoint(&self) -> Result<Signed, AuditError> {
         let c = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || c.sign_now())
@@ -172,10 +177,19 @@ impl EngineHandle {
     pub async fn export_proof(&self, id: &RequestId) -> Result<Vec<u8>, AuditError> {
         let loaded = self.audit_request(id).await?;
         let last = loaded.records.last().map(|(i, _, _)| *i).unwrap_or(0);
-        let mut signed = self.checkpoint(0, false).await?;
-        if signed.checkpoint.size <= last {
-            signed = self.sign_checkpoint().await?;
-        }
+        // The latest checkpoint every witness has cosigned, when one covers the request: the
+        // bundle then stands on more than the centre's own key.
+        let signed = match self.checkpointer.latest_cosigned(last + 1) {
+            Some(s) => s,
+            None => {
+                let s = self.checkpoint(0, false).await?;
+                if s.checkpoint.size <= last {
+                    self.sign_checkpoint().await?
+                } else {
+                    s
+                }
+            }
+        };
         let size = signed.checkpoint.size;
         let mut records = Vec::new();
         let mut images = Vec::new();
@@ -205,7 +219,7 @@ impl EngineHandle {
             format: BUNDLE_FORMAT.into(),
             request_id: id.to_string(),
             origin: self.checkpointer.origin().into(),
-            checkpoint: signed.note,
+            checkpoint: signed.cosigned_note(),
             tree_size: size,
             records,
             images,

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ledger::checkpoint::{self, Checkpoint, NoteError, Signer, Verifier};
+use crate::ledger::cosignature::WitnessKey;
 use crate::ledger::merkle::{self, ProofError};
 use crate::storage::{CheckpointLog, LedgerRead, StorageError};
 
@@ -28,12 +29,40 @@ pub enum CheckpointError {
     Proof(#[from] ProofError),
 }
 
-/// A checkpoint and the signed note that carries it.
+/// A checkpoint, the signed note that carries it, and the witnesses' cosignatures on it.
 #[derive(Debug, Clone)]
 pub struct Signed {
+    /// Its number in the checkpoint log.
+    pub seq: u64,
     pub checkpoint: Checkpoint,
     pub note: String,
+    /// Witnesses' signature lines (no newline), in the order stored.
+    pub cosignatures: Vec<String>,
 }
+
+impl Signed {
+    /// The note with every cosignature appended: still a signed note the log's key opens
+    /// (verifiers ignore lines by keys they do not know), and what auditors keep.
+    pub fn cosigned_note(&self) -> String {
+        let mut note = self.note.clone();
+        for line in &self.cosignatures {
+            note.push_str(line);
+            note.push('\n');
+        }
+        note
+    }
+
+    /// Whether every one of `witnesses` has a cosignature here (each was checked when it
+    /// was stored or read at start).
+    fn cosigned_by_all(&self, witnesses: &[WitnessKey]) -> bool {
+        witnesses
+            .iter()
+            .all(|w| self.cosignatures.iter().any(|l| w.owns_line(l)))
+    }
+}
+
+/// Checkpoints `latest_cosigned` looks back through (about three hours of one a second).
+const COSIGNED_LOOK_BACK: usize = 10_000;
 
 pub struct Checkpointer {
     ledger: Arc<dyn LedgerRead>,
@@ -48,6 +77,12 @@ pub struct Checkpointer {
     signed: RwLock<Vec<Signed>>,
     /// A follower's: never signs, reads the leader's instead.
     following: bool,
+    /// The witnesses configured now: their stored cosignatures are checked at start.
+    witnesses: Vec<WitnessKey>,
+    /// How many cosignatures have been read from the log (a follower reads the rest).
+    cosignatures_read: Mutex<u64>,
+    /// The size of the latest signed checkpoint, for the tasks that send it to witnesses.
+    signed_size: tokio::sync::watch::Sender<u64>,
 }
 
 impl Checkpointer {
@@ -58,8 +93,9 @@ impl Checkpointer {
         log: Box<dyn CheckpointLog>,
         signer: Signer,
         origin: String,
+        witnesses: Vec<WitnessKey>,
     ) -> Result<Self, CheckpointError> {
-        Self::open_as(ledger, log, signer, origin, false)
+        Self::open_as(ledger, log, signer, origin, witnesses, false)
     }
 
     /// As `open`, for a node that follows another's ledger: it never signs, and `sign_now`
@@ -69,8 +105,9 @@ impl Checkpointer {
         log: Box<dyn CheckpointLog>,
         signer: Signer,
         origin: String,
+        witnesses: Vec<WitnessKey>,
     ) -> Result<Self, CheckpointError> {
-        Self::open_as(ledger, log, signer, origin, true)
+        Self::open_as(ledger, log, signer, origin, witnesses, true)
     }
 
     fn open_as(
@@ -78,6 +115,7 @@ impl Checkpointer {
         log: Box<dyn CheckpointLog>,
         signer: Signer,
         origin: String,
+        witnesses: Vec<WitnessKey>,
         following: bool,
     ) -> Result<Self, CheckpointError> {
         let verifier = signer.verifier();
@@ -91,6 +129,9 @@ impl Checkpointer {
             signing: Mutex::new(()),
             signed: RwLock::new(Vec::with_capacity(notes.len())),
             following,
+            witnesses,
+            cosignatures_read: Mutex::new(0),
+            signed_size: tokio::sync::watch::Sender::new(0),
         };
         let size = c.ledger.tree_size();
         for (seq, note) in notes.into_iter().enumerate() {
@@ -100,7 +141,109 @@ impl Checkpointer {
             }
             c.adopt(seq as u64, note)?;
         }
+        c.read_cosignatures()?;
+        c.signed_size
+            .send_replace(c.latest().map_or(0, |s| s.checkpoint.size));
         Ok(c)
+    }
+
+    /// Reads the cosignatures stored since the last read and keeps each beside its checkpoint,
+    /// checking those by a configured witness: one that fails means the checkpoint or the
+    /// cosignature was changed after the witness signed.
+    fn read_cosignatures(&self) -> Result<(), CheckpointError> {
+        let mut read = self
+            .cosignatures_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let stored = if *read == 0 {
+            self.log.cosignatures()?
+        } else {
+            self.log.cosignatures_from(*read)?
+        };
+        let mut signed = self.signed.write().unwrap_or_else(|e| e.into_inner());
+        for (seq, line) in stored {
+            let Some(s) = signed.get_mut(seq as usize) else {
+                if self.following {
+                    // Cosigns a checkpoint this node has not adopted yet: read again later.
+                    break;
+                }
+                return Err(CheckpointError::Damaged(
+                    seq,
+                    "a cosignature names a checkpoint that does not exist".into(),
+                ));
+            };
+            *read += 1;
+            let body = s.checkpoint.body();
+            for w in &self.witnesses {
+                if w.owns_line(&line) {
+                    w.check_line(&body, &line)
+                        .map_err(|e| CheckpointError::Mismatch {
+                            seq,
+                            size: s.checkpoint.size,
+                            why: format!(
+                                "the cosignature of witness {} does not verify: {e}",
+                                w.name()
+                            ),
+                        })?;
+                }
+            }
+            if !s.cosignatures.contains(&line) {
+                s.cosignatures.push(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a witness's cosignature line of checkpoint `seq` (checked by the caller) and
+    /// keeps it beside the checkpoint. Blocking.
+    pub fn add_cosignature(&self, seq: u64, line: &str) -> Result<(), CheckpointError> {
+        let line = line.trim_end_matches('\n');
+        {
+            let signed = self.signed.read().unwrap_or_else(|e| e.into_inner());
+            match signed.get(seq as usize) {
+                None => return Err(CheckpointError::Damaged(seq, "no such checkpoint".into())),
+                Some(s) if s.cosignatures.iter().any(|l| l == line) => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        self.log.add_cosignature(seq, line)?;
+        *self
+            .cosignatures_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) += 1;
+        let mut signed = self.signed.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = signed.get_mut(seq as usize) {
+            s.cosignatures.push(line.to_owned());
+        }
+        Ok(())
+    }
+
+    /// The size of the largest checkpoint `witness` has cosigned, as stored.
+    pub fn cosigned_size(&self, witness: &WitnessKey) -> Option<u64> {
+        let signed = self.signed.read().unwrap_or_else(|e| e.into_inner());
+        signed
+            .iter()
+            .rev()
+            .find(|s| s.cosignatures.iter().any(|l| witness.owns_line(l)))
+            .map(|s| s.checkpoint.size)
+    }
+
+    /// The latest checkpoint of at least `size` that every configured witness cosigned, if any.
+    pub fn latest_cosigned(&self, size: u64) -> Option<Signed> {
+        let signed = self.signed.read().unwrap_or_else(|e| e.into_inner());
+        signed
+            .iter()
+            .rev()
+            .take_while(|s| s.checkpoint.size >= size)
+            // A witness down for days leaves many checkpoints uncosigned: look back a while.
+            .take(COSIGNED_LOOK_BACK)
+            .find(|s| s.cosigned_by_all(&self.witnesses))
+            .cloned()
+    }
+
+    /// Follows the size of the latest signed checkpoint.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signed_size.subscribe()
     }
 
     /// The tree size a note claims (0 when it does not verify: `adopt` says why).
@@ -142,8 +285,10 @@ impl Checkpointer {
             ));
         }
         signed.push(Signed {
+            seq,
             checkpoint: cp,
             note,
+            cosignatures: Vec::new(),
         });
         Ok(())
     }
@@ -171,6 +316,7 @@ impl Checkpointer {
             }
             self.adopt(seq, note)?;
         }
+        self.read_cosignatures()?;
         self.latest().ok_or(CheckpointError::Empty)
     }
 
@@ -245,13 +391,16 @@ impl Checkpointer {
         let seq = self.signed.read().unwrap_or_else(|e| e.into_inner()).len() as u64;
         self.log.append(seq, &note)?;
         let s = Signed {
+            seq,
             checkpoint: cp,
             note,
+            cosignatures: Vec::new(),
         };
         self.signed
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(s.clone());
+        self.signed_size.send_replace(s.checkpoint.size);
         Ok(s)
     }
 }

@@ -42,6 +42,8 @@ pub struct EngineHandle {
     pub(super) projection: Arc<dyn Projection>,
     pub(super) images: Arc<dyn ImageStore>,
     pub(super) checkpointer: Arc<Checkpointer>,
+    /// What the leader knows of its witnesses.
+    pub(super) witnesses: super::witnesses::Board,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) config: EngineConfig,
     /// The policy in force for new submissions, shared with the engine task.

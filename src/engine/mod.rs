@@ -3,7 +3,8 @@
 //! own state: the request table (`requests`), supervisor sessions (`sessions`), timers
 //! (`timers`), the outbox (`outbox`) and the dispatch choice (`dispatch`); `commands` says
 //! what each call does. `recover` starts it from storage handed in by the composition root,
-//! `load` reads requests back through the storage seam, `checkpoints` signs the tree, `audit`
+//! `load` reads requests back through the storage seam, `checkpoints` signs the tree,
+//! `witnesses` has it cosigned, `audit`
 //! serves auditors from durable state, `status` and `stats` count. Every call that changes
 //! something is answered only after its ledger records are durable.
 
@@ -29,6 +30,7 @@ pub mod status;
 mod timeouts;
 mod timers;
 mod watchers;
+mod witnesses;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub use error::*;
 pub use handle::{EngineHandle, SessionGuard};
 pub use load::Loaded;
 pub use recover::UnsignedRecords;
+pub use witnesses::WitnessState;
 
 use crate::domain::{Request, RequestId, Timestamp, WithdrawReason};
 
@@ -93,6 +96,17 @@ pub struct CheckpointConfig {
     /// The most records that may be beyond the last checkpoint; one is signed once half that
     /// many are unsigned, and a server whose ledger has more refuses to start.
     pub unsigned_records_max: u64,
+    /// The witnesses each new checkpoint is sent to for cosigning.
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// A witness the centre sends its checkpoints to (c2sp.org/tlog-witness).
+#[derive(Clone, Debug)]
+pub struct WitnessConfig {
+    /// Its public key; the key's name is the witness's name.
+    pub key: crate::ledger::cosignature::WitnessKey,
+    /// Where it listens.
+    pub endpoint: crate::witness::client::Endpoint,
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -101,6 +115,7 @@ impl std::fmt::Debug for CheckpointConfig {
         f.debug_struct("CheckpointConfig")
             .field("origin", &self.origin)
             .field("interval_ms", &self.interval_ms)
+            .field("witnesses", &self.witnesses)
             .finish_non_exhaustive()
     }
 }

@@ -48,7 +48,7 @@ pub(super) async fn start(
         ledger: ledger.clone(),
         projection: projection.clone(),
         policy: policy.clone(),
-        metrics,
+        metrics: metrics.clone(),
     };
     let (mut core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
         .await
@@ -98,12 +98,23 @@ pub(super) async fn start(
         config.checkpoints.clone(),
         tx.downgrade(),
     ));
+    let (witnesses, witness_tasks) = super::witnesses::spawn(
+        &config.checkpoints.witnesses,
+        checkpointer.clone(),
+        ledger.clone(),
+        metrics,
+        tx.downgrade(),
+    );
     // The engine's task ends once the signer has let go of the storage too: whoever awaits it
     // (the server's shutdown) may then open the same store again, in this process or another.
     let task = tokio::spawn(async move {
         let ended = engine.await;
         signer.abort();
         let _ = signer.await;
+        for t in witness_tasks {
+            t.abort();
+            let _ = t.await;
+        }
         if let Err(e) = ended
             && e.is_panic()
         {
@@ -117,6 +128,7 @@ pub(super) async fn start(
         projection,
         images,
         checkpointer,
+        witnesses,
         clock,
         policy,
         health,
@@ -170,6 +182,7 @@ fn recover(
             checkpoints,
             signer,
             config.checkpoints.origin.clone(),
+            witness_keys(config),
         )
         .context("open checkpoint log")?,
     );
@@ -353,6 +366,16 @@ async fn sign_checkpoints(
     }
 }
 
+/// The configured witnesses' keys.
+fn witness_keys(config: &EngineConfig) -> Vec<crate::ledger::cosignature::WitnessKey> {
+    config
+        .checkpoints
+        .witnesses
+        .iter()
+        .map(|w| w.key.clone())
+        .collect()
+}
+
 /// Signs a checkpoint when records are beyond the last one (a leader's; a follower signs
 /// nothing). Blocking.
 fn sign_if_behind(checkpointer: &Checkpointer, when: &str) {
@@ -411,6 +434,7 @@ impl EngineHandle {
                 reads.checkpoints,
                 signer,
                 config.checkpoints.origin.clone(),
+                witness_keys(&config),
             )
             .context("open checkpoint log")?,
         );
@@ -425,6 +449,8 @@ impl EngineHandle {
             projection: reads.projection,
             images: reads.images,
             checkpointer,
+            // The leader sends checkpoints to the witnesses; a follower reports none.
+            witnesses: super::witnesses::Board::default(),
             clock,
             policy: Arc::new(std::sync::RwLock::new(config.policy.clone())),
             health,

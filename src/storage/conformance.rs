@@ -162,18 +162,43 @@ pub(crate) async fn ledger_failure_loses_nothing_durable(b: &impl Backend) {
     assert_eq!(s.ledger.read(1).expect("read"), payload(1));
 }
 
-/// Signed notes are kept in order and survive a reopen.
+/// Signed notes and their cosignatures are kept in order and survive a reopen.
 pub(crate) fn checkpoints_keep_their_order(b: &impl Backend) {
     let s = b.open();
     assert!(s.checkpoints.notes().expect("notes").is_empty());
+    assert!(
+        s.checkpoints
+            .cosignatures()
+            .expect("cosignatures")
+            .is_empty()
+    );
     s.checkpoints.append(0, "first\n").expect("append");
     s.checkpoints.append(1, "second\n").expect("append");
+    s.checkpoints
+        .add_cosignature(1, "— w1 AAAA")
+        .expect("cosign");
+    s.checkpoints
+        .add_cosignature(0, "— w2 BBBB")
+        .expect("cosign");
     drop(s);
     let s = b.open();
     assert_eq!(
         s.checkpoints.notes().expect("notes"),
         vec!["first\n".to_string(), "second\n".to_string()]
     );
+    let stored = vec![(1, "— w1 AAAA".to_string()), (0, "— w2 BBBB".to_string())];
+    assert_eq!(s.checkpoints.cosignatures().expect("cosignatures"), stored);
+    assert_eq!(
+        s.checkpoints.cosignatures_from(1).expect("cosignatures"),
+        stored[1..]
+    );
+    // One more after the reopen goes after the others.
+    s.checkpoints
+        .add_cosignature(1, "— w3 CCCC")
+        .expect("cosign");
+    drop(s);
+    let s = b.open();
+    assert_eq!(s.checkpoints.cosignatures().expect("cosignatures").len(), 3);
 }
 
 /// Images are named by their SHA-256, read back checked, stored once, and survive a reopen.

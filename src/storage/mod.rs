@@ -218,6 +218,21 @@ pub trait CheckpointLog: Send + Sync {
     fn notes_from(&self, seq: u64) -> Result<Vec<String>, StorageError> {
         Ok(self.notes()?.into_iter().skip(seq as usize).collect())
     }
+    /// Every witness cosignature stored: (checkpoint number, its signature line without the
+    /// newline), in the order stored. Like `notes`, read at start; a backend may repair a torn
+    /// last entry while reading.
+    fn cosignatures(&self) -> Result<Vec<(u64, String)>, StorageError>;
+    /// The cosignatures stored after the first `skip`, in the order stored: what a follower
+    /// reads of the leader's since its last read.
+    fn cosignatures_from(&self, skip: u64) -> Result<Vec<(u64, String)>, StorageError> {
+        Ok(self
+            .cosignatures()?
+            .into_iter()
+            .skip(skip as usize)
+            .collect())
+    }
+    /// Stores a witness's cosignature line for checkpoint `seq` durably before returning.
+    fn add_cosignature(&self, seq: u64, line: &str) -> Result<(), StorageError>;
 }
 
 /// A boxed future, for the trait methods that wait (an image's fsync).

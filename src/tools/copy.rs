@@ -32,6 +32,8 @@ const BATCH_RECORDS: u64 = 1024;
 pub struct Copied {
     pub records: u64,
     pub checkpoints: usize,
+    /// Witness cosignatures copied with them.
+    pub cosignatures: usize,
     pub images: usize,
     /// The Merkle root of the whole ledger, the same on both sides.
     pub root: [u8; 32],
@@ -221,9 +223,28 @@ fn copy_opened(from: &Storage, to: &mut Storage) -> anyhow::Result<Copied> {
         (size, root) == from.ledger.head(),
         "the copy's tree ({size} records) differs from the source's"
     );
+    // The witnesses' cosignatures go with their checkpoints (each names one by number, and
+    // the checkpoints are the same on both sides, so they still verify).
+    let cosignatures = from
+        .checkpoints
+        .cosignatures()
+        .context("read the source's cosignatures")?;
+    to.checkpoints
+        .cosignatures()
+        .context("read the destination's cosignatures")?;
+    for (seq, line) in &cosignatures {
+        ensure!(
+            (*seq as usize) < signed.len(),
+            "a source cosignature names checkpoint {seq}, which does not exist"
+        );
+        to.checkpoints
+            .add_cosignature(*seq, line)
+            .with_context(|| format!("store a cosignature of checkpoint {seq}"))?;
+    }
     Ok(Copied {
         records: total,
         checkpoints: signed.len(),
+        cosignatures: cosignatures.len(),
         images: images.len(),
         root,
     })

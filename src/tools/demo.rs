@@ -47,6 +47,82 @@ pub enum Target {
     },
 }
 
+/// Starts the witness `pki init` configured (witness.toml), on a port of the OS's choosing;
+/// none for a directory made before witnesses existed.
+async fn start_witness(pki: &std::path::Path) -> anyhow::Result<Option<crate::witness::Running>> {
+    let path = pki.join(crate::tools::pki::WITNESS_CONFIG);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let c = crate::witness::config::load(&path)?;
+    let clock = Arc::new(|| {
+        use crate::engine::Clock as _;
+        (SystemClock.now().0 / 1000).max(0) as u64
+    });
+    let w = tokio::task::spawn_blocking(move || {
+        crate::witness::Witness::open(c.cosigner, c.logs, &c.state_dir, clock)
+    })
+    .await??;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("bind the demo witness")?;
+    Ok(Some(crate::witness::serve(Arc::new(w), listener)?))
+}
+
+/// Signs a checkpoint of everything and waits (up to 10 s) for the witness to cosign it;
+/// returns the size cosigned.
+async fn await_cosigned(auditor: &client::Cluster) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refresh = true;
+    loop {
+        let r = auditor
+            .call(|ch| async move {
+                client::auditor_on(ch)
+                    .get_checkpoint(pb::GetCheckpointRequest {
+                        tree_size: 0,
+                        refresh,
+                    })
+                    .await
+            })
+            .await?
+            .into_inner();
+        refresh = false;
+        if let Some(w) = r.witnesses.first()
+            && w.cosigned_tree_size >= r.tree_size
+        {
+            return Ok(w.cosigned_tree_size);
+        }
+        if Instant::now() > deadline {
+            let why = r
+                .witnesses
+                .first()
+                .map(|w| w.error.clone())
+                .unwrap_or_default();
+            bail!("the witness did not cosign the last checkpoint within 10 s: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The demo's keys, as an auditor would pin them: the ledger's and the witness's.
+fn demo_trust(pki: &std::path::Path) -> anyhow::Result<crate::verify::Trust> {
+    let read = |name: &str| {
+        std::fs::read_to_string(pki.join(name))
+            .with_context(|| format!("read {}", pki.join(name).display()))
+    };
+    let pubkey = crate::ledger::checkpoint::parse_verifier(read("ledger.pub")?.trim())?;
+    let witnesses = match read("witness.pub") {
+        Ok(text) => vec![crate::ledger::cosignature::parse_witness_key(text.trim())?],
+        Err(_) => Vec::new(),
+    };
+    Ok(crate::verify::Trust {
+        pubkey: Some(pubkey),
+        witnesses_required: witnesses.len(),
+        witnesses,
+        kept: Vec::new(),
+    })
+}
+
 /// How long a client keeps looking for a leader after a call found it gone.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
@@ -59,9 +135,19 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
             if !pki.join("ca.pem").exists() {
                 crate::tools::pki::init(&pki)?;
             }
+            // The witness a party other than the centre would run, here in the same process.
+            let witness = start_witness(&pki).await?;
+            let witness_section = match &witness {
+                Some(w) => format!(
+                    "[[ledger.witnesses]]\nurl = \"http://{}\"\nkey = \"@witness.pub\"\n",
+                    w.addr
+                ),
+                None => String::new(),
+            };
             let config_text = crate::config::SAMPLE
                 .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
-                .replace("data_dir = \"data\"", "data_dir = \"../data\"");
+                .replace("data_dir = \"data\"", "data_dir = \"../data\"")
+                .replace(crate::config::SAMPLE_WITNESS, &witness_section);
             let config = Config::parse(&config_text, &pki)?;
             let server = crate::server::start(
                 &config,
@@ -74,7 +160,10 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
                 "Countersign demo: server on {addr} (gRPC, mutual TLS), data in {}",
                 dir.display()
             );
-            (Some(server), vec![addr], pki, Some(dir))
+            if let Some(w) = &witness {
+                println!("A witness on http://{} cosigns each checkpoint.", w.addr);
+            }
+            (Some((server, witness)), vec![addr], pki, Some(dir))
         }
         Target::Cluster { addrs, pki } => {
             println!(
@@ -182,22 +271,46 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
         }
         break;
     }
-    if let Some(server) = server {
+    let witnessed = match &server {
+        Some((_, Some(_))) => Some(await_cosigned(&auditor).await?),
+        _ => None,
+    };
+    if let Some((server, witness)) = server {
         server.shutdown().await?;
+        if let Some(w) = witness {
+            w.stop().await;
+        }
     }
 
     summarize(&outcomes, requests, elapsed);
     let problem = match dir {
         Some(dir) => {
-            let report = crate::verify::verify_data_dir(&dir.join("data"), None);
+            let trust = demo_trust(&pki)?;
+            let report = crate::verify::verify_data_dir_with(&dir.join("data"), &trust);
+            let problem = report.problem.clone().or_else(|| {
+                crate::verify::unsigned_problem(&report, crate::verify::UNSIGNED_RECORDS_MAX)
+                    .or_else(|| {
+                        crate::verify::uncosigned_problem(
+                            &report,
+                            &trust,
+                            crate::verify::UNSIGNED_RECORDS_MAX,
+                        )
+                    })
+            });
+            if let Some(w) = witnessed {
+                println!("\nThe witness cosigned the checkpoint of size {w}.");
+            }
             println!(
-                "\nledger verify: {} records, {} checkpoints, root {}: {}",
+                "ledger verify --pubkey ledger.pub --witness witness.pub: {} records, {} signed \
+                 checkpoints, {} cosignatures; {} records witnessed; root {}: {}",
                 report.records,
                 report.checkpoints,
+                report.cosignatures,
+                report.cosigned,
                 hex::encode(report.root),
-                report.problem.as_deref().unwrap_or("OK")
+                problem.as_deref().unwrap_or("OK")
             );
-            report.problem
+            problem
         }
         None => {
             println!(

@@ -116,6 +116,11 @@ const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server.key";
 const PRINCIPALS_FILE: &str = "principals.toml";
 const LEDGER_KEY: &str = "ledger.key";
+/// The demo witness's key name, key files and configuration.
+pub const WITNESS_KEY_NAME: &str = "audit.countersign.example/witness";
+const WITNESS_KEY: &str = "witness.key";
+const WITNESS_PUB: &str = "witness.pub";
+pub const WITNESS_CONFIG: &str = "witness.toml";
 const POLICY_FILE: &str = "policy.toml";
 const LEDGER_PUB: &str = "ledger.pub";
 /// The key name in checkpoint signature lines.
@@ -272,6 +277,30 @@ pub fn init_with(out: &Path, principals: &[DemoPrincipal<'_>]) -> Result<Vec<Pat
         &format!("{verifier}\n"),
         Secrecy::Public,
         "ledger verifier key",
+    )?;
+
+    // A witness for the demo and a first try: in a bank, internal audit or the regulator
+    // makes its own key and runs it (docs/ledger.md).
+    let (witness_key, witness_pub) =
+        crate::ledger::cosignature::generate(WITNESS_KEY_NAME, &mut rand::rng())
+            .context("generate witness key")?;
+    emit(
+        WITNESS_KEY,
+        &format!("{witness_key}\n"),
+        Secrecy::Private,
+        "witness key",
+    )?;
+    emit(
+        WITNESS_PUB,
+        &format!("{witness_pub}\n"),
+        Secrecy::Public,
+        "witness public key",
+    )?;
+    emit(
+        WITNESS_CONFIG,
+        crate::witness::config::SAMPLE,
+        Secrecy::Public,
+        "witness configuration",
     )?;
 
     emit(
@@ -465,6 +494,12 @@ fn validate_id(id: &str) -> Result<()> {
 enum Secrecy {
     Public,
     Private,
+}
+
+/// Writes a private key file readable by its owner only, refusing to replace one.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    write_file(path, contents, Secrecy::Private, Existing::Refuse)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 #[derive(Clone, Copy)]

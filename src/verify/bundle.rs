@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{ImageHash, RequestId, State};
 use crate::ledger::checkpoint::{self, Verifier};
+use crate::ledger::cosignature::{self, WitnessKey};
 use crate::ledger::merkle::{self, Hash};
 use crate::ledger::record;
 
@@ -75,6 +76,11 @@ pub struct BundleReport {
     pub state: State,
     /// How many image files were rehashed (0 without an image directory).
     pub images_checked: usize,
+    /// Whether `state` is final (approved, rejected, cancelled, expired): when it is not, the
+    /// request went on after the checkpoint and the bundle shows only its beginning.
+    pub final_state: bool,
+    /// The witnesses among those given whose cosignatures on the checkpoint verify.
+    pub witnessed_by: Vec<String>,
 }
 
 /// Checks a bundle: the checkpoint's signature and origin, each record's inclusion in the
@@ -83,6 +89,18 @@ pub struct BundleReport {
 pub fn verify_bundle(
     json: &[u8],
     verifier: &Verifier,
+    images: Option<&Path>,
+) -> Result<BundleReport, String> {
+    verify_bundle_with(json, verifier, &[], 0, images)
+}
+
+/// As `verify_bundle`, also requiring cosignatures on the checkpoint by `required` of
+/// `witnesses`.
+pub fn verify_bundle_with(
+    json: &[u8],
+    verifier: &Verifier,
+    witnesses: &[WitnessKey],
+    required: usize,
     images: Option<&Path>,
 ) -> Result<BundleReport, String> {
     let b: Bundle = serde_json::from_slice(json)
@@ -96,6 +114,22 @@ pub fn verify_bundle(
         return Err(format!(
             "the checkpoint is for size {}, the bundle says {}",
             cp.size, b.tree_size
+        ));
+    }
+    let witnessed_by: Vec<String> = cosignature::cosigners(&b.checkpoint, witnesses)
+        .map_err(|e| format!("checkpoint: a witness cosignature does not verify: {e}"))?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if witnessed_by.len() < required {
+        return Err(format!(
+            "checkpoint: cosigned by {} of the {required} witnesses required{}",
+            witnessed_by.len(),
+            if witnessed_by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", witnessed_by.join(", "))
+            }
         ));
     }
     let id = RequestId::parse(&b.request_id).ok_or("request_id is not a request id")?;
@@ -163,7 +197,9 @@ pub fn verify_bundle(
         origin: b.origin,
         tree_size: cp.size,
         records: b.records.len(),
+        final_state: request.state.is_final(),
         state: request.state,
         images_checked: checked,
+        witnessed_by,
     })
 }

@@ -9,11 +9,13 @@ use std::path::Path;
 use crate::domain::{ImageHash, Request, RequestId};
 use crate::ledger::checkpoint::Verifier;
 use crate::ledger::merkle::{self, Hash, Tree};
-use crate::storage::embedded::checkpoints::{LOG_NAME, read_log};
+use crate::storage::embedded::checkpoints::{
+    COSIGNATURES_NAME, LOG_NAME, read_cosignatures, read_log,
+};
 use crate::storage::embedded::frame::{self, Decoded, SEGMENT_HEADER_LEN};
 use crate::storage::embedded::images::ImageReader;
 
-use super::{check_checkpoints, check_images, replay};
+use super::{Trust, check_checkpoints, check_images, replay};
 
 /// What `verify_data_dir` found.
 #[derive(Debug, Default)]
@@ -26,6 +28,11 @@ pub struct Report {
     pub checkpoints: usize,
     /// Records the last checkpoint covers; the rest are signed by nothing yet.
     pub signed: u64,
+    /// Records the last checkpoint cosigned by the required witnesses covers (0 when none
+    /// are required).
+    pub cosigned: u64,
+    /// Cosignatures by the given witnesses, each checked against its checkpoint.
+    pub cosignatures: usize,
     /// Requests the records were replayed into.
     pub requests: usize,
     /// Images the records name, each rehashed from the image log.
@@ -40,22 +47,23 @@ pub struct Report {
 /// every stored checkpoint (signature when `verifier` is given, root, consistency with the
 /// next), replays every request through the state machine, and rehashes every image.
 pub fn verify_data_dir(data: &Path, verifier: Option<&Verifier>) -> Report {
+    verify_data_dir_with(data, &Trust::signed_by(verifier))
+}
+
+/// As `verify_data_dir`, checking cosignatures and kept checkpoints as `trust` says.
+pub fn verify_data_dir_with(data: &Path, trust: &Trust) -> Report {
     let mut report = Report {
         root: merkle::empty_root(),
         ..Report::default()
     };
-    if let Err(p) = verify_into(data, verifier, &mut report) {
+    if let Err(p) = verify_into(data, trust, &mut report) {
         report.problem = Some(p);
     }
     report
 }
 
 /// The checks of `verify_data_dir`, filling `report` as far as they get.
-fn verify_into(
-    data: &Path,
-    verifier: Option<&Verifier>,
-    report: &mut Report,
-) -> Result<(), String> {
+fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), String> {
     let ledger = data.join("ledger");
     let mut names: Vec<_> = std::fs::read_dir(&ledger)
         .map_err(|e| format!("list {}: {e}", ledger.display()))?
@@ -124,8 +132,13 @@ fn verify_into(
     report.requests = requests.len();
 
     let notes = read_log(&ledger.join(LOG_NAME), false).map_err(|e| e.to_string())?;
-    report.signed = check_checkpoints(&notes, &tree, verifier, torn_at.as_ref())?;
+    let cosignatures =
+        read_cosignatures(&ledger.join(COSIGNATURES_NAME), false).map_err(|e| e.to_string())?;
     report.checkpoints = notes.len();
+    let vouched = check_checkpoints(&notes, &cosignatures, &tree, trust, torn_at.as_ref())?;
+    report.signed = vouched.signed;
+    report.cosigned = vouched.cosigned;
+    report.cosignatures = vouched.cosignatures;
     report.torn_tail = torn_at.map(|(_, what)| what);
 
     // The image log's reader is the store's own; what it reads is checked by hash.

@@ -10,18 +10,23 @@ use crate::ledger::checkpoint::Verifier;
 use crate::ledger::merkle::{self, Tree};
 use crate::storage::postgres::snapshot::Snapshot;
 
-use super::{Report, check_checkpoints, check_images, replay};
+use super::{Report, Trust, check_checkpoints, check_images, replay};
 
 /// Records read per round trip.
 const PAGE: usize = 10_000;
 
 /// Verifies the database `url` names (TLS when `tls_ca_pem` is given).
 pub fn verify_database(url: &str, tls_ca_pem: Option<&str>, verifier: Option<&Verifier>) -> Report {
+    verify_database_with(url, tls_ca_pem, &Trust::signed_by(verifier))
+}
+
+/// As `verify_database`, checking cosignatures and kept checkpoints as `trust` says.
+pub fn verify_database_with(url: &str, tls_ca_pem: Option<&str>, trust: &Trust) -> Report {
     let mut report = Report {
         root: merkle::empty_root(),
         ..Report::default()
     };
-    if let Err(p) = verify_into(url, tls_ca_pem, verifier, &mut report) {
+    if let Err(p) = verify_into(url, tls_ca_pem, trust, &mut report) {
         report.problem = Some(p);
     }
     report
@@ -30,7 +35,7 @@ pub fn verify_database(url: &str, tls_ca_pem: Option<&str>, verifier: Option<&Ve
 fn verify_into(
     url: &str,
     tls_ca_pem: Option<&str>,
-    verifier: Option<&Verifier>,
+    trust: &Trust,
     report: &mut Report,
 ) -> Result<(), String> {
     let db = Snapshot::open(url, tls_ca_pem).map_err(|e| e.to_string())?;
@@ -80,8 +85,12 @@ fn verify_into(
         }
         notes.push(note);
     }
-    report.signed = check_checkpoints(&notes, &tree, verifier, None)?;
+    let cosignatures = db.cosignatures().map_err(|e| e.to_string())?;
     report.checkpoints = notes.len();
+    let vouched = check_checkpoints(&notes, &cosignatures, &tree, trust, None)?;
+    report.signed = vouched.signed;
+    report.cosigned = vouched.cosigned;
+    report.cosignatures = vouched.cosignatures;
     check_images(&images, |h| {
         db.image(h)
             .map_err(|e| e.to_string())?

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{ImageHash, Request, RequestId, fold};
 use crate::ledger::checkpoint::{self, Verifier};
+use crate::ledger::cosignature::WitnessKey;
 use crate::ledger::merkle::{self, Tree};
 use crate::ledger::record;
 
@@ -19,12 +20,52 @@ mod bundle;
 mod data_dir;
 mod database;
 
-pub use bundle::{BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, BundleReport, verify_bundle};
-pub use data_dir::{Report, verify_data_dir};
+pub use bundle::{
+    BUNDLE_FORMAT, Bundle, BundleImage, BundleRecord, BundleReport, verify_bundle,
+    verify_bundle_with,
+};
+pub use data_dir::{Report, verify_data_dir, verify_data_dir_with};
 
 /// The server's default `ledger.unsigned_records_max`.
 pub const UNSIGNED_RECORDS_MAX: u64 = 10_000;
-pub use database::verify_database;
+pub use database::{verify_database, verify_database_with};
+
+/// What an auditor brings from outside the server: the log's key, the witnesses' keys and
+/// how many of them must have cosigned, and cosigned checkpoints kept from earlier (from
+/// `GetCheckpoint`, a bundle, or a witness's monitoring URL), each of which the ledger must
+/// still contain.
+#[derive(Default)]
+pub struct Trust {
+    /// The log's checkpoint verifier key; without it no signature is checked.
+    pub pubkey: Option<Verifier>,
+    /// Witness keys whose cosignatures are checked.
+    pub witnesses: Vec<WitnessKey>,
+    /// How many of `witnesses` must have cosigned a checkpoint for it to count as witnessed.
+    pub witnesses_required: usize,
+    /// Checkpoint notes kept outside the server.
+    pub kept: Vec<String>,
+}
+
+impl Trust {
+    /// Only the log's key (or nothing).
+    pub fn signed_by(pubkey: Option<&Verifier>) -> Trust {
+        Trust {
+            pubkey: pubkey.cloned(),
+            ..Trust::default()
+        }
+    }
+}
+
+/// What the checkpoints vouch for.
+#[derive(Debug, Default)]
+struct Vouched {
+    /// Records the last checkpoint covers.
+    signed: u64,
+    /// Records the last checkpoint with enough witnesses covers.
+    cosigned: u64,
+    /// Cosignatures by the given witnesses, each checked.
+    cosignatures: usize,
+}
 
 /// Decodes a record and folds it into its request, so a record that is well framed but out of
 /// place (swapped, replayed) is caught by the state machine.
@@ -44,18 +85,24 @@ fn replay(
     Ok(())
 }
 
-/// Checks every stored checkpoint against the recomputed tree: its signature (when `verifier`
-/// is given), that it covers records that are there, its root, and its consistency with the
-/// one before. `torn_at` is a torn final record a crash left, named when a checkpoint covers it.
+/// Checks every stored checkpoint against the recomputed tree: its signature (when the trust
+/// names the log's key), that it covers records that are there, its root, and its consistency
+/// with the one before; every cosignature by a given witness against its checkpoint; and each
+/// kept checkpoint against the tree. `torn_at` is a torn final record a crash left, named
+/// when a checkpoint covers it.
 fn check_checkpoints(
     notes: &[String],
+    cosignatures: &[(u64, String)],
     tree: &Tree,
-    verifier: Option<&Verifier>,
+    trust: &Trust,
     torn_at: Option<&(u64, String)>,
-) -> Result<u64, String> {
+) -> Result<Vouched, String> {
     let mut previous: Option<checkpoint::Checkpoint> = None;
+    let mut vouched = Vouched::default();
+    let mut cosigners: Vec<Vec<&str>> = vec![Vec::new(); notes.len()];
+    let mut checkpoints = Vec::with_capacity(notes.len());
     for (seq, note) in notes.iter().enumerate() {
-        let cp = match verifier {
+        let cp = match &trust.pubkey {
             Some(v) => {
                 let origin = note.lines().next().unwrap_or_default();
                 checkpoint::open(note, v, origin)
@@ -72,7 +119,7 @@ fn check_checkpoints(
                     cp.size
                 ),
                 _ => format!(
-                    "checkpoint {seq} covers {} records but the ledger holds {}",
+                    "checkpoint {seq} covers {} records but the ledger holds {}: records were removed",
                     cp.size,
                     tree.size()
                 ),
@@ -80,9 +127,17 @@ fn check_checkpoints(
         }
         let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
         if root != cp.root {
+            // The checkpoints before agree with the tree, so the change lies past them.
+            let from = previous.as_ref().map_or(0, |p| p.size);
             return Err(format!(
-                "checkpoint {seq} (size {}): root differs from the recomputed tree: records were changed",
-                cp.size
+                "checkpoint {seq} (size {}): root differs from the recomputed tree: a record \
+                 from index {from} to {} was changed after it was signed{}",
+                cp.size,
+                cp.size - 1,
+                match &previous {
+                    Some(p) => format!(" (checkpoint {} at size {} still agrees)", seq - 1, p.size),
+                    None => String::new(),
+                }
             ));
         }
         if let Some(p) = &previous {
@@ -98,9 +153,111 @@ fn check_checkpoints(
                 },
             )?;
         }
-        previous = Some(cp);
+        previous = Some(cp.clone());
+        checkpoints.push(cp);
     }
-    Ok(previous.map_or(0, |p| p.size))
+    vouched.signed = previous.map_or(0, |p| p.size);
+    for (seq, line) in cosignatures {
+        let Some(cp) = checkpoints.get(*seq as usize) else {
+            return Err(format!(
+                "a cosignature names checkpoint {seq}, which does not exist"
+            ));
+        };
+        for w in trust.witnesses.iter().filter(|w| w.owns_line(line)) {
+            w.check_line(&cp.body(), line).map_err(|e| {
+                format!(
+                    "checkpoint {seq} (size {}): the cosignature of witness {} does not verify \
+                     ({e}): the checkpoint was changed after the witness signed it",
+                    cp.size,
+                    w.name()
+                )
+            })?;
+            vouched.cosignatures += 1;
+            let by = &mut cosigners[*seq as usize];
+            if !by.contains(&w.name()) {
+                by.push(w.name());
+            }
+        }
+    }
+    if trust.witnesses_required > 0 {
+        vouched.cosigned = checkpoints
+            .iter()
+            .zip(&cosigners)
+            .filter(|(_, by)| by.len() >= trust.witnesses_required)
+            .map(|(cp, _)| cp.size)
+            .max()
+            .unwrap_or(0);
+    }
+    for (n, note) in trust.kept.iter().enumerate() {
+        check_kept(n, note, tree, trust)?;
+    }
+    Ok(vouched)
+}
+
+/// A checkpoint the auditor kept (or fetched from a witness) must verify and be a tree this
+/// ledger holds: a ledger that is shorter was rolled back, one with another root rewritten.
+fn check_kept(n: usize, note: &str, tree: &Tree, trust: &Trust) -> Result<(), String> {
+    let cp = match &trust.pubkey {
+        Some(v) => {
+            let origin = note.lines().next().unwrap_or_default();
+            checkpoint::open(note, v, origin)
+                .map_err(|e| format!("kept checkpoint {n}: signature does not verify: {e}"))?
+        }
+        None => checkpoint::parse_unverified(note)
+            .ok_or_else(|| format!("kept checkpoint {n}: not a checkpoint"))?,
+    };
+    let witnessed = crate::ledger::cosignature::cosigners(note, &trust.witnesses)
+        .map_err(|e| format!("kept checkpoint {n}: a cosignature does not verify: {e}"))?;
+    if witnessed.len() < trust.witnesses_required {
+        return Err(format!(
+            "kept checkpoint {n} (size {}) carries {} of the {} cosignatures required",
+            cp.size,
+            witnessed.len(),
+            trust.witnesses_required
+        ));
+    }
+    if cp.size > tree.size() {
+        return Err(format!(
+            "kept checkpoint {n} was signed at size {} but the ledger holds {} records: the \
+             ledger was rolled back",
+            cp.size,
+            tree.size()
+        ));
+    }
+    if tree.root_at(cp.size).map_err(|e| e.to_string())? != cp.root {
+        return Err(format!(
+            "kept checkpoint {n} (size {}): the ledger's tree of that size has another root: \
+             its history was rewritten",
+            cp.size
+        ));
+    }
+    Ok(())
+}
+
+/// The rule for records beyond the last witnessed checkpoint, when witnesses are required:
+/// some checkpoint must carry enough cosignatures, and at most `uncosigned_max` records may
+/// lie beyond the last that does.
+pub fn uncosigned_problem(report: &Report, trust: &Trust, uncosigned_max: u64) -> Option<String> {
+    if trust.witnesses_required == 0 || report.records == 0 {
+        return None;
+    }
+    let beyond = report.records.saturating_sub(report.cosigned);
+    if report.cosigned == 0 {
+        Some(format!(
+            "no checkpoint carries cosignatures from {} of the given witnesses: nobody outside \
+             the centre vouches for these {} records",
+            trust.witnesses_required, report.records
+        ))
+    } else if beyond > uncosigned_max {
+        Some(format!(
+            "{beyond} records beyond the last witnessed checkpoint (size {}), more than the \
+             {uncosigned_max} allowed: cosignatures are missing (a witness was down, or they \
+             were removed)",
+            report.cosigned
+        ))
+    } else {
+        None
+    }
 }
 
 /// The rule for records beyond the last checkpoint, for a verifier that checks signatures:

@@ -68,7 +68,9 @@ pub fn test_config_text(
 ) -> String {
     let text = countersign::config::SAMPLE
         .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
-        .replace("data_dir = \"data\"", "data_dir = \"../data\"");
+        .replace("data_dir = \"data\"", "data_dir = \"../data\"")
+        // Tests that want a witness start one and name it (tests/it/witness.rs).
+        .replace(countersign::config::SAMPLE_WITNESS, "");
     let text = match database {
         None => text,
         Some(db) => {
@@ -361,7 +363,17 @@ impl TestServer {
     /// `database` when given, else in the data directory `NAME` beside the PKI. Its
     /// configuration is written to `<pki>/NAME.toml` too, for the binary's tools.
     pub async fn on_store(&self, database: Option<Arc<ScratchDatabase>>, name: &str) -> TestServer {
-        let text = store_config_text(database.as_deref(), name);
+        self.on_store_with(database, name, &|s| s).await
+    }
+
+    /// As `on_store`, with the configuration edited by `edit`.
+    pub async fn on_store_with(
+        &self,
+        database: Option<Arc<ScratchDatabase>>,
+        name: &str,
+        edit: &dyn Fn(String) -> String,
+    ) -> TestServer {
+        let text = edit(store_config_text(database.as_deref(), name));
         std::fs::write(self.pki.join(format!("{name}.toml")), &text).expect("write config");
         let mut t = TestServer {
             dir: tempfile::tempdir().expect("temp dir"),

@@ -28,3 +28,4 @@ mod policy;
 mod shutdown;
 mod simulation;
 mod spans;
+mod witness;

@@ -1,5 +1,7 @@
 //! The checkpoint log of the embedded backend: every signed note in `checkpoints.log` beside
-//! the ledger's segments, framed like records, fdatasync'd before a checkpoint is published.
+//! the ledger's segments, framed like records, fdatasync'd before a checkpoint is published;
+//! and the witnesses' cosignatures in `cosignatures.log`, framed the same way, each entry the
+//! checkpoint's number, a space and the signature line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -27,6 +29,7 @@ fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointLogError
 }
 
 pub const LOG_NAME: &str = "checkpoints.log";
+pub const COSIGNATURES_NAME: &str = "cosignatures.log";
 /// Segment-header magic of the checkpoint log.
 const MAGIC_FIRST: u64 = 0;
 
@@ -35,6 +38,9 @@ pub struct FileCheckpointLog {
     path: PathBuf,
     /// Held while appending, so notes are written whole and in order.
     file: Mutex<File>,
+    cosignatures_path: PathBuf,
+    /// The cosignature log, with how many entries it holds (each frame's index) once read.
+    cosignatures: Mutex<(File, Option<u64>)>,
 }
 
 impl FileCheckpointLog {
@@ -44,9 +50,13 @@ impl FileCheckpointLog {
     pub fn open(dir: &Path) -> Result<Self, CheckpointLogError> {
         let path = dir.join(LOG_NAME);
         let file = open_for_append(&path)?;
+        let cosignatures_path = dir.join(COSIGNATURES_NAME);
+        let cosignatures = open_for_append(&cosignatures_path)?;
         Ok(FileCheckpointLog {
             path,
             file: Mutex::new(file),
+            cosignatures_path,
+            cosignatures: Mutex::new((cosignatures, None)),
         })
     }
 }
@@ -70,10 +80,59 @@ impl CheckpointLog for FileCheckpointLog {
             .and_then(|()| file.sync_data())
             .map_err(|e| StorageError::unavailable("write checkpoint log", e))
     }
+
+    fn cosignatures(&self) -> Result<Vec<(u64, String)>, StorageError> {
+        let mut log = self.cosignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let read = read_cosignatures(&self.cosignatures_path, true).map_err(|e| match e {
+            e @ CheckpointLogError::Io { .. } => {
+                StorageError::unavailable("read cosignature log", e)
+            }
+            e => StorageError::damaged("read cosignature log", e),
+        })?;
+        log.1 = Some(read.len() as u64);
+        Ok(read)
+    }
+
+    fn add_cosignature(&self, seq: u64, line: &str) -> Result<(), StorageError> {
+        let mut log = self.cosignatures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = match log.1 {
+            Some(n) => n,
+            // Not read at start: count what is there, so the frame gets its right index.
+            None => read_cosignatures(&self.cosignatures_path, false)
+                .map_err(|e| StorageError::damaged("read cosignature log", e))?
+                .len() as u64,
+        };
+        let mut buf = Vec::new();
+        frame::encode(count, format!("{seq} {line}").as_bytes(), &mut buf);
+        log.0
+            .write_all(&buf)
+            .and_then(|()| log.0.sync_data())
+            .map_err(|e| StorageError::unavailable("write cosignature log", e))?;
+        log.1 = Some(count + 1);
+        Ok(())
+    }
 }
 
-/// Reads every signed note in a checkpoint log. With `repair`, a torn final frame (a crash
-/// while appending) is cut off; otherwise it is reported.
+/// Reads every cosignature in a cosignature log as (checkpoint number, line); `repair` as for
+/// `read_log`.
+pub fn read_cosignatures(
+    path: &std::path::Path,
+    repair: bool,
+) -> Result<Vec<(u64, String)>, CheckpointLogError> {
+    read_log(path, repair)?
+        .into_iter()
+        .enumerate()
+        .map(|(n, entry)| {
+            entry
+                .split_once(' ')
+                .and_then(|(seq, line)| Some((seq.parse().ok()?, line.to_owned())))
+                .ok_or_else(|| CheckpointLogError::Damaged(n as u64, "not a cosignature".into()))
+        })
+        .collect()
+}
+
+/// Reads every signed note in a checkpoint log (or every entry of a cosignature log). With
+/// `repair`, a torn final frame (a crash while appending) is cut off; otherwise it is reported.
 pub fn read_log(path: &std::path::Path, repair: bool) -> Result<Vec<String>, CheckpointLogError> {
     let mut bytes = Vec::new();
     match File::open(path) {

@@ -1,4 +1,5 @@
-//! Signed checkpoints in the `checkpoints` table, written only under the leader's term.
+//! Signed checkpoints in the `checkpoints` table and the witnesses' cosignatures in
+//! `cosignatures`, written only under the leader's term.
 
 use std::sync::Arc;
 
@@ -68,6 +69,68 @@ impl CheckpointLog for PgCheckpoints {
                 .map_err(unavailable("store checkpoint"))?;
             if inserted == 0 {
                 return Err(super::lease::fenced(&client, term).await);
+            }
+            Ok(())
+        })
+    }
+
+    fn cosignatures(&self) -> Result<Vec<(u64, String)>, StorageError> {
+        self.db.run(|pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let rows = client
+                .query("SELECT seq, line FROM cosignatures ORDER BY stored", &[])
+                .await
+                .map_err(unavailable("read cosignatures"))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect())
+        })
+    }
+
+    fn cosignatures_from(&self, skip: u64) -> Result<Vec<(u64, String)>, StorageError> {
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let rows = client
+                .query(
+                    "SELECT seq, line FROM cosignatures ORDER BY stored OFFSET $1",
+                    &[&(skip as i64)],
+                )
+                .await
+                .map_err(unavailable("read cosignatures"))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect())
+        })
+    }
+
+    fn add_cosignature(&self, seq: u64, line: &str) -> Result<(), StorageError> {
+        let (term, line) = (self.db.term()?, line.to_owned());
+        self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            let inserted = client
+                .execute(
+                    "WITH lease AS ( \
+                        SELECT 1 FROM countersign_lease WHERE id = 1 AND term = $1 FOR SHARE) \
+                     INSERT INTO cosignatures (seq, line, term) SELECT $2, $3, $1 FROM lease \
+                     ON CONFLICT DO NOTHING",
+                    &[&(term as i64), &(seq as i64), &line],
+                )
+                .await
+                .map_err(unavailable("store cosignature"))?;
+            if inserted == 0 {
+                // Either stored already (a retry) or fenced: only the lease can tell.
+                let held = client
+                    .query_opt(
+                        "SELECT 1 FROM countersign_lease WHERE id = 1 AND term = $1",
+                        &[&(term as i64)],
+                    )
+                    .await
+                    .map_err(unavailable("read the lease"))?;
+                if held.is_none() {
+                    return Err(super::lease::fenced(&client, term).await);
+                }
             }
             Ok(())
         })

@@ -9,8 +9,14 @@ use super::{no_connection, unavailable};
 use crate::storage::StorageError;
 
 /// The migrations, by version. A released migration is never edited: a change is a new one.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (
+        2,
+        "cosignatures",
+        include_str!("migrations/0002_cosignatures.sql"),
+    ),
+];
 
 /// The newest schema version this build knows.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

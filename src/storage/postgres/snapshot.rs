@@ -112,6 +112,29 @@ impl Snapshot {
         })
     }
 
+    /// Every witness cosignature as (checkpoint number, line), in the order stored; none in
+    /// a database whose schema predates them.
+    pub fn cosignatures(&self) -> Result<Vec<(u64, String)>, StorageError> {
+        self.run(|client| async move {
+            let exists: Option<String> = client
+                .query_one("SELECT to_regclass('cosignatures')::text", &[])
+                .await
+                .map_err(unavailable("read cosignatures"))?
+                .get(0);
+            if exists.is_none() {
+                return Ok(Vec::new());
+            }
+            let rows = client
+                .query("SELECT seq, line FROM cosignatures ORDER BY stored", &[])
+                .await
+                .map_err(unavailable("read cosignatures"))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                .collect())
+        })
+    }
+
     /// An image's stored bytes, unchecked (the caller checks the hash).
     pub fn image(&self, hash: &ImageHash) -> Result<Option<Vec<u8>>, StorageError> {
         let hash = hash.0.to_vec();

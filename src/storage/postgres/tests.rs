@@ -52,7 +52,7 @@ fn exec(db: &ScratchDatabase, sql: &str) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn the_ledger_and_checkpoints_refuse_update_delete_and_truncate() {
+async fn the_ledger_checkpoints_and_cosignatures_refuse_update_delete_and_truncate() {
     let pg = Postgres::new();
     let mut s = pg.open();
     s.appender.append(b"{}".to_vec());
@@ -62,7 +62,11 @@ async fn the_ledger_and_checkpoints_refuse_update_delete_and_truncate() {
         .await
         .unwrap();
     s.checkpoints.append(0, "note\n").unwrap();
+    s.checkpoints.add_cosignature(0, "— w AAAA").unwrap();
     for sql in [
+        "UPDATE cosignatures SET line = 'x'",
+        "DELETE FROM cosignatures",
+        "TRUNCATE cosignatures",
         "UPDATE ledger SET record = 'x'",
         "DELETE FROM ledger",
         "TRUNCATE ledger",
@@ -75,6 +79,10 @@ async fn the_ledger_and_checkpoints_refuse_update_delete_and_truncate() {
     }
     assert_eq!(s.ledger.read(0).unwrap(), b"{}");
     assert_eq!(s.checkpoints.notes().unwrap(), vec!["note\n".to_string()]);
+    assert_eq!(
+        s.checkpoints.cosignatures().unwrap(),
+        vec![(0, "— w AAAA".to_string())]
+    );
 }
 
 #[tokio::test]

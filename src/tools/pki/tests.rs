@@ -61,7 +61,9 @@ fn init_writes_pki_and_principals_file() {
     let dir = tmp.path().join("nested/pki");
     let written = init(&dir).unwrap();
 
-    assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 4);
+    // CA key and certificate, server certificate and key, the principals, the ledger's key
+    // pair, the witness's key pair and configuration, the policy.
+    assert_eq!(written.len(), 4 + 2 * DEMO_PRINCIPALS.len() + 7);
     assert_eq!(written.last().unwrap(), &dir.join(CA_CERT));
     for path in &written {
         assert!(path.is_file(), "{}", path.display());
