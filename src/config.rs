@@ -146,6 +146,8 @@ pub struct Config {
     pub tls_key_pem: String,
     pub client_ca_pem: String,
     pub directory: Directory,
+    /// Where the principal directory was read from, for reloads.
+    pub directory_path: PathBuf,
     pub api: ApiLimits,
     pub engine: EngineConfig,
     pub log_format: LogFormat,
@@ -525,7 +527,9 @@ impl Config {
             other => bail!("log.format: must be \"text\" or \"json\", not {other:?}"),
         };
         let storage = storage(&f, &rel)?;
-        let directory = Directory::load(&rel(&f.identity.principals))?;
+        let directory_path = rel(&f.identity.principals);
+        let directory = Directory::load(&directory_path)
+            .context("identity.principals: fix the file (see `countersign pki issue`)")?;
         let supervisors = std::sync::Arc::new(directory.supervisors());
         Ok(Config {
             listen,
@@ -535,6 +539,7 @@ impl Config {
             tls_key_pem: read("tls.key", &f.tls.key)?,
             client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
             directory,
+            directory_path,
             api: ApiLimits {
                 message_bytes_max: l.message_bytes_max,
                 image_bytes_max: l.image_bytes_max,

@@ -199,10 +199,15 @@ enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Issues one more client certificate from the CA in DIR and prints its fingerprint for
-    /// the principal directory.
+    /// Prints a certificate's SHA-256 (of its DER) as the principal directory's cert_sha256
+    /// takes it.
+    Fingerprint {
+        /// The certificate, PEM.
+        #[arg(long)]
+        cert: PathBuf,
+    },
     /// Issues a client certificate from the CA in DIR and prints the principal directory
-    /// entry to add to principals.toml (the server reads it at start).
+    /// entry to add to principals.toml (then SIGHUP the server, or AdminService.ReloadDirectory).
     Issue {
         #[arg(long)]
         dir: PathBuf,
@@ -267,6 +272,7 @@ async fn run() -> anyhow::Result<()> {
             let server = countersign::server::start(&config, Arc::new(SystemClock), rng).await?;
             println!("countersign listening on {}", server.addr);
             let engine = server.engine_slot();
+            let reloader = server.reloader();
             let policy_path = config.policy_path.clone();
             tokio::spawn(async move {
                 let Ok(mut hup) =
@@ -275,13 +281,15 @@ async fn run() -> anyhow::Result<()> {
                     return;
                 };
                 while hup.recv().await.is_some() {
-                    // A policy with any mistake is refused whole; the old one stays.
+                    // A policy or directory with any mistake is refused whole; the old one
+                    // stays (and the refusal is logged).
                     match countersign::policy::Policy::load(&policy_path) {
                         Ok(p) => {
                             engine.borrow().clone().set_policy(p);
                         }
                         Err(e) => tracing::error!(error = %e, "SIGHUP: policy not reloaded"),
                     }
+                    let _ = reloader.reload_directory("SIGHUP").await;
                 }
             });
             wait_for_signal().await?;
@@ -325,6 +333,15 @@ async fn run() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            PkiCommand::Fingerprint { cert } => {
+                let pem = std::fs::read_to_string(&cert)
+                    .with_context(|| format!("--cert: read {}", cert.display()))?;
+                let fp = countersign::tools::pki::fingerprint_pem(&pem).with_context(|| {
+                    format!("--cert: {} is not a PEM certificate", cert.display())
+                })?;
+                println!("cert_sha256 = \"{fp}\"");
+                Ok(())
+            }
             PkiCommand::Issue {
                 dir,
                 id,
@@ -364,6 +381,9 @@ async fn run() -> anyhow::Result<()> {
                     );
                 }
                 println!("cert_sha256 = \"{fp}\"");
+                println!(
+                    "# then reload the directory: SIGHUP the server, or AdminService.ReloadDirectory"
+                );
                 Ok(())
             }
         },

@@ -8,7 +8,7 @@ use crate::domain::{Actor, Record, Role, State};
 use crate::engine::{EngineHandle, ProofTarget};
 use crate::storage::SearchQuery;
 
-use super::Directory;
+use super::SharedDirectory;
 use super::convert;
 use super::pb::{self, audit_service_server::AuditService};
 use super::status::invalid;
@@ -16,7 +16,7 @@ use super::status::invalid;
 pub struct AuditApi {
     /// The engine of the moment: a standby's, or the leader's once this node takes over.
     pub engine: EngineSlot,
-    pub directory: Directory,
+    pub directory: SharedDirectory,
 }
 
 const AUDIT_ROLES: &[Role] = &[Role::Auditor, Role::Admin];

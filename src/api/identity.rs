@@ -1,6 +1,8 @@
 //! Who is calling: the principal directory maps the SHA-256 of a client certificate (DER) to a
 //! principal, and every RPC checks that principal's role before doing anything. A refusal is
 //! an `AuthError`, which `status` turns into UNAUTHENTICATED or PERMISSION_DENIED.
+//! `SharedDirectory` is the directory in force, which a reload (SIGHUP or
+//! `AdminService.ReloadDirectory`) replaces whole, naming who was revoked.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +20,8 @@ use super::status::AuthError;
 #[derive(Clone, Debug)]
 pub struct Directory {
     by_fingerprint: HashMap<[u8; 32], Principal>,
+    /// Lowercase hex SHA-256 of the file's bytes: names this version of the directory.
+    sha256: String,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +126,39 @@ impl Directory {
                 bail!("{at}: the certificate is already mapped to another principal");
             }
         }
-        Ok(Directory { by_fingerprint })
+        Ok(Directory {
+            by_fingerprint,
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        })
+    }
+
+    /// The SHA-256 (hex) of the file this directory was read from.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The principals whose access `next` takes away or changes: those no longer listed, and
+    /// those listed with other details or other certificates. Their open streams end.
+    pub fn revoked_by(&self, next: &Directory) -> Vec<PrincipalId> {
+        let certs = |d: &Directory| {
+            let mut m: HashMap<PrincipalId, (Principal, std::collections::BTreeSet<[u8; 32]>)> =
+                HashMap::new();
+            for (fp, p) in &d.by_fingerprint {
+                m.entry(p.id.clone())
+                    .or_insert_with(|| (p.clone(), Default::default()))
+                    .1
+                    .insert(*fp);
+            }
+            m
+        };
+        let (before, after) = (certs(self), certs(next));
+        let mut revoked: Vec<PrincipalId> = before
+            .into_iter()
+            .filter(|(id, was)| after.get(id) != Some(was))
+            .map(|(id, _)| id)
+            .collect();
+        revoked.sort();
+        revoked
     }
 
     /// The principal with this id, if the directory has one.
@@ -165,6 +201,8 @@ impl Directory {
     }
 
     /// The caller's principal, if their certificate is known and their role is one of `roles`.
+    /// Checked on every call against the directory in force, so a revoked certificate is
+    /// refused from the reload on, on connections it opened before too.
     /// The principal and their branch are recorded on the call's span (see `api::rpc`) as soon
     /// as the certificate is known, refused or not, so that every line the call logs names
     /// who made it.
@@ -188,5 +226,55 @@ impl Directory {
             .into());
         }
         Ok(p.clone())
+    }
+}
+
+/// The directory in force, shared by every service; a reload swaps it whole.
+#[derive(Clone, Debug)]
+pub struct SharedDirectory(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>);
+
+/// What a reload changed.
+#[derive(Clone, Debug)]
+pub struct Reloaded {
+    pub previous_sha256: String,
+    pub sha256: String,
+    pub principals: usize,
+    /// Principals removed or changed: their streams end, what they held moves on.
+    pub revoked: Vec<PrincipalId>,
+    /// Every supervisor of the new directory.
+    pub supervisors: Vec<Principal>,
+}
+
+impl SharedDirectory {
+    pub fn new(directory: Directory) -> Self {
+        SharedDirectory(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(directory),
+        )))
+    }
+
+    /// The directory in force now.
+    pub fn current(&self) -> std::sync::Arc<Directory> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// As `Directory::authorize`, against the directory in force.
+    pub fn authorize<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
+        self.current().authorize(req, roles)
+    }
+
+    /// Reads `path` and, when the whole file is valid, puts it in force. A file with any
+    /// mistake is refused and the directory in force stays.
+    pub fn reload(&self, path: &Path) -> anyhow::Result<Reloaded> {
+        let next = Directory::load(path)?;
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let reloaded = Reloaded {
+            previous_sha256: slot.sha256.clone(),
+            sha256: next.sha256.clone(),
+            principals: next.len(),
+            revoked: slot.revoked_by(&next),
+            supervisors: next.supervisors(),
+        };
+        *slot = std::sync::Arc::new(next);
+        Ok(reloaded)
     }
 }

@@ -68,9 +68,10 @@ fn leading(
 pub fn services(
     engine: EngineSlot,
     role: tokio::sync::watch::Receiver<Role>,
-    directory: Directory,
+    directory: SharedDirectory,
     limits: ApiLimits,
     policy_path: std::path::PathBuf,
+    directory_path: std::path::PathBuf,
 ) -> tonic::service::Routes {
     let max = limits.message_bytes_max;
     let teller = pb::teller_service_server::TellerServiceServer::new(TellerApi {
@@ -101,6 +102,7 @@ pub fn services(
         engine,
         directory,
         policy_path,
+        directory_path,
     });
     let admin = tonic::service::interceptor::InterceptedService::new(admin, leading(role));
     tonic::service::Routes::new(teller)
@@ -110,8 +112,9 @@ pub fn services(
 }
 
 pub use admin::AdminApi;
+pub use admin::reload_directory;
 pub use audit::AuditApi;
-pub use identity::Directory;
+pub use identity::{Directory, Reloaded, SharedDirectory};
 pub use supervisor::SupervisorApi;
 pub use teller::TellerApi;
 

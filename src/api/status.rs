@@ -58,6 +58,8 @@ pub enum Reason {
     WatchEnded,
     AttendSuperseded,
     PolicyInvalid,
+    DirectoryInvalid,
+    PrincipalRevoked,
     UnknownMethod,
     MalformedMessage,
     Library,
@@ -65,7 +67,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 36] = [
         Reason::InvalidField,
         Reason::NoCertificate,
         Reason::UnknownCertificate,
@@ -96,6 +98,8 @@ impl Reason {
         Reason::WatchEnded,
         Reason::AttendSuperseded,
         Reason::PolicyInvalid,
+        Reason::DirectoryInvalid,
+        Reason::PrincipalRevoked,
         Reason::UnknownMethod,
         Reason::MalformedMessage,
         Reason::Library,
@@ -135,6 +139,8 @@ impl Reason {
             Reason::WatchEnded => "WATCH_ENDED",
             Reason::AttendSuperseded => "ATTEND_SUPERSEDED",
             Reason::PolicyInvalid => "POLICY_INVALID",
+            Reason::DirectoryInvalid => "DIRECTORY_INVALID",
+            Reason::PrincipalRevoked => "PRINCIPAL_REVOKED",
             Reason::UnknownMethod => "UNKNOWN_METHOD",
             Reason::MalformedMessage => "MALFORMED_MESSAGE",
             Reason::Library => "LIBRARY",
@@ -624,6 +630,26 @@ pub fn policy_not_reloaded(e: crate::policy::PolicyError) -> Status {
         Code::InvalidArgument,
         Reason::PolicyInvalid,
         format!("policy not reloaded: {e}"),
+    )
+}
+
+/// INVALID_ARGUMENT answers ReloadDirectory when the directory file does not load or check;
+/// the directory in force stays.
+pub fn directory_not_reloaded(e: anyhow::Error) -> Status {
+    plain(
+        Code::InvalidArgument,
+        Reason::DirectoryInvalid,
+        format!("principal directory not reloaded: {e:#}"),
+    )
+}
+
+/// UNAUTHENTICATED ends an Attend stream whose supervisor the directory no longer lists as
+/// they were.
+pub fn principal_revoked() -> Status {
+    plain(
+        Code::Unauthenticated,
+        Reason::PrincipalRevoked,
+        "your entry or certificate in the principal directory was removed or changed",
     )
 }
 

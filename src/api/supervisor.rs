@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::Role;
 use crate::engine::{EngineHandle, SessionGuard, SupervisorEvent};
 
-use super::Directory;
+use super::SharedDirectory;
 use super::convert;
 use super::pb::{self, supervisor_service_server::SupervisorService};
 use super::status::{self, invalid};
@@ -19,7 +19,7 @@ use super::status::{self, invalid};
 pub struct SupervisorApi {
     /// The engine of the moment: a standby's, or the leader's once this node takes over.
     pub engine: EngineSlot,
-    pub directory: Directory,
+    pub directory: SharedDirectory,
 }
 
 /// The Attend stream. Dropping it (the console went away) drops the guard, which signs the
@@ -85,6 +85,11 @@ impl Stream for AttendStream {
                     },
                 )),
             }),
+            Some(SupervisorEvent::Revoked) => {
+                this.done = true;
+                tracing::info!("attend stream ended: principal revoked");
+                Err(status::principal_revoked())
+            }
             Some(SupervisorEvent::Superseded) => {
                 this.done = true;
                 tracing::debug!("attend stream replaced by a newer one");

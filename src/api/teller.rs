@@ -12,12 +12,12 @@ use crate::engine::EngineHandle;
 use super::convert;
 use super::pb::{self, teller_service_server::TellerService};
 use super::status::{self, invalid};
-use super::{ApiLimits, Directory};
+use super::{ApiLimits, SharedDirectory};
 
 pub struct TellerApi {
     /// The engine of the moment: a standby's, or the leader's once this node takes over.
     pub engine: EngineSlot,
-    pub directory: Directory,
+    pub directory: SharedDirectory,
     pub limits: ApiLimits,
     /// Open Watch streams per teller.
     pub watches: super::StreamCounts,

@@ -24,6 +24,9 @@ pub enum WithdrawReason {
     Escalated,
     /// The supervisor accepted it but did not decide within the review timeout.
     ReviewTimeout,
+    /// The supervisor's entry or certificate was removed or changed in the principal
+    /// directory while they held it.
+    Revoked,
 }
 
 impl WithdrawReason {
@@ -34,6 +37,7 @@ impl WithdrawReason {
             WithdrawReason::Restart => "restart",
             WithdrawReason::Escalated => "escalated",
             WithdrawReason::ReviewTimeout => "review_timeout",
+            WithdrawReason::Revoked => "revoked",
         }
     }
 }

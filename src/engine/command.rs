@@ -134,6 +134,15 @@ pub(crate) enum SupervisorCommand {
 }
 
 /// The duty manager's calls and the engine's own.
+/// What a revocation ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Attend streams ended (their offers and reviews went back to the queue).
+    pub attend_streams: usize,
+    /// Requests whose Watch streams ended because their teller was revoked.
+    pub watched_requests: usize,
+}
+
 pub(crate) enum ServiceCommand {
     /// Stop taking calls, end every stream, and stop once all appended records are durable
     /// and answered.
@@ -150,6 +159,13 @@ pub(crate) enum ServiceCommand {
     },
     /// Bring the projection up to every durable record, for a read that must see them all.
     Project { reply: Reply<()> },
+    /// A new principal directory is in force: end the streams of `principals` (removed or
+    /// changed), withdraw what they held, and dispatch with `supervisors` from now on.
+    Revoke {
+        principals: Vec<PrincipalId>,
+        supervisors: std::sync::Arc<Vec<Principal>>,
+        reply: Reply<Revoked>,
+    },
 }
 
 impl From<TellerCommand> for Command {
@@ -212,7 +228,7 @@ pub(crate) fn refuse(cmd: Command, u: Unavailable) {
         },
         Command::Service(c) => match c {
             V::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-            V::Status { .. } | V::Shutdown { .. } | V::Project { .. } => {}
+            V::Status { .. } | V::Shutdown { .. } | V::Project { .. } | V::Revoke { .. } => {}
         },
     }
 }

@@ -164,7 +164,47 @@ impl Core {
                 let _ = reply.send(());
             }
             ServiceCommand::Shutdown { reply } => self.begin_shutdown(reply),
+            ServiceCommand::Revoke {
+                principals,
+                supervisors,
+                reply,
+            } => {
+                let revoked = self.revoke(&principals, supervisors);
+                let _ = reply.send(revoked);
+            }
         }
+    }
+
+    /// Ends the streams of principals the directory no longer lists as they were; their
+    /// offers and reviews go back to the queue (recorded as withdrawn, reason `revoked`).
+    fn revoke(
+        &mut self,
+        principals: &[PrincipalId],
+        supervisors: std::sync::Arc<Vec<crate::domain::Principal>>,
+    ) -> super::command::Revoked {
+        self.config.supervisors = supervisors;
+        let mut revoked = super::command::Revoked::default();
+        for p in principals {
+            if let Some(s) = self.sessions.remove(p) {
+                // Told why before the stream ends (try_send: a full buffer just ends it).
+                let _ = s.tx.try_send(SupervisorEvent::Revoked);
+                self.signed_out(p, s, WithdrawReason::Revoked);
+                revoked.attend_streams += 1;
+            }
+        }
+        let requests = &self.requests;
+        revoked.watched_requests = self.watchers.end_where(|id| {
+            requests
+                .get(id)
+                .is_some_and(|r| principals.contains(&r.teller))
+        });
+        tracing::info!(
+            principals = principals.len(),
+            attend_streams = revoked.attend_streams,
+            watched_requests = revoked.watched_requests,
+            "principal directory reloaded: revoked principals' streams ended"
+        );
+        revoked
     }
 
     fn begin_shutdown(&mut self, reply: super::command::Reply<()>) {

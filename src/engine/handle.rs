@@ -519,6 +519,22 @@ impl EngineHandle {
         .await?
     }
 
+    /// Puts a new principal directory in force in the engine: `principals` (removed or
+    /// changed) lose their streams and what they held; `supervisors` are who dispatch and
+    /// escalation reckon with from now on.
+    pub async fn revoke(
+        &self,
+        principals: Vec<PrincipalId>,
+        supervisors: Vec<crate::domain::Principal>,
+    ) -> Result<super::command::Revoked, Unavailable> {
+        self.call(|reply| ServiceCommand::Revoke {
+            principals,
+            supervisors: Arc::new(supervisors),
+            reply,
+        })
+        .await
+    }
+
     /// The queue and the supervisors, exactly, as of now.
     pub async fn queue_status(&self) -> Result<status::QueueStatus, Unavailable> {
         self.call(|reply| ServiceCommand::Status { reply }).await

@@ -37,7 +37,7 @@ use std::sync::Arc;
 pub use audit::{Inclusion, ProofTarget};
 pub use checkpoints::{CheckpointError, Signed};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use command::Outcome;
+pub use command::{Outcome, Revoked};
 pub use error::*;
 pub use handle::{EngineHandle, SessionGuard};
 pub use load::Loaded;
@@ -149,6 +149,9 @@ pub enum SupervisorEvent {
     },
     /// A newer Attend by the same supervisor replaced this stream.
     Superseded,
+    /// The supervisor's entry or certificate left the principal directory (or changed): the
+    /// stream ends, and what they held went back to the queue.
+    Revoked,
 }
 
 /// What Submit answers.

@@ -70,6 +70,11 @@ impl Sessions {
         }
     }
 
+    /// Closes `supervisor`'s session, whichever it is.
+    pub fn remove(&mut self, supervisor: &PrincipalId) -> Option<Session> {
+        self.by_supervisor.remove(supervisor)
+    }
+
     pub fn get(&self, supervisor: &PrincipalId) -> Option<&Session> {
         self.by_supervisor.get(supervisor)
     }

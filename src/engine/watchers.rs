@@ -38,6 +38,13 @@ impl Watchers {
         }
     }
 
+    /// Ends the streams of the requests `which` picks; returns how many requests had any.
+    pub fn end_where(&mut self, which: impl Fn(&RequestId) -> bool) -> usize {
+        let before = self.by_request.len();
+        self.by_request.retain(|id, _| !which(id));
+        before - self.by_request.len()
+    }
+
     /// Ends every stream (clients see UNAVAILABLE and reconnect).
     pub fn clear(&mut self) {
         self.by_request.clear();

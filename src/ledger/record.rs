@@ -305,6 +305,7 @@ names!(withdraw_name, withdraw_from, WithdrawReason, "reason", {
     WithdrawReason::Restart => "restart",
     WithdrawReason::Escalated => "escalated",
     WithdrawReason::ReviewTimeout => "review_timeout",
+    WithdrawReason::Revoked => "revoked",
 });
 
 // Every conversion below destructures its source completely, without `..`, so that a field

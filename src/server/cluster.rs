@@ -62,6 +62,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub(super) async fn start(
     settings: &PostgresSettings,
     config: EngineConfig,
+    directory: crate::api::SharedDirectory,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
     metrics: Arc<Metrics>,
@@ -80,6 +81,7 @@ pub(super) async fn start(
         follower: follower.clone(),
         settings: settings.clone(),
         config,
+        directory,
         clock,
         rng: Some(rng),
         metrics,
@@ -117,6 +119,9 @@ struct Takeover {
     follower: Arc<Follower>,
     settings: PostgresSettings,
     config: EngineConfig,
+    /// The directory in force: an engine started at takeover dispatches with its supervisors,
+    /// not the ones the node started with.
+    directory: crate::api::SharedDirectory,
     clock: Arc<dyn Clock>,
     rng: Option<Box<dyn rand::RngCore + Send>>,
     metrics: Arc<Metrics>,
@@ -193,9 +198,11 @@ impl Takeover {
                 Box::new(rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()))
             }
         };
+        let mut config = self.config.clone();
+        config.supervisors = Arc::new(self.directory.current().supervisors());
         let (engine, task) = EngineHandle::start(
             storage,
-            self.config.clone(),
+            config,
             self.clock.clone(),
             rng,
             self.metrics.clone(),

@@ -25,6 +25,9 @@ use crate::storage::StorageConfig;
 pub struct Server {
     /// The address actually bound (the port is chosen by the OS when the config says 0).
     pub addr: SocketAddr,
+    /// The principal directory in force.
+    directory: crate::api::SharedDirectory,
+    directory_path: std::path::PathBuf,
     /// The engine of the moment (a standby's until this node leads).
     engine: EngineSlot,
     /// Whether this node leads.
@@ -67,6 +70,9 @@ pub async fn start(
     // Always kept, so the engine records the same way whether or not anything is served.
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let engine_task = cluster::EngineTask::default();
+    // The directory in force, which the services check every call against and a reload
+    // replaces.
+    let directory = crate::api::SharedDirectory::new(config.directory.clone());
     let mut kept = None;
     let mut follower = None;
     let (engine, role, cluster_task) = match &config.storage {
@@ -97,6 +103,7 @@ pub async fn start(
             let c = cluster::start(
                 &settings,
                 config.engine.clone(),
+                directory.clone(),
                 clock,
                 rng,
                 metrics.clone(),
@@ -124,9 +131,10 @@ pub async fn start(
     let services = crate::api::services(
         engine.clone(),
         role.clone(),
-        config.directory.clone(),
+        directory.clone(),
         config.api.clone(),
         config.policy_path.clone(),
+        config.directory_path.clone(),
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Set before serving, so that the first health check already has an answer.
@@ -186,6 +194,8 @@ pub async fn start(
     tracing::info!(%addr, principals = config.directory.len(), "serving");
     Ok(Server {
         addr,
+        directory,
+        directory_path: config.directory_path.clone(),
         engine,
         role,
         _kept: kept,
@@ -200,6 +210,26 @@ pub async fn start(
         health_task,
         grace: Duration::from_millis(config.shutdown_grace_ms),
     })
+}
+
+/// Reloads the principal directory of a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    directory: crate::api::SharedDirectory,
+    directory_path: std::path::PathBuf,
+    engine: EngineSlot,
+}
+
+impl Reloader {
+    /// Reads the principal directory file again and puts it in force, as
+    /// AdminService.ReloadDirectory does (`api::reload_directory`); `by` names who asked.
+    pub async fn reload_directory(
+        &self,
+        by: &str,
+    ) -> Result<(crate::api::Reloaded, crate::engine::Revoked), tonic::Status> {
+        let engine = self.engine.borrow().clone();
+        crate::api::reload_directory(&self.directory, &self.directory_path, &engine, by).await
+    }
 }
 
 /// Statuses the gRPC library makes itself, before any of our code runs, get what ours carry:
@@ -285,6 +315,15 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, leading: bo
 }
 
 impl Server {
+    /// What reloads the principal directory (SIGHUP), apart from the server.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            directory: self.directory.clone(),
+            directory_path: self.directory_path.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+
     /// The engine of the moment: a standby's until this node leads.
     pub fn engine(&self) -> EngineHandle {
         self.engine.borrow().clone()

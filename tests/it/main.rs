@@ -12,6 +12,7 @@ mod copy;
 mod crash;
 mod database_failover;
 mod database_tls;
+mod directory;
 mod durability;
 mod exposition;
 mod failover;

@@ -338,6 +338,10 @@ fn records() -> Vec<(&'static str, Record)> {
             by(Actor::System, withdrawn(WithdrawReason::ReviewTimeout)),
         ),
         (
+            "offer_withdrawn_revoked",
+            by(Actor::System, withdrawn(WithdrawReason::Revoked)),
+        ),
+        (
             "accepted",
             by(
                 sup(),
@@ -582,6 +586,7 @@ fn every_kind_and_variant_has_a_sample() {
         W::Restart,
         W::Escalated,
         W::ReviewTimeout,
+        W::Revoked,
     ] {
         expected.insert(format!("withdraw:{}", withdraw_name(v)));
     }
