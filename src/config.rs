@@ -527,6 +527,17 @@ impl Config {
             other => bail!("log.format: must be \"text\" or \"json\", not {other:?}"),
         };
         let storage = storage(&f, &rel)?;
+        let (tls_cert_pem, tls_key_pem, client_ca_pem) = (
+            read("tls.cert", &f.tls.cert)?,
+            read("tls.key", &f.tls.key)?,
+            read("tls.client_ca", &f.tls.client_ca)?,
+        );
+        check_tls(
+            &tls_cert_pem,
+            &tls_key_pem,
+            &client_ca_pem,
+            [&rel(&f.tls.cert), &rel(&f.tls.key), &rel(&f.tls.client_ca)],
+        )?;
         let directory_path = rel(&f.identity.principals);
         let directory = Directory::load(&directory_path)
             .context("identity.principals: fix the file (see `countersign pki issue`)")?;
@@ -535,9 +546,9 @@ impl Config {
             listen,
             data_dir: rel(&f.data_dir),
             storage,
-            tls_cert_pem: read("tls.cert", &f.tls.cert)?,
-            tls_key_pem: read("tls.key", &f.tls.key)?,
-            client_ca_pem: read("tls.client_ca", &f.tls.client_ca)?,
+            tls_cert_pem,
+            tls_key_pem,
+            client_ca_pem,
             directory,
             directory_path,
             api: ApiLimits {
@@ -579,6 +590,40 @@ impl Config {
             keepalive_timeout_ms: l.keepalive_timeout_ms,
         })
     }
+}
+
+/// The server's certificate, key and client CA, checked before anything starts, so that a
+/// mistake names its file instead of surfacing as a TLS error at the first client: each file
+/// holds what its setting says, and the key belongs to the certificate.
+fn check_tls(cert: &str, key: &str, ca: &str, paths: [&Path; 3]) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let [cert_path, key_path, ca_path] = paths.map(|p| p.display().to_string());
+    let certs = |text: &str,
+                 setting: &str,
+                 path: &str|
+     -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{setting}: {path} is not PEM"))?;
+        if certs.is_empty() {
+            bail!("{setting}: {path} holds no certificate (expected -----BEGIN CERTIFICATE-----)");
+        }
+        Ok(certs)
+    };
+    let chain = certs(cert, "tls.cert", &cert_path)?;
+    certs(ca, "tls.client_ca", &ca_path)?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
+        anyhow::anyhow!("tls.key: {key_path} holds no private key (expected a PEM PRIVATE KEY)")
+    })?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "tls.key: {key_path} is not the key of the certificate in {cert_path} ({e}): \
+                 point tls.key and tls.cert at a matching pair"
+            )
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -635,6 +680,30 @@ mod tests {
             let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    /// A TLS file that is empty, of the wrong kind, or a key of another certificate names its
+    /// setting, its file and what to do, at start rather than at the first client.
+    #[test]
+    fn tls_files_are_checked_and_named() {
+        let dir = pki();
+        let p = dir.path();
+        let ca = std::fs::read_to_string(p.join("ca.pem")).unwrap();
+        let other_key = std::fs::read_to_string(p.join("teller-01.key")).unwrap();
+        for (file, text, why) in [
+            ("server.pem", String::new(), "tls.cert"),
+            ("server.key", String::new(), "tls.key"),
+            ("ca.pem", "not pem".to_owned(), "tls.client_ca"),
+            ("server.key", other_key, "is not the key of the certificate"),
+        ] {
+            let keep = std::fs::read_to_string(p.join(file)).unwrap();
+            std::fs::write(p.join(file), &text).unwrap();
+            let e = format!("{:#}", Config::parse(SAMPLE, p).err().expect("refused"));
+            assert!(e.contains(why) && e.contains(file), "{file}: {e}");
+            std::fs::write(p.join(file), keep).unwrap();
+        }
+        assert!(ca.contains("BEGIN CERTIFICATE"));
+        Config::parse(SAMPLE, p).unwrap();
     }
 
     #[test]

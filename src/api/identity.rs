@@ -229,9 +229,21 @@ impl Directory {
     }
 }
 
-/// The directory in force, shared by every service; a reload swaps it whole.
+/// The directory in force, shared by every service; a reload swaps it whole. It also keeps
+/// the expiry of each principal certificate seen since start, for the metrics.
 #[derive(Clone, Debug)]
-pub struct SharedDirectory(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>);
+pub struct SharedDirectory {
+    current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>,
+    /// Certificate SHA-256 -> (principal, notAfter in Unix seconds), filled on first use.
+    seen: std::sync::Arc<std::sync::Mutex<SeenCertificates>>,
+}
+
+/// Certificate SHA-256 -> (principal, notAfter in Unix seconds).
+type SeenCertificates = HashMap<[u8; 32], (PrincipalId, i64)>;
+
+/// Principal certificates seen at most; past it, new ones are not tracked (a bound on what a
+/// long-running server keeps).
+const SEEN_CERTIFICATES_MAX: usize = 100_000;
 
 /// What a reload changed.
 #[derive(Clone, Debug)]
@@ -247,26 +259,54 @@ pub struct Reloaded {
 
 impl SharedDirectory {
     pub fn new(directory: Directory) -> Self {
-        SharedDirectory(std::sync::Arc::new(std::sync::RwLock::new(
-            std::sync::Arc::new(directory),
-        )))
+        SharedDirectory {
+            current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(directory))),
+            seen: Default::default(),
+        }
     }
 
     /// The directory in force now.
     pub fn current(&self) -> std::sync::Arc<Directory> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// As `Directory::authorize`, against the directory in force.
+    /// As `Directory::authorize`, against the directory in force. The first call with each
+    /// certificate reads its expiry, for the metrics and the server's daily expiry warning.
     pub fn authorize<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
-        self.current().authorize(req, roles)
+        let principal = self.current().authorize(req, roles)?;
+        if let Some(cert) = req.peer_certs().and_then(|c| c.first().cloned()) {
+            let fp: [u8; 32] = Sha256::digest(cert.as_ref()).into();
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains_key(&fp)
+                && seen.len() < SEEN_CERTIFICATES_MAX
+                && let Some((_, not_after)) = crate::metrics::certificate_expiry(cert.as_ref())
+            {
+                seen.insert(fp, (principal.id.clone(), not_after));
+            }
+        }
+        Ok(principal)
+    }
+
+    /// Every principal certificate seen since start, with its expiry.
+    pub fn seen_certificates(&self) -> Vec<crate::metrics::CertExpiry> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.values()
+            .map(|(id, not_after)| crate::metrics::CertExpiry {
+                kind: "principal",
+                name: id.to_string(),
+                not_after: *not_after,
+            })
+            .collect()
     }
 
     /// Reads `path` and, when the whole file is valid, puts it in force. A file with any
     /// mistake is refused and the directory in force stays.
     pub fn reload(&self, path: &Path) -> anyhow::Result<Reloaded> {
         let next = Directory::load(path)?;
-        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
         let reloaded = Reloaded {
             previous_sha256: slot.sha256.clone(),
             sha256: next.sha256.clone(),

@@ -4,6 +4,7 @@
 //! when it takes the lease (`cluster`).
 
 mod cluster;
+mod rpc_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Server {
     health: tonic_health::server::HealthReporter,
     /// Makes health follow the engine; stopped at shutdown so it cannot set a status again.
     health_task: JoinHandle<()>,
+    /// The daily certificate expiry warning.
+    expiry_task: JoinHandle<()>,
     /// How long connections still open at shutdown get to close.
     grace: Duration,
 }
@@ -67,12 +70,17 @@ pub async fn start(
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let addr = listener.local_addr().context("read bound address")?;
-    // Always kept, so the engine records the same way whether or not anything is served.
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let engine_task = cluster::EngineTask::default();
     // The directory in force, which the services check every call against and a reload
     // replaces.
     let directory = crate::api::SharedDirectory::new(config.directory.clone());
+    // Always kept, so the engine records the same way whether or not anything is served.
+    let metrics = Arc::new(crate::metrics::Metrics::with_host(host_series(
+        config,
+        &directory,
+        clock.clone(),
+    )?));
+    let metrics_series = metrics.clone();
+    let engine_task = cluster::EngineTask::default();
     let mut kept = None;
     let mut follower = None;
     let (engine, role, cluster_task) = match &config.storage {
@@ -145,6 +153,7 @@ pub async fn start(
         health_reporter.clone(),
         engine.clone(),
         role.clone(),
+        metrics_series.clone(),
     ));
     // v1 and v1alpha both: grpcurl before 1.9 and grpcio's reflection client speak only
     // v1alpha.
@@ -167,6 +176,8 @@ pub async fn start(
         // by an unanswered PING, and its Attend stream ends: presence is only what answers.
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+        // Outermost, so it counts the status the client gets (after the mapping below).
+        .layer(rpc_metrics::RpcMetricsLayer(metrics_series.clone()))
         .layer(tower::util::MapResponseLayer::new({
             let max = config.api.message_bytes_max;
             move |r| library_statuses_get_details(r, max)
@@ -192,8 +203,10 @@ pub async fn start(
         let _ = rx.await;
     }));
     tracing::info!(%addr, principals = config.directory.len(), "serving");
+    let expiry_task = tokio::spawn(warn_of_expiry(metrics_series.host_certificates()));
     Ok(Server {
         addr,
+        expiry_task,
         directory,
         directory_path: config.directory_path.clone(),
         engine,
@@ -210,6 +223,85 @@ pub async fn start(
         health_task,
         grace: Duration::from_millis(config.shutdown_grace_ms),
     })
+}
+
+/// How far ahead of a certificate's expiry the log warns.
+const EXPIRY_WARNING_SECONDS: i64 = 30 * 24 * 3600;
+
+/// The process, disk and certificate series: the server's certificate and the client CA's
+/// (read once here) and every principal certificate seen since start
+/// (`SharedDirectory::seen_certificates`).
+fn host_series(
+    config: &Config,
+    directory: &crate::api::SharedDirectory,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<crate::metrics::Host> {
+    let now = move || clock.now().0.div_euclid(1000);
+    let mut fixed = Vec::new();
+    for (kind, setting, pem) in [
+        ("server", "tls.cert", &config.tls_cert_pem),
+        ("client_ca", "tls.client_ca", &config.client_ca_pem),
+    ] {
+        for cert in rustls_pki_pems(pem) {
+            let (name, not_after) = crate::metrics::certificate_expiry(&cert)
+                .with_context(|| format!("{setting}: a certificate in it does not parse"))?;
+            fixed.push(crate::metrics::CertExpiry {
+                kind,
+                name,
+                not_after,
+            });
+        }
+    }
+    let seen = directory.clone();
+    Ok(crate::metrics::Host {
+        data_dir: match &config.storage {
+            StorageConfig::Embedded(s) => Some(s.data_dir.clone()),
+            StorageConfig::Postgres(_) => None,
+        },
+        certificates: Arc::new(move || {
+            let mut all = fixed.clone();
+            all.extend(seen.seen_certificates());
+            all
+        }),
+        now: Arc::new(now),
+    })
+}
+
+/// Once a day (and at start), warns in the log of every certificate the server knows of
+/// (its own, the client CA, the principals seen) that expires within 30 days.
+async fn warn_of_expiry(certificates: Option<crate::metrics::Host>) {
+    let Some(host) = certificates else { return };
+    let mut day = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        day.tick().await;
+        let now = (host.now)();
+        for c in (host.certificates)() {
+            let left = c.not_after - now;
+            if left < EXPIRY_WARNING_SECONDS {
+                tracing::warn!(certificate = c.kind, name = %c.name, days_left = left / 86_400,
+                    "certificate expires within 30 days: renew it");
+            }
+        }
+    }
+}
+
+/// The DER bytes of every CERTIFICATE block in a PEM text.
+fn rustls_pki_pems(pem: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let body = &rest[start + "-----BEGIN CERTIFICATE-----".len()..];
+        let Some(end) = body.find("-----END CERTIFICATE-----") else {
+            break;
+        };
+        let b64: String = body[..end].split_whitespace().collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            out.push(der);
+        }
+        rest = &body[end..];
+    }
+    out
 }
 
 /// Reloads the principal directory of a running server.
@@ -284,6 +376,7 @@ async fn follow_health(
     reporter: tonic_health::server::HealthReporter,
     mut engine: EngineSlot,
     mut role: tokio::sync::watch::Receiver<Role>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     loop {
         let mut healthy = engine.borrow_and_update().health();
@@ -291,6 +384,8 @@ async fn follow_health(
         loop {
             let serving = *healthy.borrow_and_update();
             set_health(&reporter, leading, serving).await;
+            // A standby serves audits only: it counts as not serving.
+            metrics.serving(leading && serving);
             tokio::select! {
                 changed = healthy.changed(), if leading => if changed.is_err() { break },
                 changed = engine.changed() => if changed.is_err() { return } else { break },
@@ -350,6 +445,7 @@ impl Server {
             t.abort();
         }
         self.health_task.abort();
+        self.expiry_task.abort();
         for name in HEALTH_NAMES {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)

@@ -73,6 +73,50 @@ async fn bench_runs_both_workloads_and_reports_every_figure() {
     }
 }
 
+/// `bench --target` against a server `pki init` made, with nothing but the address and the
+/// PKI: it takes every teller and supervisor there and a workload the sample config accepts.
+async fn bench_drives_a_running_server_with_its_defaults() {
+    let t = crate::harness::TestServer::start().await;
+    let addr = t.addr().to_string();
+    let pki = t.pki.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args([
+                "bench",
+                "--target",
+                &addr,
+                "--pki",
+                &pki,
+                "--duration",
+                "1",
+                "--json",
+            ])
+            .output()
+            .expect("run countersign bench")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(j["lifecycles"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["errors"].as_u64(), Some(0), "{j}");
+    assert_eq!(j["workload"], "w1", "{j}");
+    assert_eq!(j["backend"], serde_json::Value::Null, "{j}");
+    // pki init's demo principals: 3 tellers, 5 supervisors (of whom the bench uses all).
+    assert_eq!(
+        (j["tellers"].as_u64(), j["supervisors"].as_u64()),
+        (Some(3), Some(5)),
+        "{j}"
+    );
+    assert!(stdout.contains("on the target server"), "{stdout}");
+}
+
 crate::on_both_backends!(
     bench_runs_both_workloads_and_reports_every_figure { flavor = "multi_thread" },
+    bench_drives_a_running_server_with_its_defaults { flavor = "multi_thread" },
 );

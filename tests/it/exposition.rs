@@ -29,6 +29,17 @@ impl Exposition {
     }
 }
 
+impl Exposition {
+    /// Every sample of one name, with its labels.
+    pub fn samples_named(&self, name: &str) -> Vec<(Labels, f64)> {
+        self.samples
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect()
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     let mut c = s.chars();
     c.next()

@@ -443,7 +443,85 @@ async fn until(addr: SocketAddr, what: &str, done: impl Fn(&Exposition) -> bool)
     }
 }
 
+/// What monitoring expects of any gRPC server and any process: per-RPC counts by code and
+/// latency under go-grpc-prometheus's names, build info, process CPU, memory and files, the
+/// serving gauge, free disk, and seconds until each certificate expires.
+async fn rpcs_process_disk_and_certificates_are_exposed() {
+    let (t, addr) = start().await;
+    let submit = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "countersign.v1.TellerService"),
+        ("grpc_method", "Submit"),
+    ];
+    // Two accepted, one refused (the same serial with other content), one UNAUTHENTICATED role.
+    submit_code(&t, "teller-01", "M-1", "WDL-CASH", 5_000_000).await;
+    submit_code(&t, "teller-01", "M-2", "WDL-CASH", 5_000_000).await;
+    let mut c = t.teller("teller-01").await;
+    let reused = c
+        .submit(submit_request(
+            "M-2",
+            "WDL-CASH",
+            7_000_000,
+            "6222020200112233445",
+        ))
+        .await;
+    assert_status(reused, Code::AlreadyExists, "");
+    let wrong_role = t
+        .teller("audit-01")
+        .await
+        .submit(submit_request("M-3", "WDL-CASH", 1, "6222020200112233445"))
+        .await;
+    assert_status(wrong_role, Code::PermissionDenied, "");
+    let m = scrape(addr).await;
+    assert_eq!(m.types["grpc_server_handled_total"], "counter");
+    assert_eq!(m.types["grpc_server_handling_seconds"], "histogram");
+    let code = |c: &'static str| {
+        let mut l = submit.to_vec();
+        l.push(("grpc_code", c));
+        m.get("grpc_server_handled_total", &l)
+    };
+    assert_eq!(code("OK"), 2.0);
+    assert_eq!(code("AlreadyExists"), 1.0);
+    assert_eq!(code("PermissionDenied"), 1.0);
+    assert_eq!(m.get("grpc_server_started_total", &submit), 4.0);
+    assert_eq!(m.get("grpc_server_handling_seconds_count", &submit), 4.0);
+    assert_eq!(
+        m.get(
+            "countersign_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(m.get("countersign_serving", &[]), 1.0);
+    assert!(m.get("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(m.get("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(m.get("process_open_fds", &[]) > 0.0);
+    assert!(m.get("process_max_fds", &[]) > 0.0);
+    if t.database.is_none() {
+        assert!(m.get("countersign_data_dir_free_bytes", &[]) > 0.0);
+    }
+    // pki init's certificates are valid for years: the server's, the CA's, and teller-01's
+    // (seen by its calls).
+    let subjects = |kind: &str| {
+        m.samples_named("countersign_certificate_expiry_seconds")
+            .into_iter()
+            .filter(|(labels, _)| labels.iter().any(|(k, v)| k == "certificate" && v == kind))
+            .collect::<Vec<_>>()
+    };
+    for kind in ["server", "client_ca"] {
+        let s = subjects(kind);
+        assert_eq!(s.len(), 1, "{kind}: {s:?}");
+        assert!(s[0].1 > 300.0 * 86_400.0, "{kind}: {s:?}");
+    }
+    let teller = m.get(
+        "countersign_certificate_expiry_seconds",
+        &[("certificate", "principal"), ("name", "teller-01")],
+    );
+    assert!(teller > 300.0 * 86_400.0);
+}
+
 crate::on_both_backends!(
+    rpcs_process_disk_and_certificates_are_exposed,
     metrics_are_off_by_default,
     only_get_metrics_is_served,
     a_request_moves_the_series_by_what_happened,

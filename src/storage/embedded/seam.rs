@@ -38,8 +38,21 @@ pub fn projection_dir(data_dir: &Path) -> PathBuf {
 /// thread, the checkpoint log, the image log with its writer thread, and sled.
 pub fn open(settings: &EmbeddedSettings, metrics: LedgerMetrics) -> Result<Storage, StorageError> {
     let dir = &settings.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StorageError::unavailable("create data directory", e))?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(StorageError::damaged(
+            "open the data directory",
+            std::io::Error::other(format!(
+                "data_dir {} is a file, not a directory: point data_dir at a directory",
+                dir.display()
+            )),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StorageError::unavailable(
+            "create data directory",
+            std::io::Error::new(e.kind(), format!("data_dir {}: {e}", dir.display())),
+        )
+    })?;
     let (ledger, appender, durable) =
         Ledger::open_measured(&ledger_dir(dir), settings.segment_bytes_max, metrics)
             .map_err(|e| ledger_error("open ledger", e))?;

@@ -136,7 +136,7 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
     let lifecycles = samples.len() as u64;
     let in_window = counters.finished_in_window.load(Ordering::Relaxed);
     let report = Report {
-        backend: opts.backend,
+        backend: opts.target.is_empty().then_some(opts.backend),
         workload: opts.workload,
         dual: opts.dual,
         tellers: opts.tellers,

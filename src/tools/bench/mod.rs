@@ -40,11 +40,18 @@ pub enum Workload {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Simulated tellers, one connection each.
-    #[arg(long, default_value_t = 16)]
+    /// Simulated tellers, one connection each [default: 16; with --target, every teller the
+    /// PKI has].
+    #[arg(long = "tellers")]
+    pub tellers_wanted: Option<usize>,
+    /// Simulated supervisors, one connection and Attend stream each, approving at once
+    /// [default: 64; with --target, every supervisor the PKI has].
+    #[arg(long = "supervisors")]
+    pub supervisors_wanted: Option<usize>,
+    /// The tellers and supervisors of the run, settled by `run` from the above.
+    #[arg(skip)]
     pub tellers: usize,
-    /// Simulated supervisors, one connection and Attend stream each, approving at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(skip)]
     pub supervisors: usize,
     /// Seconds of measured load.
     #[arg(long, default_value_t = 10.0)]
@@ -56,8 +63,12 @@ pub struct Options {
     /// Lifecycles each teller keeps going at once (closed loop).
     #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
-    /// w0: no images; w1: two 64 KiB images per request.
-    #[arg(long, value_enum, default_value = "w0")]
+    /// w0: no images; w1: two 64 KiB images per request [default: w0; with --target, w1,
+    /// which a server that asks for voucher images (as the sample does) accepts].
+    #[arg(long = "workload", value_enum)]
+    pub workload_wanted: Option<Workload>,
+    /// The workload of the run, settled by `run`.
+    #[arg(skip = Workload::W0)]
     pub workload: Workload,
     /// Dual control: two approvals by two supervisors per request.
     #[arg(long)]
@@ -106,7 +117,20 @@ pub enum Backend {
     Postgres,
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+pub async fn run(mut opts: Options) -> anyhow::Result<()> {
+    let targeted = !opts.target.is_empty();
+    opts.workload =
+        opts.workload_wanted
+            .unwrap_or(if targeted { Workload::W1 } else { Workload::W0 });
+    if !targeted {
+        opts.tellers = opts.tellers_wanted.unwrap_or(16);
+        opts.supervisors = opts.supervisors_wanted.unwrap_or(64);
+    }
+    if let Some(pki) = opts.pki.as_ref().filter(|_| targeted) {
+        let (tellers, supervisors) = principals_of(pki)?;
+        opts.tellers = opts.tellers_wanted.unwrap_or(tellers.len());
+        opts.supervisors = opts.supervisors_wanted.unwrap_or(supervisors.len());
+    }
     if opts.tellers == 0 {
         bail!("--tellers must be at least 1");
     }

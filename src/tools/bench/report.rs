@@ -39,8 +39,9 @@ impl Percentiles {
 }
 
 pub(super) struct Report {
-    /// The storage backend of the server bench started (with --target: the one named).
-    pub(super) backend: super::Backend,
+    /// The storage backend of the server bench started; `None` with --target (bench cannot
+    /// tell what the target runs on).
+    pub(super) backend: Option<super::Backend>,
     pub(super) workload: Workload,
     pub(super) dual: bool,
     pub(super) tellers: usize,
@@ -76,8 +77,10 @@ impl Report {
             "\nworkload {workload}{} on {}, {} tellers, {} supervisors, {}, {:.0} s measured ({:.1} s with drain)",
             if self.dual { ", dual control" } else { "" },
             match self.backend {
-                super::Backend::Embedded => "embedded storage",
-                super::Backend::Postgres => "PostgreSQL (its CPU not counted as the server's)",
+                Some(super::Backend::Embedded) => "embedded storage",
+                Some(super::Backend::Postgres) =>
+                    "PostgreSQL (its CPU not counted as the server's)",
+                None => "the target server",
             },
             self.tellers,
             self.supervisors,
@@ -128,8 +131,10 @@ impl Report {
         if json {
             let j = serde_json::json!({
                 "workload": format!("{:?}", self.workload).to_lowercase(),
-                "backend": format!("{:?}", self.backend).to_lowercase(),
+                "backend": self.backend.map(|b| format!("{b:?}").to_lowercase()),
                 "dual": self.dual,
+                "tellers": self.tellers,
+                "supervisors": self.supervisors,
                 "lifecycles": self.lifecycles,
                 "errors": self.errors,
                 "refused": self.refused,

@@ -3,7 +3,9 @@
 //! names an address. The registry always exists, so the engine records the same way whether
 //! or not anyone scrapes it.
 //!
-//! Every series is created at start with all its label values, and the recorders hold the
+//! `rpc` holds the per-RPC series (go-grpc-prometheus names), `host` the process, disk and
+//! certificate series read at each scrape. The engine's series are created at start with all
+//! their label values, and the recorders hold the
 //! handles, so recording is an atomic add (a histogram takes an uncontended lock) and never
 //! allocates or hashes a label set. This module knows neither the domain nor the engine: the
 //! engine maps its events onto the typed recorders here.
@@ -38,12 +40,22 @@ const REQUEST_BUFFER_BYTES_MAX: usize = 8192;
 /// Authority levels a request can need (the policy's range; escalation stops at the top).
 const LEVELS: usize = 9;
 
+mod host;
+mod rpc;
+
+pub use host::{CertExpiry, Host, certificate_expiry};
+pub use rpc::{Rpc, RpcMetrics, code_name};
+
 /// The registry and every series.
 pub struct Metrics {
     registry: Registry,
     pub engine: EngineMetrics,
     pub ledger: LedgerMetrics,
     pub witnesses: WitnessMetrics,
+    pub rpc: RpcMetrics,
+    /// 1 while the server serves (health SERVING for its services), 0 when it does not.
+    serving: Gauge,
+    host: Option<Host>,
 }
 
 /// How a request ended.
@@ -121,19 +133,59 @@ pub struct Endpoint {
 }
 
 impl Metrics {
-    /// A registry with every series at zero.
+    /// A registry with every series at zero, without the host series (tools and tests).
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("countersign");
-        let engine = EngineMetrics::register(&mut registry);
+        Self::build(None)
+    }
+
+    /// As `new`, with the process, disk and certificate series `host` describes.
+    pub fn with_host(host: Host) -> Metrics {
+        Self::build(Some(host))
+    }
+
+    fn build(host: Option<Host>) -> Metrics {
+        // The standard series (process_*, grpc_server_*) keep their standard names; ours are
+        // prefixed.
+        let mut registry = Registry::default();
+        let rpc = RpcMetrics::register(&mut registry);
+        if let Some(host) = &host {
+            registry.register_collector(Box::new(host::HostCollector(host.clone())));
+        }
+        let ours = registry.sub_registry_with_prefix("countersign");
+        let engine = EngineMetrics::register(ours);
         let ledger = LedgerMetrics::new();
-        ledger.register(&mut registry);
-        let witnesses = WitnessMetrics::register(&mut registry);
+        ledger.register(ours);
+        let witnesses = WitnessMetrics::register(ours);
+        let serving = Gauge::default();
+        ours.register(
+            "serving",
+            "1 while this node serves its services (health SERVING), else 0",
+            serving.clone(),
+        );
+        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        ours.register("build_info", "The running build: always 1", build);
         Metrics {
             registry,
             engine,
             ledger,
             witnesses,
+            rpc,
+            serving,
+            host,
         }
+    }
+
+    /// The host series' sources, when this registry has them.
+    pub fn host_certificates(&self) -> Option<Host> {
+        self.host.clone()
+    }
+
+    /// Whether this node serves now.
+    pub fn serving(&self, serving: bool) {
+        self.serving.set(i64::from(serving));
     }
 
     /// Every series in the Prometheus text format, version 0.0.4.
