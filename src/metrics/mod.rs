@@ -56,7 +56,20 @@ pub struct Metrics {
     /// 1 while the server serves (health SERVING for its services), 0 when it does not.
     serving: Gauge,
     host: Option<Host>,
+    /// TLS handshakes refused, by reason.
+    tls_refused: Family<[(&'static str, &'static str); 1], Counter>,
 }
+
+/// The reasons a TLS handshake is refused, as `tls_handshake_failures_total` labels them.
+pub const TLS_REFUSALS: [&str; 7] = [
+    "no_client_certificate",
+    "client_certificate_refused",
+    "not_tls",
+    "incompatible",
+    "timeout",
+    "io",
+    "other",
+];
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug)]
@@ -167,6 +180,15 @@ impl Metrics {
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
         ours.register("build_info", "The running build: always 1", build);
+        let tls_refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for reason in TLS_REFUSALS {
+            let _ = tls_refused.get_or_create(&[("reason", reason)]);
+        }
+        ours.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused (no or untrusted client certificate, not TLS, too slow), by reason",
+            tls_refused.clone(),
+        );
         Metrics {
             registry,
             engine,
@@ -175,12 +197,18 @@ impl Metrics {
             rpc,
             serving,
             host,
+            tls_refused,
         }
     }
 
     /// The host series' sources, when this registry has them.
     pub fn host_certificates(&self) -> Option<Host> {
         self.host.clone()
+    }
+
+    /// A TLS handshake was refused for `reason` (one of `TLS_REFUSALS`).
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// Whether this node serves now.

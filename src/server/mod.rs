@@ -5,6 +5,7 @@
 
 mod cluster;
 mod rpc_metrics;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +15,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::api::{EngineSlot, HEALTH_NAMES, Role};
 use crate::config::Config;
@@ -55,6 +54,8 @@ pub struct Server {
     health_task: JoinHandle<()>,
     /// The daily certificate expiry warning.
     expiry_task: JoinHandle<()>,
+    /// Accepts TCP connections and runs their TLS handshakes.
+    accept_task: JoinHandle<()>,
     /// How long connections still open at shutdown get to close.
     grace: Duration,
 }
@@ -130,12 +131,11 @@ pub async fn start(
         }
         None => None,
     };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            &config.tls_cert_pem,
-            &config.tls_key_pem,
-        ))
-        .client_ca_root(Certificate::from_pem(&config.client_ca_pem));
+    let tls = tls::acceptor(
+        &config.tls_cert_pem,
+        &config.tls_key_pem,
+        &config.client_ca_pem,
+    )?;
     let services = crate::api::services(
         engine.clone(),
         role.clone(),
@@ -170,8 +170,6 @@ pub async fn start(
         .context("build the v1alpha reflection service")?;
     let (tx, rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .context("configure TLS")?
         // A peer that vanished without closing (a cut line, a firewall dropping state) is found
         // by an unanswered PING, and its Attend stream ends: presence is only what answers.
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
@@ -193,12 +191,11 @@ pub async fn start(
     let tcp_keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_millis(config.keepalive_interval_ms))
         .with_interval(Duration::from_millis(config.keepalive_timeout_ms));
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), move |conn| {
-        conn.inspect(|s| {
-            let _ = s.set_nodelay(true);
-            let _ = socket2::SockRef::from(s).set_tcp_keepalive(&tcp_keepalive);
-        })
-    });
+    let tune = move |s: &tokio::net::TcpStream| {
+        let _ = s.set_nodelay(true);
+        let _ = socket2::SockRef::from(s).set_tcp_keepalive(&tcp_keepalive);
+    };
+    let (incoming, accept_task) = tls::incoming(listener, tls, tune, metrics_series.clone());
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
@@ -207,6 +204,7 @@ pub async fn start(
     Ok(Server {
         addr,
         expiry_task,
+        accept_task,
         directory,
         directory_path: config.directory_path.clone(),
         engine,
@@ -446,6 +444,7 @@ impl Server {
         }
         self.health_task.abort();
         self.expiry_task.abort();
+        self.accept_task.abort();
         for name in HEALTH_NAMES {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)

@@ -520,7 +520,57 @@ async fn rpcs_process_disk_and_certificates_are_exposed() {
     assert!(teller > 300.0 * 86_400.0);
 }
 
+/// Refused TLS handshakes are counted by reason: a client with no certificate, and a peer
+/// that does not speak TLS at all.
+async fn refused_tls_handshakes_are_counted() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let (t, addr) = start().await;
+    let ca = std::fs::read_to_string(t.pki.join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let endpoint = Endpoint::from_shared(format!("https://{}", t.addr()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    if let Ok(ch) = endpoint.connect().await {
+        let r = countersign::api::pb::teller_service_client::TellerServiceClient::new(ch)
+            .get(pb::GetRequest {
+                request_id: "0".repeat(32),
+            })
+            .await;
+        assert!(r.is_err(), "{r:?}");
+    }
+    let mut plain = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut sink)).await;
+    let reason = |r: &'static str| {
+        move |m: &Exposition| {
+            m.get("countersign_tls_handshake_failures_total", &[("reason", r)]) >= 1.0
+        }
+    };
+    until(
+        addr,
+        "a refusal without a certificate",
+        reason("no_client_certificate"),
+    )
+    .await;
+    let m = until(addr, "a refusal of plain text", reason("not_tls")).await;
+    assert_eq!(
+        m.get(
+            "countersign_tls_handshake_failures_total",
+            &[("reason", "client_certificate_refused")]
+        ),
+        0.0
+    );
+}
+
 crate::on_both_backends!(
+    refused_tls_handshakes_are_counted,
     rpcs_process_disk_and_certificates_are_exposed,
     metrics_are_off_by_default,
     only_get_metrics_is_served,
