@@ -847,7 +847,7 @@ mod tests {
         assert!(
             cannot
                 .message()
-                .contains("the ledger cannot write: write ledger batch: disk")
+                .contains("storage cannot write: write ledger batch: disk")
         );
     }
 }

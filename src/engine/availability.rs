@@ -1,5 +1,6 @@
 //! Whether the engine can take calls: stopped for good (storage failed beyond recovery),
-//! degraded (the ledger cannot write now, probed until it can), or serving; and the health
+//! degraded (the ledger, the image store or the projection cannot write now, probed until it
+//! can), or serving; and the health
 //! signal the server's `grpc.health.v1` follows. It owns that state and the pace of probes;
 //! what to drop or rebuild on a change is the engine's.
 
@@ -15,11 +16,32 @@ use super::error::Unavailable;
 /// How often a degraded ledger is asked whether it can write again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The stores whose writes can fail and recover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    Ledger,
+    Images,
+    Projection,
+}
+
+impl Store {
+    /// How logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Ledger => "ledger",
+            Store::Images => "image store",
+            Store::Projection => "projection",
+        }
+    }
+}
+
 pub(crate) struct Availability {
     /// Set once storage failed beyond recovery; every later command is refused with it.
     failed: Option<Unavailable>,
-    /// Set while the ledger cannot write (full disk, I/O error); writes are refused meanwhile.
+    /// Set while a store cannot write (full disk, I/O error); writes are refused meanwhile.
     degraded: Option<Unavailable>,
+    /// Which store `degraded` is about.
+    store: Option<Store>,
     /// When the writer was last probed while degraded.
     last_probe: Option<Instant>,
     /// True while the engine can take writes.
@@ -31,6 +53,7 @@ impl Availability {
         Availability {
             failed: None,
             degraded: None,
+            store: None,
             last_probe: None,
             health: watch::Sender::new(true),
         }
@@ -67,8 +90,14 @@ impl Availability {
         first
     }
 
-    /// The ledger cannot write: refuse writes and report NOT_SERVING until a probe succeeds.
-    pub fn degrade(&mut self, error: Arc<StorageError>) {
+    /// Which store cannot write now, if any.
+    pub fn degraded_store(&self) -> Option<Store> {
+        self.store.filter(|_| self.degraded.is_some())
+    }
+
+    /// `store` cannot write: refuse writes and report NOT_SERVING until a probe succeeds.
+    pub fn degrade(&mut self, store: Store, error: Arc<StorageError>) {
+        self.store = Some(store);
         self.degraded = Some(Unavailable::CannotWrite(error));
         self.health.send_replace(false);
         self.last_probe = Some(elapsed_clock());
@@ -93,6 +122,7 @@ impl Availability {
     /// A probe succeeded: serve again.
     pub fn recovered(&mut self) {
         self.degraded = None;
+        self.store = None;
         self.health.send_replace(true);
     }
 }
@@ -119,7 +149,11 @@ mod tests {
             Some(Unavailable::ShuttingDown)
         ));
         let io = std::io::Error::other("disk full");
-        a.degrade(Arc::new(StorageError::unavailable("write", io)));
+        a.degrade(
+            Store::Images,
+            Arc::new(StorageError::unavailable("write", io)),
+        );
+        assert_eq!(a.degraded_store(), Some(Store::Images));
         assert!(!*health.borrow());
         assert!(a.refusal(false, false).is_none());
         assert!(matches!(

@@ -159,6 +159,10 @@ pub(crate) enum ServiceCommand {
     },
     /// Bring the projection up to every durable record, for a read that must see them all.
     Project { reply: Reply<()> },
+    /// The image store could not write (found by a caller storing a request's images).
+    ImagesFailed {
+        error: std::sync::Arc<crate::storage::StorageError>,
+    },
     /// A new principal directory is in force: end the streams of `principals` (removed or
     /// changed), withdraw what they held, and dispatch with `supervisors` from now on.
     Revoke {
@@ -228,7 +232,11 @@ pub(crate) fn refuse(cmd: Command, u: Unavailable) {
         },
         Command::Service(c) => match c {
             V::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-            V::Status { .. } | V::Shutdown { .. } | V::Project { .. } | V::Revoke { .. } => {}
+            V::Status { .. }
+            | V::Shutdown { .. }
+            | V::Project { .. }
+            | V::Revoke { .. }
+            | V::ImagesFailed { .. } => {}
         },
     }
 }

@@ -164,6 +164,9 @@ impl Core {
                 let _ = reply.send(());
             }
             ServiceCommand::Shutdown { reply } => self.begin_shutdown(reply),
+            ServiceCommand::ImagesFailed { error } => {
+                self.store_failed(super::availability::Store::Images, error);
+            }
             ServiceCommand::Revoke {
                 principals,
                 supervisors,

@@ -18,6 +18,7 @@ use crate::storage::{
 };
 
 use super::availability::Availability;
+use super::availability::Store;
 use super::clock::Clock;
 use super::command::{Command, Leave, refuse};
 use super::error::*;
@@ -37,6 +38,8 @@ pub(crate) struct Parts {
     pub appender: Box<dyn LedgerAppend>,
     pub ledger: Arc<dyn LedgerRead>,
     pub projection: Arc<dyn Projection>,
+    /// Probed after an image write failed.
+    pub images: Arc<dyn crate::storage::ImageStore>,
     pub policy: super::SharedPolicy,
     pub metrics: Arc<Metrics>,
 }
@@ -49,6 +52,8 @@ pub(crate) struct Core {
     /// The durable records, for rebuilding state after a write failure.
     pub ledger: Arc<dyn LedgerRead>,
     pub projection: Arc<dyn Projection>,
+    /// The image store, probed after an image write failed.
+    pub images: Arc<dyn crate::storage::ImageStore>,
     /// Every request not yet final, plus final ones until their last record is projected.
     pub requests: Requests,
     /// Idempotency keys of requests that recently left memory, for Submits looked up early.
@@ -91,6 +96,7 @@ impl Core {
             appender,
             ledger,
             projection,
+            images,
             policy,
             metrics,
         } = parts;
@@ -102,6 +108,7 @@ impl Core {
             appender,
             ledger,
             projection,
+            images,
             requests: Requests::default(),
             evicted: super::evicted::Evicted::new(),
             timers: Timers::default(),
@@ -228,7 +235,7 @@ impl Core {
             return;
         }
         tracing::error!(%error, durable, "ledger cannot write: refusing writes, NOT_SERVING");
-        self.availability.degrade(error);
+        self.availability.degrade(Store::Ledger, error);
         self.durable = durable;
         self.appender.rewind(durable);
         // Pending sends are for records that are not on disk: dropping them answers UNAVAILABLE.
@@ -248,11 +255,41 @@ impl Core {
         }
     }
 
+    /// A store other than the ledger cannot write (the image log, the projection): writes are
+    /// refused and health says NOT_SERVING until a probe of that store succeeds. Nothing
+    /// durable is lost, so streams and memory stay as they are.
+    pub fn store_failed(&mut self, store: Store, error: Arc<StorageError>) {
+        if self.availability.failed() || self.availability.degraded() {
+            return;
+        }
+        tracing::error!(%error, store = store.name(), "cannot write: refusing writes, NOT_SERVING");
+        self.availability.degrade(store, error);
+    }
+
     /// While degraded, asks the writer (at most once a second) whether it can write again;
     /// when it can, withdraws the offers and reviews whose consoles were cut off, and serves.
     fn probe_if_degraded(&mut self) {
         if !self.availability.probe_due() {
             return;
+        }
+        match self.availability.degraded_store() {
+            Some(Store::Ledger) => {}
+            Some(store @ (Store::Images | Store::Projection)) => {
+                let probed = match store {
+                    Store::Images => self.images.probe(),
+                    _ => self.projection.reopen(),
+                };
+                if let Err(e) = probed {
+                    tracing::warn!(error = %e, store = store.name(), "still cannot write");
+                    return;
+                }
+                tracing::info!(store = store.name(), "writes again: serving");
+                self.availability.recovered();
+                // What the projection could not take is applied now (a failure degrades again).
+                self.project();
+                return;
+            }
+            None => return,
         }
         if let Err(e) = self.appender.probe(self.durable) {
             tracing::warn!(error = %e, "ledger still cannot write");
@@ -567,12 +604,26 @@ impl Core {
         let count = self.durable;
         let split = self.updates.partition_point(|u| u.index < count);
         if split > 0 {
+            if self.availability.degraded_store() == Some(Store::Projection) {
+                // Kept for the reopen; nothing leaves memory until the projection holds it.
+                return;
+            }
             let done: Vec<RowUpdate> = self.updates.drain(..split).collect();
             if let Err(e) = self.projection.apply(&done, count) {
-                self.fail(Unavailable::Stopped {
-                    action: "apply projection",
-                    source: Arc::new(e),
-                });
+                if !self.projection.reopens_after_failure() {
+                    // A database: the node steps down and leads again from the ledger.
+                    self.fail(Unavailable::Stopped {
+                        action: "apply projection",
+                        source: Arc::new(e),
+                    });
+                    return;
+                }
+                // The projection is rebuilt from the ledger, so nothing is lost: the updates go
+                // back in front, writes are refused (NOT_SERVING) until a reopen lets them in.
+                let mut kept = done;
+                kept.append(&mut self.updates);
+                self.updates = kept;
+                self.store_failed(Store::Projection, Arc::new(e));
                 return;
             }
         }

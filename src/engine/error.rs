@@ -17,9 +17,9 @@ pub enum Unavailable {
     NotDurable,
     #[error("engine unavailable: the server is shutting down")]
     ShuttingDown,
-    /// The ledger cannot write now (full disk, I/O error); it serves again by itself once a
-    /// probe write succeeds.
-    #[error("engine unavailable: the ledger cannot write: {0}")]
+    /// A store cannot write now (the ledger, the image store or the projection: a full disk,
+    /// an I/O error); the engine serves again by itself once a probe of it succeeds.
+    #[error("engine unavailable: storage cannot write: {0}")]
     CannotWrite(#[source] Arc<StorageError>),
     /// Storage failed in a way the engine does not recover from until a restart.
     #[error("engine unavailable: {action}: {source}")]

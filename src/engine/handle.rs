@@ -138,7 +138,25 @@ impl EngineHandle {
             let stored = p
                 .await
                 .map_err(|e| StoreImagesError(StorageError::Join(e)))?;
-            refs.push(stored.map_err(StoreImagesError)?);
+            match stored {
+                Ok(r) => refs.push(r),
+                Err(e) => {
+                    // A full disk under the image log: the engine stops taking writes and
+                    // reports NOT_SERVING until its probe of the store succeeds.
+                    if matches!(e, StorageError::Unavailable { .. })
+                        && self.images.probed_after_failure()
+                    {
+                        let error = Arc::new(StorageError::unavailable(
+                            "store images",
+                            std::io::Error::other(e.to_string()),
+                        ));
+                        let _ = self
+                            .tx
+                            .try_send(ServiceCommand::ImagesFailed { error }.into());
+                    }
+                    return Err(StoreImagesError(e));
+                }
+            }
         }
         Ok(refs)
     }
@@ -601,6 +619,18 @@ impl EngineHandle {
     #[doc(hidden)]
     pub fn inject_ledger_faults(&self, on: bool) {
         self.ledger.inject_write_faults(on);
+    }
+
+    /// As `inject_ledger_faults`, for the image store.
+    #[doc(hidden)]
+    pub fn inject_image_faults(&self, on: bool) {
+        self.images.inject_write_faults(on);
+    }
+
+    /// As `inject_ledger_faults`, for the projection.
+    #[doc(hidden)]
+    pub fn inject_projection_faults(&self, on: bool) {
+        self.projection.inject_write_faults(on);
     }
 
     /// The key auditors verify checkpoints with (C2SP verifier key text).

@@ -47,6 +47,7 @@ pub(super) async fn start(
         appender,
         ledger: ledger.clone(),
         projection: projection.clone(),
+        images: images.clone(),
         policy: policy.clone(),
         metrics: metrics.clone(),
     };

@@ -250,6 +250,20 @@ pub trait ImageStore: Send + Sync {
     fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, StorageError>;
     /// Whether an image is stored.
     fn has(&self, hash: &ImageHash) -> bool;
+    /// Whether a failed put is this store's own (a local disk that filled up), which the
+    /// engine waits out by probing: `false` for a database, whose failures show in the ledger's
+    /// writes too and are handled there (a node that cannot write for a lease steps down).
+    fn probed_after_failure(&self) -> bool {
+        false
+    }
+    /// Whether the store can write now (after a failed put, say a full disk): a small write
+    /// made durable and taken back. Blocking.
+    fn probe(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Makes every later write fail as on a full disk (`true`) or succeed again: a hook for
+    /// tests of storage faults.
+    fn inject_write_faults(&self, _on: bool) {}
 }
 
 /// The audit projection: rows derived from the ledger, never the sole copy of a fact. Each
@@ -298,6 +312,21 @@ pub trait Projection: Send + Sync {
     /// Whether a read is a round trip worth keeping off the engine's thread (a database), not
     /// a local lookup that costs less than handing it to another thread.
     fn remote(&self) -> bool;
+    /// Whether a failed `apply` is waited out by `reopen` (a local store on a disk that filled
+    /// up); `false`: it stops the engine, as for a database, where a node that cannot write
+    /// steps down and leads again from the ledger.
+    fn reopens_after_failure(&self) -> bool {
+        false
+    }
+    /// After a failed `apply`, makes the projection writable again (sled keeps the error it
+    /// hit until it is closed and opened again); the caller then applies again what failed.
+    /// Blocking.
+    fn reopen(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Makes every later write fail as on a full disk (`true`) or succeed again: a hook for
+    /// tests of storage faults.
+    fn inject_write_faults(&self, _on: bool) {}
 }
 
 /// An opened backend: everything the engine stores, handed to it by the composition root.

@@ -1,6 +1,7 @@
-//! Storage faults: when the ledger cannot write (an injected full disk), the server refuses
-//! writes with UNAVAILABLE, reports NOT_SERVING, keeps serving reads, and carries on without a
-//! restart when the disk can write again, with no gap and no duplicate in the ledger.
+//! Storage faults: when the ledger, the image log or the projection cannot write (an injected
+//! full disk), the server refuses writes with UNAVAILABLE, reports NOT_SERVING, keeps serving
+//! reads, and carries on without a restart when the disk can write again, with no gap and no
+//! duplicate in the ledger.
 
 use std::time::{Duration, Instant};
 
@@ -123,3 +124,91 @@ fn t_record(t: &TestServer, i: u64) -> serde_json::Value {
 }
 
 crate::on_both_backends!(a_full_disk_refuses_writes_and_recovers_without_a_restart,);
+
+// The image log and sled are the embedded backend's own files; a database's full disk comes
+// back as the database's error, handled like any other failure to write.
+crate::embedded_only!(a_full_image_log_or_projection_is_survived_without_a_restart,);
+
+/// A full disk under the image log, then under the projection (sled keeps the error it hit,
+/// so it must be reopened): each time writes are refused and health says NOT_SERVING, and
+/// once space is back the server serves again by itself with nothing acknowledged lost.
+async fn a_full_image_log_or_projection_is_survived_without_a_restart() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut t = TestServer::start().await;
+    let engine = t.server.as_ref().unwrap().engine();
+    let a = submit(&t, "teller-01", "D-1").await;
+    let mut teller = t.teller("teller-01").await;
+
+    // The image log's disk is full.
+    engine.inject_image_faults(true);
+    let b = crate::fixtures::submit_request("D-2", "WDL-CASH", 100, "6222020200110002");
+    let refused = teller.submit(b.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("image"), "{refused:?}");
+    wait_health(&t, ServingStatus::NotServing).await;
+    assert_status(
+        teller
+            .cancel(pb::CancelRequest {
+                request_id: a.request_id.clone(),
+                reason: String::new(),
+            })
+            .await,
+        Code::Unavailable,
+        "",
+    );
+    engine.inject_image_faults(false);
+    wait_health(&t, ServingStatus::Serving).await;
+    let b = teller.submit(b).await.unwrap().into_inner();
+    assert!(!b.replayed);
+
+    // sled's disk is full: the next projection batch fails after the records are durable.
+    // (An audit read first brings the projection up to date, so the batch that fails is D-3's.)
+    t.auditor()
+        .await
+        .search(pb::SearchRequest::default())
+        .await
+        .unwrap();
+    engine.inject_projection_faults(true);
+    let d = submit(&t, "teller-02", "D-3").await;
+    wait_health(&t, ServingStatus::NotServing).await;
+    assert_status(
+        teller
+            .submit(crate::fixtures::submit_request(
+                "D-4",
+                "WDL-CASH",
+                100,
+                "6222020200110002",
+            ))
+            .await,
+        Code::Unavailable,
+        "projection",
+    );
+    engine.inject_projection_faults(false);
+    wait_health(&t, ServingStatus::Serving).await;
+    submit(&t, "teller-01", "D-5").await;
+    // What was submitted while the projection could not write is there for auditors.
+    let found = t
+        .auditor()
+        .await
+        .search(pb::SearchRequest {
+            teller_id: "teller-02".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert!(
+        found.iter().any(|r| r.request_id == d.request_id),
+        "{found:?}"
+    );
+    drop(engine);
+    t.stop().await;
+    let report = t.verify(None);
+    assert_eq!(report.problem, None);
+    assert_eq!(
+        report.requests, 4,
+        "A, B, D and D-5: the refused ones stored nothing"
+    );
+    t.restart().await;
+}

@@ -284,6 +284,9 @@ struct Job {
 pub struct ImageStore {
     reader: Arc<ImageReader>,
     tx: mpsc::Sender<Job>,
+    dir: PathBuf,
+    /// Tests: every write fails as on a full disk while set.
+    faults: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ImageStore {
@@ -306,7 +309,9 @@ impl ImageStore {
                 .map_err(io("open image log segment"))?
         };
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let faults = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
+            faults: faults.clone(),
             dir: dir.to_owned(),
             reader: reader.clone(),
             segment: last,
@@ -318,7 +323,33 @@ impl ImageStore {
             .name("image-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io("start the image writer"))?;
-        Ok(ImageStore { reader, tx })
+        Ok(ImageStore {
+            reader,
+            tx,
+            dir: dir.to_owned(),
+            faults,
+        })
+    }
+
+    /// Whether the image directory's disk can take a durable write now: a small file written,
+    /// fdatasync'd and removed. Blocking.
+    pub fn probe(&self) -> Result<(), ImageStoreError> {
+        if self.faults.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io("probe the image log")(injected_full()));
+        }
+        let path = self.dir.join(".probe");
+        let wrote = (|| {
+            let mut f = File::create(&path)?;
+            f.write_all(&[0u8; 4096])?;
+            f.sync_data()
+        })();
+        let _ = fs::remove_file(&path);
+        wrote.map_err(io("probe the image log"))
+    }
+
+    /// Tests: make every write fail as on a full disk, or succeed again.
+    pub fn inject_write_faults(&self, on: bool) {
+        self.faults.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn hash(bytes: &[u8]) -> ImageHash {
@@ -374,7 +405,15 @@ fn new_segment(dir: &Path, n: u32) -> Result<File, ImageStoreError> {
     Ok(f)
 }
 
+fn injected_full() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "injected fault: no space left on device",
+    )
+}
+
 struct Writer {
+    faults: Arc<std::sync::atomic::AtomicBool>,
     dir: PathBuf,
     reader: Arc<ImageReader>,
     segment: u32,
@@ -431,6 +470,9 @@ impl Writer {
         }
         if buf.is_empty() {
             return Ok(());
+        }
+        if self.faults.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io("write image log")(injected_full()));
         }
         if self.len > 8 && self.len + buf.len() as u64 > SEGMENT_BYTES_MAX {
             self.file = new_segment(&self.dir, self.segment + 1)?;

@@ -10,6 +10,7 @@ mod files;
 pub mod frame;
 pub mod images;
 pub mod projection;
+mod reopen;
 mod seam;
 mod segments;
 mod writer;

@@ -58,8 +58,10 @@ pub fn open(settings: &EmbeddedSettings, metrics: LedgerMetrics) -> Result<Stora
             .map_err(|e| ledger_error("open ledger", e))?;
     let checkpoints = FileCheckpointLog::open(&ledger_dir(dir))
         .map_err(|e| StorageError::damaged("open checkpoint log", e))?;
-    let projection = SledProjection::open(&projection_dir(dir), settings.projection_cache_bytes)
-        .map_err(|e| projection_error("open projection", e))?;
+    let projection = super::reopen::ReopeningProjection::open(
+        projection_dir(dir),
+        settings.projection_cache_bytes,
+    )?;
     let images = ImageStore::open(&images_dir(dir), settings.image_writes_max)
         .map_err(|e| image_error("open image store", e))?;
     // The subdirectories just created must survive a crash too.
@@ -86,7 +88,7 @@ fn ledger_error(action: &'static str, e: LedgerError) -> StorageError {
     }
 }
 
-fn projection_error(action: &'static str, e: StoreError) -> StorageError {
+pub(super) fn projection_error(action: &'static str, e: StoreError) -> StorageError {
     match e {
         e @ StoreError::Sled { .. } => StorageError::unavailable(action, e),
         e @ StoreError::Damaged(_) => StorageError::damaged(action, e),
@@ -187,6 +189,18 @@ impl storage::ImageStore for ImageStore {
 
     fn has(&self, hash: &ImageHash) -> bool {
         ImageStore::contains(self, hash)
+    }
+
+    fn probed_after_failure(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> Result<(), StorageError> {
+        ImageStore::probe(self).map_err(|e| image_error("probe the image log", e))
+    }
+
+    fn inject_write_faults(&self, on: bool) {
+        ImageStore::inject_write_faults(self, on)
     }
 }
 
