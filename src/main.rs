@@ -71,6 +71,35 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Takes an online, consistent backup while the server runs: the ledger up to the latest
+    /// signed checkpoint, the images it names, the checkpoints and cosignatures, the policy
+    /// and the principal directory (the signing key with --with-keys), and a manifest naming
+    /// the checkpoint, written last. It is an embedded data directory whatever the backend.
+    Backup {
+        /// The configuration the server runs with.
+        #[arg(long)]
+        config: PathBuf,
+        /// A new (or empty) directory for the backup.
+        #[arg(long)]
+        to: PathBuf,
+        /// Copy the ledger signing key too (keep such a backup as secret as the key).
+        #[arg(long)]
+        with_keys: bool,
+    },
+    /// Checks a backup whole (manifest, records, checkpoints, cosignatures, images, files) and
+    /// only then copies it into a new data directory; `ledger copy` moves it on to
+    /// PostgreSQL. The first server to start on it rebuilds the audit projection.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The checkpoint verifier key the backup must be signed with (or a file holding it).
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
     /// A witness (c2sp.org/tlog-witness), run by a party other than the centre: it cosigns
     /// each checkpoint that consistently extends the last one it cosigned, and nothing else.
     Witness {
@@ -318,6 +347,60 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Ledger { command } => ledger(command).await,
         Command::Witness { command } => witness(command).await,
+        Command::Backup {
+            config,
+            to,
+            with_keys,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let config = Config::load(&config)?;
+            #[allow(clippy::disallowed_methods)] // the time a backup took, for the operator
+            let started = std::time::Instant::now();
+            let m = tokio::task::spawn_blocking(move || {
+                countersign::tools::backup::backup(&config, &to, with_keys)
+            })
+            .await??;
+            println!(
+                "checkpoint:   {} at tree size {} (root {})",
+                m.checkpoint_seq, m.tree_size, m.root
+            );
+            println!(
+                "records:      {} (records after the checkpoint are not in it)",
+                m.tree_size
+            );
+            println!("images:       {}", m.images);
+            println!("cosignatures: {}", m.cosignatures);
+            println!(
+                "files:        {}",
+                m.files.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            println!("took:         {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Restore { from, data, pubkey } => {
+            init_logging(LogFormat::Text, "warn");
+            let pubkey = pubkey.as_deref().map(verifier_arg).transpose()?;
+            #[allow(clippy::disallowed_methods)] // the time a restore took, for the operator
+            let started = std::time::Instant::now();
+            let m = tokio::task::spawn_blocking(move || {
+                countersign::tools::backup::restore(&from, &data, pubkey.as_ref())
+            })
+            .await??;
+            println!(
+                "verified:     {} records up to checkpoint {} (root {})",
+                m.tree_size, m.checkpoint_seq, m.root
+            );
+            println!(
+                "restored:     {} images, {} cosignatures",
+                m.images, m.cosignatures
+            );
+            println!(
+                "then:         put config/policy.toml and config/principals.toml in place, point \
+                 data_dir at the restored directory, start the server"
+            );
+            println!("took:         {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
                 let written = countersign::tools::pki::init(&out)?;

@@ -6,6 +6,7 @@
 // `engine::clock` (clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+mod backup;
 mod bench;
 mod cluster;
 mod copy;
