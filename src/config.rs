@@ -559,6 +559,7 @@ impl Config {
                 watch_streams_per_principal_max: l.watch_streams_per_principal_max,
             },
             engine: EngineConfig {
+                check_all_images: false,
                 policy: std::sync::Arc::new(policy),
                 supervisor_tasks_max: f.dispatch.supervisor_tasks_max,
                 review_timeout_ms: f.dispatch.review_timeout_ms,

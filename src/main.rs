@@ -36,6 +36,11 @@ enum Command {
         /// The configuration file (see `pki init`, which writes one).
         #[arg(long)]
         config: PathBuf,
+        /// At start, check that every image the ledger names is in the image store (a start
+        /// after restoring images/, say), not only those of undecided requests and of the last
+        /// 1,000 records. Reads the whole ledger.
+        #[arg(long)]
+        check_all_images: bool,
     },
     /// Runs simulated tellers and supervisors against a real server in a temporary directory,
     /// over gRPC with mutual TLS, and prints a summary. Exits non-zero if a request is left
@@ -289,13 +294,17 @@ fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            check_all_images,
+        } => {
             // Return freed memory to the system from a background thread, as it decays, rather
             // than only when the server next allocates.
             if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
                 eprintln!("jemalloc background thread not started: {e}");
             }
-            let config = Config::load(&config)?;
+            let mut config = Config::load(&config)?;
+            config.engine.check_all_images = check_all_images;
             init_logging(config.log_format, "info");
             let rng = Box::new(rand_chacha::ChaCha20Rng::from_os_rng());
             let server = countersign::server::start(&config, Arc::new(SystemClock), rng).await?;

@@ -80,6 +80,9 @@ pub struct EngineConfig {
     /// The supervisors of the principal directory: escalation goes no higher than the highest
     /// level among them, and a queued request none of them may take is reported.
     pub supervisors: Arc<Vec<crate::domain::Principal>>,
+    /// At start, check every image the ledger names is in the image store (`serve
+    /// --check-all-images`), not only those of undecided requests and the recent records.
+    pub check_all_images: bool,
     /// Signing checkpoints of the ledger.
     pub checkpoints: CheckpointConfig,
 }

@@ -56,7 +56,12 @@ pub(super) async fn start(
         .context("join recovery")??;
     // A voucher the ledger names but the store lacks (images/ deleted or restored without it):
     // serving would show supervisors requests without their images.
-    let wanted = referenced_images(&core, ledger.as_ref())?;
+    let tail = if config.check_all_images {
+        ledger.len()
+    } else {
+        IMAGES_CHECKED_TAIL
+    };
+    let wanted = referenced_images(&core, ledger.as_ref(), tail)?;
     let store = images.clone();
     let missing: Vec<crate::domain::ImageHash> =
         tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !store.has(h)).collect())
@@ -143,10 +148,11 @@ pub(super) async fn start(
 /// undecided request.
 const IMAGES_CHECKED_TAIL: u64 = 1000;
 
-/// The images of every undecided request and of the last `IMAGES_CHECKED_TAIL` records.
+/// The images of every undecided request and of the last `tail` records.
 fn referenced_images(
     core: &Core,
     ledger: &dyn LedgerRead,
+    tail: u64,
 ) -> Result<std::collections::BTreeSet<crate::domain::ImageHash>, StorageError> {
     let mut wanted: std::collections::BTreeSet<_> = core
         .requests
@@ -154,7 +160,7 @@ fn referenced_images(
         .flat_map(|r| r.submission.images.iter().map(|i| i.hash))
         .collect();
     let len = ledger.len();
-    for i in len.saturating_sub(IMAGES_CHECKED_TAIL)..len {
+    for i in len.saturating_sub(tail)..len {
         wanted.extend(
             ledger
                 .record(i)?

@@ -270,7 +270,7 @@ pub fn backup(config: &Config, to: &Path, with_keys: bool) -> anyhow::Result<Man
         .context("the backup runs inside a tokio runtime (it awaits image writes)")?;
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
     let mut pending = 0u64;
-    let progress = Progress::new("backup", cp.size);
+    let progress = crate::verify::Progress::new("backup", Some(cp.size));
     source.each_record(cp.size, &mut |index, bytes| {
         let rec = crate::ledger::record::decode(bytes)
             .with_context(|| format!("decode record {index}"))?;
@@ -466,46 +466,5 @@ fn wait_durable(
         runtime
             .block_on(durable.changed())
             .context("the backup's ledger writer stopped")?;
-    }
-}
-
-/// Progress on a terminal: a line at most every second, none when stderr is not one.
-struct Progress {
-    what: &'static str,
-    total: u64,
-    terminal: bool,
-    last: std::cell::Cell<Option<std::time::Instant>>,
-}
-
-impl Progress {
-    fn new(what: &'static str, total: u64) -> Self {
-        Progress {
-            what,
-            total,
-            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            last: std::cell::Cell::new(None),
-        }
-    }
-
-    fn at(&self, done: u64) {
-        if !self.terminal {
-            return;
-        }
-        // Elapsed time for pacing a progress line, not domain time.
-        #[allow(clippy::disallowed_methods)]
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .get()
-            .is_some_and(|t| now.duration_since(t).as_secs() < 1)
-            && done < self.total
-        {
-            return;
-        }
-        self.last.set(Some(now));
-        eprint!("\r{}: {done} of {} records", self.what, self.total);
-        if done == self.total {
-            eprintln!();
-        }
     }
 }

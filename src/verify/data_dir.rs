@@ -77,6 +77,7 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
     let mut torn_at = None;
     let count = names.len();
+    let progress = super::Progress::new("verify", None);
     for (n, path) in names.iter().enumerate() {
         let last = n + 1 == count;
         let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -99,6 +100,9 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
                         .map_err(|e| e.to_string())?;
                     payloads_checked += 1;
                     pos += len;
+                    if payloads_checked.is_multiple_of(4096) {
+                        progress.at(payloads_checked);
+                    }
                 }
                 Decoded::Incomplete if last => {
                     torn_at = Some((
@@ -127,6 +131,7 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
             }
         }
     }
+    progress.done();
     report.records = payloads_checked;
     report.root = tree.root();
     report.requests = requests.len();

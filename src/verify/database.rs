@@ -43,6 +43,7 @@ fn verify_into(
     let mut requests: HashMap<RequestId, Request> = HashMap::new();
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
     let mut term = 0;
+    let progress = super::Progress::new("verify", None);
     loop {
         let page = db.records(tree.size(), PAGE).map_err(|e| e.to_string())?;
         let done = page.len() < PAGE;
@@ -70,10 +71,12 @@ fn verify_into(
             replay(index, &r.record, &mut requests, &mut images)?;
             tree.push(leaf).map_err(|e| e.to_string())?;
         }
+        progress.at(tree.size());
         if done {
             break;
         }
     }
+    progress.done();
     report.records = tree.size();
     report.root = tree.root();
     report.requests = requests.len();

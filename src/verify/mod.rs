@@ -299,3 +299,57 @@ fn check_images(
     }
     Ok(())
 }
+
+/// Progress of a long command on a terminal: a line at most every second, nothing when
+/// stderr is not a terminal (a log file or a pipe gets no control characters).
+pub struct Progress {
+    what: &'static str,
+    total: Option<u64>,
+    terminal: bool,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: Option<u64>) -> Self {
+        Progress {
+            what,
+            total,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    /// `done` records so far.
+    pub fn at(&self, done: u64) {
+        if !self.terminal {
+            return;
+        }
+        let finished = self.total == Some(done);
+        // Elapsed time for pacing a progress line, not domain time.
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::Instant::now();
+        if !finished
+            && self
+                .last
+                .get()
+                .is_some_and(|t| now.duration_since(t).as_secs() < 1)
+        {
+            return;
+        }
+        self.last.set(Some(now));
+        match self.total {
+            Some(total) => eprint!("\r{}: {done} of {total} records", self.what),
+            None => eprint!("\r{}: {done} records", self.what),
+        }
+        if finished {
+            eprintln!();
+        }
+    }
+
+    /// Ends the line, when one was started.
+    pub fn done(&self) {
+        if self.terminal && self.last.get().is_some() && self.total.is_none() {
+            eprintln!();
+        }
+    }
+}

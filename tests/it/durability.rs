@@ -660,3 +660,64 @@ crate::embedded_only!(
     damage_in_the_middle_of_the_ledger_refuses_to_start,
     a_second_server_on_the_same_data_directory_is_refused,
 );
+
+crate::on_both_backends!(check_all_images_finds_an_old_requests_missing_voucher);
+
+/// The start-up check covers undecided requests and the last 1,000 records; `serve
+/// --check-all-images` covers every image the ledger names, however old.
+async fn check_all_images_finds_an_old_requests_missing_voucher() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut t = TestServer::start_with(&|s| {
+        s.replace("images_per_request_min = 1", "images_per_request_min = 0")
+            .replace(
+                "pending_per_teller_max = 20",
+                "pending_per_teller_max = 100000",
+            )
+    })
+    .await;
+    // An old request with vouchers, finished long ago.
+    let old = submit(&t, "teller-01", "OLD-1").await;
+    let mut teller = t.teller("teller-01").await;
+    teller
+        .cancel(pb::CancelRequest {
+            request_id: old.request_id.clone(),
+            reason: "customer left".into(),
+        })
+        .await
+        .unwrap();
+    // 1,001 later requests without images.
+    for i in 0..1001 {
+        let mut r = submit_request(&format!("N-{i}"), "WDL-CASH", 100, "6222020200110001");
+        r.images.clear();
+        teller.submit(r).await.unwrap();
+    }
+    t.stop().await;
+    match &t.database {
+        None => std::fs::remove_dir_all(t.data_dir().join("images")).unwrap(),
+        Some(d) => d.execute("DELETE FROM images").unwrap(),
+    }
+    let health = |t: &TestServer| {
+        let (addr, pki) = (t.addr(), t.pki.clone());
+        async move {
+            let ch = countersign::tools::client::channel(addr, &pki, "audit-01")
+                .await
+                .unwrap();
+            tonic_health::pb::health_client::HealthClient::new(ch)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "countersign.v1.TellerService".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        }
+    };
+    // The default check does not reach it.
+    t.boot().await;
+    assert_eq!(health(&t).await, ServingStatus::Serving as i32);
+    t.stop().await;
+    // The whole check does.
+    t.config.engine.check_all_images = true;
+    t.boot().await;
+    assert_eq!(health(&t).await, ServingStatus::NotServing as i32);
+}

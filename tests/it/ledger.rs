@@ -770,7 +770,8 @@ async fn database_verify_catches_every_kind_of_tampering() {
             "UPDATE ledger SET record = record || ' '::bytea, \
              leaf_hash = sha256('\\x00'::bytea || record || ' '::bytea) WHERE idx = 5"
                 .to_string(),
-            "root differs from the recomputed tree".to_string(),
+            // The range the change lies in: after the last checkpoint that still agrees.
+            "root differs from the recomputed tree: a record from index ".to_string(),
         ),
         // A record removed from the middle, and the last one removed.
         (
