@@ -151,6 +151,7 @@ fn copy_opened(from: &Storage, to: &mut Storage) -> anyhow::Result<Copied> {
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
     let mut next_checkpoint = 0;
     let mut start = 0;
+    let progress = crate::verify::Progress::new("copy", Some(total));
     while start < total {
         let end = total.min(start + BATCH_RECORDS);
         let indexes: Vec<u64> = (start..end).collect();
@@ -211,6 +212,7 @@ fn copy_opened(from: &Storage, to: &mut Storage) -> anyhow::Result<Copied> {
                 .with_context(|| format!("store checkpoint {next_checkpoint}"))?;
             next_checkpoint += 1;
         }
+        progress.at(end);
         start = end;
     }
     ensure!(
