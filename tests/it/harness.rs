@@ -195,21 +195,32 @@ macro_rules! postgres_only {
     };
 }
 
+/// The longest one integration test may take, waits for the cluster lock included: a test
+/// that hangs fails with this instead of holding up the whole run (CI has 30 minutes).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs a test, failing it when it takes longer than `TEST_TIMEOUT`.
+pub async fn bounded<F: std::future::Future>(test: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {TEST_TIMEOUT:?}: it hangs"))
+}
+
 #[macro_export]
 macro_rules! backend_test {
     ($test:ident, $backend:ident, $name:ident) => {
         #[tokio::test]
         async fn $test() {
-            $crate::harness::BACKEND
-                .scope($crate::harness::Backend::$backend, super::$name())
+            $crate::harness::bounded($crate::harness::BACKEND
+                .scope($crate::harness::Backend::$backend, super::$name()))
                 .await
         }
     };
     ($test:ident, $backend:ident, $name:ident { $($flavor:tt)* }) => {
         #[tokio::test($($flavor)*)]
         async fn $test() {
-            $crate::harness::BACKEND
-                .scope($crate::harness::Backend::$backend, super::$name())
+            $crate::harness::bounded($crate::harness::BACKEND
+                .scope($crate::harness::Backend::$backend, super::$name()))
                 .await
         }
     };
