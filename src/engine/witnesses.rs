@@ -123,6 +123,8 @@ impl Sender {
         // At start the witness is asked once even when our store says it cosigned our latest:
         // if it has cosigned more since, this ledger was rolled back, and that must show now.
         let mut started = false;
+        // 409s in a row: one teaches the size; a witness whose size keeps moving is failing.
+        let mut learned_in_a_row = 0;
         loop {
             if alive.upgrade().is_none() {
                 return;
@@ -135,8 +137,17 @@ impl Sender {
                 let _ = tokio::time::timeout(IDLE_LOOK, signed.changed()).await;
                 continue;
             }
-            let round = self.round(&latest, &mut known).await;
+            let mut round = self.round(&latest, &mut known).await;
             started = true;
+            learned_in_a_row = if matches!(round, Round::Learned) {
+                learned_in_a_row + 1
+            } else {
+                0
+            };
+            if learned_in_a_row > 2 {
+                learned_in_a_row = 0;
+                round = Round::Failed("the witness's cosigned size keeps changing".into());
+            }
             match round {
                 Round::Cosigned => {
                     if failing {
@@ -229,11 +240,15 @@ impl Sender {
         else {
             return Round::Failed("the answer carries no valid cosignature by its key".into());
         };
-        let (c, seq, line) = (self.checkpointer.clone(), latest.seq, line.to_owned());
-        match tokio::task::spawn_blocking(move || c.add_cosignature(seq, &line)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Round::Failed(format!("store the cosignature: {e}")),
-            Err(e) => return Round::Failed(format!("store the cosignature: {e}")),
+        // One cosignature per witness and checkpoint is kept: a checkpoint cosigned again
+        // (asked at start) already carries this witness's line.
+        if !self.cosigned(latest) {
+            let (c, seq, line) = (self.checkpointer.clone(), latest.seq, line.to_owned());
+            match tokio::task::spawn_blocking(move || c.add_cosignature(seq, &line)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Round::Failed(format!("store the cosignature: {e}")),
+                Err(e) => return Round::Failed(format!("store the cosignature: {e}")),
+            }
         }
         let size = latest.checkpoint.size;
         *known = Some(size);

@@ -490,6 +490,11 @@ pub fn parse_unverified(note: &str) -> Option<Checkpoint> {
     Checkpoint::new(origin, size, root).ok()
 }
 
+/// The key name and key id a signature line claims, if it is a well-formed line.
+pub fn parse_sig_line_owner(line: &str) -> Option<(&str, [u8; 4])> {
+    parse_sig_line(line).ok().map(|s| (s.name, s.key_id))
+}
+
 /// One syntactically valid signature line.
 pub(super) struct SigLine<'a> {
     pub(super) name: &'a str,

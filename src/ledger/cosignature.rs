@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use super::checkpoint::{
     Checkpoint, KEY_ID_LEN, NoteError, SIG_PREFIX, SIGNER_PREFIX, key_id_hex, key_id_of,
-    parse_checkpoint, split_key_text_of, split_note, validate_key_name,
+    split_key_text_of, split_note, validate_key_name,
 };
 
 /// Signature type byte of timestamped Ed25519 cosignatures (c2sp.org/signed-note).
@@ -68,22 +68,19 @@ impl WitnessKey {
     }
 
     /// This witness's cosignature among the signature lines of `note` (a checkpoint note
-    /// with its signatures): `Ok(Some(time))` when one verifies, `Ok(None)` when the note
-    /// carries none by this key, an error when a line claims this key and fails (the spec's
-    /// "a signature from a known key that fails: reject the whole note").
+    /// with its signatures, extension lines allowed): `Ok(Some(time))` when one verifies (the
+    /// latest time when the witness cosigned the same tree more than once), `Ok(None)` when
+    /// the note carries none by this key, an error when a line claims this key and fails (the
+    /// spec's "a signature from a known key that fails: reject the whole note").
     pub fn check(&self, note: &str) -> Result<Option<u64>, NoteError> {
         let (text, lines) = split_note(note)?;
-        // The body must be a checkpoint before it can be cosigned.
-        parse_checkpoint(text)?;
-        let mut found = None;
+        let mut found: Option<u64> = None;
         for line in lines {
             if line.name != self.name || line.key_id != self.key_id {
                 continue;
             }
-            if found.is_some() {
-                return Err(NoteError::DuplicateSignature);
-            }
-            found = Some(self.verify(text, &line.sig)?);
+            let time = self.verify(text, &line.sig)?;
+            found = Some(found.map_or(time, |t| t.max(time)));
         }
         Ok(found)
     }
@@ -244,7 +241,11 @@ pub fn parse_witness_key(text: &str) -> Result<WitnessKey, NoteError> {
 /// the tree it names.
 pub fn cosigners(note: &str, keys: &[WitnessKey]) -> Result<Vec<(String, u64)>, NoteError> {
     let mut found = Vec::new();
-    for k in keys {
+    for (i, k) in keys.iter().enumerate() {
+        // A key given twice is one witness, not two.
+        if keys[..i].contains(k) {
+            continue;
+        }
         if let Some(time) = k.check(note)? {
             found.push((k.name.clone(), time));
         }
@@ -326,6 +327,24 @@ mod tests {
         blob.extend_from_slice(&lines[1].sig[8..]);
         let forged = format!("{note}{SIG_PREFIX}w {}\n", BASE64.encode(blob));
         assert_eq!(key.check(&forged), Err(NoteError::InvalidSignature));
+    }
+
+    #[test]
+    fn a_tree_cosigned_twice_by_one_witness_reads_as_its_latest_time() {
+        let (cosigner, key) = pair("w", 6);
+        let (cp, note, _) = log_note();
+        let twice = format!(
+            "{note}{}{}",
+            cosigner.cosign(&cp, 5),
+            cosigner.cosign(&cp, 9)
+        );
+        assert_eq!(key.check(&twice).unwrap(), Some(9));
+        assert_eq!(
+            cosigners(&twice, &[key.clone(), key.clone()])
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

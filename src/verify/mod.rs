@@ -133,7 +133,7 @@ fn check_checkpoints(
                 "checkpoint {seq} (size {}): root differs from the recomputed tree: a record \
                  from index {from} to {} was changed after it was signed{}",
                 cp.size,
-                cp.size - 1,
+                cp.size.saturating_sub(1),
                 match &previous {
                     Some(p) => format!(" (checkpoint {} at size {} still agrees)", seq - 1, p.size),
                     None => String::new(),

@@ -25,6 +25,8 @@ const BODY_BYTES_MAX: usize = 64 * 1024;
 const CONNECTIONS_MAX: usize = 64;
 /// A client that sends no complete header in this time is cut off.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The content type of a 409 body (the spec's).
 const SIZE_CONTENT_TYPE: &str = "text/x.tlog.size";
 
@@ -135,15 +137,24 @@ async fn respond(
         }
         _ => return text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
-    let body = match Limited::new(req.into_body(), BODY_BYTES_MAX)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    // A client that trickles its body cannot hold a connection slot for long.
+    let collected = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), BODY_BYTES_MAX).collect(),
+    )
+    .await;
+    let body = match collected {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {BODY_BYTES_MAX} bytes or was cut short\n"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {BODY_READ_TIMEOUT:?}\n"),
             );
         }
     };

@@ -138,11 +138,19 @@ impl Witness {
                 Err(e) => return Err(io("read", &path)(e)),
             };
             let damaged = |why: String| OpenError::Damaged(path.clone(), why);
-            let cp = open_log_note(&note, log).map_err(|e| damaged(e.to_string()))?;
+            // Our own cosignature vouches for the state; the log's signature may no longer
+            // verify after the log rotated its key out of this configuration.
             match key.check(&note) {
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(damaged("no cosignature by this witness".into())),
                 Err(e) => return Err(damaged(e.to_string())),
+            }
+            let cp = checkpoint::parse_unverified(&note)
+                .ok_or_else(|| damaged("not a checkpoint".into()))?;
+            if let Err(e) = open_log_note(&note, log) {
+                tracing::warn!(origin = %log.origin, error = %e,
+                    "the stored checkpoint's log signature does not verify with the keys \
+                     configured now; kept, on this witness's own cosignature");
             }
             latest.insert(
                 log.origin.clone(),
@@ -189,9 +197,23 @@ impl Witness {
         }
         check_extends(recorded.map(|l| (l.size, l.root)), &cp, &req.proof)
             .map_err(Refusal::Inconsistent)?;
-        let line = self.cosigner.cosign_text(text, (self.clock)());
-        // The note as received keeps every signature the log sent; ours is appended.
-        let note = format!("{}{line}", req.note);
+        // The spec forbids a zero timestamp.
+        let line = self.cosigner.cosign_text(text, (self.clock)().max(1));
+        // Stored and served to monitors: the text, the log's signatures that verified, and
+        // ours; nothing else the request carried (lines by unknown keys, or claiming ours).
+        let mut note = format!("{text}\n");
+        for raw in req.note[text.len() + 1..].lines() {
+            let owned_by_log = checkpoint::parse_sig_line_owner(raw).is_some_and(|(name, id)| {
+                log.keys
+                    .iter()
+                    .any(|k| k.name() == name && k.key_id() == id)
+            });
+            if owned_by_log {
+                note.push_str(raw);
+                note.push('\n');
+            }
+        }
+        note.push_str(&line);
         self.persist(origin, &note)
             .map_err(|e| Refusal::Storage(e.to_string()))?;
         latest.insert(
@@ -239,14 +261,16 @@ fn state_file(origin: &str) -> String {
     format!("{}.checkpoint", origin_hash(origin))
 }
 
-/// Opens a note with whichever of the log's keys signed it.
+/// Opens a note signed by the log: at least one of its keys must have signed it, and a line
+/// claiming any of its keys that does not verify makes the note malformed (403), whatever
+/// else verified.
 fn open_log_text<'a>(note: &'a str, log: &KnownLog) -> Result<(Checkpoint, &'a str), NoteError> {
+    let mut opened = None;
     let mut last = NoteError::MissingSignature;
     for key in &log.keys {
         match checkpoint::open_any(note, key) {
-            Ok((cp, text)) if cp.origin == log.origin => return Ok((cp, text)),
+            Ok((cp, text)) if cp.origin == log.origin => opened = Some((cp, text)),
             Ok(_) => last = NoteError::OriginMismatch,
-            // A line by a trusted key that fails makes the note malformed, whatever else.
             Err(e @ (NoteError::InvalidSignature | NoteError::DuplicateSignature)) => {
                 return Err(e);
             }
@@ -254,7 +278,7 @@ fn open_log_text<'a>(note: &'a str, log: &KnownLog) -> Result<(Checkpoint, &'a s
             Err(e) => last = e,
         }
     }
-    Err(last)
+    opened.ok_or(last)
 }
 
 fn open_log_note(note: &str, log: &KnownLog) -> Result<Checkpoint, NoteError> {

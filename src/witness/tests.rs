@@ -177,3 +177,36 @@ fn a_state_file_changed_on_disk_stops_the_witness_from_starting() {
         "{e}"
     );
 }
+
+#[test]
+fn lines_the_log_did_not_sign_are_not_stored_and_cannot_stop_a_restart() {
+    let f = Fixture::new();
+    let t = tree(8, 0);
+    let w = f.open().unwrap();
+    add(&w, 0, vec![], f.note(&t, 8)).unwrap();
+    // Anyone may post the current checkpoint again, with lines of their own: one by an
+    // unknown key, and one claiming the witness's own name and key id.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+    let (stranger, _) = checkpoint::generate("stranger", &mut rng).unwrap();
+    let stranger = checkpoint::parse_signer(&stranger).unwrap();
+    let cp = Checkpoint::new(ORIGIN, 8, t.root()).unwrap();
+    let theirs = stranger.sign(&cp);
+    let their_line = &theirs[cp.body().len() + 1..];
+    let claimed = w.key().check_line(&cp.body(), "x").err();
+    assert!(claimed.is_some());
+    let forged_ours = format!(
+        "\u{2014} audit.bank.example/witness {}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0u8; 80])
+    );
+    let posted = format!("{}{their_line}{forged_ours}", f.note(&t, 8));
+    add(&w, 8, vec![], posted).unwrap();
+    let stored = w.latest_note(&origin_hash(ORIGIN)).unwrap();
+    assert!(!stored.contains("stranger"), "{stored}");
+    assert_eq!(
+        stored.matches("audit.bank.example/witness").count(),
+        1,
+        "{stored}"
+    );
+    drop(w);
+    f.open().expect("restarts");
+}

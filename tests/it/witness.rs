@@ -30,7 +30,10 @@ fn witness_key(t: &TestServer) -> WitnessKey {
 /// `state`, listening on `listener`.
 async fn run_witness(pki: &Path, state: &Path, listener: tokio::net::TcpListener) -> Running {
     let c = witness::config::load(&pki.join("witness.toml")).unwrap();
-    let w = Witness::open(c.cosigner, c.logs, state, Arc::new(|| 1_800_000_000)).unwrap();
+    // Every cosignature at a time of its own, as a real clock gives them.
+    let time = std::sync::atomic::AtomicU64::new(1_800_000_000);
+    let clock = Arc::new(move || time.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let w = Witness::open(c.cosigner, c.logs, state, clock).unwrap();
     witness::serve(Arc::new(w), listener).unwrap()
 }
 
@@ -49,6 +52,8 @@ fn with_witness(addr: std::net::SocketAddr) -> impl Fn(String) -> String {
         )
     }
 }
+
+const ORIGIN: &str = "countersign.example/ledger";
 
 async fn checkpoint_now(t: &TestServer, refresh: bool) -> pb::GetCheckpointResponse {
     t.auditor()
@@ -167,6 +172,49 @@ async fn checkpoints_are_cosigned_and_proofs_and_verify_carry_the_cosignatures()
         .unwrap_err();
     assert!(e.contains("cosigned by 0 of the 1"), "{e}");
 
+    // A restart with nothing new asks the witness again (it cosigns the same tree at a later
+    // time); the checkpoint keeps one line of it.
+    let endpoint = witness::client::Endpoint::parse(&format!("http://{addr}")).unwrap();
+    let key = witness_key(&t);
+    let witnessed_at = || async {
+        let note = witness::client::latest(&endpoint, ORIGIN, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        key.check(&note).unwrap().unwrap()
+    };
+    let before = witnessed_at().await;
+    t.restart().await;
+    for _ in 0..200 {
+        if witnessed_at().await > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        witnessed_at().await > before,
+        "the restarted server asked the witness again"
+    );
+    // Time for the answer to be stored, were it stored twice (only the failure waits on it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cosigned = t
+        .auditor()
+        .await
+        .get_checkpoint(pb::GetCheckpointRequest {
+            tree_size: r.tree_size,
+            refresh: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cosigned_note;
+    assert_eq!(
+        cosigned
+            .matches("audit.countersign.example/witness")
+            .count(),
+        1,
+        "{cosigned}"
+    );
     t.stop().await;
     w.stop().await;
     let report = verify_store(&t, &trust(&t, vec![r.cosigned_note.clone()]));
