@@ -187,6 +187,10 @@ enum LedgerCommand {
         /// a bundle, or `witness fetch`), repeatable: the ledger must still hold its tree.
         #[arg(long = "checkpoint")]
         kept: Vec<PathBuf>,
+        /// The log's origin (ledger.origin) as the auditor pinned it: every checkpoint must
+        /// name it. Without it, each checkpoint's own first line is taken.
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Checks a proof bundle exported by AuditService.ExportProof, with only the public key.
     VerifyProof {
@@ -626,6 +630,7 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
             witnesses_required,
             uncosigned_max,
             kept,
+            origin,
         } => {
             let verifier = pubkey.as_deref().map(verifier_arg).transpose()?;
             let witnesses = witnesses
@@ -650,6 +655,7 @@ async fn ledger(command: LedgerCommand) -> anyhow::Result<()> {
                 witnesses,
                 witnesses_required: required,
                 kept,
+                origin,
             };
             let r = match (data, database) {
                 (Some(data), _) => countersign::verify::verify_data_dir_with(&data, &trust),

@@ -120,6 +120,8 @@ fn demo_trust(pki: &std::path::Path) -> anyhow::Result<crate::verify::Trust> {
         witnesses_required: witnesses.len(),
         witnesses,
         kept: Vec::new(),
+        // The sample configuration's origin, which the demo's server signs with.
+        origin: Some("countersign.example/ledger".into()),
     })
 }
 

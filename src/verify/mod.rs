@@ -44,6 +44,9 @@ pub struct Trust {
     pub witnesses_required: usize,
     /// Checkpoint notes kept outside the server.
     pub kept: Vec<String>,
+    /// The log's origin as the auditor pinned it; every checkpoint must name it. `None`:
+    /// the origin is read from the checkpoints themselves.
+    pub origin: Option<String>,
 }
 
 impl Trust {
@@ -104,7 +107,7 @@ fn check_checkpoints(
     for (seq, note) in notes.iter().enumerate() {
         let cp = match &trust.pubkey {
             Some(v) => {
-                let origin = note.lines().next().unwrap_or_default();
+                let origin = pinned_origin(note, trust);
                 checkpoint::open(note, v, origin)
                     .map_err(|e| format!("checkpoint {seq}: signature does not verify: {e}"))?
             }
@@ -194,12 +197,20 @@ fn check_checkpoints(
     Ok(vouched)
 }
 
+/// The origin a checkpoint must name: the pinned one, else its own first line.
+fn pinned_origin<'a>(note: &'a str, trust: &'a Trust) -> &'a str {
+    trust
+        .origin
+        .as_deref()
+        .unwrap_or_else(|| note.lines().next().unwrap_or_default())
+}
+
 /// A checkpoint the auditor kept (or fetched from a witness) must verify and be a tree this
 /// ledger holds: a ledger that is shorter was rolled back, one with another root rewritten.
 fn check_kept(n: usize, note: &str, tree: &Tree, trust: &Trust) -> Result<(), String> {
     let cp = match &trust.pubkey {
         Some(v) => {
-            let origin = note.lines().next().unwrap_or_default();
+            let origin = pinned_origin(note, trust);
             checkpoint::open(note, v, origin)
                 .map_err(|e| format!("kept checkpoint {n}: signature does not verify: {e}"))?
         }

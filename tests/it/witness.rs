@@ -113,6 +113,7 @@ fn trust(t: &TestServer, kept: Vec<String>) -> Trust {
         witnesses: vec![witness_key(t)],
         witnesses_required: 1,
         kept,
+        origin: Some(ORIGIN.into()),
     }
 }
 
@@ -414,9 +415,9 @@ async fn the_witness_and_the_auditors_commands_work_as_the_readme_says() {
     let _ = witness.kill();
     let _ = witness.wait();
 
-    let verify = |witness_pub: &Path| {
+    let verify = |witness_pub: &Path, origin: &str| {
         let mut c = std::process::Command::new(bin);
-        c.args(["ledger", "verify", "--pubkey"])
+        c.args(["ledger", "verify", "--origin", origin, "--pubkey"])
             .arg(t.pki.join("ledger.pub"));
         c.arg("--witness")
             .arg(witness_pub)
@@ -432,8 +433,12 @@ async fn the_witness_and_the_auditors_commands_work_as_the_readme_says() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (code, out) = verify(&pki.join("witness.pub"));
+    let (code, out) = verify(&pki.join("witness.pub"), ORIGIN);
     assert_eq!(code, Some(0), "{out}");
+    // The auditor pins the origin: checkpoints of another log do not pass for this one's.
+    let (code, out) = verify(&pki.join("witness.pub"), "other.example/log");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("origin"), "{out}");
     assert!(out.contains("witnessed:"), "{out}");
     assert!(out.contains("kept:        1 checkpoint(s) found"), "{out}");
     // Another witness's key: nothing it vouches for, so the auditor's rule fails.
@@ -454,7 +459,7 @@ async fn the_witness_and_the_auditors_commands_work_as_the_readme_says() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let (code, out) = verify(&other.join("witness.pub"));
+    let (code, out) = verify(&other.join("witness.pub"), ORIGIN);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("PROBLEM"), "{out}");
 }
