@@ -542,6 +542,11 @@ impl Config {
         let directory = Directory::load(&directory_path)
             .context("identity.principals: fix the file (see `countersign pki issue`)")?;
         let supervisors = std::sync::Arc::new(directory.supervisors());
+        let node = match &storage {
+            crate::storage::StorageConfig::Postgres(p) => p.node_id.clone(),
+            crate::storage::StorageConfig::Embedded(_) => host_name(),
+        };
+        let directory_sha256 = directory.sha256().to_owned();
         Ok(Config {
             listen,
             data_dir: rel(&f.data_dir),
@@ -560,6 +565,8 @@ impl Config {
             },
             engine: EngineConfig {
                 check_all_images: false,
+                node,
+                directory_sha256,
                 policy: std::sync::Arc::new(policy),
                 supervisor_tasks_max: f.dispatch.supervisor_tasks_max,
                 review_timeout_ms: f.dispatch.review_timeout_ms,
@@ -591,6 +598,16 @@ impl Config {
             keepalive_timeout_ms: l.keepalive_timeout_ms,
         })
     }
+}
+
+/// The host's name, for a single node's `engine_started` records (Linux's; "unknown"
+/// elsewhere).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The server's certificate, key and client CA, checked before anything starts, so that a

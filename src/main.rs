@@ -313,9 +313,7 @@ async fn run() -> anyhow::Result<()> {
             let rng = Box::new(rand_chacha::ChaCha20Rng::from_os_rng());
             let server = countersign::server::start(&config, Arc::new(SystemClock), rng).await?;
             println!("countersign listening on {}", server.addr);
-            let engine = server.engine_slot();
             let reloader = server.reloader();
-            let policy_path = config.policy_path.clone();
             tokio::spawn(async move {
                 let Ok(mut hup) =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -325,13 +323,8 @@ async fn run() -> anyhow::Result<()> {
                 while hup.recv().await.is_some() {
                     // A policy or directory with any mistake is refused whole; the old one
                     // stays (and the refusal is logged).
-                    match countersign::policy::Policy::load(&policy_path) {
-                        Ok(p) => {
-                            engine.borrow().clone().set_policy(p);
-                        }
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: policy not reloaded"),
-                    }
-                    let _ = reloader.reload_directory("SIGHUP").await;
+                    let _ = reloader.reload_policy().await;
+                    let _ = reloader.reload_directory().await;
                 }
             });
             wait_for_signal().await?;

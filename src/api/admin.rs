@@ -25,15 +25,24 @@ pub struct AdminApi {
 }
 
 /// Reads the principal directory file again and puts it in force: in the services at once
-/// (every call is checked against it), and in the engine, which ends the revoked principals'
-/// streams. `by` is who asked (an admin's id, or "SIGHUP"). A standby has no engine: its
-/// directory changes and there are no streams to end.
+/// (every call is checked against it), and in the engine, which records it in the ledger
+/// (`directory_loaded`, by `actor`: the admin who asked, or the system for SIGHUP) and ends the
+/// revoked principals' streams. The answer comes once the record is durable; if it cannot be
+/// recorded (the ledger cannot write, the server is stopping), the directory that was in
+/// force stays in force and the caller hears UNAVAILABLE. A standby has no engine: its
+/// directory changes unrecorded (the leader records its own reload) and there are no streams
+/// to end.
 pub async fn reload_directory(
     directory: &SharedDirectory,
     path: &std::path::Path,
     engine: &EngineHandle,
-    by: &str,
+    actor: crate::domain::Actor,
 ) -> Result<(crate::api::Reloaded, crate::engine::Revoked), Status> {
+    let by = match &actor {
+        crate::domain::Actor::Principal(p) => p.to_string(),
+        crate::domain::Actor::System => "SIGHUP".to_owned(),
+    };
+    let _one_at_a_time = directory.reloading.lock().await;
     let (d, p) = (directory.clone(), path.to_owned());
     let reloaded = tokio::task::spawn_blocking(move || d.reload(&p))
         .await
@@ -46,28 +55,85 @@ pub async fn reload_directory(
             );
             status::directory_not_reloaded(e)
         })?;
+    let changes = &reloaded.changes;
+    let loaded = crate::domain::EngineEvent::DirectoryLoaded {
+        sha256: reloaded.sha256.clone(),
+        certificates: u32::try_from(reloaded.principals).unwrap_or(u32::MAX),
+        added: changes.added.clone(),
+        removed: changes.removed.clone(),
+        changed: changes.changed.clone(),
+    };
     let revoked = match engine
-        .revoke(reloaded.revoked.clone(), reloaded.supervisors.clone())
+        .revoke(
+            actor,
+            loaded,
+            changes.revoked(),
+            reloaded.supervisors.clone(),
+        )
         .await
     {
         Ok(r) => r,
-        Err(e) => {
-            tracing::info!(error = %e, "no engine runs here: no streams to end");
+        Err(crate::engine::Unavailable::NotRunning) => {
+            tracing::info!("no engine runs here: nothing to record, no streams to end");
             crate::engine::Revoked::default()
         }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                by,
+                sha256 = %reloaded.sha256,
+                "principal directory not reloaded: it could not be recorded; the one in force stays"
+            );
+            directory.undo(reloaded);
+            return Err(status::reload_not_recorded(e));
+        }
     };
-    let revoked_ids: Vec<&str> = reloaded.revoked.iter().map(|p| p.as_str()).collect();
+    let ids = |v: &[crate::domain::PrincipalId]| {
+        v.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+    };
     tracing::info!(
         by,
         sha256 = %reloaded.sha256,
         previous_sha256 = %reloaded.previous_sha256,
         certificates = reloaded.principals,
-        revoked = %revoked_ids.join(","),
+        added = %ids(&changes.added),
+        removed = %ids(&changes.removed),
+        changed = %ids(&changes.changed),
         attend_streams_ended = revoked.attend_streams,
         watched_requests_ended = revoked.watched_requests,
         "principal directory reloaded"
     );
     Ok((reloaded, revoked))
+}
+
+/// Reads the policy file again and puts it in force for later submissions, recorded in the
+/// ledger (`policy_loaded`, by `actor`) before any submission is evaluated against it. A file
+/// with any mistake, or a reload that cannot be recorded, leaves the policy in force as it
+/// was. A standby has no engine: its copy changes unrecorded. Returns the new and the previous
+/// policy's hashes.
+pub async fn reload_policy(
+    path: &std::path::Path,
+    engine: &EngineHandle,
+    actor: crate::domain::Actor,
+) -> Result<(String, String), Status> {
+    let path = path.to_owned();
+    let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
+        .await
+        .map_err(status::policy_load_failed)?
+        .map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "policy not reloaded");
+            status::policy_not_reloaded(e)
+        })?;
+    let sha256 = policy.sha256().to_owned();
+    let previous_sha256 = match engine.set_policy(actor, policy).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::error!(error = %e, %sha256, "policy not reloaded: it could not be recorded; the one in force stays");
+            return Err(status::reload_not_recorded(e));
+        }
+    };
+    tracing::info!(%sha256, %previous_sha256, "policy reloaded; it applies to new submissions");
+    Ok((sha256, previous_sha256))
 }
 
 #[tonic::async_trait]
@@ -160,16 +226,14 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
-        self.directory.authorize(&req, &[Role::Admin])?;
+        let admin = self.directory.authorize(&req, &[Role::Admin])?;
         let pb::ReloadPolicyRequest {} = req.into_inner();
-        let path = self.policy_path.clone();
-        let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
-            .await
-            .map_err(status::policy_load_failed)?
-            .map_err(status::policy_not_reloaded)?;
-        let sha256 = policy.sha256().to_owned();
-        let previous_sha256 = self.engine().set_policy(policy);
-        tracing::info!(%sha256, %previous_sha256, "policy reloaded by admin");
+        let (sha256, previous_sha256) = reload_policy(
+            &self.policy_path,
+            &self.engine(),
+            crate::domain::Actor::Principal(admin.id),
+        )
+        .await?;
         Ok(Response::new(pb::ReloadPolicyResponse {
             sha256,
             previous_sha256,
@@ -192,7 +256,7 @@ impl AdminService for AdminApi {
             &self.directory,
             &self.directory_path,
             &self.engine(),
-            admin.id.as_str(),
+            crate::domain::Actor::Principal(admin.id),
         )
         .await?;
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -200,7 +264,12 @@ impl AdminService for AdminApi {
             sha256: reloaded.sha256,
             previous_sha256: reloaded.previous_sha256,
             certificates: count(reloaded.principals),
-            revoked_principal_ids: reloaded.revoked.iter().map(|p| p.to_string()).collect(),
+            revoked_principal_ids: reloaded
+                .changes
+                .revoked()
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
             attend_streams_ended: count(revoked.attend_streams),
             watched_requests_ended: count(revoked.watched_requests),
         }))

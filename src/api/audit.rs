@@ -4,7 +4,7 @@ use super::EngineSlot;
 use tonic::{Request, Response, Status};
 
 use crate::domain::validate::FieldError;
-use crate::domain::{Actor, Record, Role, State};
+use crate::domain::{Actor, Entry, Role, State};
 use crate::engine::{EngineHandle, ProofTarget};
 use crate::storage::SearchQuery;
 
@@ -37,7 +37,11 @@ impl AuditService for AuditApi {
         let pb::GetRequestRequest { request_id } = req.into_inner();
         let id = super::concerning("request_id", &request_id)?;
         let loaded = self.engine().audit_request(&id).await?;
-        let events = loaded.records.into_iter().map(ledger_event).collect();
+        let events = loaded
+            .records
+            .into_iter()
+            .map(|(i, r, b)| ledger_event((i, Entry::Request(r), b)))
+            .collect();
         Ok(Response::new(pb::GetRequestResponse {
             request: Some(convert::request(&loaded.request)),
             events,
@@ -344,16 +348,20 @@ impl AuditService for AuditApi {
     }
 }
 
-fn ledger_event((index, rec, bytes): (u64, Record, Vec<u8>)) -> pb::LedgerEvent {
+fn ledger_event((index, entry, bytes): (u64, Entry, Vec<u8>)) -> pb::LedgerEvent {
     pb::LedgerEvent {
         index,
-        recorded_at: Some(convert::timestamp(rec.at)),
-        actor_id: match &rec.actor {
+        recorded_at: Some(convert::timestamp(entry.at())),
+        actor_id: match entry.actor() {
             Actor::Principal(p) => p.to_string(),
             Actor::System => "system".into(),
         },
-        kind: rec.event.kind().into(),
+        kind: entry.kind().into(),
         record: bytes,
+        request_id: match &entry {
+            Entry::Request(r) => r.request.to_string(),
+            Entry::Engine(_) => String::new(),
+        },
     }
 }
 

@@ -137,9 +137,9 @@ impl Directory {
         &self.sha256
     }
 
-    /// The principals whose access `next` takes away or changes: those no longer listed, and
-    /// those listed with other details or other certificates. Their open streams end.
-    pub fn revoked_by(&self, next: &Directory) -> Vec<PrincipalId> {
+    /// What `next` changes: principals it adds, those it no longer lists, and those it lists
+    /// with other details or other certificates; each list sorted.
+    pub fn changes(&self, next: &Directory) -> Changes {
         let certs = |d: &Directory| {
             let mut m: HashMap<PrincipalId, (Principal, std::collections::BTreeSet<[u8; 32]>)> =
                 HashMap::new();
@@ -152,13 +152,23 @@ impl Directory {
             m
         };
         let (before, after) = (certs(self), certs(next));
-        let mut revoked: Vec<PrincipalId> = before
-            .into_iter()
-            .filter(|(id, was)| after.get(id) != Some(was))
-            .map(|(id, _)| id)
+        let mut c = Changes::default();
+        for (id, was) in &before {
+            match after.get(id) {
+                None => c.removed.push(id.clone()),
+                Some(now) if now != was => c.changed.push(id.clone()),
+                Some(_) => {}
+            }
+        }
+        c.added = after
+            .keys()
+            .filter(|id| !before.contains_key(*id))
+            .cloned()
             .collect();
-        revoked.sort();
-        revoked
+        c.added.sort();
+        c.removed.sort();
+        c.changed.sort();
+        c
     }
 
     /// The principal with this id, if the directory has one.
@@ -236,6 +246,9 @@ pub struct SharedDirectory {
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>,
     /// Certificate SHA-256 -> (principal, notAfter in Unix seconds), filled on first use.
     seen: std::sync::Arc<std::sync::Mutex<SeenCertificates>>,
+    /// Held through a whole reload (load, record, or undo), so that two reloads (SIGHUP and
+    /// a call) cannot undo each other.
+    pub(crate) reloading: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Certificate SHA-256 -> (principal, notAfter in Unix seconds).
@@ -245,16 +258,36 @@ type SeenCertificates = HashMap<[u8; 32], (PrincipalId, i64)>;
 /// long-running server keeps).
 const SEEN_CERTIFICATES_MAX: usize = 100_000;
 
+/// The principals one directory changes from another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<PrincipalId>,
+    pub removed: Vec<PrincipalId>,
+    /// Listed in both, with other details or other certificates.
+    pub changed: Vec<PrincipalId>,
+}
+
+impl Changes {
+    /// Principals removed or changed: their streams end, what they held moves on.
+    pub fn revoked(&self) -> Vec<PrincipalId> {
+        let mut v: Vec<PrincipalId> = self.removed.iter().chain(&self.changed).cloned().collect();
+        v.sort();
+        v
+    }
+}
+
 /// What a reload changed.
 #[derive(Clone, Debug)]
 pub struct Reloaded {
     pub previous_sha256: String,
     pub sha256: String,
+    /// Certificates the new directory accepts.
     pub principals: usize,
-    /// Principals removed or changed: their streams end, what they held moves on.
-    pub revoked: Vec<PrincipalId>,
+    pub changes: Changes,
     /// Every supervisor of the new directory.
     pub supervisors: Vec<Principal>,
+    /// The directory this reload replaced, put back if the reload cannot be recorded.
+    previous: std::sync::Arc<Directory>,
 }
 
 impl SharedDirectory {
@@ -262,6 +295,7 @@ impl SharedDirectory {
         SharedDirectory {
             current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(directory))),
             seen: Default::default(),
+            reloading: Default::default(),
         }
     }
 
@@ -311,10 +345,18 @@ impl SharedDirectory {
             previous_sha256: slot.sha256.clone(),
             sha256: next.sha256.clone(),
             principals: next.len(),
-            revoked: slot.revoked_by(&next),
+            changes: slot.changes(&next),
             supervisors: next.supervisors(),
+            previous: slot.clone(),
         };
         *slot = std::sync::Arc::new(next);
         Ok(reloaded)
+    }
+
+    /// Takes back a reload that could not be recorded: the directory it replaced is in force
+    /// again.
+    pub fn undo(&self, reloaded: Reloaded) {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *slot = reloaded.previous;
     }
 }

@@ -112,7 +112,7 @@ pub fn services(
 }
 
 pub use admin::AdminApi;
-pub use admin::reload_directory;
+pub use admin::{reload_directory, reload_policy};
 pub use audit::AuditApi;
 pub use identity::{Directory, Reloaded, SharedDirectory};
 pub use supervisor::SupervisorApi;

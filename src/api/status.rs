@@ -617,6 +617,12 @@ pub fn queue_status_unavailable(e: Unavailable) -> Status {
     unavailable(e)
 }
 
+/// UNAVAILABLE answers ReloadPolicy and ReloadDirectory when the reload cannot be recorded in
+/// the ledger (it cannot write, the server is stopping); what was in force stays.
+pub fn reload_not_recorded(e: Unavailable) -> Status {
+    unavailable(e)
+}
+
 /// INTERNAL answers ReloadPolicy when the task loading the policy file died (it panicked or
 /// was cancelled); the policy in force stays.
 pub fn policy_load_failed(e: tokio::task::JoinError) -> Status {

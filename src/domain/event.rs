@@ -137,3 +137,107 @@ pub struct Record {
     pub actor: Actor,
     pub event: Event,
 }
+
+/// Something that happened to the engine itself rather than to a request. Kept in the ledger
+/// beside the requests' records so that an auditor sees, under the same signatures, when the
+/// centre served, with which policy and principal directory, and who changed them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The engine started serving on this ledger: at start, or as a cluster's new leader.
+    Started {
+        /// The node: its cluster `node_id`, or the host's name for a single node.
+        node: String,
+        /// The build (`CARGO_PKG_VERSION`).
+        version: String,
+        /// Lowercase hex SHA-256 of the policy file in force.
+        policy_sha256: String,
+        /// Lowercase hex SHA-256 of the principal directory file in force.
+        directory_sha256: String,
+    },
+    /// The engine stopped serving cleanly (a shutdown asked for). A crash leaves no such
+    /// record: the next `Started` follows the last record the crashed engine wrote.
+    Stopped,
+    /// Writes work again after a store could not write from `since` to this record's time;
+    /// the engine refused writes and reported NOT_SERVING meanwhile.
+    WritesResumed {
+        since: Timestamp,
+        /// "ledger", "images" or "projection".
+        store: String,
+    },
+    /// A principal directory was put in force without a restart (AdminService.ReloadDirectory
+    /// by the record's actor, or SIGHUP when the actor is the system).
+    DirectoryLoaded {
+        sha256: String,
+        /// Certificates the directory accepts.
+        certificates: u32,
+        added: Vec<PrincipalId>,
+        removed: Vec<PrincipalId>,
+        /// Listed before and after, with other details or certificates: their streams ended.
+        changed: Vec<PrincipalId>,
+    },
+    /// A policy was put in force without a restart (AdminService.ReloadPolicy by the record's
+    /// actor, or SIGHUP when the actor is the system). It applies to later submissions.
+    PolicyLoaded { sha256: String, rules: u32 },
+}
+
+impl EngineEvent {
+    /// The stable name auditors see for the event's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineEvent::Started { .. } => "engine_started",
+            EngineEvent::Stopped => "engine_stopped",
+            EngineEvent::WritesResumed { .. } => "writes_resumed",
+            EngineEvent::DirectoryLoaded { .. } => "directory_loaded",
+            EngineEvent::PolicyLoaded { .. } => "policy_loaded",
+        }
+    }
+}
+
+/// One ledger record about the engine, with when and by whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineRecord {
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub event: EngineEvent,
+}
+
+/// Any ledger record: about a request, or about the engine.
+// Built once per record read and consumed at once, as `Event` is; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Request(Record),
+    Engine(EngineRecord),
+}
+
+impl Entry {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Entry::Request(r) => r.at,
+            Entry::Engine(r) => r.at,
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Entry::Request(r) => &r.actor,
+            Entry::Engine(r) => &r.actor,
+        }
+    }
+
+    /// The stable name of the record's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::Request(r) => r.event.kind(),
+            Entry::Engine(r) => r.event.kind(),
+        }
+    }
+
+    /// The images the record attaches (none for an engine record).
+    pub fn images_added(&self) -> &[ImageRef] {
+        match self {
+            Entry::Request(r) => r.event.images_added(),
+            Entry::Engine(_) => &[],
+        }
+    }
+}

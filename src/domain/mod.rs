@@ -11,7 +11,7 @@ pub(crate) mod testing;
 pub mod types;
 pub mod validate;
 
-pub use event::{Actor, Event, Record, WithdrawReason};
+pub use event::{Actor, EngineEvent, EngineRecord, Entry, Event, Record, WithdrawReason};
 pub use fold::FoldError;
 pub use ids::{BranchId, ImageHash, PrincipalId, RequestId, TellerSerial};
 pub use request::{Act, FenceError, Request, State};

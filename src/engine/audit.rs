@@ -138,7 +138,7 @@ impl EngineHandle {
         &self,
         start: u64,
         end: u64,
-    ) -> Result<(Vec<(u64, crate::domain::Record, Vec<u8>)>, u64), AuditError> {
+    ) -> Result<(Vec<(u64, crate::domain::Entry, Vec<u8>)>, u64), AuditError> {
         let len = self.ledger.len();
         if start > end {
             return Err(FieldError::new("end", "must not be less than start").into());
@@ -151,7 +151,7 @@ impl EngineHandle {
             (start..end)
                 .map(|index| {
                     let bytes = ledger.read(index)?;
-                    let rec = record::decode(&bytes)
+                    let rec = record::decode_entry(&bytes)
                         .map_err(|source| StorageError::Record { index, source })?;
                     Ok((index, rec, bytes))
                 })

@@ -33,6 +33,15 @@ impl Store {
             Store::Projection => "projection",
         }
     }
+
+    /// How the ledger's `writes_resumed` records name it.
+    pub fn stored_name(self) -> &'static str {
+        match self {
+            Store::Ledger => "ledger",
+            Store::Images => "images",
+            Store::Projection => "projection",
+        }
+    }
 }
 
 pub(crate) struct Availability {

@@ -145,8 +145,8 @@ pub struct Revoked {
 
 pub(crate) enum ServiceCommand {
     /// Stop taking calls, end every stream, and stop once all appended records are durable
-    /// and answered.
-    Shutdown { reply: Reply<()> },
+    /// and answered; `record`: the ledger records the stop first.
+    Shutdown { record: bool, reply: Reply<()> },
     /// Pause (or resume) offers to a supervisor without closing their stream.
     Pause {
         supervisor: PrincipalId,
@@ -163,12 +163,24 @@ pub(crate) enum ServiceCommand {
     ImagesFailed {
         error: std::sync::Arc<crate::storage::StorageError>,
     },
-    /// A new principal directory is in force: end the streams of `principals` (removed or
-    /// changed), withdraw what they held, and dispatch with `supervisors` from now on.
+    /// A new principal directory is in force: record it (`loaded`, a `directory_loaded`
+    /// event, by `actor`), end the streams of `principals` (removed or changed), withdraw what
+    /// they held, and dispatch with `supervisors` from now on. Answered once the record is
+    /// durable.
     Revoke {
+        actor: crate::domain::Actor,
+        loaded: crate::domain::EngineEvent,
         principals: Vec<PrincipalId>,
         supervisors: std::sync::Arc<Vec<Principal>>,
-        reply: Reply<Revoked>,
+        reply: Reply<Result<Revoked, Unavailable>>,
+    },
+    /// Put a new policy in force for later submissions, recorded (`policy_loaded`, by
+    /// `actor`) before the first submission evaluated against it; answered with the previous
+    /// policy's hash once the record is durable.
+    SetPolicy {
+        actor: crate::domain::Actor,
+        policy: std::sync::Arc<crate::policy::Policy>,
+        reply: Reply<Result<String, Unavailable>>,
     },
 }
 
@@ -199,7 +211,12 @@ impl Command {
                 !matches!(c, TellerCommand::Get { .. } | TellerCommand::Watch { .. })
             }
             Command::Supervisor(c) => !matches!(c, SupervisorCommand::OfferImage { .. }),
-            Command::Service(_) => false,
+            Command::Service(c) => {
+                matches!(
+                    c,
+                    ServiceCommand::Revoke { .. } | ServiceCommand::SetPolicy { .. }
+                )
+            }
         }
     }
 }
@@ -232,11 +249,9 @@ pub(crate) fn refuse(cmd: Command, u: Unavailable) {
         },
         Command::Service(c) => match c {
             V::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
-            V::Status { .. }
-            | V::Shutdown { .. }
-            | V::Project { .. }
-            | V::Revoke { .. }
-            | V::ImagesFailed { .. } => {}
+            V::Revoke { reply, .. } => drop(reply.send(Err(u))),
+            V::SetPolicy { reply, .. } => drop(reply.send(Err(u))),
+            V::Status { .. } | V::Shutdown { .. } | V::Project { .. } | V::ImagesFailed { .. } => {}
         },
     }
 }

@@ -17,13 +17,14 @@ use super::command::{
     TellerCommand, refuse,
 };
 use super::core::Core;
+use super::core::Undo;
 use super::error::*;
 use super::{SupervisorEvent, Withdrawal};
 
 impl Core {
     pub(crate) fn handle(&mut self, cmd: Command) {
-        if let Command::Service(ServiceCommand::Shutdown { reply }) = cmd {
-            self.begin_shutdown(reply);
+        if let Command::Service(ServiceCommand::Shutdown { record, reply }) = cmd {
+            self.begin_shutdown(record, reply);
             return;
         }
         if let Some(u) = self.refusal(cmd.writes()) {
@@ -163,17 +164,48 @@ impl Core {
                 self.project();
                 let _ = reply.send(());
             }
-            ServiceCommand::Shutdown { reply } => self.begin_shutdown(reply),
+            // Taken in `handle`, before any refusal.
+            ServiceCommand::Shutdown { record, reply } => self.begin_shutdown(record, reply),
             ServiceCommand::ImagesFailed { error } => {
                 self.store_failed(super::availability::Store::Images, error);
             }
             ServiceCommand::Revoke {
+                actor,
+                loaded,
                 principals,
                 supervisors,
                 reply,
             } => {
+                let sha256 = match &loaded {
+                    crate::domain::EngineEvent::DirectoryLoaded { sha256, .. } => sha256.clone(),
+                    _ => self.config.directory_sha256.clone(),
+                };
+                let undo = Undo::Directory {
+                    supervisors: self.config.supervisors.clone(),
+                    sha256: std::mem::replace(&mut self.config.directory_sha256, sha256),
+                };
+                let index = self.record_engine(actor, loaded);
+                self.undo_unless_durable(index, undo);
                 let revoked = self.revoke(&principals, supervisors);
-                let _ = reply.send(revoked);
+                self.reply(reply, Ok(revoked));
+            }
+            ServiceCommand::SetPolicy {
+                actor,
+                policy,
+                reply,
+            } => {
+                let loaded = crate::domain::EngineEvent::PolicyLoaded {
+                    sha256: policy.sha256().to_owned(),
+                    rules: u32::try_from(policy.rule_names().len()).unwrap_or(u32::MAX),
+                };
+                let index = self.record_engine(actor, loaded);
+                let previous = {
+                    let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
+                    std::mem::replace(&mut *p, policy)
+                };
+                let previous_sha256 = previous.sha256().to_owned();
+                self.undo_unless_durable(index, Undo::Policy(previous));
+                self.reply(reply, Ok(previous_sha256));
             }
         }
     }
@@ -210,8 +242,14 @@ impl Core {
         revoked
     }
 
-    fn begin_shutdown(&mut self, reply: super::command::Reply<()>) {
+    fn begin_shutdown(&mut self, record: bool, reply: super::command::Reply<()>) {
         tracing::info!("engine stopping: ending streams, finishing what is in flight");
+        if record && self.stopping.is_none() && self.refusal(true).is_none() {
+            self.record_engine(
+                crate::domain::Actor::System,
+                crate::domain::EngineEvent::Stopped,
+            );
+        }
         // Dropping the senders ends every Attend and Watch stream; consoles reconnect.
         self.sessions.clear();
         self.count_sessions();

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::domain::{Actor, Event, Record, Request, RequestId, State, WithdrawReason, fold};
+use crate::domain::{
+    Actor, EngineEvent, EngineRecord, Event, Record, Request, RequestId, State, WithdrawReason,
+    fold,
+};
 use crate::ledger::record;
 use crate::metrics::Metrics;
 use crate::storage::{
@@ -85,6 +88,21 @@ pub(crate) struct Core {
     pub stopping: Option<super::command::Reply<()>>,
     /// The series the engine records (see `measure` and `count_sessions`).
     pub metrics: Arc<Metrics>,
+    /// What to take back if the engine record at each index is lost before it is durable (a
+    /// reload whose record a ledger failure took back), oldest first.
+    undos: Vec<(u64, Undo)>,
+    /// Since when, and which store, writes have been refused; recorded (`writes_resumed`)
+    /// once they work again.
+    refusing_since: Option<(crate::domain::Timestamp, Store)>,
+}
+
+/// What a reload changed in the engine, to put back if its record is not made durable.
+pub(crate) enum Undo {
+    Policy(Arc<crate::policy::Policy>),
+    Directory {
+        supervisors: Arc<Vec<crate::domain::Principal>>,
+        sha256: String,
+    },
 }
 
 impl Core {
@@ -124,6 +142,8 @@ impl Core {
             dispatch_new: BTreeSet::new(),
             stopping: None,
             metrics,
+            undos: Vec::new(),
+            refusing_since: None,
         }
     }
 
@@ -236,8 +256,10 @@ impl Core {
         }
         tracing::error!(%error, durable, "ledger cannot write: refusing writes, NOT_SERVING");
         self.availability.degrade(Store::Ledger, error);
+        self.refusing_since = Some((self.now(), Store::Ledger));
         self.durable = durable;
         self.appender.rewind(durable);
+        self.undo_lost(durable);
         // Pending sends are for records that are not on disk: dropping them answers UNAVAILABLE.
         self.outbox.clear();
         self.updates.retain(|u| u.index < durable);
@@ -264,6 +286,18 @@ impl Core {
         }
         tracing::error!(%error, store = store.name(), "cannot write: refusing writes, NOT_SERVING");
         self.availability.degrade(store, error);
+        self.refusing_since = Some((self.now(), store));
+    }
+
+    /// Writes work again: the ledger records since when they did not.
+    fn record_resumed(&mut self) {
+        if let Some((since, store)) = self.refusing_since.take() {
+            let event = EngineEvent::WritesResumed {
+                since,
+                store: store.stored_name().into(),
+            };
+            self.record_engine(Actor::System, event);
+        }
     }
 
     /// While degraded, asks the writer (at most once a second) whether it can write again;
@@ -287,6 +321,7 @@ impl Core {
                 self.availability.recovered();
                 // What the projection could not take is applied now (a failure degrades again).
                 self.project();
+                self.record_resumed();
                 return;
             }
             None => return,
@@ -297,6 +332,7 @@ impl Core {
         }
         tracing::info!("ledger writes again: serving");
         self.availability.recovered();
+        self.record_resumed();
         self.withdraw_offers(WithdrawReason::Disconnected);
         self.dispatch_all = true;
     }
@@ -370,6 +406,48 @@ impl Core {
             event,
         };
         self.append(rec, None)
+    }
+
+    /// Appends a record about the engine itself (it belongs to no request, so nothing is
+    /// applied or projected); returns its index.
+    pub fn record_engine(&mut self, actor: Actor, event: EngineEvent) -> u64 {
+        let rec = EngineRecord {
+            at: self.now(),
+            actor,
+            event,
+        };
+        self.appender.append(record::encode_engine(&rec))
+    }
+
+    /// Keeps `undo` until record `index` is durable; if a ledger failure takes the record
+    /// back, what it put in force is taken back too, so nothing is in force unrecorded.
+    pub fn undo_unless_durable(&mut self, index: u64, undo: Undo) {
+        self.undos.push((index, undo));
+    }
+
+    /// Takes back, newest first, what records from `durable` on had put in force.
+    fn undo_lost(&mut self, durable: u64) {
+        while self.undos.last().is_some_and(|(i, _)| *i >= durable) {
+            let Some((index, undo)) = self.undos.pop() else {
+                break;
+            };
+            tracing::warn!(
+                index,
+                "a reload's record was lost with the ledger's failure: taken back"
+            );
+            match undo {
+                Undo::Policy(previous) => {
+                    *self.policy.write().unwrap_or_else(|e| e.into_inner()) = previous;
+                }
+                Undo::Directory {
+                    supervisors,
+                    sha256,
+                } => {
+                    self.config.supervisors = supervisors;
+                    self.config.directory_sha256 = sha256;
+                }
+            }
+        }
     }
 
     /// Appends a record and applies it. `fingerprint` is the submission's, when the caller
@@ -576,6 +654,7 @@ impl Core {
             return;
         }
         self.durable = count;
+        self.undos.retain(|(index, _)| *index >= count);
         // Durable rows go to the projection once the backend's batch is full, and on every
         // tick: one call per ledger batch can cost more than the rows themselves.
         if self.updates.len() >= self.projection.batch_size() {

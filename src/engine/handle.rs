@@ -85,8 +85,26 @@ impl EngineHandle {
 
     /// Ends every stream, answers what is in flight once durable, and stops the engine.
     /// Calls after this are refused with UNAVAILABLE.
+    /// Stops the engine; the ledger records the stop (`engine_stopped`), unless it cannot
+    /// write.
     pub async fn shutdown(&self) {
-        let _ = self.call(|reply| ServiceCommand::Shutdown { reply }).await;
+        let _ = self
+            .call(|reply| ServiceCommand::Shutdown {
+                record: true,
+                reply,
+            })
+            .await;
+    }
+
+    /// Stops the engine of a node that lost its lease: nothing is recorded, since another
+    /// node leads the ledger now.
+    pub async fn stop_without_record(&self) {
+        let _ = self
+            .call(|reply| ServiceCommand::Shutdown {
+                record: false,
+                reply,
+            })
+            .await;
     }
 
     pub fn now(&self) -> Timestamp {
@@ -537,20 +555,25 @@ impl EngineHandle {
         .await?
     }
 
-    /// Puts a new principal directory in force in the engine: `principals` (removed or
-    /// changed) lose their streams and what they held; `supervisors` are who dispatch and
-    /// escalation reckon with from now on.
+    /// Puts a new principal directory in force in the engine: `loaded` (a
+    /// `directory_loaded` event) is recorded as `actor`'s, `principals` (removed or changed)
+    /// lose their streams and what they held, and `supervisors` are who dispatch and
+    /// escalation reckon with from now on. Answered once the record is durable.
     pub async fn revoke(
         &self,
+        actor: crate::domain::Actor,
+        loaded: crate::domain::EngineEvent,
         principals: Vec<PrincipalId>,
         supervisors: Vec<crate::domain::Principal>,
     ) -> Result<super::command::Revoked, Unavailable> {
         self.call(|reply| ServiceCommand::Revoke {
+            actor,
+            loaded,
             principals,
             supervisors: Arc::new(supervisors),
             reply,
         })
-        .await
+        .await?
     }
 
     /// The queue and the supervisors, exactly, as of now.
@@ -567,16 +590,32 @@ impl EngineHandle {
     }
 
     /// Replaces the policy for new submissions (those already submitted keep the
-    /// requirements recorded with them); returns the previous one's hash.
-    pub fn set_policy(&self, policy: crate::policy::Policy) -> String {
-        tracing::info!(
-            sha256 = policy.sha256(),
-            "policy reloaded; it applies to new submissions"
-        );
-        let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
-        let previous = p.sha256().to_owned();
-        *p = Arc::new(policy);
-        previous
+    /// requirements recorded with them), recorded in the ledger as `actor`'s before any
+    /// submission is evaluated against it; returns the previous one's hash once the record is
+    /// durable. With no engine running here (a standby), the copy here changes unrecorded.
+    pub async fn set_policy(
+        &self,
+        actor: crate::domain::Actor,
+        policy: crate::policy::Policy,
+    ) -> Result<String, Unavailable> {
+        let policy = Arc::new(policy);
+        let p = policy.clone();
+        match self
+            .call(|reply| ServiceCommand::SetPolicy {
+                actor,
+                policy: p,
+                reply,
+            })
+            .await
+        {
+            Err(Unavailable::NotRunning) => {
+                let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
+                let previous = p.sha256().to_owned();
+                *p = policy;
+                Ok(previous)
+            }
+            other => other?,
+        }
     }
 
     /// Statistics over the requests submitted in [from, until).

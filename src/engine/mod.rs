@@ -83,6 +83,11 @@ pub struct EngineConfig {
     /// At start, check every image the ledger names is in the image store (`serve
     /// --check-all-images`), not only those of undecided requests and the recent records.
     pub check_all_images: bool,
+    /// This node's name in the ledger's `engine_started` records: its cluster `node_id`, or
+    /// the host's name.
+    pub node: String,
+    /// Lowercase hex SHA-256 of the principal directory in force at start.
+    pub directory_sha256: String,
     /// Signing checkpoints of the ledger.
     pub checkpoints: CheckpointConfig,
 }

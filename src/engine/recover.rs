@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::domain::{Event, Request, RequestId, WithdrawReason, fold};
 use crate::ledger::record;
-use crate::storage::{LedgerRead, Projection, RowUpdate, Storage, StorageError, Summary};
+use crate::storage::{
+    DurableState, LedgerRead, Projection, RowUpdate, Storage, StorageError, Summary,
+};
 
 use super::checkpoints::Checkpointer;
 use super::clock::Clock;
@@ -54,6 +56,26 @@ pub(super) async fn start(
     let (mut core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
         .await
         .context("join recovery")??;
+    // Serving starts once the ledger holds the start (`engine_started`) and the withdrawals
+    // recovery recorded: a record of when the centre served is part of what it promises.
+    let recorded = core.appender.next_index();
+    let written = durable
+        .clone()
+        .wait_for(|s| match s {
+            DurableState::Count(n) => *n >= recorded,
+            DurableState::Failed { .. } => true,
+        })
+        .await
+        .map(|s| s.clone());
+    match written {
+        Ok(DurableState::Count(_)) => {}
+        Ok(DurableState::Failed { error, .. }) => {
+            return Err(
+                anyhow::Error::new(error).context("record the engine's start in the ledger")
+            );
+        }
+        Err(_) => bail!("record the engine's start in the ledger: the ledger writer stopped"),
+    }
     // A voucher the ledger names but the store lacks (images/ deleted or restored without it):
     // serving would show supervisors requests without their images.
     let tail = if config.check_all_images {
@@ -161,14 +183,7 @@ fn referenced_images(
         .collect();
     let len = ledger.len();
     for i in len.saturating_sub(tail)..len {
-        wanted.extend(
-            ledger
-                .record(i)?
-                .event
-                .images_added()
-                .iter()
-                .map(|i| i.hash),
-        );
+        wanted.extend(ledger.entry(i)?.images_added().iter().map(|i| i.hash));
     }
     Ok(wanted)
 }
@@ -213,6 +228,18 @@ fn recover(
     // What was offered when the server stopped goes back to the queue: the consoles that held
     // it are gone. Reviews wait for their supervisor's next Attend.
     core.withdraw_offers(WithdrawReason::Restart);
+    let started = crate::domain::EngineEvent::Started {
+        node: core.config.node.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        policy_sha256: core
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sha256()
+            .to_owned(),
+        directory_sha256: core.config.directory_sha256.clone(),
+    };
+    core.record_engine(crate::domain::Actor::System, started);
     tracing::info!(undecided = core.requests.len(), "requests loaded");
     core.appender.flush()?;
     Ok((core, checkpointer))
@@ -279,7 +306,11 @@ fn replay(
 ) -> Result<(), StorageError> {
     let mut cache: HashMap<RequestId, Request> = HashMap::new();
     let mut updates = Vec::new();
-    ledger.each_record(from..to, |index, rec| {
+    ledger.each_entry(from..to, |index, entry| {
+        // Engine records belong to no request: the projection has no row for them.
+        let crate::domain::Entry::Request(rec) = entry else {
+            return Ok(());
+        };
         let id = rec.request.clone();
         if !cache.contains_key(&id) && !matches!(rec.event, Event::Submitted { .. }) {
             let (_, indexes) = projection.request(&id)?.ok_or_else(|| {
@@ -407,7 +438,7 @@ fn count_today(
     now: crate::domain::Timestamp,
 ) -> Result<(), StorageError> {
     let start = now.0.div_euclid(super::status::DAY_MS) * super::status::DAY_MS;
-    let at = |i: u64| -> Result<i64, StorageError> { Ok(ledger.record(i)?.at.0) };
+    let at = |i: u64| -> Result<i64, StorageError> { Ok(ledger.entry(i)?.at().0) };
     let (mut lo, mut hi) = (0, ledger.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -417,9 +448,11 @@ fn count_today(
             hi = mid;
         }
     }
-    ledger.each_record(lo..ledger.len(), |_, rec| {
-        let t = rec.at;
-        core.day.count(&rec, t);
+    ledger.each_entry(lo..ledger.len(), |_, entry| {
+        if let crate::domain::Entry::Request(rec) = entry {
+            let t = rec.at;
+            core.day.count(&rec, t);
+        }
         Ok(())
     })
 }

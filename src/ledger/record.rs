@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{
-    Actor, BranchId, CustomerIdentity, Decision, DocumentType, EscalationReason, Event,
-    IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money, PrincipalId, Record,
-    RequestId, Requirements, Submission, TellerSerial, Timestamp, Transaction, Verdict,
-    WithdrawReason,
+    Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
+    EscalationReason, Event, IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money,
+    PrincipalId, Record, RequestId, Requirements, Submission, TellerSerial, Timestamp, Transaction,
+    Verdict, WithdrawReason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum RecordError {
     Version(u8),
     #[error("decode ledger record: bad field {0}")]
     Field(&'static str),
+    /// An engine record (`"engine"`) where a request's record was expected.
+    #[error("decode ledger record: an engine record ({0}), not a request's")]
+    NotRequest(&'static str),
 }
 
 /// The record's bytes as stored and hashed.
@@ -38,10 +41,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
         v: 1,
         request: request.as_str().to_owned(),
         at_ms: *at_ms,
-        actor: match actor {
-            Actor::Principal(p) => Some(p.as_str().to_owned()),
-            Actor::System => None,
-        },
+        actor: actor_name(actor),
         event: EventV1::from(event),
     };
     // serde_json fails only on maps with non-string keys and on types whose Serialize fails;
@@ -50,26 +50,82 @@ pub fn encode(r: &Record) -> Vec<u8> {
     serde_json::to_vec(&wire).expect("serializing plain data cannot fail")
 }
 
+/// The bytes of an engine record as stored and hashed: `request` and `event` give way to
+/// `engine`, so a reader that knows only requests' records refuses it instead of misreading it.
+pub fn encode_engine(r: &EngineRecord) -> Vec<u8> {
+    let EngineRecord {
+        at: Timestamp(at_ms),
+        actor,
+        event,
+    } = r;
+    let wire = EngineRecordV1 {
+        v: 1,
+        at_ms: *at_ms,
+        actor: actor_name(actor),
+        engine: EngineEventV1::from(event),
+    };
+    // As in `encode`: the wire shapes are plain data.
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec(&wire).expect("serializing plain data cannot fail")
+}
+
+/// The bytes of any record.
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    match e {
+        Entry::Request(r) => encode(r),
+        Entry::Engine(r) => encode_engine(r),
+    }
+}
+
+/// Decodes a request's record; an engine record is refused (`NotRequest`).
 pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
-    let RecordV1 {
+    match decode_entry(bytes)? {
+        Entry::Request(r) => Ok(r),
+        Entry::Engine(r) => Err(RecordError::NotRequest(r.event.kind())),
+    }
+}
+
+/// Decodes any record: a request's (`request` and `event`) or the engine's (`engine`).
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, RecordError> {
+    let AnyRecordV1 {
         v,
         request,
         at_ms,
         actor,
         event,
+        engine,
     } = serde_json::from_slice(bytes)?;
     if v != 1 {
         return Err(RecordError::Version(v));
     }
-    Ok(Record {
-        request: RequestId::parse(&request).ok_or(RecordError::Field("request"))?,
-        at: Timestamp(at_ms),
-        actor: match actor {
-            Some(p) => Actor::Principal(PrincipalId::new(p)),
-            None => Actor::System,
-        },
-        event: event.try_into()?,
-    })
+    let at = Timestamp(at_ms);
+    let actor = match actor {
+        Some(p) => Actor::Principal(PrincipalId::new(p)),
+        None => Actor::System,
+    };
+    match (request, event, engine) {
+        (Some(request), Some(event), None) => Ok(Entry::Request(Record {
+            request: RequestId::parse(&request).ok_or(RecordError::Field("request"))?,
+            at,
+            actor,
+            event: event.try_into()?,
+        })),
+        (None, None, Some(engine)) => Ok(Entry::Engine(EngineRecord {
+            at,
+            actor,
+            event: engine.try_into()?,
+        })),
+        (_, _, Some(_)) => Err(RecordError::Field("engine")),
+        (None, _, None) => Err(RecordError::Field("request")),
+        (Some(_), None, None) => Err(RecordError::Field("event")),
+    }
+}
+
+fn actor_name(actor: &Actor) -> Option<String> {
+    match actor {
+        Actor::Principal(p) => Some(p.as_str().to_owned()),
+        Actor::System => None,
+    }
 }
 
 /// A digest of a submission's content, to tell a retried Submit from a different one that
@@ -81,7 +137,7 @@ pub fn submission_fingerprint(s: &Submission) -> [u8; 32] {
     Sha256::digest(&bytes).into()
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct RecordV1 {
     v: u8,
     request: String,
@@ -89,6 +145,138 @@ struct RecordV1 {
     /// The acting principal; null for the engine itself.
     actor: Option<String>,
     event: EventV1,
+}
+
+/// What `decode_entry` reads: either shape. Only written as `RecordV1` or `EngineRecordV1`.
+#[derive(Deserialize)]
+struct AnyRecordV1 {
+    v: u8,
+    request: Option<String>,
+    at_ms: i64,
+    actor: Option<String>,
+    event: Option<EventV1>,
+    engine: Option<EngineEventV1>,
+}
+
+#[derive(Serialize)]
+struct EngineRecordV1 {
+    v: u8,
+    at_ms: i64,
+    /// The acting principal; null for the engine itself.
+    actor: Option<String>,
+    engine: EngineEventV1,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EngineEventV1 {
+    EngineStarted {
+        node: String,
+        version: String,
+        policy_sha256: String,
+        directory_sha256: String,
+    },
+    EngineStopped,
+    WritesResumed {
+        since_ms: i64,
+        store: String,
+    },
+    DirectoryLoaded {
+        sha256: String,
+        certificates: u32,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
+    PolicyLoaded {
+        sha256: String,
+        rules: u32,
+    },
+}
+
+impl From<&EngineEvent> for EngineEventV1 {
+    fn from(e: &EngineEvent) -> Self {
+        let ids = |v: &[PrincipalId]| v.iter().map(|p| p.as_str().to_owned()).collect();
+        match e {
+            EngineEvent::Started {
+                node,
+                version,
+                policy_sha256,
+                directory_sha256,
+            } => EngineEventV1::EngineStarted {
+                node: node.clone(),
+                version: version.clone(),
+                policy_sha256: policy_sha256.clone(),
+                directory_sha256: directory_sha256.clone(),
+            },
+            EngineEvent::Stopped => EngineEventV1::EngineStopped,
+            EngineEvent::WritesResumed {
+                since: Timestamp(since_ms),
+                store,
+            } => EngineEventV1::WritesResumed {
+                since_ms: *since_ms,
+                store: store.clone(),
+            },
+            EngineEvent::DirectoryLoaded {
+                sha256,
+                certificates,
+                added,
+                removed,
+                changed,
+            } => EngineEventV1::DirectoryLoaded {
+                sha256: sha256.clone(),
+                certificates: *certificates,
+                added: ids(added),
+                removed: ids(removed),
+                changed: ids(changed),
+            },
+            EngineEvent::PolicyLoaded { sha256, rules } => EngineEventV1::PolicyLoaded {
+                sha256: sha256.clone(),
+                rules: *rules,
+            },
+        }
+    }
+}
+
+impl TryFrom<EngineEventV1> for EngineEvent {
+    type Error = RecordError;
+    fn try_from(e: EngineEventV1) -> Result<Self, RecordError> {
+        let ids = |v: Vec<String>| v.into_iter().map(PrincipalId::new).collect();
+        Ok(match e {
+            EngineEventV1::EngineStarted {
+                node,
+                version,
+                policy_sha256,
+                directory_sha256,
+            } => EngineEvent::Started {
+                node,
+                version,
+                policy_sha256,
+                directory_sha256,
+            },
+            EngineEventV1::EngineStopped => EngineEvent::Stopped,
+            EngineEventV1::WritesResumed { since_ms, store } => EngineEvent::WritesResumed {
+                since: Timestamp(since_ms),
+                store,
+            },
+            EngineEventV1::DirectoryLoaded {
+                sha256,
+                certificates,
+                added,
+                removed,
+                changed,
+            } => EngineEvent::DirectoryLoaded {
+                sha256,
+                certificates,
+                added: ids(added),
+                removed: ids(removed),
+                changed: ids(changed),
+            },
+            EngineEventV1::PolicyLoaded { sha256, rules } => {
+                EngineEvent::PolicyLoaded { sha256, rules }
+            }
+        })
+    }
 }
 
 #[allow(clippy::large_enum_variant)]

@@ -199,7 +199,9 @@ impl Takeover {
             }
         };
         let mut config = self.config.clone();
-        config.supervisors = Arc::new(self.directory.current().supervisors());
+        let directory = self.directory.current();
+        config.supervisors = Arc::new(directory.supervisors());
+        config.directory_sha256 = directory.sha256().to_owned();
         let (engine, task) = EngineHandle::start(
             storage,
             config,
@@ -222,7 +224,7 @@ impl Takeover {
     async fn step_down(&mut self, leader: EngineHandle) {
         tracing::warn!(node = %self.settings.node_id, "stepping down: another node leads");
         self.role.send_replace(Role::Standby { leader: None });
-        leader.shutdown().await;
+        leader.stop_without_record().await;
         let _ = self.engine_task.join().await;
         self.follower.step_down();
         match EngineHandle::standby(

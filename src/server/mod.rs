@@ -28,6 +28,7 @@ pub struct Server {
     /// The principal directory in force.
     directory: crate::api::SharedDirectory,
     directory_path: std::path::PathBuf,
+    policy_path: std::path::PathBuf,
     /// The engine of the moment (a standby's until this node leads).
     engine: EngineSlot,
     /// Whether this node leads.
@@ -207,6 +208,7 @@ pub async fn start(
         accept_task,
         directory,
         directory_path: config.directory_path.clone(),
+        policy_path: config.policy_path.clone(),
         engine,
         role,
         _kept: kept,
@@ -302,23 +304,33 @@ fn rustls_pki_pems(pem: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// Reloads the principal directory of a running server.
+/// Reloads the policy and the principal directory of a running server.
 #[derive(Clone)]
 pub struct Reloader {
     directory: crate::api::SharedDirectory,
     directory_path: std::path::PathBuf,
+    policy_path: std::path::PathBuf,
     engine: EngineSlot,
 }
 
 impl Reloader {
     /// Reads the principal directory file again and puts it in force, as
-    /// AdminService.ReloadDirectory does (`api::reload_directory`); `by` names who asked.
+    /// AdminService.ReloadDirectory does (`api::reload_directory`), recorded as asked by the
+    /// system (SIGHUP).
     pub async fn reload_directory(
         &self,
-        by: &str,
     ) -> Result<(crate::api::Reloaded, crate::engine::Revoked), tonic::Status> {
         let engine = self.engine.borrow().clone();
-        crate::api::reload_directory(&self.directory, &self.directory_path, &engine, by).await
+        let system = crate::domain::Actor::System;
+        crate::api::reload_directory(&self.directory, &self.directory_path, &engine, system).await
+    }
+
+    /// Reads the policy file again and puts it in force, as AdminService.ReloadPolicy does
+    /// (`api::reload_policy`), recorded as asked by the system (SIGHUP). Returns the new and
+    /// the previous policy's hashes.
+    pub async fn reload_policy(&self) -> Result<(String, String), tonic::Status> {
+        let engine = self.engine.borrow().clone();
+        crate::api::reload_policy(&self.policy_path, &engine, crate::domain::Actor::System).await
     }
 }
 
@@ -408,11 +420,12 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, leading: bo
 }
 
 impl Server {
-    /// What reloads the principal directory (SIGHUP), apart from the server.
+    /// What reloads the policy and the principal directory (SIGHUP), apart from the server.
     pub fn reloader(&self) -> Reloader {
         Reloader {
             directory: self.directory.clone(),
             directory_path: self.directory_path.clone(),
+            policy_path: self.policy_path.clone(),
             engine: self.engine.clone(),
         }
     }

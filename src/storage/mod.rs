@@ -154,25 +154,32 @@ pub trait LedgerRead: Send + Sync {
 }
 
 impl dyn LedgerRead + '_ {
-    /// Reads and decodes record `index`.
+    /// Reads and decodes record `index`, which must be a request's.
     pub fn record(&self, index: u64) -> Result<crate::domain::Record, StorageError> {
         let bytes = self.read(index)?;
         crate::ledger::record::decode(&bytes)
             .map_err(|source| StorageError::Record { index, source })
     }
 
+    /// Reads and decodes record `index`, a request's or the engine's.
+    pub fn entry(&self, index: u64) -> Result<crate::domain::Entry, StorageError> {
+        let bytes = self.read(index)?;
+        crate::ledger::record::decode_entry(&bytes)
+            .map_err(|source| StorageError::Record { index, source })
+    }
+
     /// Reads and decodes the records in `range`, `RANGE_CHUNK` at a time, handing each to `f`.
-    pub fn each_record(
+    pub fn each_entry(
         &self,
         range: std::ops::Range<u64>,
-        mut f: impl FnMut(u64, crate::domain::Record) -> Result<(), StorageError>,
+        mut f: impl FnMut(u64, crate::domain::Entry) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let mut from = range.start;
         while from < range.end {
             let to = range.end.min(from + RANGE_CHUNK);
             let indexes: Vec<u64> = (from..to).collect();
             for (index, bytes) in indexes.iter().zip(self.read_many(&indexes)?) {
-                let rec = crate::ledger::record::decode(&bytes).map_err(|source| {
+                let rec = crate::ledger::record::decode_entry(&bytes).map_err(|source| {
                     StorageError::Record {
                         index: *index,
                         source,

@@ -272,10 +272,10 @@ pub fn backup(config: &Config, to: &Path, with_keys: bool) -> anyhow::Result<Man
     let mut pending = 0u64;
     let progress = crate::verify::Progress::new("backup", Some(cp.size));
     source.each_record(cp.size, &mut |index, bytes| {
-        let rec = crate::ledger::record::decode(bytes)
+        let rec = crate::ledger::record::decode_entry(bytes)
             .with_context(|| format!("decode record {index}"))?;
         // Images first: a record never names an image its store does not hold.
-        for image in rec.event.images_added() {
+        for image in rec.images_added() {
             if images.insert(image.hash) && !dest.images.has(&image.hash) {
                 let content = source.image(&image.hash)?;
                 let stored = runtime.block_on(dest.images.put(content))?;

@@ -161,9 +161,9 @@ fn copy_opened(from: &Storage, to: &mut Storage) -> anyhow::Result<Copied> {
             .with_context(|| format!("read source records {start}..{end}"))?;
         // Images first: a record never names an image its store does not hold.
         for (&index, bytes) in indexes.iter().zip(&records) {
-            let rec = crate::ledger::record::decode(bytes)
+            let rec = crate::ledger::record::decode_entry(bytes)
                 .with_context(|| format!("decode source record {index}"))?;
-            for image in rec.event.images_added() {
+            for image in rec.images_added() {
                 if !images.insert(image.hash) || to.images.has(&image.hash) {
                     continue;
                 }

@@ -70,15 +70,19 @@ struct Vouched {
     cosignatures: usize,
 }
 
-/// Decodes a record and folds it into its request, so a record that is well framed but out of
-/// place (swapped, replayed) is caught by the state machine.
+/// Decodes a record and folds a request's into its request, so a record that is well framed
+/// but out of place (swapped, replayed) is caught by the state machine. An engine record must
+/// decode, and belongs to no request.
 fn replay(
     index: u64,
     payload: &[u8],
     requests: &mut HashMap<RequestId, Request>,
     images: &mut BTreeSet<ImageHash>,
 ) -> Result<(), String> {
-    let rec = record::decode(payload).map_err(|e| format!("record {index}: {e}"))?;
+    let entry = record::decode_entry(payload).map_err(|e| format!("record {index}: {e}"))?;
+    let crate::domain::Entry::Request(rec) = entry else {
+        return Ok(());
+    };
     images.extend(rec.event.images_added().iter().map(|i| i.hash));
     let opened =
         fold::step(requests.get_mut(&rec.request), index, &rec).map_err(|e| e.to_string())?;

@@ -340,7 +340,10 @@ fn replay_states(records: &[Vec<u8>]) -> HashMap<String, State> {
     let mut requests: HashMap<String, Request> = HashMap::new();
     for (index, payload) in records.iter().enumerate() {
         let index = index as u64;
-        let rec = countersign::ledger::record::decode(payload).unwrap();
+        let entry = countersign::ledger::record::decode_entry(payload).unwrap();
+        let countersign::domain::Entry::Request(rec) = entry else {
+            continue;
+        };
         match Request::open(index, &rec) {
             Some(r) => {
                 requests.insert(rec.request.to_string(), r);

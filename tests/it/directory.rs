@@ -228,5 +228,18 @@ async fn sighup_reloads_the_directory_of_the_real_binary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(last.is_none(), "still refused after SIGHUP: {last:?}");
+    // Both reloads are in the ledger, asked by the system (the signal), not by a principal.
+    let auditor = client::auditor(addr, &files.pki, "audit-01").await.unwrap();
+    let records = engine_records_of(auditor).await;
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["engine_started", "policy_loaded", "directory_loaded"]
+    );
+    assert!(records.iter().all(|r| r["actor"].is_null()), "{records:?}");
+    assert_eq!(records[2]["added"], serde_json::json!(["teller-77"]));
     drop(server);
 }

@@ -661,6 +661,18 @@ impl TestServer {
         )
     }
 
+    /// Every ledger record, as the auditor pages through them with GetRecords: the event and
+    /// the record's JSON.
+    pub async fn ledger(&self) -> Vec<(pb::LedgerEvent, serde_json::Value)> {
+        ledger_of(self.auditor().await).await
+    }
+
+    /// The engine's own records (`engine_started`, `directory_loaded`, ...), in order: each
+    /// record's `engine` object with the record's `actor` added.
+    pub async fn engine_records(&self) -> Vec<serde_json::Value> {
+        engine_records_of(self.auditor().await).await
+    }
+
     /// The ledger records of one request, as the auditor reads them.
     pub async fn history(&self, id: &str) -> Vec<serde_json::Value> {
         self.auditor()
@@ -697,4 +709,51 @@ pub fn supervisor_state<'a>(
         .iter()
         .find(|v| v.supervisor_id == id)
         .unwrap_or_else(|| panic!("{id} is not in the queue status"))
+}
+
+/// Every ledger record, as an auditor pages through them with GetRecords: the event and the
+/// record's JSON.
+pub async fn ledger_of(
+    mut auditor: AuditServiceClient<Channel>,
+) -> Vec<(pb::LedgerEvent, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let page = auditor
+            .get_records(pb::GetRecordsRequest {
+                start,
+                end: u64::MAX,
+            })
+            .await
+            .expect("records")
+            .into_inner();
+        for e in page.records {
+            let json = serde_json::from_slice(&e.record).expect("record is JSON");
+            out.push((e, json));
+        }
+        if page.next_start >= page.ledger_size || page.next_start == start {
+            return out;
+        }
+        start = page.next_start;
+    }
+}
+
+/// The engine's own records, in order: each record's `engine` object with the record's
+/// `actor` added.
+pub async fn engine_records_of(auditor: AuditServiceClient<Channel>) -> Vec<serde_json::Value> {
+    ledger_of(auditor)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e.request_id.is_empty())
+        .map(|(e, json)| {
+            let mut event = json["engine"].clone();
+            assert_eq!(
+                event["type"],
+                e.kind.as_str(),
+                "kind names the engine event"
+            );
+            event["actor"] = json["actor"].clone();
+            event
+        })
+        .collect()
 }

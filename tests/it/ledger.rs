@@ -567,7 +567,8 @@ async fn offline_verify_catches_every_kind_of_tampering() {
     let v = verifier(&t);
     let clean = verify_data_dir(&data, Some(&v));
     assert_eq!(clean.problem, None);
-    assert_eq!((clean.records, clean.requests, clean.images), (12, 3, 6));
+    // Four records per request, and the engine's start and stop.
+    assert_eq!((clean.records, clean.requests, clean.images), (14, 3, 6));
     assert!(clean.checkpoints >= 1);
 
     let bytes = std::fs::read(segment(&data)).unwrap();
@@ -626,7 +627,7 @@ async fn offline_verify_catches_every_kind_of_tampering() {
         std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3]).unwrap();
     });
     assert_eq!(r.problem, None);
-    assert!(r.torn_tail.unwrap().contains("record 12"));
+    assert!(r.torn_tail.unwrap().contains("record 14"));
 
     // The command line says the same, with its exit code.
     let cli = |dir: &std::path::Path| {
@@ -756,7 +757,8 @@ async fn database_verify_catches_every_kind_of_tampering() {
     let v = verifier(&t);
     let clean = t.verify(Some(&v));
     assert_eq!(clean.problem, None);
-    assert_eq!((clean.records, clean.requests, clean.images), (16, 4, 8));
+    // Four records per request, and the engine's start and stop.
+    assert_eq!((clean.records, clean.requests, clean.images), (18, 4, 8));
     assert!(clean.checkpoints >= 2);
     let last = clean.records - 1;
     for (damage, expected) in [

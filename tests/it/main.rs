@@ -15,6 +15,7 @@ mod database_failover;
 mod database_tls;
 mod directory;
 mod durability;
+mod engine_records;
 mod exposition;
 mod failover;
 mod faults;

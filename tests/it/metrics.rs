@@ -110,10 +110,11 @@ async fn a_request_moves_the_series_by_what_happened() {
         ),
         ("countersign_supervisors_attending", vec![]),
         ("countersign_supervisors_paused", vec![]),
-        ("countersign_ledger_records", vec![]),
     ] {
         assert_eq!(m.get(name, &labels), 0.0, "{name} {labels:?}");
     }
+    // The ledger holds the engine's start, durable before the server serves.
+    assert_eq!(m.get("countersign_ledger_records", &[]), 1.0);
     for h in [
         "countersign_ledger_append_seconds",
         "countersign_ledger_batch_records",
@@ -212,9 +213,10 @@ async fn a_request_moves_the_series_by_what_happened() {
     );
     assert_eq!(m.get("countersign_requests_undecided", &[]), 0.0);
 
-    // The ledger: submitted, offered, accepted, decided, all durable before the reply.
+    // The ledger: the engine's start, then submitted, offered, accepted, decided, all
+    // durable before the reply.
     let records = t.ledger_len();
-    assert_eq!(records, 4);
+    assert_eq!(records, 5);
     assert_eq!(m.get("countersign_ledger_records", &[]), records as f64);
     assert_eq!(
         m.get("countersign_ledger_batch_records_sum", &[]),

@@ -375,8 +375,13 @@ fn check_ledger(
     let mut index = 0u64;
     for payload in t.records() {
         {
-            let rec: Record = countersign::ledger::record::decode(&payload).unwrap();
-            *kinds.entry(rec.event.kind()).or_default() += 1;
+            let entry = countersign::ledger::record::decode_entry(&payload).unwrap();
+            *kinds.entry(entry.kind()).or_default() += 1;
+            let countersign::domain::Entry::Request(rec) = entry else {
+                index += 1;
+                continue;
+            };
+            let rec: Record = rec;
             let key = rec.request.to_string();
             if let Some(r) = Request::open(index, &rec) {
                 requests.insert(key, r);

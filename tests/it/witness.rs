@@ -221,7 +221,9 @@ async fn checkpoints_are_cosigned_and_proofs_and_verify_carry_the_cosignatures()
     let report = verify_store(&t, &trust(&t, vec![r.cosigned_note.clone()]));
     assert_eq!(report.problem, None);
     assert!(report.cosignatures >= 1);
-    assert_eq!(report.cosigned, r.tree_size);
+    // The checkpoint signed at shutdown, over the engine's stop record, may have been
+    // cosigned too before the witness task stopped.
+    assert!(report.cosigned >= r.tree_size, "{report:?}");
     assert_eq!(uncosigned_problem(&report, &trust(&t, vec![]), 100), None);
 }
 
@@ -345,7 +347,10 @@ async fn a_ledger_rolled_back_to_an_earlier_copy_is_caught_against_the_witness()
     .unwrap()
     .expect("the witness has one");
     w.stop().await;
-    assert!(latest.starts_with(&later.signed_note));
+    // At least the checkpoint seen cosigned under load (the one signed at shutdown, over the
+    // engine's stop record, may have reached the witness too).
+    let size: u64 = latest.lines().nth(1).unwrap().parse().unwrap();
+    assert!(size >= later.tree_size, "{latest}");
     let report = verify_store(&rolled, &trust(&t, vec![latest.clone()]));
     let problem = report.problem.expect("caught");
     assert!(problem.contains("rolled back"), "{problem}");
