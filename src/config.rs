@@ -342,8 +342,15 @@ fn storage(
                 .url
                 .clone()
                 .context("storage.url: needed for storage.backend = \"postgres\"")?;
-            url.parse::<tokio_postgres::Config>()
-                .context("storage.url: not a libpq connection URL")?;
+            let parsed = url.parse::<tokio_postgres::Config>().context(
+                "storage.url: not a libpq connection URL (expected e.g. \
+                 postgresql://countersign@db1:5432,db2:5432/countersign?target_session_attrs=read-write)",
+            )?;
+            if parsed.get_hosts().is_empty() {
+                bail!(
+                    "storage.url: names no host (expected e.g. postgresql://countersign@db1:5432/countersign)"
+                );
+            }
             let pool_size = s
                 .pool_size
                 .context("storage.pool_size: needed for storage.backend = \"postgres\"")?;
@@ -354,10 +361,10 @@ fn storage(
                 None => None,
                 Some(p) => {
                     let p = rel(p);
-                    Some(
-                        std::fs::read_to_string(&p)
-                            .with_context(|| format!("storage.tls_ca: read {}", p.display()))?,
-                    )
+                    let pem = std::fs::read_to_string(&p)
+                        .with_context(|| format!("storage.tls_ca: read {}", p.display()))?;
+                    check_certificates(&pem, "storage.tls_ca", &p.display().to_string())?;
+                    Some(pem)
                 }
             };
             let c = f
@@ -368,8 +375,16 @@ fn storage(
             if id.is_empty() || id.contains(char::is_whitespace) {
                 bail!("cluster.node_id: must be one non-empty word without spaces");
             }
-            if c.advertise.trim().is_empty() {
-                bail!("cluster.advertise: must be the address clients reach this node at");
+            let port_ok = c
+                .advertise
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if c.advertise.trim().is_empty() || !port_ok {
+                bail!(
+                    "cluster.advertise: must be the host:port clients reach this node at (e.g. \
+                     node-1.bank.example:7443), found {:?}",
+                    c.advertise
+                );
             }
             if !(500..=60_000).contains(&c.lease_ms) {
                 bail!("cluster.lease_ms: must be from 500 to 60000");
@@ -406,54 +421,78 @@ impl Config {
                 base.join(p)
             }
         };
-        let read = |what: &str, p: &Path| {
-            std::fs::read_to_string(rel(p))
-                .with_context(|| format!("{what}: read {}", rel(p).display()))
+        let read = |what: &str, p: &Path| -> anyhow::Result<String> {
+            let path = rel(p);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("{what}: read {}", path.display()))?;
+            String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{what}: {} is binary (DER?), not text: convert it to PEM (`openssl x509 \
+                     -inform DER` for a certificate, `openssl pkey -inform DER` for a key)",
+                    path.display()
+                )
+            })
         };
         let listen: SocketAddr = f
             .listen
             .parse()
             .context("listen: must be an address such as 127.0.0.1:7443")?;
         let l = &f.limits;
-        let positive = [
-            ("limits.message_bytes_max", l.message_bytes_max),
-            ("limits.image_bytes_max", l.image_bytes_max),
-            ("limits.images_per_request_max", l.images_per_request_max),
-            ("limits.queue_length_max", l.queue_length_max),
-            ("limits.image_writes_max", l.image_writes_max),
+        // Each limit is at least 1, and at most what a real server could use: a huge value is
+        // a typo, and some (channel capacities) would abort the server when first used.
+        let bounded = [
+            ("limits.message_bytes_max", l.message_bytes_max, 1 << 30),
+            ("limits.image_bytes_max", l.image_bytes_max, 256 << 20),
+            (
+                "limits.images_per_request_max",
+                l.images_per_request_max,
+                1000,
+            ),
+            ("limits.queue_length_max", l.queue_length_max, 100_000_000),
+            ("limits.image_writes_max", l.image_writes_max, 1_000_000),
             (
                 "limits.projection_cache_bytes",
-                l.projection_cache_bytes as usize,
+                usize::try_from(l.projection_cache_bytes).unwrap_or(usize::MAX),
+                1 << 40,
             ),
             (
                 "limits.pending_per_teller_max",
                 l.pending_per_teller_max as usize,
+                1_000_000,
             ),
-            ("limits.watch_buffer", l.watch_buffer),
-            ("limits.attend_buffer", l.attend_buffer),
-            ("limits.command_buffer", l.command_buffer),
-            ("limits.page_size_max", l.page_size_max),
-            ("limits.search_scan_max", l.search_scan_max),
-            ("limits.stats_rows_max", l.stats_rows_max),
+            ("limits.watch_buffer", l.watch_buffer, 1_000_000),
+            ("limits.attend_buffer", l.attend_buffer, 1_000_000),
+            ("limits.command_buffer", l.command_buffer, 1_000_000),
+            ("limits.page_size_max", l.page_size_max, 1_000_000),
+            ("limits.search_scan_max", l.search_scan_max, 1_000_000_000),
+            ("limits.stats_rows_max", l.stats_rows_max, 1_000_000_000),
             (
                 "limits.watch_streams_per_principal_max",
                 l.watch_streams_per_principal_max,
+                1_000_000,
             ),
             (
                 "dispatch.supervisor_tasks_max",
                 f.dispatch.supervisor_tasks_max,
+                1000,
             ),
         ];
-        for (name, v) in positive {
-            if v == 0 {
-                bail!("{name}: must be at least 1");
+        for (name, v, max) in bounded {
+            if !(1..=max).contains(&v) {
+                bail!("{name}: must be from 1 to {max}, found {v}");
             }
         }
         if l.images_per_request_min > l.images_per_request_max {
             bail!("limits.images_per_request_min: must be at most limits.images_per_request_max");
         }
-        if l.message_bytes_max < l.image_bytes_max {
-            bail!("limits.message_bytes_max: must be at least limits.image_bytes_max");
+        let images_bytes = l.images_per_request_max.saturating_mul(l.image_bytes_max);
+        if l.message_bytes_max < images_bytes {
+            bail!(
+                "limits.message_bytes_max: must be at least limits.images_per_request_max × \
+                 limits.image_bytes_max ({images_bytes}), found {}: a request with the most \
+                 images allowed, each as large as allowed, would be refused as too large",
+                l.message_bytes_max
+            );
         }
         if !(100..=600_000).contains(&l.shutdown_grace_ms) {
             bail!("limits.shutdown_grace_ms: must be from 100 to 600000");
@@ -484,8 +523,25 @@ impl Config {
             bail!("ledger.origin: must be one non-empty word without spaces");
         }
         let signer_key = read("ledger.signing_key", &f.ledger.signing_key)?;
-        crate::ledger::checkpoint::parse_signer(signer_key.trim())
-            .context("ledger.signing_key: not a signer key")?;
+        crate::ledger::checkpoint::parse_signer(signer_key.trim()).map_err(|e| {
+            let path = rel(&f.ledger.signing_key).display().to_string();
+            let text = signer_key.trim();
+            let hint = if text.is_empty() {
+                "the file is empty"
+            } else if text.starts_with("-----BEGIN") {
+                "it is a PEM key; the ledger signs with a note key"
+            } else if !text.starts_with("PRIVATE+KEY+") {
+                "it is a public key (the ledger's ledger.pub, or a witness's .pub), not the \
+                 private one"
+            } else {
+                "it is damaged"
+            };
+            anyhow::anyhow!(
+                "ledger.signing_key: {path} is not the ledger's private signing key ({hint}: \
+                 {e}); expected one line PRIVATE+KEY+<origin>+<id>+<key> as `countersign pki \
+                 init` writes to ledger.key"
+            )
+        })?;
         let mut witnesses: Vec<crate::engine::WitnessConfig> = Vec::new();
         for (i, w) in f.ledger.witnesses.iter().enumerate() {
             let endpoint = crate::witness::client::Endpoint::parse(&w.url)
@@ -496,8 +552,16 @@ impl Config {
             };
             let key =
                 crate::ledger::cosignature::parse_witness_key(text.trim()).with_context(|| {
+                    let hint = if text.trim_start().starts_with("PRIVATE+KEY+") {
+                        ": this is a witness's PRIVATE key; give its public key (witness.pub)"
+                    } else if w.key.ends_with(".pub") || w.key.ends_with(".key") {
+                        ": it looks like a file name; write key = \"@FILE\" to read a file"
+                    } else {
+                        ""
+                    };
                     format!(
-                        "ledger.witnesses[{i}].key: not a witness key (name+id+base64, type 0x04)"
+                        "ledger.witnesses[{i}].key: not a witness key (name+id+base64, type \
+                         0x04){hint}"
                     )
                 })?;
             if witnesses.iter().any(|o| o.key.name() == key.name()) {
@@ -614,23 +678,19 @@ fn host_name() -> String {
 /// mistake names its file instead of surfacing as a TLS error at the first client: each file
 /// holds what its setting says, and the key belongs to the certificate.
 fn check_tls(cert: &str, key: &str, ca: &str, paths: [&Path; 3]) -> anyhow::Result<()> {
+    use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let [cert_path, key_path, ca_path] = paths.map(|p| p.display().to_string());
-    let certs = |text: &str,
-                 setting: &str,
-                 path: &str|
-     -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        let certs = CertificateDer::pem_slice_iter(text.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{setting}: {path} is not PEM"))?;
-        if certs.is_empty() {
-            bail!("{setting}: {path} holds no certificate (expected -----BEGIN CERTIFICATE-----)");
-        }
-        Ok(certs)
-    };
-    let chain = certs(cert, "tls.cert", &cert_path)?;
-    certs(ca, "tls.client_ca", &ca_path)?;
+    let chain = check_certificates(cert, "tls.cert", &cert_path)?;
+    check_certificates(ca, "tls.client_ca", &ca_path)?;
+    if key.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || key.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        bail!(
+            "tls.key: {key_path} is encrypted: give the key unencrypted (`openssl pkey -in \
+             {key_path} -out server.key`) and keep it readable by the server's user only"
+        );
+    }
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
         anyhow::anyhow!("tls.key: {key_path} holds no private key (expected a PEM PRIVATE KEY)")
     })?;
@@ -642,6 +702,28 @@ fn check_tls(cert: &str, key: &str, ca: &str, paths: [&Path; 3]) -> anyhow::Resu
             )
         })?;
     Ok(())
+}
+
+/// The certificates of a PEM file a setting names, with what to do when there are none.
+fn check_certificates(
+    text: &str,
+    setting: &str,
+    path: &str,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{setting}: {path} is not PEM: a CERTIFICATE block is cut short or damaged \
+                 (the file may have been truncated; copy it again)"
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("{setting}: {path} holds no certificate (expected -----BEGIN CERTIFICATE-----)");
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -767,7 +849,7 @@ mod tests {
             ),
             (
                 pg.replace("advertise = \"node-1.example:7443\"", "advertise = \" \""),
-                "cluster.advertise: must be the address",
+                "cluster.advertise: must be the host:port",
             ),
             (
                 pg.replace(
@@ -829,12 +911,12 @@ mod tests {
             (
                 "image_writes_max = 256",
                 "image_writes_max = 0",
-                "limits.image_writes_max: must be at least 1",
+                "limits.image_writes_max: must be from 1 to 1000000, found 0",
             ),
             (
                 "projection_cache_bytes = 16777216",
                 "projection_cache_bytes = 0",
-                "limits.projection_cache_bytes: must be at least 1",
+                "limits.projection_cache_bytes: must be from 1 to",
             ),
             (
                 "unsigned_records_max = 10000",
@@ -857,5 +939,122 @@ mod tests {
             let e = format!("{:#}", Config::parse(&bad, dir.path()).err().unwrap());
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    /// The mistakes an operator makes, each named with its setting, its file and what to do
+    /// (issue 14, item 7).
+    #[test]
+    fn operator_mistakes_name_the_setting_and_what_to_do() {
+        let dir = pki();
+        let p = dir.path();
+        let parse = |text: &str| format!("{:#}", Config::parse(text, p).err().expect("refused"));
+        // A huge number is a typo, and some would abort the server when first used.
+        let e = parse(&SAMPLE.replace(
+            "command_buffer = 4096",
+            "command_buffer = 18446744073709551615",
+        ));
+        assert!(
+            e.contains("limits.command_buffer: must be from 1 to 1000000"),
+            "{e}"
+        );
+        // A message must carry the most images allowed, each as large as allowed.
+        let e = parse(&SAMPLE.replace(
+            "message_bytes_max = 41943040",
+            "message_bytes_max = 4194304",
+        ));
+        assert!(
+            e.contains("limits.images_per_request_max × limits.image_bytes_max (33554432)"),
+            "{e}"
+        );
+        // Keys of the wrong kind.
+        let signing = p.join("ledger.key");
+        let keep = std::fs::read_to_string(&signing).unwrap();
+        for (text, why) in [
+            (
+                std::fs::read_to_string(p.join("ledger.pub")).unwrap(),
+                "it is a public key",
+            ),
+            (
+                std::fs::read_to_string(p.join("server.key")).unwrap(),
+                "it is a PEM key",
+            ),
+            (String::new(), "the file is empty"),
+        ] {
+            std::fs::write(&signing, text).unwrap();
+            let e = parse(SAMPLE);
+            assert!(
+                e.contains("ledger.signing_key: ") && e.contains("ledger.key") && e.contains(why),
+                "{e}"
+            );
+            assert!(e.contains("countersign pki init"), "{e}");
+        }
+        std::fs::write(&signing, keep).unwrap();
+        let witness = |url: &str, key: &str| {
+            format!("{SAMPLE}\n[[ledger.witnesses]]\nurl = \"{url}\"\nkey = \"{key}\"\n")
+        };
+        let e = parse(&witness("http://127.0.0.1:99999", "@witness.pub"));
+        assert!(
+            e.contains("ledger.witnesses[1].url") && e.contains("from 1 to 65535"),
+            "{e}"
+        );
+        let e = parse(&witness("http://wit ness:80", "@witness.pub"));
+        assert!(e.contains("not a host name"), "{e}");
+        let e = parse(&witness("http://127.0.0.1:8080", "witness.pub"));
+        assert!(
+            e.contains("ledger.witnesses[1].key") && e.contains("@FILE"),
+            "{e}"
+        );
+        let e = parse(&witness("http://127.0.0.1:8080", "@witness.key"));
+        assert!(e.contains("PRIVATE key"), "{e}");
+        // A certificate in DER, a key that is encrypted, a PEM file cut short.
+        let cert = p.join("server.pem");
+        let keep = std::fs::read_to_string(&cert).unwrap();
+        std::fs::write(&cert, [0x30u8, 0x82, 0xff, 0xfe, 0x80]).unwrap();
+        let e = parse(SAMPLE);
+        assert!(
+            e.contains("tls.cert") && e.contains("binary (DER?)") && e.contains("openssl x509"),
+            "{e}"
+        );
+        std::fs::write(&cert, &keep[..keep.len() / 2]).unwrap();
+        let e = parse(SAMPLE);
+        assert!(e.contains("tls.cert") && e.contains("cut short"), "{e}");
+        std::fs::write(&cert, keep).unwrap();
+        let key = p.join("server.key");
+        let keep = std::fs::read_to_string(&key).unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = parse(SAMPLE);
+        assert!(e.contains("tls.key") && e.contains("is encrypted"), "{e}");
+        std::fs::write(&key, keep).unwrap();
+        // A database URL that is not libpq's.
+        let pg = |url: &str| {
+            SAMPLE.replace(
+                "backend = \"embedded\"",
+                &format!("backend = \"postgres\"\nurl = \"{url}\"\npool_size = 4"),
+            ) + "\n[cluster]\nnode_id = \"n1\"\nadvertise = \"n1:7443\"\nlease_ms = 2000\n"
+        };
+        let e = parse(&pg("postgresql://u@db1/cs").replace("\"n1:7443\"", "\"n1\""));
+        assert!(
+            e.contains("cluster.advertise: must be the host:port"),
+            "{e}"
+        );
+        // A directory that lists nobody.
+        let principals = p.join("principals.toml");
+        let keep = std::fs::read_to_string(&principals).unwrap();
+        std::fs::write(&principals, "principals = []\n").unwrap();
+        let e = parse(SAMPLE);
+        assert!(
+            e.contains("principals.toml") && e.contains("lists nobody"),
+            "{e}"
+        );
+        std::fs::write(&principals, keep).unwrap();
+        let e = parse(&pg("jdbc:postgresql://db1/cs"));
+        assert!(
+            e.contains("storage.url") && e.contains("expected e.g. postgresql://"),
+            "{e}"
+        );
     }
 }

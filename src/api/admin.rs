@@ -51,7 +51,8 @@ pub async fn reload_directory(
             tracing::error!(
                 error = format!("{e:#}"),
                 by,
-                "principal directory not reloaded"
+                file = %path.display(),
+                "principal directory not reloaded: the one in force stays; fix the file and reload again"
             );
             status::directory_not_reloaded(e)
         })?;
@@ -116,12 +117,16 @@ pub async fn reload_policy(
     engine: &EngineHandle,
     actor: crate::domain::Actor,
 ) -> Result<(String, String), Status> {
-    let path = path.to_owned();
+    let (path, path_shown) = (path.to_owned(), path.display().to_string());
     let policy = tokio::task::spawn_blocking(move || crate::policy::Policy::load(&path))
         .await
         .map_err(status::policy_load_failed)?
         .map_err(|e| {
-            tracing::error!(error = format!("{e:#}"), "policy not reloaded");
+            tracing::error!(
+                error = format!("{e:#}"),
+                file = %path_shown,
+                "policy not reloaded: the one in force stays; fix the file and reload again"
+            );
             status::policy_not_reloaded(e)
         })?;
     let sha256 = policy.sha256().to_owned();

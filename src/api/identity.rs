@@ -56,6 +56,12 @@ impl Directory {
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: DirectoryFile = toml::from_str(text).context("parse principal directory")?;
+        if file.principals.is_empty() {
+            bail!(
+                "principals: the directory lists nobody, so nobody could call (not even an admin \
+                 to reload it): add [[principals]] entries (`countersign pki issue` prints them)"
+            );
+        }
         let mut by_fingerprint = HashMap::new();
         let mut ids: HashMap<PrincipalId, Principal> = HashMap::new();
         for (i, p) in file.principals.into_iter().enumerate() {
@@ -122,8 +128,12 @@ impl Directory {
                 bail!("{at}: listed again with different details; entries of one id must agree");
             }
             ids.insert(principal.id.clone(), principal.clone());
-            if by_fingerprint.insert(fp, principal).is_some() {
-                bail!("{at}: the certificate is already mapped to another principal");
+            if let Some(other) = by_fingerprint.insert(fp, principal) {
+                bail!(
+                    "{at}: the certificate is already mapped to principal {}: one certificate \
+                     names one principal",
+                    other.id
+                );
             }
         }
         Ok(Directory {

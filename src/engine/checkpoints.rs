@@ -256,10 +256,25 @@ impl Checkpointer {
     /// Checks stored note `seq` against our key and the ledger's tree and keeps it.
     fn adopt(&self, seq: u64, note: String) -> Result<(), CheckpointError> {
         let cp = checkpoint::open(&note, &self.verifier, &self.origin).map_err(|e| {
+            let claimed = checkpoint::parse_unverified(&note);
+            let origin = note.lines().next().unwrap_or_default();
+            let why = if origin != self.origin {
+                format!(
+                    "it names the origin {origin:?} but ledger.origin is {:?}: set ledger.origin \
+                     back to {origin:?} (a ledger keeps its origin for life)",
+                    self.origin
+                )
+            } else {
+                format!(
+                    "it does not verify with the key in ledger.signing_key ({e}): point \
+                     ledger.signing_key at the key this ledger was signed with (its ledger.pub \
+                     is what auditors pin)"
+                )
+            };
             CheckpointError::Mismatch {
                 seq,
-                size: 0,
-                why: format!("does not verify with this server's key and origin: {e}"),
+                size: claimed.map_or(0, |c| c.size),
+                why,
             }
         })?;
         let root = self

@@ -221,6 +221,14 @@ fn recover(
     }
     replay(ledger.as_ref(), projection.as_ref(), applied, len)?;
     tracing::info!(records = len, replayed = len - applied, "ledger opened");
+    if len == 0 {
+        // Right for a first start; after that, a data_dir or storage.url pointing at the
+        // wrong place would start an empty ledger beside the real one.
+        tracing::warn!(
+            "the ledger is empty: a new ledger begins here. If this centre has served before, \
+             stop it and check data_dir (or storage.url): it points somewhere else"
+        );
+    }
     let now = parts.clock.now();
     let mut core = Core::new(parts);
     count_today(ledger.as_ref(), &mut core, now)?;

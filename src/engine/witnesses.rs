@@ -226,7 +226,18 @@ impl Sender {
                         "the witness refuses this ledger's checkpoint as inconsistent with \
                          what it cosigned before: the history was rewritten");
                 }
-                Round::Failed(format!("refused ({status}): {message}"))
+                let hint = match status {
+                    403 => {
+                        ": the witness does not know this log's key; give its operator \
+                            this log's public key (`countersign ledger pubkey`) and origin"
+                    }
+                    404 => {
+                        ": the witness does not witness this log's origin; give its \
+                            operator this log's origin and public key"
+                    }
+                    _ => "",
+                };
+                Round::Failed(format!("refused ({status}): {message}{hint}"))
             }
         }
     }
@@ -238,7 +249,12 @@ impl Sender {
             .lines()
             .find(|l| self.witness.key.check_line(&body, l).is_ok())
         else {
-            return Round::Failed("the answer carries no valid cosignature by its key".into());
+            return Round::Failed(format!(
+                "the answer carries no valid cosignature by the key in \
+                 ledger.witnesses[{}].key: that key is not the one this witness signs with \
+                 (ask its operator for its witness.pub)",
+                self.index
+            ));
         };
         // One cosignature per witness and checkpoint is kept: a checkpoint cosigned again
         // (asked at start) already carries this witness's line.

@@ -528,7 +528,13 @@ impl Default for LedgerMetrics {
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Endpoint> {
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("bind metrics {addr}"))?;
+        .with_context(|| format!("metrics.listen = \"{addr}\": cannot bind it"))?;
+    serve_on(listener, metrics)
+}
+
+/// Serves `GET /metrics` on a listener already bound (a server binds it before opening its
+/// storage, so that an address in use is found at once).
+pub fn serve_on(listener: TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<Endpoint> {
     let addr = listener
         .local_addr()
         .context("read bound metrics address")?;

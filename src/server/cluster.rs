@@ -72,7 +72,13 @@ pub(super) async fn start(
     let follower = tokio::task::spawn_blocking(move || postgres::follow(&s))
         .await
         .context("join opening the database")?
-        .context("open the database")?;
+        .with_context(|| {
+            format!(
+                "open the database ({}): check that it runs and that storage.url's host, port, \
+                 database, user and password are right",
+                postgres::describe_url(&settings.url)
+            )
+        })?;
     let follower = Arc::new(follower);
     let standby = EngineHandle::standby(follower.reads(), config.clone(), clock.clone())?;
     let (engine_tx, engine) = watch::channel(standby);

@@ -70,7 +70,17 @@ pub async fn start(
     // Bound first: a cluster node advertises the address it is reached at.
     let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("bind {}", config.listen))?;
+        .map_err(|e| bind_error("listen", config.listen, e))?;
+    tls::check_in_force(&config.tls_cert_pem, &config.client_ca_pem, clock.now())?;
+    // The metrics address too, before the storage is opened (which may take a while).
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| bind_error("metrics.listen", at, e))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr().context("read bound address")?;
     // The directory in force, which the services check every call against and a reload
     // replaces.
@@ -124,9 +134,9 @@ pub async fn start(
             (c.engine, c.role, Some(c.task))
         }
     };
-    let metrics = match config.metrics_listen {
-        Some(at) => {
-            let endpoint = crate::metrics::serve(at, metrics).await?;
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let endpoint = crate::metrics::serve_on(listener, metrics)?;
             tracing::info!(addr = %endpoint.addr, "serving metrics at GET /metrics");
             Some(endpoint)
         }
@@ -302,6 +312,26 @@ fn rustls_pki_pems(pem: &str) -> Vec<Vec<u8>> {
         rest = &body[end..];
     }
     out
+}
+
+/// Why an address could not be bound, with the setting that names it and what to do.
+fn bind_error(setting: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let what = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process listens there: stop it (`ss -ltnp 'sport = :{}'` names it) or \
+             choose another port",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this host has that address: use one of its addresses, or 0.0.0.0"
+                .into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges: choose a port from 1024 up".into()
+        }
+        _ => "check the address".into(),
+    };
+    anyhow::Error::new(e).context(format!("{setting} = \"{addr}\": cannot bind it: {what}"))
 }
 
 /// Reloads the policy and the principal directory of a running server.

@@ -26,6 +26,49 @@ const READY_MAX: usize = 128;
 /// At most one refused-handshake log line per this interval; the rest are counted.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Refuses to start with a server certificate or client CA that has expired (every client
+/// would refuse it, or every client certificate would fail), or a client CA that is not a
+/// CA (a leaf certificate there refuses every client): said at start with the setting, rather
+/// than as handshake failures later.
+pub(super) fn check_in_force(
+    cert_pem: &str,
+    ca_pem: &str,
+    now: crate::domain::Timestamp,
+) -> anyhow::Result<()> {
+    let now_s = now.0.div_euclid(1000);
+    for (setting, pem) in [("tls.cert", cert_pem), ("tls.client_ca", ca_pem)] {
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+                anyhow::bail!("{setting}: a certificate in it does not parse as X.509");
+            };
+            let validity = cert.validity();
+            if validity.not_after.timestamp() < now_s {
+                anyhow::bail!(
+                    "{setting}: the certificate of {} expired on {}: renew it (`countersign pki \
+                     issue`, or your CA) and restart",
+                    cert.subject(),
+                    validity.not_after
+                );
+            }
+            if setting == "tls.client_ca" {
+                let is_ca = cert
+                    .basic_constraints()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.value.ca);
+                if !is_ca {
+                    anyhow::bail!(
+                        "tls.client_ca: {} is not a CA certificate (no basicConstraints CA:TRUE): \
+                         point tls.client_ca at the CA that issued the client certificates",
+                        cert.subject()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The server's TLS: its certificate and key, client certificates required and checked
 /// against the client CA, HTTP/2 by ALPN.
 pub(super) fn acceptor(

@@ -77,7 +77,11 @@ pub enum StorageError {
     #[error("this node does not lead (its term {ours}, the lease's {current}): it may not write")]
     Fenced { ours: u64, current: u64 },
     /// The database's schema is newer than this build knows: upgrade the node first.
-    #[error("the database schema is version {found}; this build knows versions up to {known}")]
+    #[error(
+        "the database schema is version {found}; this build knows versions up to {known}: \
+         another node was upgraded first, so run a Countersign release that knows version \
+         {found} here too (never an older one)"
+    )]
     SchemaNewer { found: i64, known: i64 },
     /// Blocking storage work run off the async runtime panicked or was cancelled.
     #[error("run blocking storage work: {0}")]

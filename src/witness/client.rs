@@ -34,8 +34,15 @@ impl Endpoint {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        if authority.is_empty() || !authority.contains(':') {
+        let Some((host, port)) = authority.rsplit_once(':') else {
             return Err("must name host:port".into());
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+            return Err(format!("{host:?} is not a host name or address"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("port {port:?} must be a number from 1 to 65535")),
         }
         Ok(Endpoint {
             authority: authority.to_owned(),

@@ -56,6 +56,10 @@ pub struct WitnessConfig {
 /// Reads and checks the file at `path`; relative paths in it are relative to its directory,
 /// and a key given as `@file` is read from that file.
 pub fn load(path: &Path) -> anyhow::Result<WitnessConfig> {
+    load_checked(path).with_context(|| format!("witness config {}", path.display()))
+}
+
+fn load_checked(path: &Path) -> anyhow::Result<WitnessConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let f: File = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -85,15 +89,18 @@ pub fn load(path: &Path) -> anyhow::Result<WitnessConfig> {
         let mut keys = Vec::new();
         for (j, k) in log.keys.iter().enumerate() {
             let text = match k.strip_prefix('@') {
-                Some(file) => std::fs::read_to_string(dir.join(file))
-                    .with_context(|| format!("logs[{i}].keys[{j}]: read {file}"))?,
+                Some(file) => std::fs::read_to_string(dir.join(file)).with_context(|| {
+                    format!("logs[{i}].keys[{j}]: read {}", dir.join(file).display())
+                })?,
                 None => k.clone(),
             };
-            keys.push(
-                checkpoint::parse_verifier(text.trim()).with_context(|| {
-                    format!("logs[{i}].keys[{j}]: not a checkpoint verifier key")
-                })?,
-            );
+            keys.push(checkpoint::parse_verifier(text.trim()).with_context(|| {
+                format!(
+                    "logs[{i}].keys[{j}]: not a checkpoint verifier key (expected the log's \
+                         public key, ledger.pub as `countersign pki init` writes it, or \
+                         `countersign ledger pubkey`)"
+                )
+            })?);
         }
         logs.push(KnownLog {
             origin: log.origin.clone(),

@@ -388,6 +388,7 @@ async fn an_oversized_message_is_refused() {
     let t = TestServer::start_with(&|s| {
         s.replace("message_bytes_max = 41943040", "message_bytes_max = 65536")
             .replace("image_bytes_max = 4194304", "image_bytes_max = 65536")
+            .replace("images_per_request_max = 8", "images_per_request_max = 1")
     })
     .await;
     let mut teller = t.teller("teller-01").await;

@@ -31,4 +31,5 @@ mod policy;
 mod shutdown;
 mod simulation;
 mod spans;
+mod startup;
 mod witness;

@@ -293,7 +293,10 @@ impl ImageStore {
     /// Opens (or creates) the image log in `dir`; at most `queue` images wait for the writer
     /// at once (more uploads wait their turn).
     pub fn open(dir: &Path, queue: usize) -> Result<Self, ImageStoreError> {
-        fs::create_dir_all(dir).map_err(io("create image directory"))?;
+        fs::create_dir_all(dir).map_err(|e| ImageStoreError::Io {
+            action: "create image directory",
+            source: std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())),
+        })?;
         let (reader, mut last, mut len) = ImageReader::scan(dir, true)?;
         let reader = Arc::new(reader);
         let path = dir.join(segment_name(last));

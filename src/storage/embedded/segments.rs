@@ -88,11 +88,12 @@ impl Ledger {
     /// refuses to open, since it is not what a crash leaves. `Ledger::open` (in `writer`)
     /// calls this and then starts the writer thread on the tail.
     pub(crate) fn recover(dir: &Path) -> Result<(Arc<Ledger>, Tail), LedgerError> {
-        fs::create_dir_all(dir).map_err(io("create ledger directory"))?;
+        fs::create_dir_all(dir)
+            .map_err(io(format!("create ledger directory {}", dir.display())))?;
         // Before anything is read or cut: a second server must not touch this ledger at all.
         let lock = lock(dir)?;
         let mut names: Vec<PathBuf> = fs::read_dir(dir)
-            .map_err(io("list ledger directory"))?
+            .map_err(io(format!("list ledger directory {}", dir.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();

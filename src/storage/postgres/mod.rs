@@ -143,6 +143,37 @@ pub(crate) fn unavailable(
     move |e| StorageError::unavailable(action, e)
 }
 
+/// Where a URL points, without its password: for messages.
+pub fn describe_url(url: &str) -> String {
+    let Ok(c) = url.parse::<tokio_postgres::Config>() else {
+        return "storage.url does not parse".into();
+    };
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            let port = c
+                .get_ports()
+                .get(i)
+                .or(c.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    format!(
+        "storage.url: host {}, database {}, user {}",
+        hosts.join(","),
+        c.get_dbname().unwrap_or("(the user's)"),
+        c.get_user().unwrap_or("(none)")
+    )
+}
+
 /// A pool error (no connection within the wait, or the server refused one).
 pub(crate) fn no_connection(e: deadpool_postgres::PoolError) -> StorageError {
     StorageError::unavailable("connect to the database", e)

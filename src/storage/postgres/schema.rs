@@ -47,7 +47,20 @@ pub(super) async fn migrate(pool: &Pool) -> Result<(), StorageError> {
                 applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await
-        .map_err(unavailable("create the schema table"))?;
+        .map_err(|e| match e.code() {
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+                StorageError::unavailable(
+                    "create the schema table",
+                    std::io::Error::other(format!(
+                        "{e}: the role in storage.url may not create tables: run the first \
+                         start (which creates and migrates the schema) as the database's owner, \
+                         or GRANT CREATE ON SCHEMA public to it (docs/operations.md gives the \
+                         grants)"
+                    )),
+                )
+            }
+            _ => StorageError::unavailable("create the schema table", e),
+        })?;
     }
     let found: i64 = tx
         .query_one(
