@@ -300,11 +300,19 @@ impl AuditService for AuditApi {
             submitted_from,
             submitted_until,
         } = req.into_inner();
+        let supervisor_branches = self
+            .directory
+            .current()
+            .supervisors()
+            .into_iter()
+            .map(|p| (p.id.to_string(), p.branch.to_string()))
+            .collect();
         let s = self
             .engine()
             .statistics(
                 convert::millis(submitted_from),
                 convert::millis(submitted_until),
+                supervisor_branches,
             )
             .await?;
         let pct = |p: crate::engine::stats::Percentiles| pb::DurationPercentiles {

@@ -619,10 +619,13 @@ impl EngineHandle {
     }
 
     /// Statistics over the requests submitted in [from, until).
+    /// `supervisor_branches` is each supervisor's branch, from the principal directory in
+    /// force (see `stats::compute_with`).
     pub async fn statistics(
         &self,
         from_ms: Option<i64>,
         until_ms: Option<i64>,
+        supervisor_branches: std::collections::BTreeMap<String, String>,
     ) -> Result<stats::Stats, AuditError> {
         self.projected().await?;
         let p = self.projection.clone();
@@ -645,7 +648,7 @@ impl EngineHandle {
                 finished_at_ms: s.finished_at_ms,
             })
             .collect();
-        Ok(stats::compute(&rows, 5, 3.0))
+        Ok(stats::compute_with(&rows, &supervisor_branches, 5, 3.0))
     }
 
     /// Follows whether the engine can take writes (false while the ledger cannot write).

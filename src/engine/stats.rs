@@ -119,27 +119,33 @@ pub struct Pair {
 ///
 /// # Unusual pairs: the estimator
 ///
-/// The engine gives each request to a supervisor drawn uniformly from the eligible ones,
-/// never from the teller's own branch. If that holds, a supervisor's share of one teller's
-/// decisions should match that supervisor's share of the decisions on the requests they
-/// could have taken. The engine does not record who was in the candidate pool for each
-/// offer, so the pool is estimated from the data: for a teller `t` of branch `b`, the
-/// reference population is every decision (every `deciders` entry) on a request from
-/// branch `b`. Then
+/// The engine gives each request to a supervisor drawn uniformly from the eligible ones, of
+/// any branch but the teller's own. If that holds, a supervisor's share of one teller's
+/// decisions should match that supervisor's share of everyone else's. The engine does not
+/// record who was in the candidate pool for each offer, so the pool is estimated from the
+/// data: for a teller `t` of branch `b`, the reference is every decision (every `deciders`
+/// entry) on a request of any other teller in the range, by a supervisor who may decide
+/// branch `b`'s requests (not of branch `b`, when [`compute_with`] knows the supervisors'
+/// branches). Leaving `t`'s own decisions out keeps a teller who does most of the work from
+/// setting their own expectation, and a teller alone in a branch is compared like any other.
+/// The reference is bank-wide, not the teller's branch: in a branch of two tellers each
+/// would be the other's only reference, and an honest colleague of a colluding teller would
+/// be flagged for not matching them. A teller who submitted from several branches (after a
+/// transfer) gets the sum of the per-branch expectations. With Laplace
+/// smoothing over the candidates `C` (the reference's supervisors and `t`'s own, so that a
+/// supervisor who decided only `t`'s requests still has an expectation):
 ///
 /// ```text
-/// expected(t, s) = n_t × d_b(s) / d_b
+/// expected(t, s) = Σ_b n_tb × (r_b(s) + 1) / (r_b + |C_b|)
 /// z              = (observed(t, s) − expected(t, s)) / sqrt(expected(t, s))
 /// ```
 ///
-/// where `n_t` is the number of decisions on `t`'s requests, `d_b(s)` the decisions by `s`
-/// on branch-`b` requests and `d_b` all decisions on branch-`b` requests. `z` uses the
-/// Poisson approximation (variance = mean). A teller who submitted from several branches
-/// (e.g. after a transfer) gets the sum of the per-branch expectations, each weighted by the
-/// decisions on that teller's requests from that branch. A pair is reported when
-/// `observed >= min_observed` and `z >= z_threshold`. Every supervisor who decided at least
-/// once on a branch of the teller is a candidate, so with `min_observed = 0` pairs with no
-/// decision at all can be reported too (they have negative `z`).
+/// where `n_tb` is the number of decisions on `t`'s requests from branch `b`, `r_b(s)` the
+/// reference's decisions by `s` and `r_b` all of the reference's decisions. `z` uses the Poisson
+/// approximation (variance = mean). A pair is reported when `observed >= min_observed` and
+/// `z >= z_threshold`. Every candidate is a pair, so with `min_observed = 0` pairs with no
+/// decision at all can be reported too (they have negative `z`). A teller with no one to
+/// compare with (the only one in the range) has no pairs.
 ///
 /// # Limits
 ///
@@ -150,10 +156,14 @@ pub struct Pair {
 /// - Availability is assumed constant. A supervisor working only some hours gets a larger
 ///   share of tellers who submit in those hours and a smaller one of the others, which
 ///   shows up as a pair even when assignment is perfectly uniform.
-/// - The teller's own decisions are part of the reference, which pulls `expected` toward
-///   `observed` and makes the test conservative. It gets weaker the more a teller dominates
-///   the branch; a teller who is alone in a branch can never be flagged (`expected` equals
-///   `observed`). A leave-one-out reference would avoid this at the cost of noisier shares.
+/// - The reference is bank-wide. Without the supervisors' branches ([`compute`]) it includes
+///   the supervisors of the teller's own branch, who never decide the teller's requests, so
+///   every other pair of the teller scores too high: use [`compute_with`]. Branches of very
+///   different volumes skew it a little (a supervisor of a busy branch cannot serve that
+///   branch, so has fewer decisions in the reference than their share of the pool). Tellers
+///   whose work needs a higher level than most (large amounts) draw from a smaller pool than
+///   the bank's, so their pairs with high-level supervisors score higher than chance alone
+///   would give; compare such pairs with the supervisor's level.
 /// - Decisions on one request are not independent: dual control requires a second
 ///   supervisor different from the first, and a return followed by a decision by the same
 ///   supervisor counts twice. Supervisors who return often therefore look more attached to
@@ -163,6 +173,18 @@ pub struct Pair {
 /// - Many pairs are tested at once (tellers × supervisors), so a few pairs reach `z` ≈ 3 by
 ///   chance in a large bank; a threshold around 4 keeps false alarms rare.
 pub fn compute(rows: &[Row], min_observed: u64, z_threshold: f64) -> Stats {
+    compute_with(rows, &BTreeMap::new(), min_observed, z_threshold)
+}
+
+/// [`compute`], knowing each supervisor's branch (from the principal directory): a teller's
+/// reference then leaves out the supervisors of the teller's own branch, who may not decide
+/// its requests. Supervisors it does not list (since removed) are kept.
+pub fn compute_with(
+    rows: &[Row],
+    supervisor_branches: &BTreeMap<String, String>,
+    min_observed: u64,
+    z_threshold: f64,
+) -> Stats {
     let mut by_outcome = BTreeMap::new();
     let mut by_branch = BTreeMap::new();
     let mut by_code = BTreeMap::new();
@@ -235,7 +257,7 @@ pub fn compute(rows: &[Row], min_observed: u64, z_threshold: f64) -> Stats {
         wait_ms: percentiles(waits),
         decision_ms: percentiles(decisions),
         branch_rejection_rate,
-        unusual_pairs: unusual_pairs(rows, min_observed, z_threshold),
+        unusual_pairs: unusual_pairs(rows, supervisor_branches, min_observed, z_threshold),
     }
 }
 
@@ -259,52 +281,71 @@ fn nearest_rank(sorted: &[i64], percent: usize) -> Option<i64> {
 }
 
 /// The unusual-pairs estimator described on [`compute`].
-fn unusual_pairs(rows: &[Row], min_observed: u64, z_threshold: f64) -> Vec<Pair> {
-    // Per branch: all decisions on its requests, and the decisions by each supervisor.
-    let mut branch_decisions: BTreeMap<&str, (u64, BTreeMap<&str, u64>)> = BTreeMap::new();
-    // Per teller: decisions on their requests, split by the branch the request came from.
-    let mut teller_decisions: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    // Per (teller, supervisor): decisions the supervisor made on the teller's requests.
-    let mut observed: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-
+fn unusual_pairs(
+    rows: &[Row],
+    supervisor_branches: &BTreeMap<String, String>,
+    min_observed: u64,
+    z_threshold: f64,
+) -> Vec<Pair> {
+    // Every decision in the range by supervisor, and each teller's by branch and supervisor.
+    let mut all: Counts = BTreeMap::new();
+    let mut by_teller: BTreeMap<&str, BTreeMap<&str, Counts>> = BTreeMap::new();
     for row in rows {
         for decider in &row.deciders {
-            let (total, by_sup) = branch_decisions.entry(row.branch.as_str()).or_default();
-            *total += 1;
-            *by_sup.entry(decider.as_str()).or_insert(0) += 1;
-            *teller_decisions
+            let d = decider.as_str();
+            *all.entry(d).or_insert(0) += 1;
+            *by_teller
                 .entry(row.teller.as_str())
                 .or_default()
                 .entry(row.branch.as_str())
-                .or_insert(0) += 1;
-            *observed
-                .entry((row.teller.as_str(), decider.as_str()))
+                .or_default()
+                .entry(d)
                 .or_insert(0) += 1;
         }
     }
-
+    // Independence: a branch's requests never go to its own supervisors.
+    let may_decide = |s: &str, branch: &str| supervisor_branches.get(s).is_none_or(|b| b != branch);
     let mut pairs = Vec::new();
-    for (teller, per_branch) in &teller_decisions {
-        // Sum of the per-branch expectations over every branch the teller submitted from.
+    for (teller, per_branch) in &by_teller {
+        let own_everywhere = |s: &str| -> u64 {
+            per_branch
+                .values()
+                .map(|c| c.get(s).copied().unwrap_or(0))
+                .sum()
+        };
+        // The other tellers' decisions: the teller does not set their own expectation.
+        let others = without(&all, own_everywhere);
         let mut expected: BTreeMap<&str, f64> = BTreeMap::new();
-        for (branch, &n) in per_branch {
-            // Every branch in `per_branch` has at least `n` >= 1 decisions, so it is present
-            // with a non-zero total; the guard only keeps this free of a division by zero.
-            let Some((total, by_sup)) = branch_decisions.get(branch) else {
-                continue;
-            };
-            if *total == 0 {
+        let mut observed: Counts = BTreeMap::new();
+        for (branch, own) in per_branch {
+            for (s, k) in own {
+                *observed.entry(s).or_insert(0) += k;
+            }
+            let reference: Counts = others
+                .iter()
+                .filter(|(s, _)| may_decide(s, branch))
+                .map(|(s, n)| (*s, *n))
+                .collect();
+            if reference.is_empty() {
+                // Nobody else was decided by a supervisor who may take this branch's
+                // requests: there is nothing to compare with.
                 continue;
             }
-            for (sup, &count) in by_sup {
-                *expected.entry(sup).or_insert(0.0) += n as f64 * count as f64 / *total as f64;
+            let total: u64 = reference.values().sum();
+            let n: u64 = own.values().sum();
+            // Candidates: the reference's supervisors and the teller's own. Each gets one
+            // decision more than seen (Laplace smoothing), so a supervisor who decided only
+            // this teller's requests still has an expectation above zero.
+            let mut candidates: Vec<&str> = reference.keys().copied().collect();
+            candidates.extend(own.keys().filter(|s| !reference.contains_key(*s)));
+            let k = candidates.len() as f64;
+            for s in candidates {
+                let seen = reference.get(s).copied().unwrap_or(0) as f64;
+                *expected.entry(s).or_insert(0.0) += n as f64 * (seen + 1.0) / (total as f64 + k);
             }
         }
         for (supervisor, exp) in expected {
-            if exp <= 0.0 {
-                continue;
-            }
-            let obs = observed.get(&(*teller, supervisor)).copied().unwrap_or(0);
+            let obs = observed.get(supervisor).copied().unwrap_or(0);
             let z = (obs as f64 - exp) / exp.sqrt();
             if obs >= min_observed && z >= z_threshold {
                 pairs.push(Pair {
@@ -324,6 +365,17 @@ fn unusual_pairs(rows: &[Row], min_observed: u64, z_threshold: f64) -> Vec<Pair>
             .then_with(|| a.supervisor.cmp(&b.supervisor))
     });
     pairs
+}
+
+/// Decisions by supervisor.
+type Counts<'a> = BTreeMap<&'a str, u64>;
+
+/// `all` less what `own` says the teller contributed: the reference without the teller.
+fn without<'a>(all: &Counts<'a>, own: impl Fn(&str) -> u64) -> Counts<'a> {
+    all.iter()
+        .map(|(s, n)| (*s, n - own(s)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Pearson's chi-square statistic of `observed` counts against a uniform expectation

@@ -147,39 +147,40 @@ fn small_rates() {
 
 #[test]
 fn small_pairs() {
-    // Branch B1 decisions: s1 1, s2 2 (total 3). Branch B2: s1 1, s3 1 (total 2).
-    // t1 (2 decisions): s1 expected 2/3, observed 1, z = (1/3)/sqrt(2/3).
-    // t3 (1 decision): s2 expected 2/3, observed 1, same z; s1 expected 1/3, observed 0.
-    // t2 (2 decisions): s1 and s3 expected 1, observed 1, z = 0.
-    let z = (1.0 / 3.0) / (2.0_f64 / 3.0).sqrt();
+    // Decisions: t1 s1, s2; t2 s1, s3; t3 s2. Each teller's reference is the others':
+    // t1: {s1 1, s2 1, s3 1}, candidates s1-s3, shares 2/6: expected 2/3 each (n = 2).
+    // t2: {s1 1, s2 2}, candidates s1-s3, shares 2/6, 3/6, 1/6: 2/3, 1, 1/3 (n = 2).
+    // t3: {s1 2, s2 1, s3 1}, shares 3/7, 2/7, 2/7: 3/7, 2/7, 2/7 (n = 1).
+    let z = |obs: f64, exp: f64| (obs - exp) / exp.sqrt();
     let s = compute(&small(), 1, 0.0);
     let got: Vec<(&str, &str, u64)> = s
         .unusual_pairs
         .iter()
         .map(|p| (p.teller.as_str(), p.supervisor.as_str(), p.observed))
         .collect();
-    // Equal z: ordered by teller, then supervisor.
+    // Most unusual first; equal z ordered by teller, then supervisor.
     assert_eq!(
         got,
         vec![
-            ("t1", "s1", 1),
             ("t3", "s2", 1),
-            ("t2", "s1", 1),
-            ("t2", "s3", 1)
+            ("t2", "s3", 1),
+            ("t1", "s1", 1),
+            ("t1", "s2", 1),
+            ("t2", "s1", 1)
         ]
     );
-    assert!(close(s.unusual_pairs[0].expected, 2.0 / 3.0));
-    assert!(close(s.unusual_pairs[0].z, z));
-    assert!(close(s.unusual_pairs[1].expected, 2.0 / 3.0));
-    assert!(close(s.unusual_pairs[1].z, z));
-    assert!(close(s.unusual_pairs[2].expected, 1.0));
-    assert!(close(s.unusual_pairs[2].z, 0.0));
+    let p = &s.unusual_pairs;
+    assert!(close(p[0].expected, 2.0 / 7.0) && close(p[0].z, z(1.0, 2.0 / 7.0)));
+    assert!(close(p[1].expected, 1.0 / 3.0) && close(p[1].z, z(1.0, 1.0 / 3.0)));
+    for q in &p[2..] {
+        assert!(close(q.expected, 2.0 / 3.0) && close(q.z, z(1.0, 2.0 / 3.0)));
+    }
 
-    // The z threshold cuts the z = 0 pairs.
-    assert_eq!(compute(&small(), 1, 0.4).unusual_pairs.len(), 2);
+    // The z threshold cuts the pairs below it.
+    assert_eq!(compute(&small(), 1, 0.5).unusual_pairs.len(), 2);
     // No pair has 2 decisions.
     assert!(compute(&small(), 2, 0.0).unusual_pairs.is_empty());
-    // With min_observed 0 the never-chosen candidate (t3, s1) shows up, z = -(1/3)/sqrt(1/3).
+    // With min_observed 0 the never-chosen candidates show up; (t2, s2) is the least usual.
     let all = compute(&small(), 0, f64::NEG_INFINITY).unusual_pairs;
     let last = all.last().expect("pairs");
     assert_eq!(
@@ -188,22 +189,22 @@ fn small_pairs() {
             last.supervisor.as_str(),
             last.observed
         ),
-        ("t3", "s1", 0)
+        ("t2", "s2", 0)
     );
-    assert!(close(last.z, -(1.0_f64 / 3.0).sqrt()));
-    // Candidates: t1 and t3 with s1 and s2 (branch B1), t2 with s1 and s3 (branch B2).
-    assert_eq!(all.len(), 6);
+    assert!(close(last.z, -1.0));
+    // Every teller with every candidate: 3 × 3.
+    assert_eq!(all.len(), 9);
 }
 
 #[test]
 fn teller_in_two_branches_sums_expectations() {
     let rows = vec![
-        // Branch A: s1 3, s2 1 (total 4); t has 1 decision there.
+        // Branch A: t 1 decision (s1); u: s1 2, s2 1.
         row("t", "A", "X", "approved", &["s1"], 0, None, None),
         row("u", "A", "X", "approved", &["s1"], 0, None, None),
         row("u", "A", "X", "approved", &["s1"], 0, None, None),
         row("u", "A", "X", "approved", &["s2"], 0, None, None),
-        // Branch B: s1 1, s2 1 (total 2); t has 2 decisions there.
+        // Branch B: only t (2 decisions: s1, s2), so compared with every other teller.
         row("t", "B", "X", "approved", &["s1", "s2"], 0, None, None),
     ];
     let pairs = compute(&rows, 0, f64::NEG_INFINITY).unusual_pairs;
@@ -211,9 +212,78 @@ fn teller_in_two_branches_sums_expectations() {
         .iter()
         .find(|p| p.teller == "t" && p.supervisor == "s1")
         .expect("pair");
-    // 1 × 3/4 + 2 × 1/2 = 1.75; observed 2.
-    assert!(close(t_s1.expected, 1.75));
+    // The reference is u's decisions {s1: 2, s2: 1}, smoothed: s1 (2+1)/(3+2) = 3/5; t
+    // has 3 decisions in all: 3 × 3/5 = 1.8; observed 2.
+    assert!(close(t_s1.expected, 1.8));
     assert_eq!(t_s1.observed, 2);
+}
+
+/// Decisions on `n` requests of `teller` (branch `branch`), by `deciders` in turn.
+fn decided(teller: &str, branch: &str, n: usize, deciders: &[&str]) -> Vec<Row> {
+    (0..n)
+        .map(|i| {
+            let d = deciders[i % deciders.len()];
+            row(teller, branch, "X", "approved", &[d], 0, None, None)
+        })
+        .collect()
+}
+
+/// Issue 16's case: one teller does most of a branch's work, every request decided by the
+/// same supervisor; an honest colleague's requests are spread evenly over three. With the
+/// teller's own decisions in the reference the dominant pair scored z = 2.72 and the
+/// colleague's pairs 3.30-3.74; a reference without the teller flags the dominant pair only.
+#[test]
+fn a_teller_who_dominates_the_branch_is_flagged_and_the_colleague_is_not() {
+    let mut rows = decided("dominant", "B1", 54, &["s1"]);
+    rows.extend(decided("colleague", "B1", 24, &["s2", "s3", "s4"]));
+    for (teller, branch) in [("x", "B2"), ("y", "B3"), ("z", "B4")] {
+        rows.extend(decided(teller, branch, 40, &["s1", "s2", "s3", "s4"]));
+    }
+    let pairs = compute(&rows, 5, 3.0).unusual_pairs;
+    let flagged: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|p| (p.teller.as_str(), p.supervisor.as_str()))
+        .collect();
+    assert_eq!(flagged, vec![("dominant", "s1")], "{pairs:?}");
+    // Reference: the colleague's 24 and the others' 120 decisions, s1 30 of 144;
+    // smoothed share (30 + 1) / (144 + 4).
+    assert!(close(pairs[0].expected, 54.0 * 31.0 / 148.0));
+    assert!(pairs[0].z > 10.0, "{pairs:?}");
+    // The colleague's pairs stay below the threshold: z = (8 − 24 × 31/178) / sqrt(…).
+    let colleague = compute(&rows, 0, f64::NEG_INFINITY)
+        .unusual_pairs
+        .into_iter()
+        .filter(|p| p.teller == "colleague")
+        .map(|p| p.z)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let exp: f64 = 24.0 * 31.0 / 178.0;
+    assert!(close(colleague, (8.0 - exp) / exp.sqrt()));
+    assert!(colleague < 2.0);
+}
+
+/// A teller alone in their branch is compared with the other tellers in the range: one who
+/// sends everything to one supervisor while everyone else's requests are spread is flagged.
+#[test]
+fn a_teller_alone_in_a_branch_is_compared_with_everyone_else() {
+    let mut rows = decided("lonely", "B9", 20, &["s1"]);
+    for (teller, branch) in [("a", "B1"), ("b", "B2"), ("c", "B3")] {
+        rows.extend(decided(teller, branch, 20, &["s1", "s2", "s3", "s4", "s5"]));
+    }
+    let pairs = compute(&rows, 5, 3.0).unusual_pairs;
+    let flagged: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|p| (p.teller.as_str(), p.supervisor.as_str()))
+        .collect();
+    assert_eq!(flagged, vec![("lonely", "s1")], "{pairs:?}");
+    // Reference: 60 decisions, 12 each; s1's share (12+1)/(60+5) = 0.2.
+    assert!(close(pairs[0].expected, 4.0));
+    assert!(close(pairs[0].z, 8.0));
+    // Alone in the whole range: nobody to compare with, no pairs.
+    assert!(
+        compute(&decided("only", "B1", 20, &["s1"]), 0, f64::NEG_INFINITY)
+            .unusual_pairs
+            .is_empty()
+    );
 }
 
 #[test]
@@ -344,15 +414,15 @@ fn planted_collusion_is_reported() {
             }
         }
     }
-    // Branch B: 250 decisions, 80 by S1. expected(T, S1) = 50 × 80 / 250 = 16,
-    // z = (40 − 16) / 4 = 6.
+    // The other tellers: 200 decisions, 40 by S1; smoothed share (40 + 1) / (200 + 5) = 0.2.
+    // expected(T, S1) = 50 × 0.2 = 10, z = (40 − 10) / sqrt(10).
     let s = compute(&rows, 10, 3.0);
     assert_eq!(s.unusual_pairs.len(), 1, "{:?}", s.unusual_pairs);
     let p = &s.unusual_pairs[0];
     assert_eq!((p.teller.as_str(), p.supervisor.as_str()), ("T", "S1"));
     assert_eq!(p.observed, 40);
-    assert!(close(p.expected, 16.0));
-    assert!(close(p.z, 6.0));
+    assert!(close(p.expected, 10.0));
+    assert!(close(p.z, 30.0 / 10f64.sqrt()));
 }
 
 /// SplitMix64: tiny, seeded, good enough to simulate uniform assignment.
@@ -371,6 +441,13 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         ((u128::from(self.next()) * n as u128) >> 64) as usize
     }
+}
+
+/// The branches of `uniform_rows`' supervisors: "s{b}-{k}" is of branch "B{b}".
+fn uniform_branches() -> BTreeMap<String, String> {
+    (0..3)
+        .flat_map(|b| (0..4).map(move |k| (format!("s{b}-{k}"), format!("B{b}"))))
+        .collect()
 }
 
 /// 5,000 requests from 3 branches × 5 tellers, each assigned uniformly to one of the 8
@@ -421,12 +498,16 @@ fn uniform_rows(seed: u64) -> Vec<Row> {
 fn uniform_assignment_reports_nothing_at_z4() {
     let rows = uniform_rows(0x5EED_C0DE);
     assert_eq!(rows.len(), 5000);
-    let s = compute(&rows, 1, 4.0);
+    let branches = uniform_branches();
+    let s = compute_with(&rows, &branches, 1, 4.0);
     assert!(s.unusual_pairs.is_empty(), "{:?}", s.unusual_pairs);
+    // Not knowing that a branch's own supervisors never decide its requests, every other
+    // supervisor looks over-used: why the engine passes the directory's branches.
+    assert!(!compute(&rows, 1, 4.0).unusual_pairs.is_empty());
 
     // Not vacuous: every (teller, eligible supervisor) pair is a candidate, and each
     // teller's expectations add up to the decisions on their requests.
-    let all = compute(&rows, 0, f64::NEG_INFINITY).unusual_pairs;
+    let all = compute_with(&rows, &branches, 0, f64::NEG_INFINITY).unusual_pairs;
     assert_eq!(all.len(), 15 * 8);
     let mut per_teller: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
     for p in &all {
