@@ -129,6 +129,8 @@ async fn verify(base: &std::path::Path, n: u64) {
                     decision_deadline_ms: 3_600_000,
                     escalate_after_ms: Some(900_000),
                     escalate_after_declines: Some(3),
+                    rekey: Vec::new(),
+                    rekey_attempts: 0,
                 },
             },
             Event::Offered {

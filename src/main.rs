@@ -288,7 +288,7 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {}", countersign::error_chain(&e));
+            eprintln!("Error: {}", countersign::tools::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -72,6 +72,8 @@ fn records() -> Vec<Record> {
                 decision_deadline_ms: 600_000,
                 escalate_after_ms: Some(120_000),
                 escalate_after_declines: Some(2),
+                rekey: Vec::new(),
+                rekey_attempts: 0,
             },
         },
     };

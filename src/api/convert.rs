@@ -202,16 +202,38 @@ pub fn decline(req: pb::DeclineRequest) -> Result<(RequestId, u64, String), Fiel
 }
 
 /// A Decide's arguments, checked: the request, the offer's epoch and the verdict.
-pub fn decide(req: pb::DecideRequest) -> Result<(RequestId, u64, Verdict), FieldError> {
+pub fn decide(
+    req: pb::DecideRequest,
+) -> Result<(RequestId, u64, Verdict, crate::domain::Rekeyed), FieldError> {
     let pb::DecideRequest {
         request_id,
         epoch,
         decision,
         reason_code,
         comment,
+        rekeyed,
     } = req;
     let id = self::request_id("request_id", &request_id)?;
-    Ok((id, epoch, verdict(decision, reason_code, comment)?))
+    let pb::Rekeyed {
+        amount_minor_units,
+        account,
+        counterparty,
+    } = rekeyed.unwrap_or_default();
+    for (field, text) in [
+        ("rekeyed.account", &account),
+        ("rekeyed.counterparty", &counterparty),
+    ] {
+        if let Some(t) = text {
+            // What was typed is recorded when it does not match: plain text, bounded.
+            validate::text(field, t, validate::SHORT_CHARS_MAX, true, false)?;
+        }
+    }
+    let rekeyed = crate::domain::Rekeyed {
+        amount_minor_units,
+        account,
+        counterparty,
+    };
+    Ok((id, epoch, verdict(decision, reason_code, comment)?, rekeyed))
 }
 
 pub fn uploads(
@@ -412,6 +434,26 @@ fn decision_record(d: &crate::domain::DecisionEntry) -> pb::DecisionRecord {
     }
 }
 
+/// A supervisor's copy of a request they hold: the fields to re-key from the voucher are
+/// withheld until the decision (blind re-keying).
+pub fn request_for_supervisor(r: &Request) -> pb::AuthorizationRequest {
+    let mut out = request(r);
+    if let Some(t) = out.transaction.as_mut() {
+        for f in &r.requirements.rekey {
+            match f {
+                crate::domain::RekeyField::Amount => {
+                    if let Some(m) = t.amount.as_mut() {
+                        m.minor_units = 0;
+                    }
+                }
+                crate::domain::RekeyField::Account => t.account.clear(),
+                crate::domain::RekeyField::Counterparty => t.counterparty.clear(),
+            }
+        }
+    }
+    out
+}
+
 /// The request as tellers, supervisors and auditors see it.
 pub fn request(r: &Request) -> pb::AuthorizationRequest {
     let s = &r.submission;
@@ -468,6 +510,16 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
         decide_by: Some(timestamp(r.deadline())),
         policy_rule: r.requirements.rule.clone(),
         policy_sha256: r.requirements.policy_sha256.clone(),
+        rekey_fields: r
+            .requirements
+            .rekey
+            .iter()
+            .map(|f| match f {
+                crate::domain::RekeyField::Amount => pb::RekeyField::Amount,
+                crate::domain::RekeyField::Account => pb::RekeyField::Account,
+                crate::domain::RekeyField::Counterparty => pb::RekeyField::Counterparty,
+            } as i32)
+            .collect(),
         priority: u32::from(r.requirements.priority),
     }
 }
@@ -579,6 +631,7 @@ mod fuzz_smoke {
                     decision: pb::Decision::Return as i32,
                     reason_code: "IMG".into(),
                     comment: "rescan".into(),
+                    rekeyed: None,
                 }
                 .encode_to_vec(),
             ),

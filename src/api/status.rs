@@ -60,6 +60,7 @@ pub enum Reason {
     PolicyInvalid,
     DirectoryInvalid,
     PrincipalRevoked,
+    RekeyMismatch,
     UnknownMethod,
     MalformedMessage,
     Library,
@@ -67,7 +68,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 37] = [
         Reason::InvalidField,
         Reason::NoCertificate,
         Reason::UnknownCertificate,
@@ -100,6 +101,7 @@ impl Reason {
         Reason::PolicyInvalid,
         Reason::DirectoryInvalid,
         Reason::PrincipalRevoked,
+        Reason::RekeyMismatch,
         Reason::UnknownMethod,
         Reason::MalformedMessage,
         Reason::Library,
@@ -141,6 +143,7 @@ impl Reason {
             Reason::PolicyInvalid => "POLICY_INVALID",
             Reason::DirectoryInvalid => "DIRECTORY_INVALID",
             Reason::PrincipalRevoked => "PRINCIPAL_REVOKED",
+            Reason::RekeyMismatch => "REKEY_MISMATCH",
             Reason::UnknownMethod => "UNKNOWN_METHOD",
             Reason::MalformedMessage => "MALFORMED_MESSAGE",
             Reason::Library => "LIBRARY",
@@ -440,6 +443,31 @@ impl From<DecideError> for Status {
                     Forbidden::SameApprover => Reason::SameApprover,
                 };
                 plain(Code::PermissionDenied, reason, e.to_string())
+            }
+            DecideError::RekeyMismatch {
+                ref fields,
+                attempts_left,
+            } => {
+                let fields = fields
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let message = if attempts_left == 0 {
+                    format!("{e}: the request went back to the queue for another supervisor")
+                } else {
+                    format!("{e}: look at the voucher again")
+                };
+                status(
+                    Code::FailedPrecondition,
+                    Reason::RekeyMismatch,
+                    message,
+                    &[
+                        ("fields", fields),
+                        ("attempts_left", attempts_left.to_string()),
+                    ],
+                    ErrorDetails::new(),
+                )
             }
             DecideError::Unavailable(e) => unavailable(e),
         }

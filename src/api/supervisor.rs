@@ -56,7 +56,7 @@ impl Stream for AttendStream {
                     request_id: request.id.to_string(),
                     epoch,
                     accept_by: Some(convert::timestamp(accept_by)),
-                    request: Some(convert::request(&request)),
+                    request: Some(convert::request_for_supervisor(&request)),
                     candidate_pool_size: pool_size,
                 })),
             }),
@@ -81,7 +81,7 @@ impl Stream for AttendStream {
                         request_id: request.id.to_string(),
                         epoch,
                         review_by: Some(convert::timestamp(review_by)),
-                        request: Some(convert::request(&request)),
+                        request: Some(convert::request_for_supervisor(&request)),
                     },
                 )),
             }),
@@ -146,7 +146,7 @@ impl SupervisorService for SupervisorApi {
         super::record_request(&id);
         let r = self.engine().accept(&supervisor.id, &id, epoch).await?;
         Ok(Response::new(pb::AcceptResponse {
-            request: Some(convert::request(&r.request)),
+            request: Some(convert::request_for_supervisor(&r.request)),
             replayed: r.replayed,
         }))
     }
@@ -182,11 +182,11 @@ impl SupervisorService for SupervisorApi {
         req: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
-        let (id, epoch, verdict) = convert::decide(req.into_inner()).map_err(invalid)?;
+        let (id, epoch, verdict, rekeyed) = convert::decide(req.into_inner()).map_err(invalid)?;
         super::record_request(&id);
         let r = self
             .engine()
-            .decide(&supervisor, &id, epoch, verdict)
+            .decide(&supervisor, &id, epoch, verdict, rekeyed)
             .await?;
         Ok(Response::new(pb::DecideResponse {
             request: Some(convert::request(&r.request)),

@@ -1,7 +1,9 @@
 //! Events: the only way a request changes. Each becomes one ledger record.
 
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
-use super::types::{EscalationReason, ImageRef, Requirements, Submission, Timestamp, Verdict};
+use super::types::{
+    EscalationReason, ImageRef, RekeyField, Rekeyed, Requirements, Submission, Timestamp, Verdict,
+};
 
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +90,17 @@ pub enum Event {
         removed: Vec<ImageHash>,
         note: String,
     },
+    /// An approval whose re-keyed fields did not match the transaction: refused, and the
+    /// request stays in review, unless this was the supervisor's last attempt (then it goes
+    /// back to the queue for someone else).
+    RekeyMismatched {
+        supervisor: PrincipalId,
+        epoch: u64,
+        /// What the supervisor typed.
+        typed: Rekeyed,
+        /// The fields that did not match.
+        mismatched: Vec<RekeyField>,
+    },
     Cancelled {
         reason: String,
     },
@@ -122,6 +135,7 @@ impl Event {
             Event::Accepted { .. } => "accepted",
             Event::Decided { .. } => "decided",
             Event::Resubmitted { .. } => "resubmitted",
+            Event::RekeyMismatched { .. } => "rekey_mismatched",
             Event::Cancelled { .. } => "cancelled",
             Event::Expired => "expired",
             Event::Escalated { .. } => "escalated",

@@ -77,6 +77,8 @@ pub struct Request {
     /// The callers' actions that took effect, oldest first: a retried call (its answer lost)
     /// finds itself here and is answered as a replay instead of refused.
     pub acts: Vec<Act>,
+    /// Mismatched re-keyings by the assignee since they accepted it.
+    pub rekey_mismatches: u8,
 }
 
 /// An action a principal took on a request, as the call named it. Accept, decline and decide
@@ -105,6 +107,12 @@ pub enum Act {
         added: Vec<ImageRef>,
         removed: Vec<ImageHash>,
         note: String,
+    },
+    /// An approval refused for re-keyed fields that did not match.
+    RekeyMismatched {
+        supervisor: PrincipalId,
+        epoch: u64,
+        typed: super::types::Rekeyed,
     },
 }
 
@@ -238,6 +246,7 @@ impl Request {
             submitted_index: index,
             version: index,
             acts: Vec::new(),
+            rekey_mismatches: 0,
         }
     }
 
@@ -309,6 +318,7 @@ impl Request {
                     .map_err(|_| bad(self))?;
                 self.state = State::InReview;
                 self.accept_by = None;
+                self.rekey_mismatches = 0;
                 self.first_accepted_at.get_or_insert(at);
                 self.accepted_at = Some(at);
                 self.acts.push(Act::Accepted {
@@ -368,6 +378,29 @@ impl Request {
                             resubmit_note: None,
                         });
                     }
+                }
+            }
+            Event::RekeyMismatched {
+                supervisor,
+                epoch,
+                typed,
+                mismatched,
+            } => {
+                self.check_fence(supervisor, *epoch, State::InReview)
+                    .map_err(|_| bad(self))?;
+                if self.requirements.rekey.is_empty() || mismatched.is_empty() {
+                    return Err(bad(self));
+                }
+                self.acts.push(Act::RekeyMismatched {
+                    supervisor: supervisor.clone(),
+                    epoch: *epoch,
+                    typed: typed.clone(),
+                });
+                self.rekey_mismatches = self.rekey_mismatches.saturating_add(1);
+                if self.rekey_mismatches >= self.requirements.rekey_attempts.max(1) {
+                    // Out of attempts: someone else is asked, never this supervisor again.
+                    self.declined_by.insert(supervisor.clone());
+                    self.requeue();
                 }
             }
             Event::Resubmitted {

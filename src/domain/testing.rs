@@ -43,6 +43,8 @@ pub(crate) fn request(id: &RequestId, level: u8) -> Request {
             decision_deadline_ms: 100_000,
             escalate_after_ms: None,
             escalate_after_declines: None,
+            rekey: Vec::new(),
+            rekey_attempts: 0,
         },
     )
 }

@@ -77,6 +77,83 @@ pub struct Requirements {
     pub escalate_after_ms: Option<u64>,
     /// After this many declines, the level needed rises by one.
     pub escalate_after_declines: Option<u32>,
+    /// Fields an approving supervisor must type from the voucher (blind re-keying); they are
+    /// withheld from the supervisor until the decision. Empty: none.
+    pub rekey: Vec<RekeyField>,
+    /// Mismatched re-keyings one supervisor may make before the request goes back to the
+    /// queue for someone else (at least 1 when `rekey` is not empty).
+    pub rekey_attempts: u8,
+}
+
+/// A transaction field a supervisor re-keys from the voucher image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RekeyField {
+    Amount,
+    Account,
+    Counterparty,
+}
+
+impl RekeyField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RekeyField::Amount => "amount",
+            RekeyField::Account => "account",
+            RekeyField::Counterparty => "counterparty",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RekeyField> {
+        [
+            RekeyField::Amount,
+            RekeyField::Account,
+            RekeyField::Counterparty,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+}
+
+/// What a supervisor typed from the voucher when approving; `None` where nothing was typed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub amount_minor_units: Option<i64>,
+    pub account: Option<String>,
+    pub counterparty: Option<String>,
+}
+
+impl Rekeyed {
+    /// The fields of `wanted` that were not typed.
+    pub fn missing(&self, wanted: &[RekeyField]) -> Vec<RekeyField> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|f| match f {
+                RekeyField::Amount => self.amount_minor_units.is_none(),
+                RekeyField::Account => self.account.is_none(),
+                RekeyField::Counterparty => self.counterparty.is_none(),
+            })
+            .collect()
+    }
+
+    /// The fields of `wanted` typed otherwise than the transaction says. Accounts are
+    /// compared without spaces, as they are read off a voucher in groups.
+    pub fn mismatched(&self, wanted: &[RekeyField], t: &Transaction) -> Vec<RekeyField> {
+        let plain = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+        wanted
+            .iter()
+            .copied()
+            .filter(|f| match f {
+                RekeyField::Amount => self.amount_minor_units != Some(t.amount.minor_units),
+                RekeyField::Account => {
+                    self.account.as_deref().map(plain) != Some(plain(&t.account))
+                }
+                RekeyField::Counterparty => {
+                    self.counterparty.as_deref().map(plain)
+                        != Some(plain(t.counterparty.as_deref().unwrap_or("")))
+                }
+            })
+            .collect()
+    }
 }
 
 /// Why the level a request needs was raised.

@@ -123,6 +123,8 @@ pub(crate) enum SupervisorCommand {
         id: RequestId,
         epoch: u64,
         verdict: Verdict,
+        /// What the supervisor typed from the voucher (for an approval that needs it).
+        rekeyed: crate::domain::Rekeyed,
         reply: Reply<Result<Outcome, DecideError>>,
     },
     OfferImage {

@@ -129,9 +129,10 @@ impl Core {
                 id,
                 epoch,
                 verdict,
+                rekeyed,
                 reply,
             } => {
-                let r = self.decide(supervisor, id, epoch, verdict);
+                let r = self.decide(supervisor, id, epoch, verdict, rekeyed);
                 self.reply(reply, r);
             }
             SupervisorCommand::OfferImage {
@@ -643,6 +644,7 @@ impl Core {
         id: RequestId,
         epoch: u64,
         verdict: Verdict,
+        rekeyed: crate::domain::Rekeyed,
     ) -> Result<Outcome, DecideError> {
         let act = Act::Decided {
             supervisor: supervisor.id.clone(),
@@ -670,6 +672,51 @@ impl Core {
             && r.approvals.iter().any(|a| a.supervisor == supervisor.id)
         {
             return Err(DecideError::NotAllowed(Forbidden::SameApprover));
+        }
+        // Blind re-keying: an approval carries the fields typed from the voucher, and they
+        // must match what the teller entered. Rejections and returns need none.
+        if verdict.decision == Decision::Approve && !r.requirements.rekey.is_empty() {
+            let wanted = r.requirements.rekey.clone();
+            if let Some(f) = rekeyed.missing(&wanted).first() {
+                return Err(FieldError::new(
+                    format!("rekeyed.{}", rekey_field_name(*f)),
+                    "this approval needs the field typed from the voucher",
+                )
+                .into());
+            }
+            let attempts = r.requirements.rekey_attempts.max(1);
+            let retried = Act::RekeyMismatched {
+                supervisor: supervisor.id.clone(),
+                epoch,
+                typed: rekeyed.clone(),
+            };
+            let mismatched = rekeyed.mismatched(&wanted, &r.submission.transaction);
+            if r.did(&retried) {
+                // The same wrong values again for this offer: a retry, recorded once.
+                let left = attempts.saturating_sub(r.rekey_mismatches);
+                return Err(DecideError::RekeyMismatch {
+                    fields: mismatched,
+                    attempts_left: left,
+                });
+            }
+            if !mismatched.is_empty() {
+                let left = attempts.saturating_sub(r.rekey_mismatches + 1);
+                let event = Event::RekeyMismatched {
+                    supervisor: supervisor.id.clone(),
+                    epoch,
+                    typed: rekeyed,
+                    mismatched: mismatched.clone(),
+                };
+                self.record(&id, Actor::Principal(supervisor.id.clone()), event);
+                if left == 0 {
+                    // Back in the queue for someone else: the task slot is free.
+                    self.release_task(&supervisor.id, &id);
+                }
+                return Err(DecideError::RekeyMismatch {
+                    fields: mismatched,
+                    attempts_left: left,
+                });
+            }
         }
         let event = Event::Decided {
             supervisor: supervisor.id.clone(),
@@ -708,6 +755,15 @@ impl Core {
         self.count_sessions();
         tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
         Ok(())
+    }
+}
+
+/// How the API names a re-keyed field (`DecideRequest.rekeyed`).
+fn rekey_field_name(f: crate::domain::RekeyField) -> &'static str {
+    match f {
+        crate::domain::RekeyField::Amount => "amount_minor_units",
+        crate::domain::RekeyField::Account => "account",
+        crate::domain::RekeyField::Counterparty => "counterparty",
     }
 }
 

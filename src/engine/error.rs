@@ -158,6 +158,16 @@ pub enum DecideError {
     Fence(#[from] FenceError),
     #[error("not allowed: {0}")]
     NotAllowed(Forbidden),
+    /// The re-keyed fields do not match the transaction; recorded. With attempts left the
+    /// request stays in review; without, it went back to the queue for someone else.
+    #[error(
+        "the re-keyed {} did not match the voucher's transaction; {attempts_left} attempts left",
+        fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    RekeyMismatch {
+        fields: Vec<crate::domain::RekeyField>,
+        attempts_left: u8,
+    },
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }

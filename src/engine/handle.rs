@@ -465,6 +465,7 @@ impl EngineHandle {
         id: &RequestId,
         epoch: u64,
         verdict: Verdict,
+        rekeyed: crate::domain::Rekeyed,
     ) -> Result<Outcome, DecideError> {
         let act = Act::Decided {
             supervisor: supervisor.id.clone(),
@@ -477,6 +478,7 @@ impl EngineHandle {
                 id: id.clone(),
                 epoch,
                 verdict,
+                rekeyed,
                 reply,
             })
             .await?;

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
     EscalationReason, Event, IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money,
-    PrincipalId, Record, RequestId, Requirements, Submission, TellerSerial, Timestamp, Transaction,
-    Verdict, WithdrawReason,
+    PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements, Submission, TellerSerial,
+    Timestamp, Transaction, Verdict, WithdrawReason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +325,12 @@ enum EventV1 {
         removed: Vec<String>,
         note: String,
     },
+    RekeyMismatched {
+        supervisor: String,
+        epoch: u64,
+        typed: RekeyedV1,
+        mismatched: Vec<String>,
+    },
     Cancelled {
         reason: String,
     },
@@ -333,6 +339,14 @@ enum EventV1 {
         level: u8,
         reason: String,
     },
+}
+
+/// What a supervisor typed when re-keying; absent fields were not typed.
+#[derive(Serialize, Deserialize)]
+struct RekeyedV1 {
+    amount_minor: Option<i64>,
+    account: Option<String>,
+    counterparty: Option<String>,
 }
 
 /// The stored form of [`Requirements`], frozen with the record format. The two conversions
@@ -350,6 +364,16 @@ struct RequirementsV1 {
     decision_deadline_ms: u64,
     escalate_after_ms: Option<u64>,
     escalate_after_declines: Option<u32>,
+    /// Added after version 1 was frozen: absent (and so the bytes of every earlier record
+    /// unchanged) when no field is re-keyed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rekey: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rekey_attempts: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl From<&Requirements> for RequirementsV1 {
@@ -365,8 +389,12 @@ impl From<&Requirements> for RequirementsV1 {
             decision_deadline_ms,
             escalate_after_ms,
             escalate_after_declines,
+            rekey,
+            rekey_attempts,
         } = r;
         RequirementsV1 {
+            rekey: rekey.iter().map(|f| f.as_str().to_owned()).collect(),
+            rekey_attempts: *rekey_attempts,
             rule: rule.clone(),
             policy_sha256: policy_sha256.clone(),
             level: *level,
@@ -381,8 +409,9 @@ impl From<&Requirements> for RequirementsV1 {
     }
 }
 
-impl From<RequirementsV1> for Requirements {
-    fn from(r: RequirementsV1) -> Self {
+impl TryFrom<RequirementsV1> for Requirements {
+    type Error = RecordError;
+    fn try_from(r: RequirementsV1) -> Result<Self, RecordError> {
         let RequirementsV1 {
             rule,
             policy_sha256,
@@ -394,8 +423,15 @@ impl From<RequirementsV1> for Requirements {
             decision_deadline_ms,
             escalate_after_ms,
             escalate_after_declines,
+            rekey,
+            rekey_attempts,
         } = r;
-        Requirements {
+        Ok(Requirements {
+            rekey: rekey
+                .iter()
+                .map(|f| RekeyField::parse(f).ok_or(RecordError::Field("rekey")))
+                .collect::<Result<_, _>>()?,
+            rekey_attempts,
             rule,
             policy_sha256,
             level,
@@ -406,7 +442,7 @@ impl From<RequirementsV1> for Requirements {
             decision_deadline_ms,
             escalate_after_ms,
             escalate_after_declines,
-        }
+        })
     }
 }
 
@@ -741,6 +777,26 @@ impl From<&Event> for EventV1 {
                 removed: removed.iter().map(ImageHash::to_hex).collect(),
                 note: note.clone(),
             },
+            Event::RekeyMismatched {
+                supervisor,
+                epoch,
+                typed:
+                    Rekeyed {
+                        amount_minor_units,
+                        account,
+                        counterparty,
+                    },
+                mismatched,
+            } => EventV1::RekeyMismatched {
+                supervisor: p(supervisor),
+                epoch: *epoch,
+                typed: RekeyedV1 {
+                    amount_minor: *amount_minor_units,
+                    account: account.clone(),
+                    counterparty: counterparty.clone(),
+                },
+                mismatched: mismatched.iter().map(|f| f.as_str().to_owned()).collect(),
+            },
             Event::Cancelled { reason } => EventV1::Cancelled {
                 reason: reason.clone(),
             },
@@ -767,7 +823,7 @@ impl TryFrom<EventV1> for Event {
                 teller: p(teller),
                 branch: BranchId::new(branch),
                 submission: submission.try_into()?,
-                requirements: requirements.into(),
+                requirements: requirements.try_into()?,
             },
             EventV1::Offered {
                 supervisor,
@@ -835,6 +891,29 @@ impl TryFrom<EventV1> for Event {
                     .map(|h| ImageHash::parse_hex(h).ok_or(RecordError::Field("removed")))
                     .collect::<Result<_, _>>()?,
                 note,
+            },
+            EventV1::RekeyMismatched {
+                supervisor,
+                epoch,
+                typed:
+                    RekeyedV1 {
+                        amount_minor,
+                        account,
+                        counterparty,
+                    },
+                mismatched,
+            } => Event::RekeyMismatched {
+                supervisor: p(supervisor),
+                epoch,
+                typed: Rekeyed {
+                    amount_minor_units: amount_minor,
+                    account,
+                    counterparty,
+                },
+                mismatched: mismatched
+                    .iter()
+                    .map(|f| RekeyField::parse(f).ok_or(RecordError::Field("mismatched")))
+                    .collect::<Result<_, _>>()?,
             },
             EventV1::Cancelled { reason } => Event::Cancelled { reason },
             EventV1::Expired => Event::Expired,

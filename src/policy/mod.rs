@@ -23,6 +23,8 @@
 //! decision_deadline_ms = 3600000 # 10000..=604800000 (a week); the request EXPIRES after it
 //! escalate_after_ms = 900000     # optional; > 0 and < decision_deadline_ms: waiting this long unaccepted raises the level by one
 //! escalate_after_declines = 3    # optional; 1..=50: this many declines raise the level by one
+//! rekey = ["amount", "account"]  # optional; fields an approver types from the voucher ("amount", "account", "counterparty"), withheld from them until the decision
+//! rekey_attempts = 3             # 1..=9: mismatches one supervisor may make before the request goes to another
 //!
 //! [unmatched]
 //! allow = false                  # true: a request no rule matches gets the defaults; false: refused
@@ -108,7 +110,9 @@ allow = false
 # 大额现金支取: CNY cash of 500,000.00 and above. Must come before the
 # 50,000.00 rule, which also covers these amounts. Sums this large need two
 # approvers at level 3 (sub-branch president, 支行行长) and go to the front
-# of the queue.
+# of the queue. Each approver types the amount and the account from the
+# voucher without seeing what the teller entered (要素复核); three wrong
+# tries and the request goes to someone else.
 [[rules]]
 name = "cash-withdrawal-cny-very-large"
 codes = ["WDL-CASH"]
@@ -117,6 +121,7 @@ amount_from = 50_000_000       # 500,000.00 CNY
 level = 3
 approvals = 2
 priority = 6
+rekey = ["amount", "account"]
 
 # CNY cash of 50,000.00 and above (the band up to 500,000.00 is left to this
 # rule by the one above).
@@ -233,6 +238,10 @@ struct Settings {
     escalate_after_ms: Option<u64>,
     /// See [`Requirements::escalate_after_declines`].
     escalate_after_declines: Option<u32>,
+    /// See [`Requirements::rekey`]: sorted, each once.
+    rekey: Vec<crate::domain::RekeyField>,
+    /// See [`Requirements::rekey_attempts`].
+    rekey_attempts: u8,
 }
 
 /// One `[[rules]]` entry, with its defaults already applied.
@@ -353,18 +362,23 @@ impl Settings {
             decision_deadline_ms,
             escalate_after_ms,
             escalate_after_declines,
-        } = *self;
+            rekey,
+            rekey_attempts,
+        } = self;
         Requirements {
             rule: rule.to_owned(),
             policy_sha256: policy_sha256.to_owned(),
-            level,
-            approvals,
-            independent,
-            priority,
-            offer_timeout_ms,
-            decision_deadline_ms,
-            escalate_after_ms,
-            escalate_after_declines,
+            level: *level,
+            approvals: *approvals,
+            independent: *independent,
+            priority: *priority,
+            offer_timeout_ms: *offer_timeout_ms,
+            decision_deadline_ms: *decision_deadline_ms,
+            escalate_after_ms: *escalate_after_ms,
+            escalate_after_declines: *escalate_after_declines,
+            // Attempts mean nothing without fields to re-key: 0 keeps the record unchanged.
+            rekey_attempts: if rekey.is_empty() { 0 } else { *rekey_attempts },
+            rekey: rekey.clone(),
         }
     }
 }

@@ -89,10 +89,12 @@ const BUILTIN: Settings = Settings {
     decision_deadline_ms: 3_600_000,
     escalate_after_ms: None,
     escalate_after_declines: None,
+    rekey: Vec::new(),
+    rekey_attempts: 3,
 };
 
 /// The fields `[defaults]` accepts, and every rule may override.
-const SETTING_FIELDS: [&str; 8] = [
+const SETTING_FIELDS: [&str; 10] = [
     "level",
     "approvals",
     "independent",
@@ -101,6 +103,8 @@ const SETTING_FIELDS: [&str; 8] = [
     "decision_deadline_ms",
     "escalate_after_ms",
     "escalate_after_declines",
+    "rekey",
+    "rekey_attempts",
 ];
 
 /// The fields only a rule has.
@@ -459,6 +463,42 @@ impl<'a> Section<'a> {
         }
         if let Some(v) = self.int("escalate_after_declines", 1, 50)? {
             s.escalate_after_declines = Some(v);
+        }
+        if let Some(v) = self.int("rekey_attempts", 1, 9)? {
+            s.rekey_attempts = v;
+        }
+        if let Some(value) = self.table.get("rekey") {
+            let entries = match value {
+                Value::Array(a) => a,
+                other => {
+                    return Err(self.err(
+                        "rekey",
+                        format!("must be an array of strings, found {}", other.type_str()),
+                    ));
+                }
+            };
+            let mut fields = Vec::new();
+            for entry in entries {
+                let field = match entry {
+                    Value::String(name) => crate::domain::RekeyField::parse(name),
+                    _ => None,
+                };
+                let Some(field) = field else {
+                    return Err(self.err(
+                        "rekey",
+                        format!(
+                            "{entry} is not a field to re-key: \"amount\", \"account\" or \
+                             \"counterparty\""
+                        ),
+                    ));
+                };
+                if fields.contains(&field) {
+                    return Err(self.err("rekey", format!("{entry} is listed twice")));
+                }
+                fields.push(field);
+            }
+            fields.sort();
+            s.rekey = fields;
         }
         // Escalating at or after the deadline could never happen: the request
         // has expired by then. Blame whichever of the two this table set.

@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::domain::RekeyField;
 
 /// The example in the module doc, kept identical to it.
 const DOC_EXAMPLE: &str = r#"
@@ -163,8 +164,41 @@ fn sample_full_requirements_inherit_defaults() {
             decision_deadline_ms: 3_600_000,
             escalate_after_ms: Some(900_000),
             escalate_after_declines: Some(3),
+            rekey: vec![RekeyField::Amount, RekeyField::Account],
+            rekey_attempts: 3,
         }
     );
+}
+
+#[test]
+fn rekey_fields_are_sorted_checked_and_inherited() {
+    let text = "[defaults]\nrekey_attempts = 2\n[[rules]]\nname = \"x\"\ncodes = [\"X\"]\n\
+                rekey = [\"counterparty\", \"amount\"]\n[[rules]]\nname = \"y\"\n\
+                codes = [\"Y\"]\nrekey_attempts = 5\n";
+    let policy = Policy::parse(text).unwrap();
+    let x = policy.evaluate("X", "CNY", 1).unwrap();
+    assert_eq!(x.rekey, vec![RekeyField::Amount, RekeyField::Counterparty]);
+    assert_eq!(x.rekey_attempts, 2, "inherited from [defaults]");
+    // Attempts without fields ask nothing: recorded as 0, so the record is as before.
+    let y = policy.evaluate("Y", "CNY", 1).unwrap();
+    assert!(y.rekey.is_empty());
+    assert_eq!(y.rekey_attempts, 0);
+    for (bad, why) in [
+        (
+            "rekey = [\"amount\", \"amount\"]",
+            "rekey: \"amount\" is listed twice",
+        ),
+        (
+            "rekey = [\"name\"]",
+            "rekey: \"name\" is not a field to re-key",
+        ),
+        ("rekey = \"amount\"", "rekey: must be an array of strings"),
+        ("rekey_attempts = 0", "rekey_attempts: must be from 1 to 9"),
+    ] {
+        let text = format!("[[rules]]\nname = \"x\"\ncodes = [\"X\"]\n{bad}\n");
+        let e = Policy::parse(&text).unwrap_err().to_string();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -196,6 +230,8 @@ fn unmatched_allowed_gets_defaults() {
             decision_deadline_ms: 3_600_000,
             escalate_after_ms: Some(900_000),
             escalate_after_declines: Some(3),
+            rekey: Vec::new(),
+            rekey_attempts: 0,
         }
     );
     assert_eq!(rule_of(&policy, "FX-SPOT", "EUR", 1), "unmatched-default");
@@ -278,6 +314,8 @@ decision_deadline_ms = 604800000
         decision_deadline_ms: 7_200_000,
         escalate_after_ms: Some(600_000),
         escalate_after_declines: Some(5),
+        rekey: Vec::new(),
+        rekey_attempts: 0,
     };
     assert_eq!(policy.evaluate("A", "CNY", 1).unwrap(), defaults);
     assert_eq!(
@@ -293,6 +331,8 @@ decision_deadline_ms = 604800000
             decision_deadline_ms: 10_000,
             escalate_after_ms: Some(9_999),
             escalate_after_declines: Some(1),
+            rekey: Vec::new(),
+            rekey_attempts: 0,
         }
     );
     assert_eq!(

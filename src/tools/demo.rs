@@ -187,11 +187,12 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
     );
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vouchers = Arc::new(Vouchers::default());
     let mut supervisors = Vec::new();
     for id in ["sup-01", "sup-02", "sup-03", "sup-04"] {
         let c = cluster(id);
         c.channel().await?;
-        supervisors.push(tokio::spawn(supervise(c, stop.clone())));
+        supervisors.push(tokio::spawn(supervise(c, stop.clone(), vouchers.clone())));
     }
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -203,7 +204,13 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
     {
         let c = cluster(id);
         c.channel().await?;
-        tellers.push(tokio::spawn(tell(c, id, per(i), done.clone())));
+        tellers.push(tokio::spawn(tell(
+            c,
+            id,
+            per(i),
+            done.clone(),
+            vouchers.clone(),
+        )));
     }
     let progress = {
         let done = done.clone();
@@ -284,7 +291,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
         }
     }
 
-    summarize(&outcomes, requests, elapsed);
+    summarize(&outcomes, requests, elapsed, &vouchers);
     let problem = match dir {
         Some(dir) => {
             let trust = demo_trust(&pki)?;
@@ -341,7 +348,7 @@ fn final_state(s: pb::RequestState) -> bool {
     )
 }
 
-fn summarize(outcomes: &[Outcome], requests: usize, elapsed: Duration) {
+fn summarize(outcomes: &[Outcome], requests: usize, elapsed: Duration, vouchers: &Vouchers) {
     let count = |s: pb::RequestState| outcomes.iter().filter(|o| o.state == s).count();
     let pct = |mut v: Vec<Duration>, q: f64| -> String {
         if v.is_empty() {
@@ -380,6 +387,49 @@ fn summarize(outcomes: &[Outcome], requests: usize, elapsed: Duration) {
         pct(decisions.clone(), 0.9),
         pct(decisions, 0.99)
     );
+    let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "\nBlind re-keying (CNY 500,000 and up): {} approvals typed the amount and account from \
+         the voucher; {} typing mistakes were refused and recorded (rekey_mismatched).",
+        load(&vouchers.rekeyed),
+        load(&vouchers.mistakes)
+    );
+}
+
+/// What each voucher says, by request id: the simulated supervisors read the amount and the
+/// account off it when the policy asks them to re-key, since their copy of the request
+/// withholds them.
+#[derive(Default)]
+struct Vouchers {
+    by_request: std::sync::Mutex<std::collections::HashMap<String, (i64, String)>>,
+    /// Approvals that carried re-keyed fields.
+    rekeyed: std::sync::atomic::AtomicUsize,
+    /// Re-keyings refused as mismatched.
+    mistakes: std::sync::atomic::AtomicUsize,
+}
+
+impl Vouchers {
+    fn put(&self, request_id: &str, amount: i64, account: &str) {
+        let mut m = self.by_request.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(request_id.to_owned(), (amount, account.to_owned()));
+    }
+
+    /// The voucher of a request, waiting a little for its teller to file it (the offer can
+    /// arrive before the teller has read the Submit answer).
+    async fn read(&self, request_id: &str) -> Option<(i64, String)> {
+        for _ in 0..100 {
+            if let Some(v) = self
+                .by_request
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(request_id)
+            {
+                return Some(v.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
 }
 
 /// A supervisor console: takes every offer, looks at the voucher, and decides. When its
@@ -387,11 +437,12 @@ fn summarize(outcomes: &[Outcome], requests: usize, elapsed: Duration) {
 async fn supervise(
     c: client::Cluster,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    vouchers: Arc<Vouchers>,
 ) -> anyhow::Result<()> {
     let mut since = tokio::time::Instant::now();
     loop {
         let (number, ch) = c.channel().await?;
-        let failed = match console(client::supervisor_on(ch), &stop).await {
+        let failed = match console(client::supervisor_on(ch), &stop, &vouchers).await {
             Ok(()) => return Ok(()),
             Err(s) => s,
         };
@@ -404,6 +455,7 @@ async fn supervise(
 async fn console(
     mut c: SupervisorServiceClient<Channel>,
     stop: &std::sync::atomic::AtomicBool,
+    vouchers: &Vouchers,
 ) -> Result<(), tonic::Status> {
     let gone = |s: tonic::Status| client::leader_gone(&s).then_some(s);
     let mut offers = c.attend(pb::AttendRequest {}).await?.into_inner();
@@ -458,6 +510,50 @@ async fn console(
             ),
             _ => (pb::Decision::Approve, "", "checked"),
         };
+        // Where the policy asks, an approval types the amount and account from the voucher;
+        // one in five is mistyped first, refused, and typed again.
+        let mut rekeyed = None;
+        if decision == pb::Decision::Approve
+            && !request.rekey_fields.is_empty()
+            && let Some((amount, account)) = vouchers.read(&request_id).await
+        {
+            vouchers
+                .rekeyed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let typed = |amount| {
+                Some(pb::Rekeyed {
+                    amount_minor_units: Some(amount),
+                    account: Some(account.clone()),
+                    counterparty: None,
+                })
+            };
+            if rand::random_range(0..5) == 0 {
+                let mistyped = c
+                    .decide(pb::DecideRequest {
+                        request_id: request_id.clone(),
+                        epoch,
+                        decision: decision as i32,
+                        reason_code: String::new(),
+                        comment: comment.into(),
+                        rekeyed: typed(amount / 10),
+                    })
+                    .await;
+                match mistyped {
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        vouchers
+                            .mistakes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(s) => {
+                        if let Some(s) = gone(s) {
+                            return Err(s);
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            rekeyed = typed(amount);
+        }
         let decided = c
             .decide(pb::DecideRequest {
                 request_id,
@@ -465,6 +561,7 @@ async fn console(
                 decision: decision as i32,
                 reason_code: code.into(),
                 comment: comment.into(),
+                rekeyed,
             })
             .await;
         if let Err(s) = decided
@@ -482,6 +579,7 @@ async fn tell(
     id: &'static str,
     n: usize,
     done: Arc<std::sync::atomic::AtomicUsize>,
+    vouchers: Arc<Vouchers>,
 ) -> anyhow::Result<Vec<Outcome>> {
     let gate = Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = Vec::new();
@@ -489,9 +587,10 @@ async fn tell(
         let permit = gate.clone().acquire_owned().await?;
         let c = c.clone();
         let done = done.clone();
+        let vouchers = vouchers.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let out = follow(&c, &format!("{id}-{i:05}"), i).await?;
+            let out = follow(&c, &format!("{id}-{i:05}"), i, &vouchers).await?;
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             anyhow::Ok(out)
         }));
@@ -505,7 +604,12 @@ async fn tell(
 
 /// One request from the teller's side: submitted (retried with its serial on a new leader),
 /// watched to its final state (resumed after the version seen), resubmitted when returned.
-async fn follow(c: &client::Cluster, serial: &str, i: usize) -> anyhow::Result<Outcome> {
+async fn follow(
+    c: &client::Cluster,
+    serial: &str,
+    i: usize,
+    vouchers: &Vouchers,
+) -> anyhow::Result<Outcome> {
     let sent = Instant::now();
     // Under the sample policy CNY 50,000.00 and up needs a level-2 supervisor, and one
     // request in eight is CNY 600,000.00, which needs two level-3 approvals.
@@ -527,6 +631,7 @@ async fn follow(c: &client::Cluster, serial: &str, i: usize) -> anyhow::Result<O
         .request
         .context("no request")?;
     let request_id = r.request_id.clone();
+    vouchers.put(&request_id, amount, "6222020200112233445");
     if rand::random_range(0..25) == 0 {
         // A retry after a lost answer finds it cancelled already: FAILED_PRECONDITION.
         let _ = c

@@ -244,6 +244,7 @@ pub async fn decide(
                 String::new()
             },
             comment: "c".into(),
+            rekeyed: None,
         };
         match c.decide(req).await {
             Ok(_) => {

@@ -133,6 +133,7 @@ async fn a_restart_keeps_every_request_and_hands_open_reviews_back() {
             decision: pb::Decision::Approve as i32,
             reason_code: String::new(),
             comment: "after restart".into(),
+            rekeyed: None,
         })
         .await
         .expect("the resumed review is decided")
@@ -190,6 +191,7 @@ async fn a_review_not_resumed_after_a_restart_times_out_and_is_offered_again() {
             decision: pb::Decision::Approve as i32,
             reason_code: String::new(),
             comment: "too late".into(),
+            rekeyed: None,
         })
         .await
         .expect_err("the old epoch is refused");

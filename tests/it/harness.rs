@@ -272,6 +272,12 @@ codes = ["ESC-WAIT"]
 escalate_after_ms = 60000
 
 [[rules]]
+name = "rekey"
+codes = ["REKEY"]
+rekey = ["amount", "account"]
+rekey_attempts = 2
+
+[[rules]]
 name = "short-deadline"
 codes = ["SHORT"]
 decision_deadline_ms = 120000
@@ -586,6 +592,7 @@ impl Console {
                 decision: decision as i32,
                 reason_code: reason_code.into(),
                 comment: comment.into(),
+                rekeyed: None,
             })
             .await
             .map(|r| r.into_inner().request.expect("request"))

@@ -720,6 +720,7 @@ async fn every_action_is_safe_to_retry() {
         decision: pb::Decision::Return as i32,
         reason_code: "IMG_UNREADABLE".into(),
         comment: "voucher is blurred".into(),
+        rekeyed: None,
     };
     let again = twice!(t, sup.client.decide(ret.clone()), "Decide");
     assert_eq!(state(&again.request.unwrap()), pb::RequestState::Returned);
@@ -769,6 +770,7 @@ async fn every_action_is_safe_to_retry() {
         decision: pb::Decision::Approve as i32,
         reason_code: String::new(),
         comment: "checked".into(),
+        rekeyed: None,
     };
     assert!(
         !sup2

@@ -28,6 +28,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod policy;
+mod rekey;
 mod shutdown;
 mod simulation;
 mod spans;

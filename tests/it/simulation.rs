@@ -107,6 +107,7 @@ async fn supervisor(
                             decision: decision as i32,
                             reason_code: code.into(),
                             comment: comment.into(),
+                            rekeyed: None,
                         })
                         .await;
                 }

@@ -62,6 +62,8 @@ fn request_with(approvals: u8) -> Request {
             decision_deadline_ms: 100_000,
             escalate_after_ms: Some(50_000),
             escalate_after_declines: Some(2),
+            rekey: Vec::new(),
+            rekey_attempts: 0,
         },
     )
 }

@@ -24,8 +24,8 @@ use super::{
 use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
     EscalationReason, Event, IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money,
-    PrincipalId, Record, RequestId, Requirements, Submission, TellerSerial, Timestamp, Transaction,
-    Verdict, WithdrawReason,
+    PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements, Submission, TellerSerial,
+    Timestamp, Transaction, Verdict, WithdrawReason,
 };
 use crate::ledger::merkle::leaf_hash;
 
@@ -178,6 +178,8 @@ fn requirements(
         decision_deadline_ms: 3_600_000,
         escalate_after_ms,
         escalate_after_declines,
+        rekey: Vec::new(),
+        rekey_attempts: 0,
     }
 }
 
@@ -435,6 +437,56 @@ fn records() -> Vec<(&'static str, Record)> {
                 },
             ),
         ),
+        (
+            "submitted_rekey",
+            by(
+                teller(),
+                submitted(
+                    submission_minimal(DocumentType::Passport, IdVerification::Matched),
+                    Requirements {
+                        rekey: vec![
+                            RekeyField::Amount,
+                            RekeyField::Account,
+                            RekeyField::Counterparty,
+                        ],
+                        rekey_attempts: 3,
+                        ..requirements(None, None)
+                    },
+                ),
+            ),
+        ),
+        (
+            "rekey_mismatched",
+            by(
+                sup(),
+                Event::RekeyMismatched {
+                    supervisor: supervisor(),
+                    epoch: 6,
+                    typed: Rekeyed {
+                        amount_minor_units: Some(6_000_000),
+                        account: Some("6222 0202 0011 2233 445".into()),
+                        counterparty: None,
+                    },
+                    mismatched: vec![RekeyField::Amount, RekeyField::Counterparty],
+                },
+            ),
+        ),
+        (
+            "rekey_mismatched_account_only",
+            by(
+                sup(),
+                Event::RekeyMismatched {
+                    supervisor: supervisor(),
+                    epoch: 7,
+                    typed: Rekeyed {
+                        amount_minor_units: None,
+                        account: Some("6222020200112233444".into()),
+                        counterparty: None,
+                    },
+                    mismatched: vec![RekeyField::Account],
+                },
+            ),
+        ),
     ]
 }
 
@@ -641,8 +693,9 @@ fn every_engine_sample_decodes_reencodes_and_hashes_as_committed() {
 fn print_engine_samples() {
     let out: Vec<serde_json::Value> = engine_records()
         .iter()
-        .map(|(name, r)| {
-            let bytes = encode_engine(r);
+        .map(|(name, r)| (*name, encode_engine(r)))
+        .chain(records().iter().map(|(name, r)| (*name, encode(r))))
+        .map(|(name, bytes)| {
             serde_json::json!({
                 "name": name,
                 "version": 1,
@@ -721,6 +774,7 @@ fn every_kind_and_variant_has_a_sample() {
         "accepted",
         "decided",
         "resubmitted",
+        "rekey_mismatched",
         "cancelled",
         "expired",
         "escalated",
@@ -743,6 +797,13 @@ fn every_kind_and_variant_has_a_sample() {
         "escalate_after_ms:none",
         "escalate_after_declines:some",
         "escalate_after_declines:none",
+        "rekey:some",
+        "rekey:none",
+        "rekey_mismatched:amount",
+        "rekey_mismatched:account",
+        "rekey_mismatched:counterparty",
+        "rekey_mismatched.typed.amount:some",
+        "rekey_mismatched.typed.amount:none",
         "resubmitted.added:some",
         "resubmitted.added:none",
         "resubmitted.removed:some",
@@ -870,6 +931,7 @@ fn coverage(record: &Record) -> Vec<String> {
                 "escalate_after_declines:{}",
                 some(requirements.escalate_after_declines.is_some())
             ));
+            keys.push(format!("rekey:{}", some(!requirements.rekey.is_empty())));
             images(&mut keys, &submission.images);
         }
         Event::OfferWithdrawn { reason, .. } => {
@@ -877,6 +939,17 @@ fn coverage(record: &Record) -> Vec<String> {
         }
         Event::Decided { verdict, .. } => {
             keys.push(format!("decision:{}", decision_name(verdict.decision)));
+        }
+        Event::RekeyMismatched {
+            typed, mismatched, ..
+        } => {
+            for f in mismatched {
+                keys.push(format!("rekey_mismatched:{}", f.as_str()));
+            }
+            keys.push(format!(
+                "rekey_mismatched.typed.amount:{}",
+                some(typed.amount_minor_units.is_some())
+            ));
         }
         Event::Resubmitted { added, removed, .. } => {
             keys.push(format!("resubmitted.added:{}", some(!added.is_empty())));

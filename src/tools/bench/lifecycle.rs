@@ -222,12 +222,16 @@ impl Images {
 
 /// A console that approves every offer at once. When its leader is gone it attends the new
 /// one, which first hands back the reviews it held: those are approved too.
-pub(super) async fn supervise(c: Cluster, offer_clock: Arc<OfferClock>) -> Result<(), CallError> {
+pub(super) async fn supervise(
+    c: Cluster,
+    offer_clock: Arc<OfferClock>,
+    voucher_amount: i64,
+) -> Result<(), CallError> {
     let mut since = tokio::time::Instant::now();
     loop {
         let (number, ch) = c.channel().await?;
         let mut console = client::supervisor_on(ch);
-        let failed = match attend(&mut console, &offer_clock).await {
+        let failed = match attend(&mut console, &offer_clock, voucher_amount).await {
             Ok(()) => return Ok(()),
             Err(s) => s,
         };
@@ -240,6 +244,7 @@ pub(super) async fn supervise(c: Cluster, offer_clock: Arc<OfferClock>) -> Resul
 async fn attend(
     c: &mut SupervisorServiceClient<Channel>,
     offer_clock: &OfferClock,
+    voucher_amount: i64,
 ) -> Result<(), tonic::Status> {
     let mut offers = c.attend(pb::AttendRequest {}).await?.into_inner();
     while let Some(msg) = offers.message().await? {
@@ -272,6 +277,12 @@ async fn attend(
                 decision: pb::Decision::Approve as i32,
                 reason_code: String::new(),
                 comment: "checked".into(),
+                // Read off the voucher; ignored where the policy asks no re-keying.
+                rekeyed: Some(pb::Rekeyed {
+                    amount_minor_units: Some(voucher_amount),
+                    account: Some(ACCOUNT.into()),
+                    counterparty: None,
+                }),
             })
             .await;
         match decided {

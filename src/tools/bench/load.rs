@@ -42,10 +42,17 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
             Duration::from_secs_f64(opts.leader_wait),
         )
     };
+    // The consoles type what the voucher says where the policy asks for re-keying (the
+    // sample policy does from CNY 500,000): every request of a run has the same amount.
+    let voucher = if opts.dual {
+        DUAL_AMOUNT
+    } else {
+        SINGLE_AMOUNT
+    };
     for id in &server.supervisors[..opts.supervisors] {
         let c = cluster(id);
         c.channel().await?;
-        consoles.push(tokio::spawn(supervise(c, offer_clock.clone())));
+        consoles.push(tokio::spawn(supervise(c, offer_clock.clone(), voucher)));
     }
     let mut terminals = Vec::new();
     for id in &server.tellers[..opts.tellers] {
