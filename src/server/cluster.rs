@@ -59,10 +59,22 @@ const SETTLE_MAX: Duration = Duration::from_secs(60);
 /// How long a node waits before trying again after taking over failed.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The files a node reloads when the leader records a reload of its own.
+#[derive(Clone)]
+pub(super) struct ReloadFiles {
+    pub directory: std::path::PathBuf,
+    pub policy: std::path::PathBuf,
+}
+
+/// How often a standby looks for the leader's engine records (reloads, starts).
+const RELOADS_POLL: Duration = Duration::from_secs(1);
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn start(
     settings: &PostgresSettings,
     config: EngineConfig,
     directory: crate::api::SharedDirectory,
+    files: ReloadFiles,
     clock: Arc<dyn Clock>,
     rng: Box<dyn rand::RngCore + Send>,
     metrics: Arc<Metrics>,
@@ -88,6 +100,7 @@ pub(super) async fn start(
         settings: settings.clone(),
         config,
         directory,
+        files,
         clock,
         rng: Some(rng),
         metrics,
@@ -128,6 +141,8 @@ struct Takeover {
     /// The directory in force: an engine started at takeover dispatches with its supervisors,
     /// not the ones the node started with.
     directory: crate::api::SharedDirectory,
+    /// Reloaded while standing by when the leader records a reload.
+    files: ReloadFiles,
     clock: Arc<dyn Clock>,
     rng: Option<Box<dyn rand::RngCore + Send>>,
     metrics: Arc<Metrics>,
@@ -192,8 +207,15 @@ impl Takeover {
             self.settings.clone(),
             self.role.clone(),
         ));
+        let following = tokio::spawn(follow_reloads(
+            self.follower.clone(),
+            self.directory.clone(),
+            self.files.clone(),
+            self.engine.subscribe(),
+        ));
         let storage = self.follower.lead(self.metrics.ledger.clone()).await;
         naming.abort();
+        following.abort();
         let storage = storage.context("take the lease")?;
         // The injected generator for the first term; a later one (after stepping down) is
         // seeded from the OS, as the composition root seeds the first.
@@ -208,6 +230,8 @@ impl Takeover {
         let directory = self.directory.current();
         config.supervisors = Arc::new(directory.supervisors());
         config.directory_sha256 = directory.sha256().to_owned();
+        // The policy in force here: the leader's last reload, followed while standing by.
+        config.policy = self.engine.borrow().policy();
         let (engine, task) = EngineHandle::start(
             storage,
             config,
@@ -230,14 +254,13 @@ impl Takeover {
     async fn step_down(&mut self, leader: EngineHandle) {
         tracing::warn!(node = %self.settings.node_id, "stepping down: another node leads");
         self.role.send_replace(Role::Standby { leader: None });
+        let policy = leader.policy();
         leader.stop_without_record().await;
         let _ = self.engine_task.join().await;
         self.follower.step_down();
-        match EngineHandle::standby(
-            self.follower.reads(),
-            self.config.clone(),
-            self.clock.clone(),
-        ) {
+        let mut config = self.config.clone();
+        config.policy = policy;
+        match EngineHandle::standby(self.follower.reads(), config, self.clock.clone()) {
             Ok(standby) => {
                 self.engine.send_replace(standby);
             }
@@ -260,6 +283,86 @@ async fn cannot_write_for(mut healthy: watch::Receiver<bool>, lease: Duration) {
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// While standing by: reads the leader's engine records as they arrive and, when one puts in
+/// force a principal directory or a policy (a reload, or a new leader's start) other than
+/// this node's, reloads this node's files, so that its audits are authorized, and an engine
+/// it starts at takeover dispatches, with what the leader had. A file that still differs
+/// after the reload (the nodes' copies are not the same) is logged as an error.
+async fn follow_reloads(
+    follower: Arc<Follower>,
+    directory: crate::api::SharedDirectory,
+    files: ReloadFiles,
+    engine: watch::Receiver<EngineHandle>,
+) {
+    use crate::domain::{Actor, EngineEvent, Entry};
+    let mut next = follower.ledger().len();
+    loop {
+        tokio::time::sleep(RELOADS_POLL).await;
+        let (f, from) = (follower.clone(), next);
+        let records = match tokio::task::spawn_blocking(move || f.engine_records_from(from)).await {
+            Ok(Ok((to, records))) => {
+                next = to;
+                records
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not read the leader's engine records");
+                continue;
+            }
+            Err(_) => return,
+        };
+        for (index, bytes) in records {
+            let Ok(Entry::Engine(rec)) = crate::ledger::record::decode_entry(&bytes) else {
+                continue;
+            };
+            let (dir, pol) = match &rec.event {
+                EngineEvent::DirectoryLoaded { sha256, .. } => (Some(sha256), None),
+                EngineEvent::PolicyLoaded { sha256, .. } => (None, Some(sha256)),
+                EngineEvent::Started {
+                    policy_sha256,
+                    directory_sha256,
+                    ..
+                } => (Some(directory_sha256), Some(policy_sha256)),
+                _ => continue,
+            };
+            let handle = engine.borrow().clone();
+            if let Some(want) = dir
+                && directory.current().sha256() != want
+            {
+                let _ = crate::api::reload_directory(
+                    &directory,
+                    &files.directory,
+                    &handle,
+                    Actor::System,
+                )
+                .await;
+                let here = directory.current().sha256().to_owned();
+                if &here != want {
+                    tracing::error!(index, leader = %want, here = %here, file = %files.directory.display(),
+                        "this node's principal directory differs from the one the leader put in \
+                         force: copy the leader's file here (this node authorizes audits, and \
+                         would dispatch after a takeover, with its own)");
+                } else {
+                    tracing::info!(index, sha256 = %here, "followed the leader's principal directory");
+                }
+            }
+            if let Some(want) = pol
+                && handle.policy().sha256() != want
+            {
+                let _ = crate::api::reload_policy(&files.policy, &handle, Actor::System).await;
+                let here = handle.policy().sha256().to_owned();
+                if &here != want {
+                    tracing::error!(index, leader = %want, here = %here, file = %files.policy.display(),
+                        "this node's policy file differs from the one the leader put in force: \
+                         copy the leader's file here (after a takeover this node would evaluate \
+                         submissions against its own)");
+                } else {
+                    tracing::info!(index, sha256 = %here, "followed the leader's policy");
+                }
+            }
         }
     }
 }

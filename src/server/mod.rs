@@ -124,6 +124,10 @@ pub async fn start(
                 &settings,
                 config.engine.clone(),
                 directory.clone(),
+                cluster::ReloadFiles {
+                    directory: config.directory_path.clone(),
+                    policy: config.policy_path.clone(),
+                },
                 clock,
                 rng,
                 metrics.clone(),

@@ -289,3 +289,68 @@ async fn a_standby_serves_audits_names_the_leader_and_takes_over() {
 }
 
 crate::postgres_only!(a_standby_serves_audits_names_the_leader_and_takes_over);
+
+crate::postgres_only!(a_standby_follows_the_leaders_reloads_and_takes_over_with_them);
+
+/// The duty manager reloads the directory and the policy on the leader only: the standby
+/// reads the leader's records of it, reloads its own files, and after a takeover dispatches
+/// and evaluates with what the leader had in force.
+async fn a_standby_follows_the_leaders_reloads_and_takes_over_with_them() {
+    let mut one = TestServer::start().await;
+    let two = one.join("node-2").await;
+    // A new auditor: a standby serves audits itself, so it authenticates them itself.
+    let fp = countersign::tools::pki::issue_client(&one.pki, "audit-99").unwrap();
+    let audit_99 = |t: &TestServer| {
+        let (addr, pki) = (t.addr(), t.pki.clone());
+        async move {
+            countersign::tools::client::auditor(addr, &pki, "audit-99")
+                .await
+                .unwrap()
+                .search(pb::SearchRequest::default())
+                .await
+        }
+    };
+    assert_status(audit_99(&two).await, Code::Unauthenticated, "");
+    let path = one.pki.join("principals.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[principals]]\nid = \"audit-99\"\nname = \"New Auditor\"\nrole = \"auditor\"\n\
+         branch = \"HQ\"\ncert_sha256 = \"{fp}\"\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    one.admin()
+        .await
+        .reload_directory(pb::ReloadDirectoryRequest {})
+        .await
+        .unwrap();
+    let policy_path = one.pki.join("policy.toml");
+    let mut policy = std::fs::read_to_string(&policy_path).unwrap();
+    policy.push_str("\n# reviewed by the duty manager\n");
+    std::fs::write(&policy_path, policy).unwrap();
+    let reloaded = one
+        .admin()
+        .await
+        .reload_policy(pb::ReloadPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // The standby follows: the new auditor is served there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match audit_99(&two).await {
+            Ok(_) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the standby never followed the reload: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    one.stop().await;
+    becomes(&two, Role::Leader).await;
+    let r = submit(&two, "teller-01", "F-1").await;
+    assert_eq!(
+        r.policy_sha256, reloaded.sha256,
+        "the new leader evaluates with the policy the old one had reloaded"
+    );
+}

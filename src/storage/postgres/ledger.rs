@@ -167,6 +167,44 @@ impl PgLedger {
     fn tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The engine records (records about no request) at indexes `from..` up to what this node
+    /// has followed, each checked against its leaf; returns where the next look starts. The
+    /// database picks them out by their first bytes (a request's record starts
+    /// `{"v":1,"request"`, an engine record `{"v":1,"at_ms"`), so a standby learning of the
+    /// leader's reloads reads none of the requests' records.
+    pub(super) fn engine_records_from(
+        &self,
+        from: u64,
+    ) -> Result<super::EngineRecords, StorageError> {
+        let to = self.tree().size();
+        if from >= to {
+            return Ok((from.max(to), Vec::new()));
+        }
+        let (lo, hi) = (from as i64, to as i64);
+        let rows = self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(no_connection)?;
+            client
+                .query(
+                    "SELECT idx, record FROM ledger WHERE idx >= $1 AND idx < $2 \
+                     AND substring(record from 1 for 14) = '{\"v\":1,\"at_ms\"'::bytea \
+                     ORDER BY idx",
+                    &[&lo, &hi],
+                )
+                .await
+                .map_err(unavailable("read engine records"))
+        })?;
+        let tree = self.tree();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (idx, record): (i64, Vec<u8>) = (row.get(0), row.get(1));
+            if tree.store().get(0, idx as u64) != Some(merkle::leaf_hash(&record)) {
+                return Err(damaged(idx, "the record no longer matches its leaf hash"));
+            }
+            out.push((idx as u64, record));
+        }
+        Ok((to, out))
+    }
 }
 
 impl LedgerRead for PgLedger {

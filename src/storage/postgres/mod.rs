@@ -143,6 +143,9 @@ pub(crate) fn unavailable(
     move |e| StorageError::unavailable(action, e)
 }
 
+/// Where the next look starts, and the engine records found (index, bytes).
+pub type EngineRecords = (u64, Vec<(u64, Vec<u8>)>);
+
 /// Where a URL points, without its password: for messages.
 pub fn describe_url(url: &str) -> String {
     let Ok(c) = url.parse::<tokio_postgres::Config>() else {
@@ -278,6 +281,12 @@ impl Follower {
             images: self.images(),
             projection: self.projection(),
         }
+    }
+
+    /// The engine records from index `from` up to what this node has followed (see
+    /// `PgLedger::engine_records_from`); returns where the next look starts.
+    pub fn engine_records_from(&self, from: u64) -> Result<EngineRecords, StorageError> {
+        self.ledger.engine_records_from(from)
     }
 
     /// Who holds the lease now.
