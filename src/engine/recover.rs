@@ -85,10 +85,12 @@ pub(super) async fn start(
     };
     let wanted = referenced_images(&core, ledger.as_ref(), tail)?;
     let store = images.clone();
-    let missing: Vec<crate::domain::ImageHash> =
-        tokio::task::spawn_blocking(move || wanted.into_iter().filter(|h| !store.has(h)).collect())
-            .await
-            .context("join the image check")?;
+    let missing: Vec<crate::domain::ImageHash> = tokio::task::spawn_blocking(move || {
+        let wanted: Vec<_> = wanted.into_iter().collect();
+        store.missing(&wanted)
+    })
+    .await
+    .context("join the image check")?;
     if let Some(first) = missing.first() {
         let hashes: Vec<String> = missing.iter().map(|h| h.to_hex()).collect();
         tracing::error!(

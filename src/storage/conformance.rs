@@ -212,6 +212,8 @@ pub(crate) async fn images_are_content_addressed(b: &impl Backend) {
     assert_eq!(s.images.put(bytes.clone()).await.expect("put again"), hash);
     let unknown = ImageHash([7; 32]);
     assert!(!s.images.has(&unknown));
+    assert_eq!(s.images.missing(&[hash, unknown, hash]), vec![unknown]);
+    assert!(s.images.missing(&[]).is_empty());
     assert!(matches!(
         s.images.get(&unknown),
         Err(StorageError::ImageNotFound(h)) if h == unknown

@@ -261,6 +261,12 @@ pub trait ImageStore: Send + Sync {
     fn get(&self, hash: &ImageHash) -> Result<Vec<u8>, StorageError>;
     /// Whether an image is stored.
     fn has(&self, hash: &ImageHash) -> bool;
+    /// Which of `hashes` are not stored (a failed lookup counts as missing). A database
+    /// answers in one round trip per few thousand, not one per image: a node taking over
+    /// checks the images of every undecided request. Blocking.
+    fn missing(&self, hashes: &[ImageHash]) -> Vec<ImageHash> {
+        hashes.iter().filter(|h| !self.has(h)).copied().collect()
+    }
     /// Whether a failed put is this store's own (a local disk that filled up), which the
     /// engine waits out by probing: `false` for a database, whose failures show in the ledger's
     /// writes too and are handled there (a node that cannot write for a lease steps down).

@@ -141,4 +141,31 @@ impl storage::ImageStore for PgImages {
             })
             .unwrap_or(false)
     }
+
+    fn missing(&self, hashes: &[ImageHash]) -> Vec<ImageHash> {
+        let mut missing = Vec::new();
+        for chunk in hashes.chunks(MISSING_CHUNK) {
+            let wanted: Vec<Vec<u8>> = chunk.iter().map(|h| h.0.to_vec()).collect();
+            let found = self.db.run(move |pool| async move {
+                let client = pool.get().await.map_err(no_connection)?;
+                let rows = client
+                    .query("SELECT hash FROM images WHERE hash = ANY($1)", &[&wanted])
+                    .await
+                    .map_err(unavailable("look up images"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| r.get::<_, Vec<u8>>(0))
+                    .collect::<std::collections::HashSet<Vec<u8>>>())
+            });
+            match found {
+                Ok(found) => missing.extend(chunk.iter().filter(|h| !found.contains(&h.0[..]))),
+                // Not answered: counted missing, as `has` counts a failed lookup.
+                Err(_) => missing.extend_from_slice(chunk),
+            }
+        }
+        missing
+    }
 }
+
+/// Hashes looked up per statement by `missing`.
+const MISSING_CHUNK: usize = 4096;
