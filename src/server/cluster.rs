@@ -207,15 +207,25 @@ impl Takeover {
             self.settings.clone(),
             self.role.clone(),
         ));
-        let following = tokio::spawn(follow_reloads(
-            self.follower.clone(),
-            self.directory.clone(),
-            self.files.clone(),
-            self.engine.subscribe(),
+        let reloads = Reloads {
+            follower: self.follower.clone(),
+            directory: self.directory.clone(),
+            files: self.files.clone(),
+            engine: self.engine.subscribe(),
+        };
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(
+            self.follower.ledger().len(),
         ));
+        let following = tokio::spawn(follow_reloads(reloads.clone(), next.clone()));
         let storage = self.follower.lead(self.metrics.ledger.clone()).await;
         naming.abort();
         following.abort();
+        let _ = following.await;
+        // The ledger is caught up now: a reload the last leader recorded since the last look
+        // is followed before this node's engine starts.
+        if storage.is_ok() {
+            reloads.look(&next).await;
+        }
         let storage = storage.context("take the lease")?;
         // The injected generator for the first term; a later one (after stepping down) is
         // seeded from the OS, as the composition root seeds the first.
@@ -291,28 +301,42 @@ async fn cannot_write_for(mut healthy: watch::Receiver<bool>, lease: Duration) {
 /// force a principal directory or a policy (a reload, or a new leader's start) other than
 /// this node's, reloads this node's files, so that its audits are authorized, and an engine
 /// it starts at takeover dispatches, with what the leader had. A file that still differs
-/// after the reload (the nodes' copies are not the same) is logged as an error.
-async fn follow_reloads(
+/// after the reload (the nodes' copies are not the same) is logged as an error. `next` is
+/// where the next look starts, shared so that taking over looks once more from there.
+async fn follow_reloads(reloads: Reloads, next: Arc<std::sync::atomic::AtomicU64>) {
+    loop {
+        tokio::time::sleep(RELOADS_POLL).await;
+        if !reloads.look(&next).await {
+            return;
+        }
+    }
+}
+
+/// What following the leader's reloads needs.
+#[derive(Clone)]
+struct Reloads {
     follower: Arc<Follower>,
     directory: crate::api::SharedDirectory,
     files: ReloadFiles,
     engine: watch::Receiver<EngineHandle>,
-) {
-    use crate::domain::{Actor, EngineEvent, Entry};
-    let mut next = follower.ledger().len();
-    loop {
-        tokio::time::sleep(RELOADS_POLL).await;
-        let (f, from) = (follower.clone(), next);
+}
+
+impl Reloads {
+    /// One look at the engine records from `next` on; `false` once the runtime is going away.
+    async fn look(&self, next: &std::sync::atomic::AtomicU64) -> bool {
+        use crate::domain::{Actor, EngineEvent, Entry};
+        use std::sync::atomic::Ordering;
+        let (f, from) = (self.follower.clone(), next.load(Ordering::Acquire));
         let records = match tokio::task::spawn_blocking(move || f.engine_records_from(from)).await {
             Ok(Ok((to, records))) => {
-                next = to;
+                next.store(to, Ordering::Release);
                 records
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not read the leader's engine records");
-                continue;
+                return true;
             }
-            Err(_) => return,
+            Err(_) => return false,
         };
         for (index, bytes) in records {
             let Ok(Entry::Engine(rec)) = crate::ledger::record::decode_entry(&bytes) else {
@@ -328,12 +352,13 @@ async fn follow_reloads(
                 } => (Some(directory_sha256), Some(policy_sha256)),
                 _ => continue,
             };
-            let handle = engine.borrow().clone();
+            let handle = self.engine.borrow().clone();
+            let (directory, files) = (&self.directory, &self.files);
             if let Some(want) = dir
                 && directory.current().sha256() != want
             {
                 let _ = crate::api::reload_directory(
-                    &directory,
+                    directory,
                     &files.directory,
                     &handle,
                     Actor::System,
@@ -364,6 +389,7 @@ async fn follow_reloads(
                 }
             }
         }
+        true
     }
 }
 
