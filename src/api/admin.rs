@@ -32,7 +32,22 @@ pub struct AdminApi {
 /// force stays in force and the caller hears UNAVAILABLE. A standby has no engine: its
 /// directory changes unrecorded (the leader records its own reload) and there are no streams
 /// to end.
+///
+/// It runs as a task of its own, so that a caller who gives up (a deadline, a dropped
+/// connection) cannot leave it half done: the file swapped in but never recorded.
 pub async fn reload_directory(
+    directory: &SharedDirectory,
+    path: &std::path::Path,
+    engine: &EngineHandle,
+    actor: crate::domain::Actor,
+) -> Result<(crate::api::Reloaded, crate::engine::Revoked), Status> {
+    let (directory, path, engine) = (directory.clone(), path.to_owned(), engine.clone());
+    tokio::spawn(async move { reload_directory_whole(&directory, &path, &engine, actor).await })
+        .await
+        .map_err(status::policy_load_failed)?
+}
+
+async fn reload_directory_whole(
     directory: &SharedDirectory,
     path: &std::path::Path,
     engine: &EngineHandle,
@@ -113,6 +128,18 @@ pub async fn reload_directory(
 /// was. A standby has no engine: its copy changes unrecorded. Returns the new and the previous
 /// policy's hashes.
 pub async fn reload_policy(
+    path: &std::path::Path,
+    engine: &EngineHandle,
+    actor: crate::domain::Actor,
+) -> Result<(String, String), Status> {
+    // A task of its own, as for the directory: a caller who gives up does not cut it short.
+    let (path, engine) = (path.to_owned(), engine.clone());
+    tokio::spawn(async move { reload_policy_whole(&path, &engine, actor).await })
+        .await
+        .map_err(status::policy_load_failed)?
+}
+
+async fn reload_policy_whole(
     path: &std::path::Path,
     engine: &EngineHandle,
     actor: crate::domain::Actor,

@@ -188,8 +188,15 @@ impl SupervisorService for SupervisorApi {
             .engine()
             .decide(&supervisor, &id, epoch, verdict, rekeyed)
             .await?;
+        // Until the request is final the supervisor may meet it again (a return, a first of two
+        // approvals): what they must re-key stays withheld.
+        let request = if r.request.state.is_final() {
+            convert::request(&r.request)
+        } else {
+            convert::request_for_supervisor(&r.request)
+        };
         Ok(Response::new(pb::DecideResponse {
-            request: Some(convert::request(&r.request)),
+            request: Some(request),
             replayed: r.replayed,
         }))
     }

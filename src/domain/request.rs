@@ -388,7 +388,8 @@ impl Request {
             } => {
                 self.check_fence(supervisor, *epoch, State::InReview)
                     .map_err(|_| bad(self))?;
-                if self.requirements.rekey.is_empty() || mismatched.is_empty() {
+                let asked = |f: &super::types::RekeyField| self.requirements.rekey.contains(f);
+                if mismatched.is_empty() || !mismatched.iter().all(asked) {
                     return Err(bad(self));
                 }
                 self.acts.push(Act::RekeyMismatched {

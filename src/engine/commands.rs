@@ -27,7 +27,18 @@ impl Core {
             self.begin_shutdown(record, reply);
             return;
         }
-        if let Some(u) = self.refusal(cmd.writes()) {
+        // A reload's record goes to the ledger only: while just the image store or the
+        // projection cannot write it is still taken (a revocation must not wait for disk).
+        let reload = matches!(
+            cmd,
+            Command::Service(ServiceCommand::Revoke { .. } | ServiceCommand::SetPolicy { .. })
+        );
+        let writes = if reload {
+            self.availability.degraded_store() == Some(super::availability::Store::Ledger)
+        } else {
+            cmd.writes()
+        };
+        if let Some(u) = self.refusal(writes) {
             if matches!(cmd, Command::Teller(TellerCommand::Submit { .. })) {
                 self.metrics.engine.submission(SubmitResult::Refused);
             }
@@ -654,6 +665,28 @@ impl Core {
         if let Some(r) = self.did(&id, &act) {
             return Ok(r);
         }
+        // A retried approval whose re-keying was refused (its answer lost) gets the same
+        // answer, even after the last attempt sent the request back to the queue.
+        if verdict.decision == Decision::Approve
+            && let Some(r) = self.requests.get(&id)
+            && !r.requirements.rekey.is_empty()
+            && r.did(&Act::RekeyMismatched {
+                supervisor: supervisor.id.clone(),
+                epoch,
+                typed: rekeyed.clone(),
+            })
+        {
+            let attempts = r.requirements.rekey_attempts.max(1);
+            let out_of_attempts = r.assignee.as_ref() != Some(&supervisor.id) || r.epoch != epoch;
+            return Err(DecideError::RekeyMismatch {
+                fields: rekeyed.mismatched(&r.requirements.rekey, &r.submission.transaction),
+                attempts_left: if out_of_attempts {
+                    0
+                } else {
+                    attempts.saturating_sub(r.rekey_mismatches)
+                },
+            });
+        }
         let r = self
             .fenced(&supervisor.id, &id, epoch, State::InReview)
             .map_err(|e| e.map_or(DecideError::NotFound, DecideError::Fence))?;
@@ -685,20 +718,7 @@ impl Core {
                 .into());
             }
             let attempts = r.requirements.rekey_attempts.max(1);
-            let retried = Act::RekeyMismatched {
-                supervisor: supervisor.id.clone(),
-                epoch,
-                typed: rekeyed.clone(),
-            };
             let mismatched = rekeyed.mismatched(&wanted, &r.submission.transaction);
-            if r.did(&retried) {
-                // The same wrong values again for this offer: a retry, recorded once.
-                let left = attempts.saturating_sub(r.rekey_mismatches);
-                return Err(DecideError::RekeyMismatch {
-                    fields: mismatched,
-                    attempts_left: left,
-                });
-            }
             if !mismatched.is_empty() {
                 let left = attempts.saturating_sub(r.rekey_mismatches + 1);
                 let event = Event::RekeyMismatched {
@@ -709,8 +729,16 @@ impl Core {
                 };
                 self.record(&id, Actor::Principal(supervisor.id.clone()), event);
                 if left == 0 {
-                    // Back in the queue for someone else: the task slot is free.
+                    // Back in the queue for someone else, as after a decline: the task slot
+                    // is free, and enough of them raise the level.
                     self.release_task(&supervisor.id, &id);
+                    if self
+                        .requests
+                        .get(&id)
+                        .is_some_and(Request::declines_escalate)
+                    {
+                        self.escalate(&id, EscalationReason::Declined);
+                    }
                 }
                 return Err(DecideError::RekeyMismatch {
                     fields: mismatched,

@@ -318,10 +318,19 @@ impl Core {
                     return;
                 }
                 tracing::info!(store = store.name(), "writes again: serving");
+                let since = self.refusing_since.take();
                 self.availability.recovered();
-                // What the projection could not take is applied now (a failure degrades again).
+                // What the projection could not take is applied now (a failure degrades again,
+                // and the outage goes on from when it began).
                 self.project();
-                self.record_resumed();
+                if self.availability.degraded() {
+                    if let Some(since) = since {
+                        self.refusing_since = Some(since);
+                    }
+                } else {
+                    self.refusing_since = since;
+                    self.record_resumed();
+                }
                 return;
             }
             None => return,

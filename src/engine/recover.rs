@@ -56,26 +56,6 @@ pub(super) async fn start(
     let (mut core, checkpointer) = tokio::task::spawn_blocking(move || recover(parts, checkpoints))
         .await
         .context("join recovery")??;
-    // Serving starts once the ledger holds the start (`engine_started`) and the withdrawals
-    // recovery recorded: a record of when the centre served is part of what it promises.
-    let recorded = core.appender.next_index();
-    let written = durable
-        .clone()
-        .wait_for(|s| match s {
-            DurableState::Count(n) => *n >= recorded,
-            DurableState::Failed { .. } => true,
-        })
-        .await
-        .map(|s| s.clone());
-    match written {
-        Ok(DurableState::Count(_)) => {}
-        Ok(DurableState::Failed { error, .. }) => {
-            return Err(
-                anyhow::Error::new(error).context("record the engine's start in the ledger")
-            );
-        }
-        Err(_) => bail!("record the engine's start in the ledger: the ledger writer stopped"),
-    }
     // A voucher the ledger names but the store lacks (images/ deleted or restored without it):
     // serving would show supervisors requests without their images.
     let tail = if config.check_all_images {
@@ -104,6 +84,46 @@ pub(super) async fn start(
             source: Arc::new(StorageError::ImageNotFound(*first)),
         });
     }
+    if !core.availability.failed() {
+        // Only an engine that will serve records its start: one stopped for missing images
+        // does not.
+        let started = crate::domain::EngineEvent::Started {
+            node: core.config.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            policy_sha256: core
+                .policy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .sha256()
+                .to_owned(),
+            directory_sha256: core.config.directory_sha256.clone(),
+        };
+        core.record_engine(crate::domain::Actor::System, started);
+        core.appender
+            .flush()
+            .context("hand the engine's start to the ledger")?;
+    }
+    // Serving starts once the ledger holds the start (`engine_started`) and the withdrawals
+    // recovery recorded: a record of when the centre served is part of what it promises.
+    let recorded = core.appender.next_index();
+    let written = durable
+        .clone()
+        .wait_for(|s| match s {
+            DurableState::Count(n) => *n >= recorded,
+            DurableState::Failed { .. } => true,
+        })
+        .await
+        .map(|s| s.clone());
+    match written {
+        Ok(DurableState::Count(_)) => {}
+        Ok(DurableState::Failed { error, .. }) => {
+            return Err(
+                anyhow::Error::new(error).context("record the engine's start in the ledger")
+            );
+        }
+        Err(_) => bail!("record the engine's start in the ledger: the ledger writer stopped"),
+    }
+
     let health = core.availability.subscribe();
     let evicted_round = core.evicted.shared();
     let (tx, rx) = mpsc::channel(config.command_buffer);
@@ -238,18 +258,6 @@ fn recover(
     // What was offered when the server stopped goes back to the queue: the consoles that held
     // it are gone. Reviews wait for their supervisor's next Attend.
     core.withdraw_offers(WithdrawReason::Restart);
-    let started = crate::domain::EngineEvent::Started {
-        node: core.config.node.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        policy_sha256: core
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .sha256()
-            .to_owned(),
-        directory_sha256: core.config.directory_sha256.clone(),
-    };
-    core.record_engine(crate::domain::Actor::System, started);
     tracing::info!(undecided = core.requests.len(), "requests loaded");
     core.appender.flush()?;
     Ok((core, checkpointer))

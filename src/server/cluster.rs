@@ -216,10 +216,12 @@ impl Takeover {
         let next = Arc::new(std::sync::atomic::AtomicU64::new(
             self.follower.ledger().len(),
         ));
-        let following = tokio::spawn(follow_reloads(reloads.clone(), next.clone()));
+        let (stop, stopped) = watch::channel(false);
+        let following = tokio::spawn(follow_reloads(reloads.clone(), next.clone(), stopped));
         let storage = self.follower.lead(self.metrics.ledger.clone()).await;
         naming.abort();
-        following.abort();
+        // Between looks, never inside one (a reload half applied).
+        stop.send_replace(true);
         let _ = following.await;
         // The ledger is caught up now: a reload the last leader recorded since the last look
         // is followed before this node's engine starts.
@@ -303,9 +305,17 @@ async fn cannot_write_for(mut healthy: watch::Receiver<bool>, lease: Duration) {
 /// it starts at takeover dispatches, with what the leader had. A file that still differs
 /// after the reload (the nodes' copies are not the same) is logged as an error. `next` is
 /// where the next look starts, shared so that taking over looks once more from there.
-async fn follow_reloads(reloads: Reloads, next: Arc<std::sync::atomic::AtomicU64>) {
+/// It stops between looks, when `stop` says so, never in the middle of one.
+async fn follow_reloads(
+    reloads: Reloads,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        tokio::time::sleep(RELOADS_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RELOADS_POLL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         if !reloads.look(&next).await {
             return;
         }
@@ -327,17 +337,15 @@ impl Reloads {
         use crate::domain::{Actor, EngineEvent, Entry};
         use std::sync::atomic::Ordering;
         let (f, from) = (self.follower.clone(), next.load(Ordering::Acquire));
-        let records = match tokio::task::spawn_blocking(move || f.engine_records_from(from)).await {
-            Ok(Ok((to, records))) => {
-                next.store(to, Ordering::Release);
-                records
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not read the leader's engine records");
-                return true;
-            }
-            Err(_) => return false,
-        };
+        let (to, records) =
+            match tokio::task::spawn_blocking(move || f.engine_records_from(from)).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read the leader's engine records");
+                    return true;
+                }
+                Err(_) => return false,
+            };
         for (index, bytes) in records {
             let Ok(Entry::Engine(rec)) = crate::ledger::record::decode_entry(&bytes) else {
                 continue;
@@ -389,6 +397,9 @@ impl Reloads {
                 }
             }
         }
+        // Only once every record found is handled (a look is never cut short: see
+        // `follow_reloads`), so the takeover's last look starts after them.
+        next.store(to, Ordering::Release);
         true
     }
 }

@@ -36,34 +36,56 @@ pub(super) fn check_in_force(
     now: crate::domain::Timestamp,
 ) -> anyhow::Result<()> {
     let now_s = now.0.div_euclid(1000);
-    for (setting, pem) in [("tls.cert", cert_pem), ("tls.client_ca", ca_pem)] {
+    let parse = |setting: &str, pem: &str| -> anyhow::Result<Vec<(String, i64, String, bool)>> {
+        let mut out = Vec::new();
         for der in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
             let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
                 anyhow::bail!("{setting}: a certificate in it does not parse as X.509");
             };
-            let validity = cert.validity();
-            if validity.not_after.timestamp() < now_s {
-                anyhow::bail!(
-                    "{setting}: the certificate of {} expired on {}: renew it (`countersign pki \
-                     issue`, or your CA) and restart",
-                    cert.subject(),
-                    validity.not_after
-                );
-            }
-            if setting == "tls.client_ca" {
-                let is_ca = cert
-                    .basic_constraints()
-                    .ok()
-                    .flatten()
-                    .is_some_and(|b| b.value.ca);
-                if !is_ca {
-                    anyhow::bail!(
-                        "tls.client_ca: {} is not a CA certificate (no basicConstraints CA:TRUE): \
-                         point tls.client_ca at the CA that issued the client certificates",
-                        cert.subject()
-                    );
-                }
-            }
+            let is_ca = cert
+                .basic_constraints()
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.value.ca);
+            let not_after = cert.validity().not_after;
+            out.push((
+                cert.subject().to_string(),
+                not_after.timestamp(),
+                not_after.to_string(),
+                is_ca,
+            ));
+        }
+        Ok(out)
+    };
+    // The server's own certificate (the chain's first) must be valid.
+    if let Some((subject, not_after, date, _)) = parse("tls.cert", cert_pem)?.first()
+        && *not_after < now_s
+    {
+        anyhow::bail!(
+            "tls.cert: the certificate of {subject} expired on {date}: renew it (`countersign \
+             pki issue`, or your CA) and restart"
+        );
+    }
+    // The client CAs: a bundle may keep an old CA beside the new one during a rotation, so
+    // only a bundle with no CA in force, or with no CA at all, is refused.
+    let cas = parse("tls.client_ca", ca_pem)?;
+    if !cas.iter().any(|(_, _, _, is_ca)| *is_ca) {
+        let subject = cas.first().map_or("", |c| c.0.as_str());
+        anyhow::bail!(
+            "tls.client_ca: {subject} is not a CA certificate (no basicConstraints CA:TRUE): \
+             point tls.client_ca at the CA that issued the client certificates"
+        );
+    }
+    if cas.iter().all(|(_, not_after, _, _)| *not_after < now_s) {
+        let (subject, _, date, _) = &cas[0];
+        anyhow::bail!(
+            "tls.client_ca: the CA {subject} expired on {date}: no client certificate it issued \
+             is accepted; renew the CA and the client certificates"
+        );
+    }
+    for (subject, not_after, date, _) in &cas {
+        if *not_after < now_s {
+            tracing::warn!(%subject, expired = %date, "tls.client_ca holds an expired CA; certificates it issued are refused");
         }
     }
     Ok(())

@@ -16,6 +16,9 @@ crate::on_both_backends!(
     a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_recorded
 );
 
+// The image log is the embedded backend's own file (see tests/it/faults.rs).
+crate::embedded_only!(a_revocation_is_taken_while_only_the_image_log_cannot_write);
+
 fn hex_sha256(path: &std::path::Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -250,4 +253,55 @@ async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_rec
         ["engine_started", "writes_resumed", "directory_loaded"]
     );
     assert_eq!(records[2]["removed"], serde_json::json!(["teller-02"]));
+}
+
+/// A full image disk refuses Submits, but a revocation needs only the ledger: it is taken and
+/// recorded at once, and the outage is recorded once the image log writes again.
+async fn a_revocation_is_taken_while_only_the_image_log_cannot_write() {
+    let t = TestServer::start().await;
+    let engine = t.server.as_ref().unwrap().engine();
+    engine.inject_image_faults(true);
+    let refused = t
+        .teller("teller-01")
+        .await
+        .submit(crate::fixtures::submit_request(
+            "IMG-1",
+            "WDL-CASH",
+            100,
+            "6222020200110002",
+        ))
+        .await;
+    assert_status(refused, Code::Unavailable, "image");
+    wait_serving(&t, false).await;
+    let directory = t.pki.join("principals.toml");
+    let text = std::fs::read_to_string(&directory).unwrap();
+    let blocks: Vec<&str> = text.split("[[principals]]").collect();
+    let kept: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !b.contains("id = \"teller-02\"\n"))
+        .collect();
+    assert_eq!(kept.len() + 1, blocks.len(), "teller-02 was listed once");
+    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+    t.admin()
+        .await
+        .reload_directory(pb::ReloadDirectoryRequest {})
+        .await
+        .expect("a revocation does not wait for the image disk");
+    let gone = t
+        .teller("teller-02")
+        .await
+        .get(pb::GetRequest {
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+        })
+        .await;
+    assert_status(gone, Code::Unauthenticated, "");
+    engine.inject_image_faults(false);
+    wait_serving(&t, true).await;
+    let records = t.engine_records().await;
+    assert_eq!(
+        kinds(&records),
+        ["engine_started", "directory_loaded", "writes_resumed"]
+    );
+    assert_eq!(records[2]["store"], "images");
 }

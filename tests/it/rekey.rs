@@ -131,6 +131,15 @@ async fn out_of_attempts_the_request_goes_to_another_supervisor() {
     assert_eq!(last.code(), Code::FailedPrecondition);
     assert_eq!(metadata(&last)["attempts_left"], "0");
     assert!(last.message().contains("another supervisor"), "{last:?}");
+    // Its answer lost, the last attempt retried: the same answer, nothing more recorded.
+    let len = t.ledger_len();
+    let retried = decide_with(&mut first, &o, typed(AMOUNT + 1, ACCOUNT))
+        .await
+        .unwrap_err();
+    assert_eq!(retried.code(), Code::FailedPrecondition, "{retried:?}");
+    assert_eq!(metadata(&retried)["attempts_left"], "0");
+    assert_eq!(metadata(&retried)["fields"], "amount");
+    assert_eq!(t.ledger_len(), len);
     // Back in the queue, offered to someone else, never to sup-01 again.
     let mut second = Console::open(&t, "sup-02").await;
     let moved = second.next_offer().await;
@@ -175,6 +184,26 @@ async fn a_rejection_needs_no_rekeying() {
         .await
         .unwrap();
     assert_eq!(state(&rejected), pb::RequestState::Rejected);
+    // Decided for good, the answer shows everything.
+    assert_eq!(rejected.transaction.unwrap().account, ACCOUNT);
+    // A return is not final: the supervisor may be offered it again after the resubmission,
+    // so the answer still withholds what they must re-key.
+    submit_code(&t, "teller-01", "RK-5", "REKEY", AMOUNT).await;
+    let o = sup.next_offer().await;
+    sup.accept(&o).await;
+    let returned = sup
+        .decide(
+            &o,
+            pb::Decision::Return,
+            "IMG_UNREADABLE",
+            "rescan the voucher",
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&returned), pb::RequestState::Returned);
+    let tx = returned.transaction.unwrap();
+    assert!(tx.account.is_empty());
+    assert_eq!(tx.amount.unwrap().minor_units, 0);
     // A request of another rule asks for nothing to be re-keyed and withholds nothing.
     let plain = submit_code(&t, "teller-01", "RK-4", "WDL-CASH", AMOUNT).await;
     assert!(plain.rekey_fields.is_empty());
