@@ -89,8 +89,8 @@ async fn reload_directory_whole(
         .await
     {
         Ok(r) => r,
-        Err(crate::engine::Unavailable::NotRunning) => {
-            tracing::info!("no engine runs here: nothing to record, no streams to end");
+        Err(crate::engine::Unavailable::NotRunning) if engine.is_standby() => {
+            tracing::info!("a standby: nothing to record here, no streams to end");
             crate::engine::Revoked::default()
         }
         Err(e) => {

@@ -583,6 +583,11 @@ impl EngineHandle {
         self.call(|reply| ServiceCommand::Status { reply }).await
     }
 
+    /// Whether this is a standby's handle (no engine runs behind it; the leader writes).
+    pub fn is_standby(&self) -> bool {
+        self.checkpointer.following()
+    }
+
     /// The policy new submissions are evaluated against.
     pub fn policy(&self) -> Arc<crate::policy::Policy> {
         self.policy
@@ -610,7 +615,9 @@ impl EngineHandle {
             })
             .await
         {
-            Err(Unavailable::NotRunning) => {
+            // A standby's copy: there is no engine to record it (the leader records its own).
+            // A leader's engine that stopped (a shutdown) refuses: nothing unrecorded.
+            Err(Unavailable::NotRunning) if self.is_standby() => {
                 let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
                 let previous = p.sha256().to_owned();
                 *p = policy;

@@ -17,7 +17,10 @@ crate::on_both_backends!(
 );
 
 // The image log is the embedded backend's own file (see tests/it/faults.rs).
-crate::embedded_only!(a_revocation_is_taken_while_only_the_image_log_cannot_write);
+crate::embedded_only!(
+    a_revocation_is_taken_while_only_the_image_log_cannot_write,
+    a_reload_after_the_engine_stopped_is_refused_not_left_unrecorded
+);
 
 fn hex_sha256(path: &std::path::Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
@@ -304,4 +307,36 @@ async fn a_revocation_is_taken_while_only_the_image_log_cannot_write() {
         ["engine_started", "directory_loaded", "writes_resumed"]
     );
     assert_eq!(records[2]["store"], "images");
+}
+
+/// Between the engine's stop and the server's (a shutdown's grace period), a reload cannot be
+/// recorded: it is refused, and the directory in force stays (it is not a standby's).
+async fn a_reload_after_the_engine_stopped_is_refused_not_left_unrecorded() {
+    let t = TestServer::start().await;
+    let directory = t.pki.join("principals.toml");
+    let text = std::fs::read_to_string(&directory).unwrap();
+    let blocks: Vec<&str> = text.split("[[principals]]").collect();
+    let kept: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !b.contains("id = \"teller-02\"\n"))
+        .collect();
+    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+    t.server.as_ref().unwrap().engine().shutdown().await;
+    let refused = t
+        .admin()
+        .await
+        .reload_directory(pb::ReloadDirectoryRequest {})
+        .await;
+    assert_status(refused, Code::Unavailable, "");
+    // teller-02 is still known (the engine is gone, so the call itself is refused as such).
+    let still = t
+        .teller("teller-02")
+        .await
+        .get(pb::GetRequest {
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(still.code(), Code::Unauthenticated, "{still:?}");
 }
