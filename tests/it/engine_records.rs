@@ -33,6 +33,34 @@ fn kinds(records: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// Writes the principal directory without `id`'s entry (listed once).
+fn remove_principal(t: &TestServer, id: &str) {
+    let directory = t.pki.join("principals.toml");
+    let text = std::fs::read_to_string(&directory).unwrap();
+    let blocks: Vec<&str> = text.split("[[principals]]").collect();
+    let kept: Vec<&str> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !b.contains(&format!("id = \"{id}\"\n")))
+        .collect();
+    assert_eq!(kept.len() + 1, blocks.len(), "{id} was listed once");
+    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+}
+
+/// A teller's read of a request that does not exist: NOT_FOUND while the teller is known,
+/// UNAUTHENTICATED once revoked.
+async fn teller_read(
+    t: &TestServer,
+    id: &str,
+) -> Result<tonic::Response<pb::GetResponse>, tonic::Status> {
+    t.teller(id)
+        .await
+        .get(pb::GetRequest {
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+        })
+        .await
+}
+
 async fn policy_sha256(t: &TestServer) -> (String, usize) {
     let p = t
         .admin()
@@ -175,22 +203,13 @@ async fn wait_serving(t: &TestServer, serving: bool) {
 
 async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_recorded() {
     let t = TestServer::start().await;
-    let directory = t.pki.join("principals.toml");
     let (policy, _) = policy_sha256(&t).await;
     let engine = t.server.as_ref().unwrap().engine();
     let before = t.ledger_len();
 
     // The ledger's disk is full; teller-02 is to be revoked and the policy changed.
     engine.inject_ledger_faults(true);
-    let text = std::fs::read_to_string(&directory).unwrap();
-    let blocks: Vec<&str> = text.split("[[principals]]").collect();
-    let kept: Vec<&str> = blocks
-        .iter()
-        .copied()
-        .filter(|b| !b.contains("id = \"teller-02\"\n"))
-        .collect();
-    assert_eq!(kept.len() + 1, blocks.len(), "teller-02 was listed once");
-    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+    remove_principal(&t, "teller-02");
     let refused = t
         .admin()
         .await
@@ -209,13 +228,7 @@ async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_rec
         .await;
     assert_status(refused, Code::Unavailable, "cannot write");
     // Nothing changed: teller-02 is still known (a read works), the policy is the old one.
-    let got = t
-        .teller("teller-02")
-        .await
-        .get(pb::GetRequest {
-            request_id: "0123456789abcdef0123456789abcdef".into(),
-        })
-        .await;
+    let got = teller_read(&t, "teller-02").await;
     assert_status(got, Code::NotFound, "");
     assert_eq!(policy_sha256(&t).await.0, policy);
     assert_eq!(t.ledger_len(), before, "nothing was written");
@@ -242,13 +255,7 @@ async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_rec
         .reload_directory(pb::ReloadDirectoryRequest {})
         .await
         .unwrap();
-    let after = t
-        .teller("teller-02")
-        .await
-        .get(pb::GetRequest {
-            request_id: "0123456789abcdef0123456789abcdef".into(),
-        })
-        .await;
+    let after = teller_read(&t, "teller-02").await;
     assert_status(after, Code::Unauthenticated, "");
     let records = t.engine_records().await;
     assert_eq!(
@@ -276,28 +283,13 @@ async fn a_revocation_is_taken_while_only_the_image_log_cannot_write() {
         .await;
     assert_status(refused, Code::Unavailable, "image");
     wait_serving(&t, false).await;
-    let directory = t.pki.join("principals.toml");
-    let text = std::fs::read_to_string(&directory).unwrap();
-    let blocks: Vec<&str> = text.split("[[principals]]").collect();
-    let kept: Vec<&str> = blocks
-        .iter()
-        .copied()
-        .filter(|b| !b.contains("id = \"teller-02\"\n"))
-        .collect();
-    assert_eq!(kept.len() + 1, blocks.len(), "teller-02 was listed once");
-    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+    remove_principal(&t, "teller-02");
     t.admin()
         .await
         .reload_directory(pb::ReloadDirectoryRequest {})
         .await
         .expect("a revocation does not wait for the image disk");
-    let gone = t
-        .teller("teller-02")
-        .await
-        .get(pb::GetRequest {
-            request_id: "0123456789abcdef0123456789abcdef".into(),
-        })
-        .await;
+    let gone = teller_read(&t, "teller-02").await;
     assert_status(gone, Code::Unauthenticated, "");
     engine.inject_image_faults(false);
     wait_serving(&t, true).await;
@@ -313,15 +305,7 @@ async fn a_revocation_is_taken_while_only_the_image_log_cannot_write() {
 /// recorded: it is refused, and the directory in force stays (it is not a standby's).
 async fn a_reload_after_the_engine_stopped_is_refused_not_left_unrecorded() {
     let t = TestServer::start().await;
-    let directory = t.pki.join("principals.toml");
-    let text = std::fs::read_to_string(&directory).unwrap();
-    let blocks: Vec<&str> = text.split("[[principals]]").collect();
-    let kept: Vec<&str> = blocks
-        .iter()
-        .copied()
-        .filter(|b| !b.contains("id = \"teller-02\"\n"))
-        .collect();
-    std::fs::write(&directory, kept.join("[[principals]]")).unwrap();
+    remove_principal(&t, "teller-02");
     t.server.as_ref().unwrap().engine().shutdown().await;
     let refused = t
         .admin()
@@ -330,13 +314,6 @@ async fn a_reload_after_the_engine_stopped_is_refused_not_left_unrecorded() {
         .await;
     assert_status(refused, Code::Unavailable, "");
     // teller-02 is still known (the engine is gone, so the call itself is refused as such).
-    let still = t
-        .teller("teller-02")
-        .await
-        .get(pb::GetRequest {
-            request_id: "0123456789abcdef0123456789abcdef".into(),
-        })
-        .await
-        .unwrap_err();
+    let still = teller_read(&t, "teller-02").await.unwrap_err();
     assert_ne!(still.code(), Code::Unauthenticated, "{still:?}");
 }
