@@ -104,6 +104,8 @@ async fn reload_directory_whole(
             return Err(status::reload_not_recorded(e));
         }
     };
+    // Recorded (or a standby's): additions and changed details are in force from now on.
+    directory.commit(&reloaded);
     let ids = |v: &[crate::domain::PrincipalId]| {
         v.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
     };

@@ -298,6 +298,8 @@ pub struct Reloaded {
     pub supervisors: Vec<Principal>,
     /// The directory this reload replaced, put back if the reload cannot be recorded.
     previous: std::sync::Arc<Directory>,
+    /// The directory read, in force once the reload is recorded.
+    next: std::sync::Arc<Directory>,
 }
 
 impl SharedDirectory {
@@ -346,21 +348,45 @@ impl SharedDirectory {
             .collect()
     }
 
-    /// Reads `path` and, when the whole file is valid, puts it in force. A file with any
-    /// mistake is refused and the directory in force stays.
+    /// Reads `path` and, when the whole file is valid, puts in force what it takes away (the
+    /// rest follows with `commit`, or `undo` takes it all back). A file with any mistake is
+    /// refused and the directory in force stays.
     pub fn reload(&self, path: &Path) -> anyhow::Result<Reloaded> {
         let next = Directory::load(path)?;
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let changes = slot.changes(&next);
+        // Until the reload is recorded, only what it takes away is in force: revocations at
+        // once, additions and changed details once the ledger holds the reload (`commit`).
+        let revoked = changes.revoked();
+        let interim = Directory {
+            by_fingerprint: slot
+                .by_fingerprint
+                .iter()
+                .filter(|(fp, p)| {
+                    next.by_fingerprint.get(*fp) == Some(*p) && !revoked.contains(&p.id)
+                })
+                .map(|(fp, p)| (*fp, p.clone()))
+                .collect(),
+            sha256: slot.sha256.clone(),
+        };
         let reloaded = Reloaded {
             previous_sha256: slot.sha256.clone(),
             sha256: next.sha256.clone(),
             principals: next.len(),
-            changes: slot.changes(&next),
+            changes,
             supervisors: next.supervisors(),
             previous: slot.clone(),
+            next: std::sync::Arc::new(next),
         };
-        *slot = std::sync::Arc::new(next);
+        *slot = std::sync::Arc::new(interim);
         Ok(reloaded)
+    }
+
+    /// Puts the whole of a reload in force, once it is recorded (or on a standby, which
+    /// records nothing).
+    pub fn commit(&self, reloaded: &Reloaded) {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *slot = reloaded.next.clone();
     }
 
     /// Takes back a reload that could not be recorded: the directory it replaced is in force
@@ -368,5 +394,57 @@ impl SharedDirectory {
     pub fn undo(&self, reloaded: Reloaded) {
         let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
         *slot = reloaded.previous;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, branch: &str, fp: u8) -> String {
+        format!(
+            "[[principals]]\nid = \"{id}\"\nname = \"{id}\"\nrole = \"teller\"\nbranch = \
+             \"{branch}\"\ncert_sha256 = \"{}\"\n",
+            hex::encode([fp; 32])
+        )
+    }
+
+    /// A reload takes away at once and adds only once committed (after its record), or
+    /// puts everything back when undone.
+    #[test]
+    fn a_reload_revokes_at_once_and_adds_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("principals.toml");
+        let before = [
+            entry("t-keep", "B1", 1),
+            entry("t-gone", "B1", 2),
+            entry("t-moved", "B1", 3),
+        ];
+        let shared = SharedDirectory::new(Directory::parse(&before.concat()).unwrap());
+        let after = [
+            entry("t-keep", "B1", 1),
+            entry("t-moved", "B2", 3),
+            entry("t-new", "B1", 4),
+        ];
+        std::fs::write(&path, after.concat()).unwrap();
+        let has = |s: &SharedDirectory, id: &str| s.current().principal(id).is_some();
+
+        let reloaded = shared.reload(&path).unwrap();
+        assert_eq!(reloaded.changes.added, vec![PrincipalId::new("t-new")]);
+        assert_eq!(reloaded.changes.removed, vec![PrincipalId::new("t-gone")]);
+        assert_eq!(reloaded.changes.changed, vec![PrincipalId::new("t-moved")]);
+        // Before the record: the removed and the changed are out, the new one not yet in.
+        assert!(has(&shared, "t-keep"));
+        assert!(!has(&shared, "t-gone") && !has(&shared, "t-moved") && !has(&shared, "t-new"));
+        shared.commit(&reloaded);
+        assert!(has(&shared, "t-new") && has(&shared, "t-moved") && !has(&shared, "t-gone"));
+        assert_eq!(shared.current().sha256(), reloaded.sha256);
+
+        // Not recorded: undone whole.
+        std::fs::write(&path, before.concat()).unwrap();
+        let again = shared.reload(&path).unwrap();
+        shared.undo(again);
+        assert!(has(&shared, "t-new") && !has(&shared, "t-gone"));
+        assert_eq!(shared.current().sha256(), reloaded.sha256);
     }
 }
