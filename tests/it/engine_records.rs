@@ -61,6 +61,26 @@ async fn teller_read(
         .await
 }
 
+async fn reload_directory(t: &TestServer) -> Result<pb::ReloadDirectoryResponse, tonic::Status> {
+    let mut admin = t.admin().await;
+    let r = admin.reload_directory(pb::ReloadDirectoryRequest {}).await;
+    r.map(|r| r.into_inner())
+}
+
+async fn reload_policy(t: &TestServer) -> Result<pb::ReloadPolicyResponse, tonic::Status> {
+    let mut admin = t.admin().await;
+    let r = admin.reload_policy(pb::ReloadPolicyRequest {}).await;
+    r.map(|r| r.into_inner())
+}
+
+/// Changes the policy file's bytes (so its hash) without changing a rule.
+fn touch_policy(t: &TestServer, comment: &str) {
+    let path = t.pki.join("policy.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("\n# {comment}\n"));
+    std::fs::write(&path, text).unwrap();
+}
+
 async fn policy_sha256(t: &TestServer) -> (String, usize) {
     let p = t
         .admin()
@@ -101,13 +121,7 @@ async fn the_ledger_records_starts_stops_and_every_reload_with_who_asked() {
          branch = \"BR-0101\"\ncert_sha256 = \"{fp}\"\n"
     ));
     std::fs::write(&directory, &text).unwrap();
-    let reloaded = t
-        .admin()
-        .await
-        .reload_directory(pb::ReloadDirectoryRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_directory(&t).await.unwrap();
     let records = t.engine_records().await;
     assert_eq!(kinds(&records), ["engine_started", "directory_loaded"]);
     let loaded = &records[1];
@@ -120,17 +134,8 @@ async fn the_ledger_records_starts_stops_and_every_reload_with_who_asked() {
     assert_eq!(loaded["changed"], serde_json::json!([]));
 
     // A policy reload is recorded before any submission evaluated against it.
-    let policy_path = t.pki.join("policy.toml");
-    let mut policy_text = std::fs::read_to_string(&policy_path).unwrap();
-    policy_text.push_str("\n# reviewed 2026-12-07\n");
-    std::fs::write(&policy_path, &policy_text).unwrap();
-    let policy_reloaded = t
-        .admin()
-        .await
-        .reload_policy(pb::ReloadPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    touch_policy(&t, "reviewed 2026-12-07");
+    let policy_reloaded = reload_policy(&t).await.unwrap();
     assert_eq!(policy_reloaded.previous_sha256, policy);
     assert_ne!(policy_reloaded.sha256, policy);
     let r = submit(&t, "teller-99", "ER-1").await;
@@ -210,22 +215,11 @@ async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_rec
     // The ledger's disk is full; teller-02 is to be revoked and the policy changed.
     engine.inject_ledger_faults(true);
     remove_principal(&t, "teller-02");
-    let refused = t
-        .admin()
-        .await
-        .reload_directory(pb::ReloadDirectoryRequest {})
-        .await;
+    let refused = reload_directory(&t).await;
     assert_status(refused, Code::Unavailable, "");
     wait_serving(&t, false).await;
-    let policy_path = t.pki.join("policy.toml");
-    let mut policy_text = std::fs::read_to_string(&policy_path).unwrap();
-    policy_text.push_str("\n# changed while the disk was full\n");
-    std::fs::write(&policy_path, &policy_text).unwrap();
-    let refused = t
-        .admin()
-        .await
-        .reload_policy(pb::ReloadPolicyRequest {})
-        .await;
+    touch_policy(&t, "changed while the disk was full");
+    let refused = reload_policy(&t).await;
     assert_status(refused, Code::Unavailable, "cannot write");
     // Nothing changed: teller-02 is still known (a read works), the policy is the old one.
     let got = teller_read(&t, "teller-02").await;
@@ -250,11 +244,7 @@ async fn a_reload_that_cannot_be_recorded_is_refused_whole_and_the_outage_is_rec
         + i64::from(event.recorded_at.unwrap().nanos / 1_000_000);
     let since = resumed["since_ms"].as_i64().unwrap();
     assert!(since <= at_ms, "since {since} after {at_ms}");
-    t.admin()
-        .await
-        .reload_directory(pb::ReloadDirectoryRequest {})
-        .await
-        .unwrap();
+    reload_directory(&t).await.unwrap();
     let after = teller_read(&t, "teller-02").await;
     assert_status(after, Code::Unauthenticated, "");
     let records = t.engine_records().await;
@@ -284,9 +274,7 @@ async fn a_revocation_is_taken_while_only_the_image_log_cannot_write() {
     assert_status(refused, Code::Unavailable, "image");
     wait_serving(&t, false).await;
     remove_principal(&t, "teller-02");
-    t.admin()
-        .await
-        .reload_directory(pb::ReloadDirectoryRequest {})
+    reload_directory(&t)
         .await
         .expect("a revocation does not wait for the image disk");
     let gone = teller_read(&t, "teller-02").await;
@@ -307,11 +295,7 @@ async fn a_reload_after_the_engine_stopped_is_refused_not_left_unrecorded() {
     let t = TestServer::start().await;
     remove_principal(&t, "teller-02");
     t.server.as_ref().unwrap().engine().shutdown().await;
-    let refused = t
-        .admin()
-        .await
-        .reload_directory(pb::ReloadDirectoryRequest {})
-        .await;
+    let refused = reload_directory(&t).await;
     assert_status(refused, Code::Unavailable, "");
     // teller-02 is still known (the engine is gone, so the call itself is refused as such).
     let still = teller_read(&t, "teller-02").await.unwrap_err();
