@@ -264,6 +264,9 @@ async fn a_follower_follows_the_ledger_writes_nothing_and_takes_over_where_it_en
     }
     leader.appender.flush().unwrap();
     holds(follower.ledger().as_ref(), 3).await;
+    // The follower can see the committed rows before the leader's writer has published its
+    // durable count: both must hold them before their heads are compared.
+    holds(leader.ledger.as_ref(), 3).await;
     assert_eq!(follower.ledger().head(), leader.ledger.head());
     assert_eq!(follower.ledger().read(2).unwrap(), b"{\"n\":2}");
     let holder = follower.leader().unwrap();
