@@ -131,6 +131,7 @@ async fn verify(base: &std::path::Path, n: u64) {
                     escalate_after_declines: Some(3),
                     rekey: Vec::new(),
                     rekey_attempts: 0,
+                    fallback: false,
                 },
             },
             Event::Offered {

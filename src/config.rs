@@ -77,6 +77,13 @@ struct LimitsFile {
     shutdown_grace_ms: u64,
     keepalive_interval_ms: u64,
     keepalive_timeout_ms: u64,
+    /// Added after release: absent in older files, which keep the default.
+    #[serde(default = "fallback_age_max_days")]
+    fallback_age_max_days: usize,
+}
+
+fn fallback_age_max_days() -> usize {
+    30
 }
 
 #[derive(Deserialize)]
@@ -223,6 +230,9 @@ shutdown_grace_ms = 5000
 # sum, instead of holding offers until they time out.
 keepalive_interval_ms = 30000
 keepalive_timeout_ms = 10000
+# A fallback (an authorization given on site while the centre could not be used) must be
+# registered within this many days of the on-site decision; older ones are refused.
+fallback_age_max_days = 30
 
 [dispatch]
 # Offer timeouts, decision deadlines, levels and dual control come from the policy file.
@@ -466,6 +476,7 @@ impl Config {
             ("limits.page_size_max", l.page_size_max, 1_000_000),
             ("limits.search_scan_max", l.search_scan_max, 1_000_000_000),
             ("limits.stats_rows_max", l.stats_rows_max, 1_000_000_000),
+            ("limits.fallback_age_max_days", l.fallback_age_max_days, 366),
             (
                 "limits.watch_streams_per_principal_max",
                 l.watch_streams_per_principal_max,
@@ -626,6 +637,7 @@ impl Config {
                 images_per_request_min: l.images_per_request_min,
                 images_per_request_max: l.images_per_request_max,
                 watch_streams_per_principal_max: l.watch_streams_per_principal_max,
+                fallback_age_max_days: l.fallback_age_max_days as i64,
             },
             engine: EngineConfig {
                 check_all_images: false,

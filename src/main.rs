@@ -105,6 +105,11 @@ enum Command {
         #[arg(long)]
         pubkey: Option<String>,
     },
+    /// A branch's side of a fallback to a supervisor on site (docs/fallback.md).
+    Fallback {
+        #[command(subcommand)]
+        command: FallbackCommand,
+    },
     /// A witness (c2sp.org/tlog-witness), run by a party other than the centre: it cosigns
     /// each checkpoint that consistently extends the last one it cosigned, and nothing else.
     Witness {
@@ -226,6 +231,27 @@ enum LedgerCommand {
     Pubkey {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum FallbackCommand {
+    /// Signs a fallback as the on-site supervisor: prints the signature (base64) that
+    /// TellerService.RegisterFallback's on_site.signature carries.
+    Sign {
+        /// The on-site supervisor's private key (PEM), that of their certificate.
+        #[arg(long)]
+        key: PathBuf,
+        /// The fallback, as JSON (docs/fallback.md): teller, serial, transaction, customer,
+        /// image files, supervisor, decided_at_ms, reason.
+        #[arg(long, conflicts_with = "bytes")]
+        request: Option<PathBuf>,
+        /// Or the canonical bytes themselves, as a branch terminal made them.
+        #[arg(long, required_unless_present = "request")]
+        bytes: Option<PathBuf>,
+        /// Print the canonical bytes (to stderr) before the signature.
+        #[arg(long)]
+        show_bytes: bool,
     },
 }
 
@@ -353,6 +379,32 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Ledger { command } => ledger(command).await,
         Command::Witness { command } => witness(command).await,
+        Command::Fallback {
+            command:
+                FallbackCommand::Sign {
+                    key,
+                    request,
+                    bytes,
+                    show_bytes,
+                },
+        } => {
+            use base64::Engine as _;
+            let message = match (request, bytes) {
+                (Some(r), _) => countersign::tools::fallback::signed_bytes_of(&r)?,
+                (None, Some(b)) => {
+                    std::fs::read(&b).with_context(|| format!("read {}", b.display()))?
+                }
+                (None, None) => anyhow::bail!("give --request or --bytes"),
+            };
+            if show_bytes {
+                eprint!("{}", String::from_utf8_lossy(&message));
+            }
+            let key =
+                std::fs::read_to_string(&key).with_context(|| format!("read {}", key.display()))?;
+            let sig = countersign::tools::fallback::sign(&key, &message)?;
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(sig));
+            Ok(())
+        }
         Command::Backup {
             config,
             to,

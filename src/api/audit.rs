@@ -205,10 +205,11 @@ impl AuditService for AuditApi {
             Ok(pb::RequestState::Returned) => Some(State::Returned),
             Ok(pb::RequestState::Cancelled) => Some(State::Cancelled),
             Ok(pb::RequestState::Expired) => Some(State::Expired),
+            Ok(pb::RequestState::Fallback) => Some(State::Fallback),
             _ => {
                 return Err(invalid(FieldError::new(
                     "outcome",
-                    "must be APPROVED, REJECTED, RETURNED, CANCELLED or EXPIRED",
+                    "must be APPROVED, REJECTED, RETURNED, CANCELLED, EXPIRED or FALLBACK",
                 )));
             }
         };
@@ -350,6 +351,15 @@ impl AuditService for AuditApi {
                     observed: p.observed,
                     expected: p.expected,
                     z: p.z,
+                })
+                .collect(),
+            fallbacks: s
+                .fallbacks
+                .into_iter()
+                .map(|(branch_id, f)| pb::BranchFallbacks {
+                    branch_id,
+                    registered: f.registered,
+                    while_serving: f.while_serving,
                 })
                 .collect(),
         }))

@@ -7,6 +7,8 @@ use crate::domain::{
     MediaType, Money, Request, RequestId, State, TellerSerial, Timestamp, Transaction, Verdict,
 };
 
+use sha2::Digest as _;
+
 use super::ApiLimits;
 use super::pb;
 
@@ -34,6 +36,160 @@ pub fn submit(
         images,
         note,
     } = req;
+    submission(
+        teller_serial,
+        transaction,
+        customer,
+        images,
+        note,
+        now,
+        limits,
+    )
+}
+
+/// A checked RegisterFallback: the submission's parts, and the on-site authorization with the
+/// certificate and signature still to be checked.
+pub struct FallbackInput {
+    pub submission: SubmitInput,
+    pub supervisor: crate::domain::PrincipalId,
+    pub decided_at: Timestamp,
+    pub reason: crate::domain::FallbackReason,
+    pub certificate: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl FallbackInput {
+    /// The canonical bytes the on-site supervisor signed (`ledger::onsite`), computed from
+    /// what the teller sent, the images hashed as uploaded.
+    pub fn signed_bytes(&self, teller: &crate::domain::PrincipalId) -> Vec<u8> {
+        use sha2::Digest as _;
+        let s = &self.submission;
+        let images: Vec<(ImageKind, ImageHash)> = s
+            .images
+            .iter()
+            .map(|(kind, _, bytes)| (*kind, ImageHash(sha2::Sha256::digest(bytes).into())))
+            .collect();
+        crate::ledger::onsite::Signed {
+            teller,
+            serial: &s.serial,
+            transaction: &s.transaction,
+            customer: &s.customer,
+            images: &images,
+            supervisor: &self.supervisor,
+            decided_at: self.decided_at,
+            reason: self.reason,
+        }
+        .bytes()
+    }
+}
+
+/// Largest certificate or signature accepted in an on-site authorization: a certificate with a
+/// 4096-bit RSA key and a long chain of names is well under it.
+const ON_SITE_BYTES_MAX: usize = 16 * 1024;
+
+pub fn register_fallback(
+    req: pb::RegisterFallbackRequest,
+    now: Timestamp,
+    limits: &ApiLimits,
+) -> Result<FallbackInput, FieldError> {
+    let pb::RegisterFallbackRequest {
+        teller_serial,
+        transaction,
+        customer,
+        images,
+        note,
+        on_site,
+    } = req;
+    let submission = submission(
+        teller_serial,
+        transaction,
+        customer,
+        images,
+        note,
+        now,
+        limits,
+    )?;
+    let pb::OnSiteSignature {
+        supervisor_id,
+        decided_at,
+        reason,
+        certificate,
+        signature,
+    } = on_site.ok_or_else(|| FieldError::new("on_site", "is required"))?;
+    validate::text("on_site.supervisor_id", &supervisor_id, 64, true, false)?;
+    let decided_at = millis(decided_at)
+        .map(Timestamp)
+        .ok_or_else(|| FieldError::new("on_site.decided_at", "is required"))?;
+    // A terminal's clock may run a little ahead of the centre's.
+    const SKEW_MS: i64 = 5 * 60 * 1000;
+    if decided_at.0 > now.0 + SKEW_MS {
+        return Err(FieldError::new(
+            "on_site.decided_at",
+            "is in the future (more than 5 minutes past the centre's clock)",
+        ));
+    }
+    let oldest = now.0 - limits.fallback_age_max_days * 86_400_000;
+    if decided_at.0 < oldest {
+        return Err(FieldError::new(
+            "on_site.decided_at",
+            format!(
+                "is more than limits.fallback_age_max_days ({}) ago: register fallbacks \
+                 sooner, or have an operator register this one by hand",
+                limits.fallback_age_max_days
+            ),
+        ));
+    }
+    let reason = match pb::FallbackReason::try_from(reason) {
+        Ok(pb::FallbackReason::CentreUnreachable) => {
+            crate::domain::FallbackReason::CentreUnreachable
+        }
+        Ok(pb::FallbackReason::CentreUnavailable) => {
+            crate::domain::FallbackReason::CentreUnavailable
+        }
+        Ok(pb::FallbackReason::DeclaredEmergency) => {
+            crate::domain::FallbackReason::DeclaredEmergency
+        }
+        Ok(pb::FallbackReason::Unspecified) | Err(_) => {
+            return Err(FieldError::new(
+                "on_site.reason",
+                "must be set to a known reason",
+            ));
+        }
+    };
+    for (field, bytes) in [
+        ("on_site.certificate", &certificate),
+        ("on_site.signature", &signature),
+    ] {
+        if bytes.is_empty() {
+            return Err(FieldError::new(field, "is required"));
+        }
+        if bytes.len() > ON_SITE_BYTES_MAX {
+            return Err(FieldError::new(
+                field,
+                format!("is longer than {ON_SITE_BYTES_MAX} bytes"),
+            ));
+        }
+    }
+    Ok(FallbackInput {
+        submission,
+        supervisor: crate::domain::PrincipalId::new(supervisor_id),
+        decided_at,
+        reason,
+        certificate,
+        signature,
+    })
+}
+
+/// The parts Submit and RegisterFallback share, checked.
+fn submission(
+    teller_serial: String,
+    transaction: Option<pb::Transaction>,
+    customer: Option<pb::CustomerIdentity>,
+    images: Vec<pb::ImageUpload>,
+    note: String,
+    now: Timestamp,
+    limits: &ApiLimits,
+) -> Result<SubmitInput, FieldError> {
     validate::teller_serial("teller_serial", &teller_serial)?;
     let transaction = self::transaction(
         transaction.ok_or_else(|| FieldError::new("transaction", "is required"))?,
@@ -375,6 +531,16 @@ pub fn state(s: State) -> pb::RequestState {
         State::Returned => pb::RequestState::Returned,
         State::Cancelled => pb::RequestState::Cancelled,
         State::Expired => pb::RequestState::Expired,
+        State::Fallback => pb::RequestState::Fallback,
+    }
+}
+
+fn fallback_reason(r: crate::domain::FallbackReason) -> pb::FallbackReason {
+    use crate::domain::FallbackReason as R;
+    match r {
+        R::CentreUnreachable => pb::FallbackReason::CentreUnreachable,
+        R::CentreUnavailable => pb::FallbackReason::CentreUnavailable,
+        R::DeclaredEmergency => pb::FallbackReason::DeclaredEmergency,
     }
 }
 
@@ -507,7 +673,8 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
         approvals_needed: u32::from(r.requirements.approvals),
         approvals: r.approvals.iter().map(decision_record).collect(),
         level_needed: u32::from(r.level),
-        decide_by: Some(timestamp(r.deadline())),
+        // A registered fallback was decided on site: it had no deadline here.
+        decide_by: (r.state != State::Fallback).then(|| timestamp(r.deadline())),
         policy_rule: r.requirements.rule.clone(),
         policy_sha256: r.requirements.policy_sha256.clone(),
         rekey_fields: r
@@ -521,12 +688,18 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
             } as i32)
             .collect(),
         priority: u32::from(r.requirements.priority),
+        on_site: r.on_site.as_ref().map(|o| pb::OnSiteAuthorization {
+            supervisor_id: o.supervisor.to_string(),
+            decided_at: Some(timestamp(o.decided_at)),
+            reason: fallback_reason(o.reason) as i32,
+            certificate_sha256: hex::encode(sha2::Sha256::digest(&o.certificate)),
+        }),
     }
 }
 
 /// The requests that carry what a person typed or scanned, by the number `decode_and_check`
 /// takes, with the names of their fields.
-pub const CHECKED_REQUESTS: [(&str, &[&str]); 6] = [
+pub const CHECKED_REQUESTS: [(&str, &[&str]); 7] = [
     (
         "SubmitRequest",
         &["teller_serial", "transaction", "customer", "images", "note"],
@@ -541,6 +714,17 @@ pub const CHECKED_REQUESTS: [(&str, &[&str]); 6] = [
     (
         "DecideRequest",
         &["request_id", "epoch", "decision", "reason_code", "comment"],
+    ),
+    (
+        "RegisterFallbackRequest",
+        &[
+            "teller_serial",
+            "transaction",
+            "customer",
+            "images",
+            "note",
+            "on_site",
+        ],
     ),
 ];
 
@@ -560,7 +744,13 @@ pub fn decode_and_check(
         2 => cancel(pb::CancelRequest::decode(bytes).ok()?).map(drop),
         3 => accept(pb::AcceptRequest::decode(bytes).ok()?).map(drop),
         4 => decline(pb::DeclineRequest::decode(bytes).ok()?).map(drop),
-        _ => decide(pb::DecideRequest::decode(bytes).ok()?).map(drop),
+        5 => decide(pb::DecideRequest::decode(bytes).ok()?).map(drop),
+        _ => register_fallback(
+            pb::RegisterFallbackRequest::decode(bytes).ok()?,
+            now,
+            limits,
+        )
+        .map(drop),
     })
 }
 
@@ -573,6 +763,7 @@ mod fuzz_smoke {
 
     fn limits() -> ApiLimits {
         ApiLimits {
+            fallback_age_max_days: 30,
             message_bytes_max: 1 << 20,
             image_bytes_max: 1 << 16,
             images_per_request_min: 1,
@@ -632,6 +823,25 @@ mod fuzz_smoke {
                     reason_code: "IMG".into(),
                     comment: "rescan".into(),
                     rekeyed: None,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                6,
+                pb::RegisterFallbackRequest {
+                    teller_serial: submit.teller_serial.clone(),
+                    transaction: submit.transaction.clone(),
+                    customer: submit.customer.clone(),
+                    images: submit.images.clone(),
+                    note: String::new(),
+                    on_site: Some(pb::OnSiteSignature {
+                        supervisor_id: "s-1".into(),
+                        // An hour before the test's `now`.
+                        decided_at: Some(timestamp(Timestamp(1_779_996_400_000))),
+                        reason: pb::FallbackReason::CentreUnreachable as i32,
+                        certificate: vec![0x30; 300],
+                        signature: vec![0x30; 72],
+                    }),
                 }
                 .encode_to_vec(),
             ),

@@ -181,6 +181,12 @@ impl Directory {
         c
     }
 
+    /// The principal a certificate (DER) names, if the directory lists it.
+    pub fn by_certificate(&self, der: &[u8]) -> Option<&Principal> {
+        let fp: [u8; 32] = Sha256::digest(der).into();
+        self.by_fingerprint.get(&fp)
+    }
+
     /// The principal with this id, if the directory has one.
     pub fn principal(&self, id: &str) -> Option<Principal> {
         self.by_fingerprint

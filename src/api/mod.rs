@@ -144,6 +144,8 @@ pub struct ApiLimits {
     pub images_per_request_max: usize,
     /// Most Watch streams one principal may hold open at once.
     pub watch_streams_per_principal_max: usize,
+    /// How long after the on-site decision a fallback may still be registered.
+    pub fallback_age_max_days: i64,
 }
 
 /// Counts open streams per principal, so one client cannot hold unbounded server memory.

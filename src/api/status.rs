@@ -61,6 +61,9 @@ pub enum Reason {
     DirectoryInvalid,
     PrincipalRevoked,
     RekeyMismatch,
+    FallbackNotAllowed,
+    FallbackSupervisorUnknown,
+    FallbackSignatureInvalid,
     UnknownMethod,
     MalformedMessage,
     Library,
@@ -68,7 +71,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 40] = [
         Reason::InvalidField,
         Reason::NoCertificate,
         Reason::UnknownCertificate,
@@ -102,6 +105,9 @@ impl Reason {
         Reason::DirectoryInvalid,
         Reason::PrincipalRevoked,
         Reason::RekeyMismatch,
+        Reason::FallbackNotAllowed,
+        Reason::FallbackSupervisorUnknown,
+        Reason::FallbackSignatureInvalid,
         Reason::UnknownMethod,
         Reason::MalformedMessage,
         Reason::Library,
@@ -144,6 +150,9 @@ impl Reason {
             Reason::DirectoryInvalid => "DIRECTORY_INVALID",
             Reason::PrincipalRevoked => "PRINCIPAL_REVOKED",
             Reason::RekeyMismatch => "REKEY_MISMATCH",
+            Reason::FallbackNotAllowed => "FALLBACK_NOT_ALLOWED",
+            Reason::FallbackSupervisorUnknown => "FALLBACK_SUPERVISOR_UNKNOWN",
+            Reason::FallbackSignatureInvalid => "FALLBACK_SIGNATURE_INVALID",
             Reason::UnknownMethod => "UNKNOWN_METHOD",
             Reason::MalformedMessage => "MALFORMED_MESSAGE",
             Reason::Library => "LIBRARY",
@@ -340,6 +349,44 @@ impl From<SubmitError> for Status {
             SubmitError::Image(e) => store_images(e),
             SubmitError::Storage(e) => internal(e),
             SubmitError::Unavailable(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<FallbackError> for Status {
+    fn from(e: FallbackError) -> Status {
+        match e {
+            FallbackError::Invalid(f) => invalid(f),
+            FallbackError::SerialReused(_) => {
+                plain(Code::AlreadyExists, Reason::SerialReused, e.to_string())
+            }
+            FallbackError::NotAllowed { ref rule } => status(
+                Code::FailedPrecondition,
+                Reason::FallbackNotAllowed,
+                e.to_string(),
+                &[("rule", rule.clone())],
+                ErrorDetails::new(),
+            ),
+            FallbackError::SupervisorUnknown(_) => plain(
+                Code::PermissionDenied,
+                Reason::FallbackSupervisorUnknown,
+                e.to_string(),
+            ),
+            FallbackError::SignatureInvalid { field, reason } => status(
+                Code::InvalidArgument,
+                Reason::FallbackSignatureInvalid,
+                format!("{field}: {reason}"),
+                &[("field", field.to_owned())],
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            FallbackError::Authority { .. } => plain(
+                Code::PermissionDenied,
+                Reason::InsufficientAuthority,
+                e.to_string(),
+            ),
+            FallbackError::Image(e) => store_images(e),
+            FallbackError::Storage(e) => internal(e),
+            FallbackError::Unavailable(e) => unavailable(e),
         }
     }
 }

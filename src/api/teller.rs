@@ -119,6 +119,51 @@ impl TellerService for TellerApi {
     }
 
     #[tracing::instrument(
+        name = "RegisterFallback",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch, request_id)
+    )]
+    async fn register_fallback(
+        &self,
+        req: Request<pb::RegisterFallbackRequest>,
+    ) -> Result<Response<pb::RegisterFallbackResponse>, Status> {
+        let teller = self.directory.authorize(&req, &[Role::Teller])?;
+        let input = convert::register_fallback(req.into_inner(), self.engine().now(), &self.limits)
+            .map_err(invalid)?;
+        let supervisor = on_site_supervisor(&self.directory.current(), &teller, &input)?;
+        let s = input.submission;
+        let images = self
+            .engine()
+            .store_images(s.images)
+            .await
+            .map_err(crate::engine::FallbackError::from)?;
+        let submission = Submission {
+            serial: s.serial,
+            transaction: s.transaction,
+            customer: s.customer,
+            images,
+            note: s.note,
+        };
+        let on_site = crate::domain::OnSite {
+            supervisor: supervisor.id.clone(),
+            decided_at: input.decided_at,
+            reason: input.reason,
+            certificate: input.certificate,
+            signature: input.signature,
+        };
+        let done = self
+            .engine()
+            .register_fallback(teller, submission, on_site, supervisor)
+            .await?;
+        super::record_request(&done.request.id);
+        Ok(Response::new(pb::RegisterFallbackResponse {
+            request: Some(convert::request(&done.request)),
+            replayed: done.replayed,
+        }))
+    }
+
+    #[tracing::instrument(
         name = "Get",
         skip_all,
         err(level = "debug"),
@@ -222,4 +267,39 @@ impl TellerApi {
     fn engine(&self) -> EngineHandle {
         self.engine.borrow().clone()
     }
+}
+
+/// The on-site supervisor of a fallback, once their certificate and signature check: the
+/// directory must list the certificate for the supervisor named, the certificate must have
+/// been valid when they decided, and the signature must verify over the canonical bytes
+/// (`ledger::onsite`) of what the teller sent.
+fn on_site_supervisor(
+    directory: &super::identity::Directory,
+    teller: &crate::domain::Principal,
+    input: &convert::FallbackInput,
+) -> Result<crate::domain::Principal, crate::engine::FallbackError> {
+    use crate::engine::FallbackError;
+    use crate::ledger::onsite;
+    let named = input.supervisor.as_str();
+    let supervisor = directory
+        .by_certificate(&input.certificate)
+        .filter(|p| p.id.as_str() == named && p.role == Role::Supervisor)
+        .ok_or_else(|| {
+            FallbackError::SupervisorUnknown(format!(
+                "the principal directory lists no supervisor {named:?} with this certificate"
+            ))
+        })?;
+    let bad = |field, reason: String| FallbackError::SignatureInvalid { field, reason };
+    let (from, until) = onsite::validity(&input.certificate)
+        .map_err(|e| bad("on_site.certificate", e.to_string()))?;
+    if input.decided_at < from || input.decided_at > until {
+        return Err(bad(
+            "on_site.certificate",
+            "was not valid at on_site.decided_at".into(),
+        ));
+    }
+    let message = input.signed_bytes(&teller.id);
+    onsite::verify(&input.certificate, &message, &input.signature)
+        .map_err(|e| bad("on_site.signature", e.to_string()))?;
+    Ok(supervisor.clone())
 }

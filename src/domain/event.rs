@@ -2,7 +2,8 @@
 
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
 use super::types::{
-    EscalationReason, ImageRef, RekeyField, Rekeyed, Requirements, Submission, Timestamp, Verdict,
+    EscalationReason, ImageRef, OnSite, RekeyField, Rekeyed, Requirements, Submission, Timestamp,
+    Verdict,
 };
 
 /// Who caused an event.
@@ -54,6 +55,18 @@ pub enum Event {
         submission: Submission,
         /// What the policy required, as evaluated at submission.
         requirements: Requirements,
+    },
+    /// An authorization given on site while the centre could not be used, registered
+    /// afterwards: it opens a request that is final at once (`State::Fallback`) and was never
+    /// offered, so it is never taken for a remote decision.
+    FallbackRegistered {
+        teller: PrincipalId,
+        branch: BranchId,
+        submission: Submission,
+        /// What the policy in force at registration requires of the code and amount (its
+        /// rule allows fallback).
+        requirements: Requirements,
+        on_site: OnSite,
     },
     Offered {
         supervisor: PrincipalId,
@@ -118,9 +131,25 @@ impl Event {
     /// record names by hash and a store must hold.
     pub fn images_added(&self) -> &[ImageRef] {
         match self {
-            Event::Submitted { submission, .. } => &submission.images,
+            Event::Submitted { submission, .. } | Event::FallbackRegistered { submission, .. } => {
+                &submission.images
+            }
             Event::Resubmitted { added, .. } => added,
             _ => &[],
+        }
+    }
+
+    /// The teller and submission of an event that opens a request (Submitted,
+    /// FallbackRegistered); `None` for any other.
+    pub fn opens(&self) -> Option<(&PrincipalId, &Submission)> {
+        match self {
+            Event::Submitted {
+                teller, submission, ..
+            }
+            | Event::FallbackRegistered {
+                teller, submission, ..
+            } => Some((teller, submission)),
+            _ => None,
         }
     }
 
@@ -128,6 +157,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Submitted { .. } => "submitted",
+            Event::FallbackRegistered { .. } => "fallback_registered",
             Event::Offered { .. } => "offered",
             Event::OfferDeclined { .. } => "offer_declined",
             Event::OfferTimedOut { .. } => "offer_timed_out",

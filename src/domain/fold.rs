@@ -61,7 +61,7 @@ impl std::error::Error for FoldError {
 }
 
 /// Folds one record: `current` is the request the record names as folded so far (`None` when
-/// there is none yet). A Submitted record returns the request it opens; any other record
+/// there is none yet). A Submitted or FallbackRegistered record returns the request it opens; any other record
 /// changes `current` in place and returns `None`.
 pub fn step(
     current: Option<&mut Request>,
@@ -69,11 +69,15 @@ pub fn step(
     rec: &Record,
 ) -> Result<Option<Request>, FoldError> {
     match (current, &rec.event) {
-        (None, Event::Submitted { .. }) => Ok(Request::open(index, rec)),
-        (Some(_), Event::Submitted { .. }) => Err(FoldError::Reopened {
-            index,
-            request: rec.request.clone(),
-        }),
+        (None, Event::Submitted { .. } | Event::FallbackRegistered { .. }) => {
+            Ok(Request::open(index, rec))
+        }
+        (Some(_), Event::Submitted { .. } | Event::FallbackRegistered { .. }) => {
+            Err(FoldError::Reopened {
+                index,
+                request: rec.request.clone(),
+            })
+        }
         (None, _) => Err(FoldError::NotOpened {
             index,
             request: rec.request.clone(),

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use super::event::{Event, Record};
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
 use super::types::{
-    Decision, DecisionEntry, EscalationReason, ImageRef, Requirements, ReturnEntry, Submission,
-    Timestamp, Verdict,
+    Decision, DecisionEntry, EscalationReason, ImageRef, OnSite, Requirements, ReturnEntry,
+    Submission, Timestamp, Verdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +21,8 @@ pub enum State {
     Returned,
     Cancelled,
     Expired,
+    /// Authorized on site during a fallback and registered afterwards; never offered.
+    Fallback,
 }
 
 impl State {
@@ -28,7 +30,7 @@ impl State {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            State::Approved | State::Rejected | State::Cancelled | State::Expired
+            State::Approved | State::Rejected | State::Cancelled | State::Expired | State::Fallback
         )
     }
 }
@@ -79,6 +81,8 @@ pub struct Request {
     pub acts: Vec<Act>,
     /// Mismatched re-keyings by the assignee since they accepted it.
     pub rekey_mismatches: u8,
+    /// The on-site authorization, for a registered fallback (`State::Fallback`).
+    pub on_site: Option<OnSite>,
 }
 
 /// An action a principal took on a request, as the call named it. Accept, decline and decide
@@ -190,26 +194,45 @@ impl std::fmt::Display for FenceError {
 impl std::error::Error for FenceError {}
 
 impl Request {
-    /// The request a Submitted record creates; `None` for any other record.
+    /// The request a Submitted or FallbackRegistered record creates; `None` for any other.
     pub fn open(index: u64, rec: &Record) -> Option<Self> {
-        let Event::Submitted {
-            teller,
-            branch,
-            submission,
-            requirements,
-        } = &rec.event
-        else {
-            return None;
-        };
-        Some(Request::submitted(
-            rec.request.clone(),
-            index,
-            rec.at,
-            teller.clone(),
-            branch.clone(),
-            submission.clone(),
-            requirements.clone(),
-        ))
+        match &rec.event {
+            Event::Submitted {
+                teller,
+                branch,
+                submission,
+                requirements,
+            } => Some(Request::submitted(
+                rec.request.clone(),
+                index,
+                rec.at,
+                teller.clone(),
+                branch.clone(),
+                submission.clone(),
+                requirements.clone(),
+            )),
+            Event::FallbackRegistered {
+                teller,
+                branch,
+                submission,
+                requirements,
+                on_site,
+            } => {
+                let mut r = Request::submitted(
+                    rec.request.clone(),
+                    index,
+                    rec.at,
+                    teller.clone(),
+                    branch.clone(),
+                    submission.clone(),
+                    requirements.clone(),
+                );
+                r.state = State::Fallback;
+                r.on_site = Some(on_site.clone());
+                Some(r)
+            }
+            _ => None,
+        }
     }
 
     /// The request a Submitted event creates.
@@ -247,6 +270,7 @@ impl Request {
             version: index,
             acts: Vec::new(),
             rekey_mismatches: 0,
+            on_site: None,
         }
     }
 
@@ -258,7 +282,7 @@ impl Request {
             state: s.state,
         };
         match event {
-            Event::Submitted { .. } => return Err(bad(self)),
+            Event::Submitted { .. } | Event::FallbackRegistered { .. } => return Err(bad(self)),
             Event::Offered {
                 supervisor,
                 epoch,

@@ -45,6 +45,7 @@ pub(crate) fn request(id: &RequestId, level: u8) -> Request {
             escalate_after_declines: None,
             rekey: Vec::new(),
             rekey_attempts: 0,
+            fallback: false,
         },
     )
 }

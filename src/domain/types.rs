@@ -83,6 +83,9 @@ pub struct Requirements {
     /// Mismatched re-keyings one supervisor may make before the request goes back to the
     /// queue for someone else (at least 1 when `rekey` is not empty).
     pub rekey_attempts: u8,
+    /// Whether a branch may fall back to a supervisor on site when the centre cannot be
+    /// used, and register the authorization afterwards.
+    pub fallback: bool,
 }
 
 /// A transaction field a supervisor re-keys from the voucher image.
@@ -325,4 +328,50 @@ pub struct DecisionEntry {
     pub supervisor: PrincipalId,
     pub verdict: Verdict,
     pub at: Timestamp,
+}
+
+/// Why a branch fell back to a supervisor on site instead of the centre.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The branch could not reach the centre (network cut).
+    CentreUnreachable,
+    /// The centre answered but could not serve (down, NOT_SERVING).
+    CentreUnavailable,
+    /// An emergency the bank declared.
+    DeclaredEmergency,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::CentreUnreachable => "centre_unreachable",
+            FallbackReason::CentreUnavailable => "centre_unavailable",
+            FallbackReason::DeclaredEmergency => "declared_emergency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FallbackReason> {
+        [
+            FallbackReason::CentreUnreachable,
+            FallbackReason::CentreUnavailable,
+            FallbackReason::DeclaredEmergency,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// An authorization a supervisor gave on site while the centre could not be used, as the
+/// branch registers it afterwards. The centre checked `signature` (over
+/// `ledger::onsite::signed_bytes`) with the key of `certificate`, a certificate the principal
+/// directory lists for `supervisor`, valid at `decided_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnSite {
+    pub supervisor: PrincipalId,
+    /// When the supervisor authorized it, as the branch terminal recorded it.
+    pub decided_at: Timestamp,
+    pub reason: FallbackReason,
+    /// The supervisor's certificate (DER), kept so that anyone can check the signature later.
+    pub certificate: Vec<u8>,
+    pub signature: Vec<u8>,
 }

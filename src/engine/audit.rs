@@ -203,12 +203,7 @@ impl EngineHandle {
                 record: B64.encode(bytes),
                 inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
             });
-            let named = match &rec.event {
-                Event::Submitted { submission, .. } => submission.images.clone(),
-                Event::Resubmitted { added, .. } => added.clone(),
-                _ => Vec::new(),
-            };
-            for i in named {
+            for i in rec.event.images_added() {
                 images.push(BundleImage {
                     sha256: i.hash.to_hex(),
                     media_type: i.media_type.as_mime().into(),

@@ -73,6 +73,18 @@ pub(crate) enum TellerCommand {
         prior: PriorLookup,
         reply: Reply<Result<SubmitAnswer, SubmitError>>,
     },
+    /// An on-site authorization to register; the API has checked its signature.
+    RegisterFallback {
+        teller: Principal,
+        submission: Submission,
+        on_site: crate::domain::OnSite,
+        /// The on-site supervisor, as the principal directory lists them.
+        supervisor: Principal,
+        fingerprint: [u8; 32],
+        /// What the projection held for this serial, read by the caller.
+        prior: PriorLookup,
+        reply: Reply<Result<SubmitAnswer, FallbackError>>,
+    },
     Get {
         teller: PrincipalId,
         id: RequestId,
@@ -237,6 +249,7 @@ pub(crate) fn refuse(cmd: Command, u: Unavailable) {
     match cmd {
         Command::Teller(c) => match c {
             T::Submit { reply, .. } => drop(reply.send(Err(u.into()))),
+            T::RegisterFallback { reply, .. } => drop(reply.send(Err(u.into()))),
             T::Get { reply, .. } => drop(reply.send(Err(u.into()))),
             T::Watch { reply, .. } => drop(reply.send(Err(u.into()))),
             T::Cancel { reply, .. } => drop(reply.send(Err(u.into()))),

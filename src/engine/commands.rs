@@ -70,6 +70,25 @@ impl Core {
                 });
                 self.reply(reply, r);
             }
+            TellerCommand::RegisterFallback {
+                teller,
+                submission,
+                on_site,
+                supervisor,
+                fingerprint,
+                prior,
+                reply,
+            } => {
+                let r = self.register_fallback(
+                    teller,
+                    submission,
+                    on_site,
+                    supervisor,
+                    fingerprint,
+                    prior,
+                );
+                self.reply(reply, r);
+            }
             TellerCommand::Get { teller, id, reply } => {
                 let r = self.lookup(&teller, &id).map(|l| l.map(Request::clone));
                 self.reply(reply, r);
@@ -309,19 +328,12 @@ impl Core {
         fingerprint: [u8; 32],
         prior: super::command::PriorLookup,
     ) -> Result<SubmitAnswer, SubmitError> {
-        let earlier = match self.requests.submitted_as(&teller.id, &submission.serial) {
-            Some(found) => Some(found.clone()),
-            None => self.submitted_before(&teller.id, &submission.serial, prior)?,
-        };
-        if let Some((id, fp)) = earlier {
-            if fp != fingerprint {
+        match self.earlier(&teller.id, &submission.serial, fingerprint, prior)? {
+            Earlier::Same(answer) => return Ok(answer),
+            Earlier::Other => {
                 return Err(SubmitError::SerialReused(submission.serial.to_string()));
             }
-            let found = match self.requests.get(&id) {
-                Some(r) => Lookup::Active(Request::clone(r)),
-                None => Lookup::NotActive,
-            };
-            return Ok((found, id, true));
+            Earlier::None => {}
         }
         if self.requests.undecided() >= self.config.queue_length_max {
             return Err(SubmitError::QueueFull(self.config.queue_length_max));
@@ -331,24 +343,7 @@ impl Core {
                 self.config.pending_per_teller_max,
             ));
         }
-        let t = &submission.transaction;
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let requirements = policy
-            .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
-            .map_err(|e| {
-                // A code no rule names is the code's fault; a known code whose amount or
-                // currency no rule covers is the transaction's as a whole.
-                let field = if policy.knows_code(&t.code) {
-                    "transaction"
-                } else {
-                    "transaction.code"
-                };
-                SubmitError::Invalid(FieldError::new(field, e.to_string()))
-            })?;
+        let requirements = self.requirements(&submission.transaction)?;
         let id = RequestId::from_random(self.rng.random());
         let rec = Record {
             request: id.clone(),
@@ -359,6 +354,110 @@ impl Core {
                 branch: teller.branch,
                 submission,
                 requirements,
+            },
+        };
+        self.append(rec, Some(fingerprint));
+        let view = self.requests.get(&id).cloned();
+        match view {
+            Some(r) => Ok((Lookup::Active(r), id, false)),
+            // Applying failed and stopped the engine; nothing was acknowledged.
+            None => Err(self.refusal(true).unwrap_or(Unavailable::NotDurable).into()),
+        }
+    }
+
+    /// What the policy in force requires of a transaction.
+    fn requirements(
+        &self,
+        t: &crate::domain::Transaction,
+    ) -> Result<crate::domain::Requirements, FieldError> {
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        policy
+            .evaluate(&t.code, &t.amount.currency, t.amount.minor_units)
+            .map_err(|e| {
+                // A code no rule names is the code's fault; a known code whose amount or
+                // currency no rule covers is the transaction's as a whole.
+                let field = if policy.knows_code(&t.code) {
+                    "transaction"
+                } else {
+                    "transaction.code"
+                };
+                FieldError::new(field, e.to_string())
+            })
+    }
+
+    /// What an earlier Submit or RegisterFallback of this teller's serial made: the same call
+    /// (a retry, answered as a replay), another one, or none.
+    fn earlier(
+        &self,
+        teller: &PrincipalId,
+        serial: &crate::domain::TellerSerial,
+        fingerprint: [u8; 32],
+        prior: super::command::PriorLookup,
+    ) -> Result<Earlier, StorageFault> {
+        let found = match self.requests.submitted_as(teller, serial) {
+            Some(found) => Some(found.clone()),
+            None => self.submitted_before(teller, serial, prior)?,
+        };
+        Ok(match found {
+            None => Earlier::None,
+            Some((_, fp)) if fp != fingerprint => Earlier::Other,
+            Some((id, _)) => {
+                let found = match self.requests.get(&id) {
+                    Some(r) => Lookup::Active(Request::clone(r)),
+                    None => Lookup::NotActive,
+                };
+                Earlier::Same((found, id, true))
+            }
+        })
+    }
+
+    /// Registers an authorization given on site during a fallback, whose signature the API
+    /// has checked: the policy must allow fallback for the transaction and the supervisor's
+    /// authority must have covered it. The request is final at once and never offered.
+    fn register_fallback(
+        &mut self,
+        teller: Principal,
+        submission: Submission,
+        on_site: crate::domain::OnSite,
+        supervisor: Principal,
+        fingerprint: [u8; 32],
+        prior: super::command::PriorLookup,
+    ) -> Result<SubmitAnswer, FallbackError> {
+        match self.earlier(&teller.id, &submission.serial, fingerprint, prior)? {
+            Earlier::Same(answer) => return Ok(answer),
+            Earlier::Other => {
+                return Err(FallbackError::SerialReused(submission.serial.to_string()));
+            }
+            Earlier::None => {}
+        }
+        let t = &submission.transaction;
+        let requirements = self.requirements(t)?;
+        if !requirements.fallback {
+            return Err(FallbackError::NotAllowed {
+                rule: requirements.rule,
+            });
+        }
+        if !supervisor.may_decide(requirements.level, t) {
+            return Err(FallbackError::Authority {
+                supervisor: supervisor.id.to_string(),
+                level: requirements.level,
+            });
+        }
+        let id = RequestId::from_random(self.rng.random());
+        let rec = Record {
+            request: id.clone(),
+            at: self.now(),
+            actor: Actor::Principal(teller.id.clone()),
+            event: Event::FallbackRegistered {
+                teller: teller.id,
+                branch: teller.branch,
+                submission,
+                requirements,
+                on_site,
             },
         };
         self.append(rec, Some(fingerprint));
@@ -801,4 +900,13 @@ pub(crate) fn replayed(r: &Request) -> Outcome {
         request: r.clone(),
         replayed: true,
     }
+}
+
+/// What an earlier call with a teller's serial made (see `Core::earlier`).
+// Made once per call and matched at once, as `Event` is; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Earlier {
+    None,
+    Same(SubmitAnswer),
+    Other,
 }

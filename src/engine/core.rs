@@ -477,15 +477,14 @@ impl Core {
             updated_at: r.updated_at,
             accepted: r.first_accepted_at.is_some(),
         });
-        let created = match &rec.event {
-            Event::Submitted {
-                teller, submission, ..
-            } => Some((
-                teller.clone(),
-                submission.serial.clone(),
-                fingerprint.unwrap_or_else(|| record::submission_fingerprint(submission)),
-            )),
-            _ => None,
+        // The caller's fingerprint when it computed one: hashing the submission again would
+        // cost the single writer on every Submit.
+        let created = match fingerprint {
+            Some(fp) => rec
+                .event
+                .opens()
+                .map(|(teller, s)| (teller.clone(), s.serial.clone(), fp)),
+            None => record::opens(&rec.event),
         };
         // Commands check that an event applies before recording it, so a refusal here is a
         // bug in a command, and the ledger now holds a record the state machine refuses: stop

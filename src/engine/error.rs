@@ -60,6 +60,40 @@ pub enum SubmitError {
     Unavailable(#[from] Unavailable),
 }
 
+/// Why a fallback registration (an on-site authorization) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("teller serial {0} was already used for a different submission or registration")]
+    SerialReused(String),
+    /// The policy rule for the code and amount keeps the transaction central.
+    #[error(
+        "policy rule {rule:?} keeps this transaction central: it does not allow fallback to a \
+         supervisor on site"
+    )]
+    NotAllowed { rule: String },
+    /// The certificate is not one the directory lists for that id, or the id is no
+    /// supervisor's.
+    #[error("{0}")]
+    SupervisorUnknown(String),
+    /// The signature or the certificate's validity does not check; `field` names which.
+    #[error("{reason}")]
+    SignatureInvalid { field: &'static str, reason: String },
+    /// The on-site supervisor's level, ceiling or codes do not cover the transaction.
+    #[error(
+        "supervisor {supervisor} may not authorize this transaction (level {level} needed, \
+         or the amount is over their ceiling, or the code is not theirs)"
+    )]
+    Authority { supervisor: String, level: u8 },
+    #[error("store image: {0}")]
+    Image(#[from] StoreImagesError),
+    #[error(transparent)]
+    Storage(#[from] StorageFault),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("request not found")]

@@ -70,6 +70,40 @@ impl Drop for SessionGuard {
     }
 }
 
+/// When the ledger shows the centre serving, from its engine records (see `stats::Serving`).
+fn serving(
+    ledger: &dyn crate::storage::LedgerRead,
+    now_ms: i64,
+) -> Result<stats::Serving, StorageError> {
+    use crate::domain::{EngineEvent, Entry};
+    let (_, records) = ledger.engine_records_from(0)?;
+    let mut marks = Vec::with_capacity(records.len());
+    for (index, bytes) in records {
+        let Entry::Engine(rec) = crate::ledger::record::decode_entry(&bytes)
+            .map_err(|source| StorageError::Record { index, source })?
+        else {
+            continue;
+        };
+        let at_ms = rec.at.0;
+        marks.push(match rec.event {
+            EngineEvent::Started { .. } => stats::Mark::Started {
+                at_ms,
+                previous_at_ms: match index.checked_sub(1) {
+                    Some(i) => Some(ledger.entry(i)?.at().0),
+                    None => None,
+                },
+            },
+            EngineEvent::Stopped => stats::Mark::Stopped { at_ms },
+            EngineEvent::WritesResumed { since, .. } => stats::Mark::Resumed {
+                since_ms: since.0,
+                at_ms,
+            },
+            EngineEvent::DirectoryLoaded { .. } | EngineEvent::PolicyLoaded { .. } => continue,
+        });
+    }
+    Ok(stats::Serving::from_marks(&marks, now_ms))
+}
+
 impl EngineHandle {
     /// Recovers from the opened `storage` and starts the engine, which ends after `shutdown`
     /// (or when every handle is dropped). The engine records into `metrics`.
@@ -186,22 +220,8 @@ impl EngineHandle {
     ) -> Result<Submitted, SubmitError> {
         let fingerprint = record::submission_fingerprint(&submission);
         let teller_id = teller.id.clone();
-        // A remote projection is read here, by the caller, not by the single writer: on a
-        // database it is a round trip (shared by the submissions arriving together).
-        let prior = if self.projection.remote() {
-            let round = self
-                .evicted_round
-                .load(std::sync::atomic::Ordering::Acquire);
-            let found = self
-                .projection
-                .idempotency_soon(teller.id.clone(), submission.serial.clone())
-                .await
-                .map_err(StorageFault)?;
-            super::command::PriorLookup::Made { round, found }
-        } else {
-            super::command::PriorLookup::NotMade
-        };
-        let (found, id, replayed) = self
+        let prior = self.prior(&teller.id, &submission.serial).await?;
+        let answer = self
             .call(|reply| TellerCommand::Submit {
                 teller,
                 submission,
@@ -210,9 +230,66 @@ impl EngineHandle {
                 reply,
             })
             .await??;
+        Ok(self.submitted(&teller_id, answer).await?)
+    }
+
+    /// Registers an authorization given on site during a fallback. The caller has checked
+    /// `on_site`'s signature and certificate against `supervisor`, the directory's entry.
+    pub async fn register_fallback(
+        &self,
+        teller: Principal,
+        submission: Submission,
+        on_site: crate::domain::OnSite,
+        supervisor: Principal,
+    ) -> Result<Submitted, FallbackError> {
+        let fingerprint = record::fallback_fingerprint(&submission, &on_site);
+        let teller_id = teller.id.clone();
+        let prior = self.prior(&teller.id, &submission.serial).await?;
+        let answer = self
+            .call(|reply| TellerCommand::RegisterFallback {
+                teller,
+                submission,
+                on_site,
+                supervisor,
+                fingerprint,
+                prior,
+                reply,
+            })
+            .await??;
+        Ok(self.submitted(&teller_id, answer).await?)
+    }
+
+    /// What the projection holds for a teller's serial, when it is remote: read here, by the
+    /// caller, not by the single writer, since on a database it is a round trip (shared by
+    /// the submissions arriving together).
+    async fn prior(
+        &self,
+        teller: &PrincipalId,
+        serial: &crate::domain::TellerSerial,
+    ) -> Result<super::command::PriorLookup, StorageFault> {
+        if !self.projection.remote() {
+            return Ok(super::command::PriorLookup::NotMade);
+        }
+        let round = self
+            .evicted_round
+            .load(std::sync::atomic::Ordering::Acquire);
+        let found = self
+            .projection
+            .idempotency_soon(teller.clone(), serial.clone())
+            .await
+            .map_err(StorageFault)?;
+        Ok(super::command::PriorLookup::Made { round, found })
+    }
+
+    /// The request a Submit or RegisterFallback made (or made before, for a replay).
+    async fn submitted(
+        &self,
+        teller: &PrincipalId,
+        (found, id, replayed): super::command::SubmitAnswer,
+    ) -> Result<Submitted, StorageFault> {
         let request = match found {
             Lookup::Active(r) => r,
-            Lookup::NotActive => self.load_owned(&teller_id, &id).await?.ok_or_else(|| {
+            Lookup::NotActive => self.load_owned(teller, &id).await?.ok_or_else(|| {
                 StorageFault(StorageError::Inconsistent(format!(
                     "request {id} is indexed but cannot be read"
                 )))
@@ -643,9 +720,22 @@ impl EngineHandle {
             .await
             .map_err(StorageFault)?
             .map_err(|reached| AuditError::TooMany { max, reached })?;
+        let serving = if rows.iter().any(|s| s.on_site_at_ms.is_some()) {
+            let ledger = self.ledger.clone();
+            let now = self.clock.now().0;
+            blocking(move || serving(&*ledger, now))
+                .await
+                .map_err(StorageFault)?
+        } else {
+            stats::Serving::default()
+        };
         let rows: Vec<stats::Row> = rows
             .into_iter()
             .map(|s| stats::Row {
+                on_site: s.on_site_at_ms.map(|at_ms| stats::OnSiteRow {
+                    at_ms,
+                    centre_serving: serving.at(at_ms),
+                }),
                 teller: s.teller,
                 branch: s.branch,
                 code: s.code,

@@ -66,6 +66,11 @@ pub(crate) fn measure(
         State::Rejected => Some(Outcome::Rejected),
         State::Cancelled => Some(Outcome::Cancelled),
         State::Expired => Some(Outcome::Expired),
+        // Registered final, never undecided: counted here and nowhere else.
+        State::Fallback => {
+            m.finished(Outcome::Fallback);
+            None
+        }
         State::Queued | State::Offered | State::InReview | State::Returned => None,
     };
     if let Some(outcome) = outcome {

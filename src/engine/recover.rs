@@ -330,7 +330,7 @@ fn replay(
             return Ok(());
         };
         let id = rec.request.clone();
-        if !cache.contains_key(&id) && !matches!(rec.event, Event::Submitted { .. }) {
+        if !cache.contains_key(&id) && record::opens(&rec.event).is_none() {
             let (_, indexes) = projection.request(&id)?.ok_or_else(|| {
                 StorageError::Inconsistent(format!("record {index} names unknown request {id}"))
             })?;
@@ -349,16 +349,7 @@ fn replay(
         let Some(r) = cache.get(&id) else {
             return Ok(());
         };
-        let created = match &rec.event {
-            Event::Submitted {
-                teller, submission, ..
-            } => Some((
-                teller.clone(),
-                submission.serial.clone(),
-                record::submission_fingerprint(submission),
-            )),
-            _ => None,
-        };
+        let created = record::opens(&rec.event);
         let decided_by = match &rec.event {
             Event::Decided { supervisor, .. } => Some(supervisor.clone()),
             _ => None,

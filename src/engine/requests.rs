@@ -113,13 +113,19 @@ impl Requests {
         held
     }
 
-    /// Takes in an undecided request (opened now, or loaded at start).
+    /// Takes in a request just opened, or an undecided one loaded at start. One final at
+    /// once (a registered fallback) is held only until the projection has it, as any other
+    /// final request: a retry meanwhile finds its serial here.
     pub fn adopt(&mut self, r: Request, fingerprint: [u8; 32]) {
         self.idem.insert(
             (r.teller.clone(), r.submission.serial.clone()),
             (r.id.clone(), fingerprint),
         );
-        *self.pending_by_teller.entry(r.teller.clone()).or_default() += 1;
+        if r.state.is_final() {
+            self.evict.push_back((r.version + 1, r.id.clone()));
+        } else {
+            *self.pending_by_teller.entry(r.teller.clone()).or_default() += 1;
+        }
         if r.state == State::Queued {
             self.queue.insert(queue_key(&r));
         }

@@ -37,6 +37,103 @@ pub struct Row {
     pub first_accepted_at_ms: Option<i64>,
     /// When it reached its final state.
     pub finished_at_ms: Option<i64>,
+    /// A registered fallback's on-site authorization (state "fallback").
+    pub on_site: Option<OnSiteRow>,
+}
+
+/// When a fallback was authorized on site, and whether the ledger shows the centre serving
+/// then (see [`Serving`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OnSiteRow {
+    pub at_ms: i64,
+    pub centre_serving: bool,
+}
+
+/// One branch's registered fallbacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BranchFallbacks {
+    pub registered: u64,
+    /// Authorized on site while the centre was serving.
+    pub while_serving: u64,
+}
+
+/// What an engine record says about serving, in ledger order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// An engine started serving at `at_ms`; `previous_at_ms` is the time of the record just
+    /// before it, if any: where a crashed engine (no `Stopped`) last showed it was serving.
+    Started {
+        at_ms: i64,
+        previous_at_ms: Option<i64>,
+    },
+    Stopped {
+        at_ms: i64,
+    },
+    /// Writes were refused (NOT_SERVING) from `since_ms` until `at_ms`.
+    Resumed {
+        since_ms: i64,
+        at_ms: i64,
+    },
+}
+
+/// The times the ledger shows the centre serving, as half-open `[from, until)` spans in time
+/// order: from each start to the next clean stop; after a crash, to the last record the crashed
+/// engine wrote (a crash leaves no record of its time, so the span may end a little early);
+/// for the engine serving now, to `now_ms`; less every span a writes_resumed record says the
+/// engine could not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serving(Vec<(i64, i64)>);
+
+impl Serving {
+    pub fn from_marks(marks: &[Mark], now_ms: i64) -> Serving {
+        let mut spans = Vec::new();
+        let mut outages = Vec::new();
+        let mut open: Option<i64> = None;
+        for mark in marks {
+            match *mark {
+                Mark::Started {
+                    at_ms,
+                    previous_at_ms,
+                } => {
+                    if let Some(from) = open {
+                        spans.push((from, previous_at_ms.unwrap_or(at_ms).max(from)));
+                    }
+                    open = Some(at_ms);
+                }
+                Mark::Stopped { at_ms } => {
+                    if let Some(from) = open.take() {
+                        spans.push((from, at_ms.max(from)));
+                    }
+                }
+                Mark::Resumed { since_ms, at_ms } => outages.push((since_ms, at_ms)),
+            }
+        }
+        if let Some(from) = open {
+            spans.push((from, now_ms.max(from)));
+        }
+        for (out_from, out_until) in outages {
+            spans = spans
+                .into_iter()
+                .flat_map(|(from, until)| {
+                    [(from, until.min(out_from)), (from.max(out_until), until)]
+                })
+                .filter(|(from, until)| from < until)
+                .collect();
+        }
+        spans.sort();
+        Serving(spans)
+    }
+
+    /// Whether the centre was serving at `t_ms`.
+    pub fn at(&self, t_ms: i64) -> bool {
+        self.0
+            .iter()
+            .any(|&(from, until)| from <= t_ms && t_ms < until)
+    }
+
+    pub fn spans(&self) -> &[(i64, i64)] {
+        &self.0
+    }
 }
 
 /// The auditor's report for a set of rows.
@@ -63,6 +160,8 @@ pub struct Stats {
     /// (teller, supervisor) pairs with more decisions than random assignment explains,
     /// sorted by `z` descending (ties by teller, then supervisor, so output is stable).
     pub unusual_pairs: Vec<Pair>,
+    /// Registered fallbacks per branch, for every branch that has one.
+    pub fallbacks: BTreeMap<String, BranchFallbacks>,
 }
 
 /// Nearest-rank percentiles of a list of durations in milliseconds.
@@ -193,8 +292,14 @@ pub fn compute_with(
     let mut decisions = Vec::new();
     // (approved, rejected) per branch; turned into rates once all rows are counted.
     let mut branch_counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut fallbacks: BTreeMap<String, BranchFallbacks> = BTreeMap::new();
 
     for row in rows {
+        if let Some(on_site) = row.on_site {
+            let f = fallbacks.entry(row.branch.clone()).or_default();
+            f.registered += 1;
+            f.while_serving += u64::from(on_site.centre_serving);
+        }
         *by_outcome.entry(row.state.clone()).or_insert(0) += 1;
         *by_branch.entry(row.branch.clone()).or_insert(0) += 1;
         *by_code.entry(row.code.clone()).or_insert(0) += 1;
@@ -258,6 +363,7 @@ pub fn compute_with(
         decision_ms: percentiles(decisions),
         branch_rejection_rate,
         unusual_pairs: unusual_pairs(rows, supervisor_branches, min_observed, z_threshold),
+        fallbacks,
     }
 }
 

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
-    EscalationReason, Event, IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money,
-    PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements, Submission, TellerSerial,
-    Timestamp, Transaction, Verdict, WithdrawReason,
+    EscalationReason, Event, FallbackReason, IdVerification, ImageHash, ImageKind, ImageRef,
+    MediaType, Money, OnSite, PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements,
+    Submission, TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,15 @@ pub enum RecordError {
     /// An engine record (`"engine"`) where a request's record was expected.
     #[error("decode ledger record: an engine record ({0}), not a request's")]
     NotRequest(&'static str),
+}
+
+/// How every engine record's bytes begin (`{"v":1,"at_ms"`) and no request's does (those
+/// begin `{"v":1,"request"`): a store finds the engine's records by it without decoding any.
+pub const ENGINE_PREFIX: &[u8] = br#"{"v":1,"at_ms""#;
+
+/// Whether stored bytes are an engine record's (see [`ENGINE_PREFIX`]).
+pub fn is_engine(bytes: &[u8]) -> bool {
+    bytes.starts_with(ENGINE_PREFIX)
 }
 
 /// The record's bytes as stored and hashed.
@@ -134,6 +143,41 @@ pub fn submission_fingerprint(s: &Submission) -> [u8; 32] {
     // As in `encode`: the wire shape is plain data.
     #[allow(clippy::expect_used)]
     let bytes = serde_json::to_vec(&SubmissionV1::from(s)).expect("plain data");
+    Sha256::digest(&bytes).into()
+}
+
+/// The idempotency entry a record that opens a request makes: (teller, serial, fingerprint)
+/// for a Submitted or FallbackRegistered record; `None` for any other.
+pub fn opens(event: &Event) -> Option<(PrincipalId, TellerSerial, [u8; 32])> {
+    match event {
+        Event::Submitted {
+            teller, submission, ..
+        } => Some((
+            teller.clone(),
+            submission.serial.clone(),
+            submission_fingerprint(submission),
+        )),
+        Event::FallbackRegistered {
+            teller,
+            submission,
+            on_site,
+            ..
+        } => Some((
+            teller.clone(),
+            submission.serial.clone(),
+            fallback_fingerprint(submission, on_site),
+        )),
+        _ => None,
+    }
+}
+
+/// A digest of a fallback registration's content: the submission's and the on-site
+/// authorization's. Never equal to a submission's, so neither call can replay the other.
+pub fn fallback_fingerprint(s: &Submission, on_site: &OnSite) -> [u8; 32] {
+    // As in `encode`: the wire shapes are plain data.
+    #[allow(clippy::expect_used)]
+    let bytes =
+        serde_json::to_vec(&(SubmissionV1::from(s), OnSiteV1::from(on_site))).expect("plain data");
     Sha256::digest(&bytes).into()
 }
 
@@ -289,6 +333,13 @@ enum EventV1 {
         submission: SubmissionV1,
         requirements: RequirementsV1,
     },
+    FallbackRegistered {
+        teller: String,
+        branch: String,
+        submission: SubmissionV1,
+        requirements: RequirementsV1,
+        on_site: OnSiteV1,
+    },
     Offered {
         supervisor: String,
         epoch: u64,
@@ -341,6 +392,63 @@ enum EventV1 {
     },
 }
 
+/// An on-site authorization: the certificate (DER) and the signature in standard base64.
+#[derive(Serialize, Deserialize)]
+struct OnSiteV1 {
+    supervisor: String,
+    decided_at_ms: i64,
+    reason: String,
+    certificate: String,
+    signature: String,
+}
+
+impl From<&OnSite> for OnSiteV1 {
+    fn from(o: &OnSite) -> Self {
+        use base64::Engine as _;
+        let OnSite {
+            supervisor,
+            decided_at: Timestamp(decided_at_ms),
+            reason,
+            certificate,
+            signature,
+        } = o;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        OnSiteV1 {
+            supervisor: supervisor.as_str().to_owned(),
+            decided_at_ms: *decided_at_ms,
+            reason: reason.as_str().to_owned(),
+            certificate: b64.encode(certificate),
+            signature: b64.encode(signature),
+        }
+    }
+}
+
+impl TryFrom<OnSiteV1> for OnSite {
+    type Error = RecordError;
+    fn try_from(o: OnSiteV1) -> Result<Self, RecordError> {
+        use base64::Engine as _;
+        let OnSiteV1 {
+            supervisor,
+            decided_at_ms,
+            reason,
+            certificate,
+            signature,
+        } = o;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(OnSite {
+            supervisor: PrincipalId::new(supervisor),
+            decided_at: Timestamp(decided_at_ms),
+            reason: FallbackReason::parse(&reason).ok_or(RecordError::Field("on_site.reason"))?,
+            certificate: b64
+                .decode(certificate)
+                .map_err(|_| RecordError::Field("on_site.certificate"))?,
+            signature: b64
+                .decode(signature)
+                .map_err(|_| RecordError::Field("on_site.signature"))?,
+        })
+    }
+}
+
 /// What a supervisor typed when re-keying; absent fields were not typed.
 #[derive(Serialize, Deserialize)]
 struct RekeyedV1 {
@@ -370,6 +478,14 @@ struct RequirementsV1 {
     rekey: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     rekey_attempts: u8,
+    /// Added after version 1 was frozen, as `rekey`: absent when the rule keeps the
+    /// transaction central.
+    #[serde(default, skip_serializing_if = "is_false")]
+    fallback: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -391,8 +507,10 @@ impl From<&Requirements> for RequirementsV1 {
             escalate_after_declines,
             rekey,
             rekey_attempts,
+            fallback,
         } = r;
         RequirementsV1 {
+            fallback: *fallback,
             rekey: rekey.iter().map(|f| f.as_str().to_owned()).collect(),
             rekey_attempts: *rekey_attempts,
             rule: rule.clone(),
@@ -425,8 +543,10 @@ impl TryFrom<RequirementsV1> for Requirements {
             escalate_after_declines,
             rekey,
             rekey_attempts,
+            fallback,
         } = r;
         Ok(Requirements {
+            fallback,
             rekey: rekey
                 .iter()
                 .map(|f| RekeyField::parse(f).ok_or(RecordError::Field("rekey")))
@@ -485,10 +605,10 @@ struct ImageV1 {
 /// A two-way table between an enum and its stored names.
 macro_rules! names {
     ($to:ident, $from:ident, $ty:ty, $field:literal, { $($v:path => $s:literal),* $(,)? }) => {
-        fn $to(v: $ty) -> &'static str {
+        pub(crate) fn $to(v: $ty) -> &'static str {
             match v { $($v => $s),* }
         }
-        fn $from(s: &str) -> Result<$ty, RecordError> {
+        pub(crate) fn $from(s: &str) -> Result<$ty, RecordError> {
             match s { $($s => Ok($v),)* _ => Err(RecordError::Field($field)) }
         }
     };
@@ -715,6 +835,19 @@ impl From<&Event> for EventV1 {
                 submission: submission.into(),
                 requirements: requirements.into(),
             },
+            Event::FallbackRegistered {
+                teller,
+                branch,
+                submission,
+                requirements,
+                on_site,
+            } => EventV1::FallbackRegistered {
+                teller: p(teller),
+                branch: branch.as_str().into(),
+                submission: submission.into(),
+                requirements: requirements.into(),
+                on_site: on_site.into(),
+            },
             Event::Offered {
                 supervisor,
                 epoch,
@@ -824,6 +957,19 @@ impl TryFrom<EventV1> for Event {
                 branch: BranchId::new(branch),
                 submission: submission.try_into()?,
                 requirements: requirements.try_into()?,
+            },
+            EventV1::FallbackRegistered {
+                teller,
+                branch,
+                submission,
+                requirements,
+                on_site,
+            } => Event::FallbackRegistered {
+                teller: p(teller),
+                branch: BranchId::new(branch),
+                submission: submission.try_into()?,
+                requirements: requirements.try_into()?,
+                on_site: on_site.try_into()?,
             },
             EventV1::Offered {
                 supervisor,

@@ -78,6 +78,8 @@ pub enum Outcome {
     Rejected,
     Cancelled,
     Expired,
+    /// Authorized on site during a fallback and registered afterwards.
+    Fallback,
 }
 
 /// What the engine did with a Submit.
@@ -101,7 +103,7 @@ pub enum Escalation {
 /// What the engine records. Held by the engine task; every method is a few atomic operations.
 pub struct EngineMetrics {
     /// Indexed by `Outcome as usize`.
-    finished: [Counter; 4],
+    finished: [Counter; 5],
     /// Indexed by `SubmitResult as usize`.
     submissions: [Counter; 3],
     /// QUEUED requests by the level they need now; index = level - 1.
@@ -323,7 +325,7 @@ impl EngineMetrics {
             f.get_or_create(&[(k, v)]).clone()
         };
         EngineMetrics {
-            finished: ["approved", "rejected", "cancelled", "expired"]
+            finished: ["approved", "rejected", "cancelled", "expired", "fallback"]
                 .map(|v| get(&finished, "outcome", v)),
             submissions: ["accepted", "replayed", "refused"]
                 .map(|v| get(&submissions, "result", v)),

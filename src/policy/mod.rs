@@ -25,6 +25,7 @@
 //! escalate_after_declines = 3    # optional; 1..=50: this many declines raise the level by one
 //! rekey = ["amount", "account"]  # optional; fields an approver types from the voucher ("amount", "account", "counterparty"), withheld from them until the decision
 //! rekey_attempts = 3             # 1..=9: mismatches one supervisor may make before the request goes to another
+//! fallback = false               # true: a branch that cannot use the centre may authorize on site and register it afterwards (needs approvals = 1)
 //!
 //! [unmatched]
 //! allow = false                  # true: a request no rule matches gets the defaults; false: refused
@@ -242,6 +243,8 @@ struct Settings {
     rekey: Vec<crate::domain::RekeyField>,
     /// See [`Requirements::rekey_attempts`].
     rekey_attempts: u8,
+    /// See [`Requirements::fallback`].
+    fallback: bool,
 }
 
 /// One `[[rules]]` entry, with its defaults already applied.
@@ -364,6 +367,7 @@ impl Settings {
             escalate_after_declines,
             rekey,
             rekey_attempts,
+            fallback,
         } = self;
         Requirements {
             rule: rule.to_owned(),
@@ -379,6 +383,7 @@ impl Settings {
             // Attempts mean nothing without fields to re-key: 0 keeps the record unchanged.
             rekey_attempts: if rekey.is_empty() { 0 } else { *rekey_attempts },
             rekey: rekey.clone(),
+            fallback: *fallback,
         }
     }
 }

@@ -91,10 +91,11 @@ const BUILTIN: Settings = Settings {
     escalate_after_declines: None,
     rekey: Vec::new(),
     rekey_attempts: 3,
+    fallback: false,
 };
 
 /// The fields `[defaults]` accepts, and every rule may override.
-const SETTING_FIELDS: [&str; 10] = [
+const SETTING_FIELDS: [&str; 11] = [
     "level",
     "approvals",
     "independent",
@@ -105,6 +106,7 @@ const SETTING_FIELDS: [&str; 10] = [
     "escalate_after_declines",
     "rekey",
     "rekey_attempts",
+    "fallback",
 ];
 
 /// The fields only a rule has.
@@ -499,6 +501,22 @@ impl<'a> Section<'a> {
             }
             fields.sort();
             s.rekey = fields;
+        }
+        if let Some(v) = self.boolean("fallback")? {
+            s.fallback = v;
+        }
+        // One on-site supervisor signs a fallback: dual control cannot be kept on site.
+        if s.fallback && s.approvals > 1 {
+            let field = if self.table.contains_key("fallback") {
+                "fallback"
+            } else {
+                "approvals"
+            };
+            return Err(self.err(
+                field,
+                "fallback = true needs approvals = 1: one supervisor on site signs a fallback, \
+                 so dual control cannot be kept",
+            ));
         }
         // Escalating at or after the deadline could never happen: the request
         // has expired by then. Blame whichever of the two this table set.

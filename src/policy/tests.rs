@@ -166,6 +166,7 @@ fn sample_full_requirements_inherit_defaults() {
             escalate_after_declines: Some(3),
             rekey: vec![RekeyField::Amount, RekeyField::Account],
             rekey_attempts: 3,
+            fallback: false,
         }
     );
 }
@@ -232,6 +233,7 @@ fn unmatched_allowed_gets_defaults() {
             escalate_after_declines: Some(3),
             rekey: Vec::new(),
             rekey_attempts: 0,
+            fallback: false,
         }
     );
     assert_eq!(rule_of(&policy, "FX-SPOT", "EUR", 1), "unmatched-default");
@@ -316,6 +318,7 @@ decision_deadline_ms = 604800000
         escalate_after_declines: Some(5),
         rekey: Vec::new(),
         rekey_attempts: 0,
+        fallback: false,
     };
     assert_eq!(policy.evaluate("A", "CNY", 1).unwrap(), defaults);
     assert_eq!(
@@ -333,6 +336,7 @@ decision_deadline_ms = 604800000
             escalate_after_declines: Some(1),
             rekey: Vec::new(),
             rekey_attempts: 0,
+            fallback: false,
         }
     );
     assert_eq!(

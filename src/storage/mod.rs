@@ -144,6 +144,10 @@ pub trait LedgerRead: Send + Sync {
     }
     /// How many records the Merkle tree covers (every durable record).
     fn tree_size(&self) -> u64;
+    /// The engine records (about no request: starts, stops, resumed writes, reloads) at
+    /// indexes `from..` among the durable ones, with their bytes; and where the next look
+    /// starts. Backends find them without reading the requests' records.
+    fn engine_records_from(&self, from: u64) -> Result<EngineRecords, StorageError>;
     /// The tree size and root hash, read together.
     fn head(&self) -> (u64, Hash);
     /// The root of the tree of the first `size` records.
@@ -156,6 +160,9 @@ pub trait LedgerRead: Send + Sync {
     /// tests of storage faults.
     fn inject_write_faults(&self, on: bool);
 }
+
+/// Where the next look starts, and the engine records found (index, bytes).
+pub type EngineRecords = (u64, Vec<(u64, Vec<u8>)>);
 
 impl dyn LedgerRead + '_ {
     /// Reads and decodes record `index`, which must be a request's.

@@ -44,6 +44,12 @@ pub struct Summary {
     /// When it reached a final state.
     #[serde(default)]
     pub finished_at_ms: Option<i64>,
+    /// A registered fallback's on-site supervisor.
+    #[serde(default)]
+    pub on_site_supervisor: Option<String>,
+    /// When the on-site supervisor authorized it.
+    #[serde(default)]
+    pub on_site_at_ms: Option<i64>,
 }
 
 impl Summary {
@@ -74,6 +80,8 @@ impl Summary {
             final_decider: r.decision.as_ref().map(|d| d.supervisor.to_string()),
             first_accepted_at_ms: r.first_accepted_at.map(|t| t.0),
             finished_at_ms: r.state.is_final().then_some(r.updated_at.0),
+            on_site_supervisor: r.on_site.as_ref().map(|o| o.supervisor.to_string()),
+            on_site_at_ms: r.on_site.as_ref().map(|o| o.decided_at.0),
         }
     }
 
@@ -131,6 +139,7 @@ pub fn state_name(s: State) -> &'static str {
         State::Returned => "returned",
         State::Cancelled => "cancelled",
         State::Expired => "expired",
+        State::Fallback => "fallback",
     }
 }
 
@@ -144,6 +153,7 @@ pub(crate) fn state_from(s: &str) -> Option<State> {
         "returned" => State::Returned,
         "cancelled" => State::Cancelled,
         "expired" => State::Expired,
+        "fallback" => State::Fallback,
         _ => return None,
     })
 }

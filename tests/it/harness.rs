@@ -278,6 +278,12 @@ rekey = ["amount", "account"]
 rekey_attempts = 2
 
 [[rules]]
+name = "fallback"
+codes = ["FALLBACK"]
+level = 2
+fallback = true
+
+[[rules]]
 name = "short-deadline"
 codes = ["SHORT"]
 decision_deadline_ms = 120000

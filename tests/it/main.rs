@@ -18,6 +18,7 @@ mod durability;
 mod engine_records;
 mod exposition;
 mod failover;
+mod fallback;
 mod faults;
 mod fixtures;
 mod harness;

@@ -64,6 +64,7 @@ fn request_with(approvals: u8) -> Request {
             escalate_after_declines: Some(2),
             rekey: Vec::new(),
             rekey_attempts: 0,
+            fallback: false,
         },
     )
 }

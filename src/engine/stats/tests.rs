@@ -26,6 +26,7 @@ fn row(
         submitted_at_ms: submitted,
         first_accepted_at_ms: accepted,
         finished_at_ms: finished,
+        on_site: None,
     }
 }
 
@@ -564,4 +565,95 @@ fn uniform_supervisor_picks_pass_chi_square() {
     let mut skewed = [1000u64; 12];
     skewed[0] = 2000;
     assert!(chi_square(&skewed) > chi_square_critical_999(11));
+}
+
+/// Starts, a clean stop, a crash (no stop: the span ends at the last record before the next
+/// start), an outage a writes_resumed record reports, and the engine serving now.
+#[test]
+fn serving_spans_follow_the_engine_records() {
+    let marks = [
+        Mark::Started {
+            at_ms: 100,
+            previous_at_ms: None,
+        },
+        Mark::Stopped { at_ms: 200 },
+        Mark::Started {
+            at_ms: 300,
+            previous_at_ms: Some(250),
+        },
+        // Crashed after its last record at 390.
+        Mark::Started {
+            at_ms: 500,
+            previous_at_ms: Some(390),
+        },
+        Mark::Resumed {
+            since_ms: 600,
+            at_ms: 650,
+        },
+    ];
+    let serving = Serving::from_marks(&marks, 1000);
+    assert_eq!(
+        serving.spans(),
+        [(100, 200), (300, 390), (500, 600), (650, 1000)]
+    );
+    for (t, up) in [
+        (99, false),
+        (100, true),
+        (199, true),
+        (200, false),
+        (250, false),
+        (350, true),
+        (450, false),
+        (599, true),
+        (620, false),
+        (650, true),
+        (999, true),
+    ] {
+        assert_eq!(serving.at(t), up, "at {t}");
+    }
+    assert_eq!(Serving::from_marks(&[], 1000).spans(), []);
+}
+
+/// Fallbacks are counted per branch, with those authorized while the centre served, and are
+/// never anyone's decision.
+#[test]
+fn fallbacks_are_counted_per_branch_and_never_as_decisions() {
+    let fallback = |branch: &str, centre_serving: bool| Row {
+        on_site: Some(OnSiteRow {
+            at_ms: 5,
+            centre_serving,
+        }),
+        ..row("t1", branch, "WDL", "fallback", &[], 10, None, Some(10))
+    };
+    let rows = vec![
+        fallback("b1", false),
+        fallback("b1", true),
+        fallback("b2", false),
+        row("t2", "b1", "WDL", "approved", &["s1"], 0, Some(1), Some(2)),
+    ];
+    let s = compute(&rows, 1, 0.0);
+    assert_eq!(s.by_outcome, map(&[("approved", 1), ("fallback", 3)]));
+    assert_eq!(s.by_supervisor, map(&[("s1", 1)]));
+    assert_eq!(
+        s.fallbacks,
+        [
+            (
+                "b1".to_string(),
+                BranchFallbacks {
+                    registered: 2,
+                    while_serving: 1
+                }
+            ),
+            (
+                "b2".to_string(),
+                BranchFallbacks {
+                    registered: 1,
+                    while_serving: 0
+                }
+            ),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(s.branch_rejection_rate["b1"].approved, 1);
 }

@@ -23,9 +23,9 @@ use super::{
 };
 use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
-    EscalationReason, Event, IdVerification, ImageHash, ImageKind, ImageRef, MediaType, Money,
-    PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements, Submission, TellerSerial,
-    Timestamp, Transaction, Verdict, WithdrawReason,
+    EscalationReason, Event, FallbackReason, IdVerification, ImageHash, ImageKind, ImageRef,
+    MediaType, Money, OnSite, PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements,
+    Submission, TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
 };
 use crate::ledger::merkle::leaf_hash;
 
@@ -180,6 +180,7 @@ fn requirements(
         escalate_after_declines,
         rekey: Vec::new(),
         rekey_attempts: 0,
+        fallback: false,
     }
 }
 
@@ -450,6 +451,7 @@ fn records() -> Vec<(&'static str, Record)> {
                             RekeyField::Counterparty,
                         ],
                         rekey_attempts: 3,
+                        fallback: false,
                         ..requirements(None, None)
                     },
                 ),
@@ -487,7 +489,48 @@ fn records() -> Vec<(&'static str, Record)> {
                 },
             ),
         ),
+        fallback("fallback_registered", FallbackReason::CentreUnreachable),
+        fallback(
+            "fallback_registered_unavailable",
+            FallbackReason::CentreUnavailable,
+        ),
+        fallback(
+            "fallback_registered_emergency",
+            FallbackReason::DeclaredEmergency,
+        ),
     ]
+}
+
+/// A registered fallback for `reason`: the certificate and signature are stand-in bytes (the
+/// format stores any bytes; their check is `ledger::onsite`'s).
+fn fallback(name: &'static str, reason: FallbackReason) -> (&'static str, Record) {
+    let submission = Submission {
+        images: vec![image(1, ImageKind::Voucher, MediaType::Jpeg)],
+        ..submission_minimal(DocumentType::PrcResidentId, IdVerification::Matched)
+    };
+    let record = Record {
+        request: RequestId::parse(REQUEST).expect("a request id"),
+        at: Timestamp(AT_MS),
+        actor: Actor::Principal(teller()),
+        event: Event::FallbackRegistered {
+            teller: teller(),
+            branch: BranchId::new("branch-310101"),
+            submission,
+            requirements: Requirements {
+                fallback: true,
+                approvals: 1,
+                ..requirements(None, None)
+            },
+            on_site: OnSite {
+                supervisor: PrincipalId::new("sup-0007"),
+                decided_at: Timestamp(AT_MS - 3_600_000),
+                reason,
+                certificate: vec![0x30, 0x82, 0x01, 0x0a],
+                signature: vec![0x30, 0x45, 0x02, 0x21],
+            },
+        },
+    };
+    (name, record)
 }
 
 /// One record of every engine event, and of every variant that changes the bytes.
@@ -767,6 +810,7 @@ fn submission_fingerprints_are_as_committed() {
 fn every_kind_and_variant_has_a_sample() {
     let mut expected: BTreeSet<String> = [
         "submitted",
+        "fallback_registered",
         "offered",
         "offer_declined",
         "offer_timed_out",
@@ -808,6 +852,10 @@ fn every_kind_and_variant_has_a_sample() {
         "resubmitted.added:none",
         "resubmitted.removed:some",
         "resubmitted.removed:none",
+        "fallback_reason:centre_unreachable",
+        "fallback_reason:centre_unavailable",
+        "fallback_reason:declared_emergency",
+        "requirements.fallback:true",
     ] {
         expected.insert(key.to_owned());
     }
@@ -965,6 +1013,14 @@ fn coverage(record: &Record) -> Vec<String> {
         | Event::Accepted { .. }
         | Event::Cancelled { .. }
         | Event::Expired => {}
+        Event::FallbackRegistered {
+            on_site,
+            requirements,
+            ..
+        } => {
+            keys.push(format!("fallback_reason:{}", on_site.reason.as_str()));
+            keys.push(format!("requirements.fallback:{}", requirements.fallback));
+        }
     }
     keys
 }

@@ -128,6 +128,13 @@ impl LedgerRead for Ledger {
         Ledger::tree_size(self)
     }
 
+    fn engine_records_from(&self, from: u64) -> Result<super::super::EngineRecords, StorageError> {
+        let to = Ledger::len(self);
+        let indexes = Ledger::engine_records_from(self, from);
+        let records = self.read_many(&indexes)?;
+        Ok((to.max(from), indexes.into_iter().zip(records).collect()))
+    }
+
     fn head(&self) -> (u64, Hash) {
         Ledger::head(self)
     }

@@ -23,6 +23,9 @@ pub struct Ledger {
     /// Every complete-subtree hash, kept in memory (64 bytes per record in all) and rebuilt at
     /// start from the records, which opening reads anyway to check them.
     pub(crate) tree: RwLock<Tree>,
+    /// Indexes of the durable engine records (a few a day), found at start as the records are
+    /// read and added by the writer: the engine's history is then read without a scan.
+    pub(crate) engine_records: RwLock<Vec<u64>>,
     /// Set by tests to make every write fail as on a full disk.
     pub(crate) faults: std::sync::atomic::AtomicBool,
     /// `LOCK` in the ledger directory, locked while this ledger is open: one process at a time
@@ -100,11 +103,12 @@ impl Ledger {
         names.sort();
         let mut segments = Vec::new();
         let mut tree = Tree::new();
+        let mut engine_records = Vec::new();
         let mut next_index = 0u64;
         let count = names.len();
         for (i, path) in names.into_iter().enumerate() {
             let last = i + 1 == count;
-            let seg = scan_segment(&path, next_index, last, &mut tree)?;
+            let seg = scan_segment(&path, next_index, last, &mut tree, &mut engine_records)?;
             next_index = seg.first + seg.offsets.len() as u64;
             segments.push(seg);
         }
@@ -126,6 +130,7 @@ impl Ledger {
             dir: dir.to_owned(),
             segments: RwLock::new(segments),
             tree: RwLock::new(tree),
+            engine_records: RwLock::new(engine_records),
             faults: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         });
@@ -191,6 +196,15 @@ impl Ledger {
         self.faults.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The indexes of the durable engine records from `from` on.
+    pub fn engine_records_from(&self, from: u64) -> Vec<u64> {
+        let all = self
+            .engine_records
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        all[all.partition_point(|&i| i < from)..].to_vec()
+    }
+
     /// Leaves in the Merkle tree: the durable record count.
     pub fn tree_size(&self) -> u64 {
         self.tree.read().unwrap_or_else(|e| e.into_inner()).size()
@@ -251,6 +265,7 @@ fn scan_segment(
     expected_first: u64,
     last: bool,
     tree: &mut Tree,
+    engine_records: &mut Vec<u64>,
 ) -> Result<Segment, LedgerError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -287,6 +302,9 @@ fn scan_segment(
             Decoded::Frame { len, payload, .. } => {
                 offsets.push(pos as u64);
                 push_leaf(tree, payload);
+                if crate::ledger::record::is_engine(payload) {
+                    engine_records.push(index);
+                }
                 pos += len;
             }
             Decoded::Incomplete if last => {

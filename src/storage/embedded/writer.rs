@@ -147,6 +147,7 @@ fn start(
                 buf: Vec::new(),
                 pending: Vec::new(),
                 leaves: Vec::new(),
+                engine_records: Vec::new(),
                 metrics,
             };
             // Whether the last write failed and no probe has succeeded since.
@@ -230,6 +231,8 @@ struct Writer {
     pending: Vec<u64>,
     /// Leaf hashes of the frames in `buf`, added to the tree once they are durable.
     leaves: Vec<Hash>,
+    /// Indexes of the engine records among the frames in `buf`, made known with them.
+    engine_records: Vec<u64>,
     /// Batch sizes, fdatasync times, append latency and the durable count.
     metrics: LedgerMetrics,
 }
@@ -259,6 +262,9 @@ impl Writer {
             }
             self.pending.push(self.len + self.buf.len() as u64);
             self.leaves.push(merkle::leaf_hash(&payload));
+            if crate::ledger::record::is_engine(&payload) {
+                self.engine_records.push(index);
+            }
             frame::encode(index, &payload, &mut self.buf);
             count = index + 1;
         }
@@ -273,6 +279,7 @@ impl Writer {
         self.buf.clear();
         self.pending.clear();
         self.leaves.clear();
+        self.engine_records.clear();
         if let Err(e) = self
             .file
             .set_len(self.len)
@@ -330,6 +337,11 @@ impl Writer {
         #[allow(clippy::expect_used)]
         let last = segs.last_mut().expect("the writer always has a segment");
         last.offsets.append(&mut self.pending);
+        self.ledger
+            .engine_records
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&mut self.engine_records);
         Ok(())
     }
 }

@@ -173,10 +173,7 @@ impl PgLedger {
     /// database picks them out by their first bytes (a request's record starts
     /// `{"v":1,"request"`, an engine record `{"v":1,"at_ms"`), so a standby learning of the
     /// leader's reloads reads none of the requests' records.
-    pub(super) fn engine_records_from(
-        &self,
-        from: u64,
-    ) -> Result<super::EngineRecords, StorageError> {
+    fn engine_records_since(&self, from: u64) -> Result<super::EngineRecords, StorageError> {
         let to = self.tree().size();
         if from >= to {
             return Ok((from.max(to), Vec::new()));
@@ -210,6 +207,10 @@ impl PgLedger {
 impl LedgerRead for PgLedger {
     fn len(&self) -> u64 {
         self.tree().size()
+    }
+
+    fn engine_records_from(&self, from: u64) -> Result<super::EngineRecords, StorageError> {
+        self.engine_records_since(from)
     }
 
     fn read(&self, index: u64) -> Result<Vec<u8>, StorageError> {

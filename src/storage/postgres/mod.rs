@@ -143,8 +143,7 @@ pub(crate) fn unavailable(
     move |e| StorageError::unavailable(action, e)
 }
 
-/// Where the next look starts, and the engine records found (index, bytes).
-pub type EngineRecords = (u64, Vec<(u64, Vec<u8>)>);
+pub use super::EngineRecords;
 
 /// Where a URL points, without its password: for messages.
 pub fn describe_url(url: &str) -> String {
@@ -286,7 +285,7 @@ impl Follower {
     /// The engine records from index `from` up to what this node has followed (see
     /// `PgLedger::engine_records_from`); returns where the next look starts.
     pub fn engine_records_from(&self, from: u64) -> Result<EngineRecords, StorageError> {
-        self.ledger.engine_records_from(from)
+        crate::storage::LedgerRead::engine_records_from(&*self.ledger, from)
     }
 
     /// Who holds the lease now.

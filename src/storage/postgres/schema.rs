@@ -16,6 +16,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cosignatures",
         include_str!("migrations/0002_cosignatures.sql"),
     ),
+    (
+        3,
+        "fallbacks",
+        include_str!("migrations/0003_fallbacks.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
