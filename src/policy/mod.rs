@@ -125,13 +125,16 @@ priority = 6
 rekey = ["amount", "account"]
 
 # CNY cash of 50,000.00 and above (the band up to 500,000.00 is left to this
-# rule by the one above).
+# rule by the one above). When the branch cannot use the centre, a level-2
+# supervisor on site may authorize it (应急授权); the teller registers it
+# afterwards with that supervisor's signature (docs/fallback.md).
 [[rules]]
 name = "cash-withdrawal-cny-large"
 codes = ["WDL-CASH"]
 currency = "CNY"
 amount_from = 5_000_000        # 50,000.00 CNY
 level = 2
+fallback = true
 
 # Foreign currency cash: USD 5,000.00 and above.
 [[rules]]

@@ -280,6 +280,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
         }
         break;
     }
+    let fallback = branch_fallback(&cluster("teller-03"), &cluster("audit-01"), &pki).await?;
     let witnessed = match &server {
         Some((_, Some(_))) => Some(await_cosigned(&auditor).await?),
         _ => None,
@@ -292,6 +293,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
     }
 
     summarize(&outcomes, requests, elapsed, &vouchers);
+    println!("{fallback}");
     let problem = match dir {
         Some(dir) => {
             let trust = demo_trust(&pki)?;
@@ -434,6 +436,87 @@ impl Vouchers {
 
 /// A supervisor console: takes every offer, looks at the voucher, and decides. When its
 /// leader is gone it attends the new one, which first hands back the reviews it held.
+/// Branch BR-0202 lost the centre for a while: its level-2 supervisor sup-04 authorized two
+/// large cash withdrawals on site, one before this run's server started and one while it was
+/// serving, and teller-03 registers both, signed with sup-04's key; a third, of an amount the
+/// policy keeps central, is refused. Returns the summary line, with the auditor's count.
+async fn branch_fallback(
+    teller: &client::Cluster,
+    auditor: &client::Cluster,
+    pki: &std::path::Path,
+) -> anyhow::Result<String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(pki.join(name)).with_context(|| format!("read {name}"))
+    };
+    let cert = crate::tools::fallback::certificate_der(&read("sup-04.pem")?)?;
+    let key = read("sup-04.key")?;
+    let now = crate::engine::Clock::now(&SystemClock).0;
+    let run = now.to_string();
+    let mut refused = Vec::new();
+    for (n, (amount, ago_ms)) in [
+        (12_000_000, 2 * 3_600_000),
+        // Now: this run's server is serving.
+        (8_000_000, 0),
+        (80_000_000, 60_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let submit = submit_request(
+            &format!("FB-{run}-{n}"),
+            "WDL-CASH",
+            amount,
+            "6222020200112233445",
+        );
+        let req = crate::tools::fallback::register_request(
+            "teller-03",
+            submit,
+            "sup-04",
+            crate::domain::Timestamp(now - ago_ms),
+            pb::FallbackReason::CentreUnreachable,
+            &cert,
+            &key,
+        )?;
+        let r = teller
+            .call(|ch| {
+                let req = req.clone();
+                async move { client::teller_on(ch).register_fallback(req).await }
+            })
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(client::CallError::Rpc(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                refused.push(s.message().to_owned());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stats = auditor
+        .call(|ch| async move {
+            client::auditor_on(ch)
+                .get_statistics(pb::GetStatisticsRequest::default())
+                .await
+        })
+        .await?
+        .into_inner();
+    let lines: Vec<String> = stats
+        .fallbacks
+        .iter()
+        .map(|f| {
+            format!(
+                "{} registered {}, of which {} authorized while the centre was serving",
+                f.branch_id, f.registered, f.while_serving
+            )
+        })
+        .collect();
+    Ok(format!(
+        "\nOn-site fallback (应急授权): {}; {} refused ({}).",
+        lines.join("; "),
+        refused.len(),
+        refused.join("; ")
+    ))
+}
+
 async fn supervise(
     c: client::Cluster,
     stop: Arc<std::sync::atomic::AtomicBool>,

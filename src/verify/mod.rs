@@ -4,7 +4,8 @@
 //! `bundle` owns the proof bundle `ExportProof` returns, its format and its check with nothing
 //! but the server's public key, and knows no backend. Both stop at the first problem and say
 //! where it is. Both fold records into requests, in ledger order, with the engine's own fold
-//! (`domain::fold`), so the verifier and the engine cannot disagree on what a history means.
+//! (`domain::fold`), so the verifier and the engine cannot disagree on what a history means,
+//! and check each registered fallback's on-site signature again from its record.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -84,12 +85,43 @@ fn replay(
         return Ok(());
     };
     images.extend(rec.event.images_added().iter().map(|i| i.hash));
+    check_on_site(index, &rec.event)?;
     let opened =
         fold::step(requests.get_mut(&rec.request), index, &rec).map_err(|e| e.to_string())?;
     if let Some(r) = opened {
         requests.insert(rec.request.clone(), r);
     }
     Ok(())
+}
+
+/// A registered fallback's on-site signature, checked again from the record alone: the
+/// canonical bytes rebuilt from it (the images by their recorded kinds and hashes) and the
+/// certificate it keeps. A record whose signature does not check was not written by a
+/// server that checked it: damage or forgery.
+fn check_on_site(index: u64, event: &crate::domain::Event) -> Result<(), String> {
+    let crate::domain::Event::FallbackRegistered {
+        teller,
+        submission: s,
+        on_site,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let images: Vec<_> = s.images.iter().map(|i| (i.kind, i.hash)).collect();
+    let message = crate::ledger::onsite::Signed {
+        teller,
+        serial: &s.serial,
+        transaction: &s.transaction,
+        customer: &s.customer,
+        images: &images,
+        supervisor: &on_site.supervisor,
+        decided_at: on_site.decided_at,
+        reason: on_site.reason,
+    }
+    .bytes();
+    crate::ledger::onsite::verify(&on_site.certificate, &message, &on_site.signature)
+        .map_err(|e| format!("record {index}: the on-site signature does not check: {e}"))
 }
 
 /// Checks every stored checkpoint against the recomputed tree: its signature (when the trust
@@ -366,5 +398,62 @@ impl Progress {
         if self.terminal && self.last.get().is_some() && self.total.is_none() {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod on_site_tests {
+    use crate::domain::{Event, FallbackReason, OnSite, PrincipalId, RequestId, Timestamp};
+
+    /// A fallback record as a server writes it checks; one whose amount was changed after
+    /// the supervisor signed does not.
+    #[test]
+    fn a_fallback_record_is_checked_against_its_signature() {
+        let r = crate::domain::testing::request(&RequestId::from_random([1; 16]), 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sup".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let supervisor = PrincipalId::new("sup");
+        let images: Vec<_> = r
+            .submission
+            .images
+            .iter()
+            .map(|i| (i.kind, i.hash))
+            .collect();
+        let s = &r.submission;
+        let message = crate::ledger::onsite::Signed {
+            teller: &r.teller,
+            serial: &s.serial,
+            transaction: &s.transaction,
+            customer: &s.customer,
+            images: &images,
+            supervisor: &supervisor,
+            decided_at: Timestamp(5),
+            reason: FallbackReason::DeclaredEmergency,
+        }
+        .bytes();
+        use rcgen::SigningKey as _;
+        let event = |minor_units: i64| {
+            let mut submission = r.submission.clone();
+            submission.transaction.amount.minor_units = minor_units;
+            Event::FallbackRegistered {
+                teller: r.teller.clone(),
+                branch: r.branch.clone(),
+                submission,
+                requirements: r.requirements.clone(),
+                on_site: OnSite {
+                    supervisor: supervisor.clone(),
+                    decided_at: Timestamp(5),
+                    reason: FallbackReason::DeclaredEmergency,
+                    certificate: cert.der().to_vec(),
+                    signature: key.sign(&message).unwrap(),
+                },
+            }
+        };
+        assert_eq!(super::check_on_site(3, &event(100)), Ok(()));
+        let forged = super::check_on_site(3, &event(100_000)).unwrap_err();
+        assert!(forged.contains("record 3"), "{forged}");
     }
 }
