@@ -195,44 +195,38 @@ impl std::error::Error for FenceError {}
 
 impl Request {
     /// The request a Submitted or FallbackRegistered record creates; `None` for any other.
+    /// A registered fallback is final at once, with its on-site authorization.
     pub fn open(index: u64, rec: &Record) -> Option<Self> {
-        match &rec.event {
+        let (teller, branch, submission, requirements, on_site) = match &rec.event {
             Event::Submitted {
                 teller,
                 branch,
                 submission,
                 requirements,
-            } => Some(Request::submitted(
-                rec.request.clone(),
-                index,
-                rec.at,
-                teller.clone(),
-                branch.clone(),
-                submission.clone(),
-                requirements.clone(),
-            )),
+            } => (teller, branch, submission, requirements, None),
             Event::FallbackRegistered {
                 teller,
                 branch,
                 submission,
                 requirements,
                 on_site,
-            } => {
-                let mut r = Request::submitted(
-                    rec.request.clone(),
-                    index,
-                    rec.at,
-                    teller.clone(),
-                    branch.clone(),
-                    submission.clone(),
-                    requirements.clone(),
-                );
-                r.state = State::Fallback;
-                r.on_site = Some(on_site.clone());
-                Some(r)
-            }
-            _ => None,
+            } => (teller, branch, submission, requirements, Some(on_site)),
+            _ => return None,
+        };
+        let mut r = Request::submitted(
+            rec.request.clone(),
+            index,
+            rec.at,
+            teller.clone(),
+            branch.clone(),
+            submission.clone(),
+            requirements.clone(),
+        );
+        if let Some(on_site) = on_site {
+            r.state = State::Fallback;
+            r.on_site = Some(on_site.clone());
         }
+        Some(r)
     }
 
     /// The request a Submitted event creates.

@@ -344,24 +344,35 @@ impl Core {
             ));
         }
         let requirements = self.requirements(&submission.transaction)?;
+        let event = Event::Submitted {
+            teller: teller.id.clone(),
+            branch: teller.branch,
+            submission,
+            requirements,
+        };
+        Ok(self.open(teller.id, event, fingerprint)?)
+    }
+
+    /// Records the event that opens a new request, by `teller`, and answers with it.
+    fn open(
+        &mut self,
+        teller: PrincipalId,
+        event: Event,
+        fingerprint: [u8; 32],
+    ) -> Result<SubmitAnswer, Unavailable> {
         let id = RequestId::from_random(self.rng.random());
         let rec = Record {
             request: id.clone(),
             at: self.now(),
-            actor: Actor::Principal(teller.id.clone()),
-            event: Event::Submitted {
-                teller: teller.id,
-                branch: teller.branch,
-                submission,
-                requirements,
-            },
+            actor: Actor::Principal(teller),
+            event,
         };
         self.append(rec, Some(fingerprint));
         let view = self.requests.get(&id).cloned();
         match view {
             Some(r) => Ok((Lookup::Active(r), id, false)),
             // Applying failed and stopped the engine; nothing was acknowledged.
-            None => Err(self.refusal(true).unwrap_or(Unavailable::NotDurable).into()),
+            None => Err(self.refusal(true).unwrap_or(Unavailable::NotDurable)),
         }
     }
 
@@ -447,26 +458,14 @@ impl Core {
                 level: requirements.level,
             });
         }
-        let id = RequestId::from_random(self.rng.random());
-        let rec = Record {
-            request: id.clone(),
-            at: self.now(),
-            actor: Actor::Principal(teller.id.clone()),
-            event: Event::FallbackRegistered {
-                teller: teller.id,
-                branch: teller.branch,
-                submission,
-                requirements,
-                on_site,
-            },
+        let event = Event::FallbackRegistered {
+            teller: teller.id.clone(),
+            branch: teller.branch,
+            submission,
+            requirements,
+            on_site,
         };
-        self.append(rec, Some(fingerprint));
-        let view = self.requests.get(&id).cloned();
-        match view {
-            Some(r) => Ok((Lookup::Active(r), id, false)),
-            // Applying failed and stopped the engine; nothing was acknowledged.
-            None => Err(self.refusal(true).unwrap_or(Unavailable::NotDurable).into()),
-        }
+        Ok(self.open(teller.id, event, fingerprint)?)
     }
 
     /// The request as it is now, for a command that just changed it.
