@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/countersign/v1/supervisor.proto",
         "proto/countersign/v1/audit.proto",
         "proto/countersign/v1/admin.proto",
+        "proto/countersign/v1/review.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     // The descriptor set, imports included, for gRPC server reflection.

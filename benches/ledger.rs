@@ -132,6 +132,7 @@ async fn verify(base: &std::path::Path, n: u64) {
                     rekey: Vec::new(),
                     rekey_attempts: 0,
                     fallback: false,
+                    review_percent: 0,
                 },
             },
             Event::Offered {

@@ -278,7 +278,7 @@ enum PkiCommand {
         /// The principal's id, e.g. teller-07.
         #[arg(long)]
         id: String,
-        /// teller, supervisor, auditor or admin.
+        /// teller, supervisor, auditor, admin or reviewer.
         #[arg(long, default_value = "teller")]
         role: String,
         /// The branch the principal works at.
@@ -495,12 +495,12 @@ async fn run() -> anyhow::Result<()> {
                 match (role.as_str(), level) {
                     ("supervisor", Some(1..=9)) => {}
                     ("supervisor", _) => anyhow::bail!("--role supervisor needs --level 1 to 9"),
-                    ("teller" | "auditor" | "admin", None) => {}
-                    ("teller" | "auditor" | "admin", Some(_)) => {
+                    ("teller" | "auditor" | "admin" | "reviewer", None) => {}
+                    ("teller" | "auditor" | "admin" | "reviewer", Some(_)) => {
                         anyhow::bail!("--level is for supervisors only")
                     }
                     (other, _) => anyhow::bail!(
-                        "--role {other}: must be teller, supervisor, auditor or admin"
+                        "--role {other}: must be teller, supervisor, auditor, admin or reviewer"
                     ),
                 }
                 let fp = countersign::tools::pki::issue_client(&dir, &id)?;

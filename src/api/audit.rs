@@ -19,7 +19,8 @@ pub struct AuditApi {
     pub directory: SharedDirectory,
 }
 
-const AUDIT_ROLES: &[Role] = &[Role::Auditor, Role::Admin];
+/// Reviewers read what they review (records, images, proofs) as auditors do.
+const AUDIT_ROLES: &[Role] = &[Role::Auditor, Role::Admin, Role::Reviewer];
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -236,33 +237,10 @@ impl AuditService for AuditApi {
                 page_size: page_size as usize,
                 scan_max: 0,
                 cursor,
+                review: None,
             })
             .await?;
-        let requests = page
-            .hits
-            .into_iter()
-            .map(|(id, s)| pb::RequestSummary {
-                request_id: id.to_string(),
-                teller_id: s.teller.clone(),
-                branch_id: s.branch.clone(),
-                transaction_code: s.code.clone(),
-                amount: Some(pb::Money {
-                    minor_units: s.minor_units,
-                    currency: s.currency.clone(),
-                }),
-                state: s
-                    .state()
-                    .map_or(pb::RequestState::Unspecified, convert::state)
-                    as i32,
-                supervisor_ids: s.deciders.clone(),
-                submitted_at: Some(convert::timestamp(crate::domain::Timestamp(
-                    s.submitted_at_ms,
-                ))),
-                updated_at: Some(convert::timestamp(crate::domain::Timestamp(
-                    s.updated_at_ms,
-                ))),
-            })
-            .collect();
+        let requests = page.hits.iter().map(convert::summary).collect();
         Ok(Response::new(pb::SearchResponse {
             requests,
             next_page_token: page.cursor.map(hex::encode).unwrap_or_default(),
@@ -353,6 +331,14 @@ impl AuditService for AuditApi {
                     z: p.z,
                 })
                 .collect(),
+            reviews: Some(pb::ReviewCounts {
+                drawn: s.reviews.drawn,
+                reviewed: s.reviews.reviewed,
+                flagged: s.reviews.flagged,
+                flagged_by_branch: map(s.reviews.flagged_by_branch),
+                flagged_by_teller: map(s.reviews.flagged_by_teller),
+                flagged_by_supervisor: map(s.reviews.flagged_by_supervisor),
+            }),
             fallbacks: s
                 .fallbacks
                 .into_iter()

@@ -620,6 +620,35 @@ pub fn request_for_supervisor(r: &Request) -> pb::AuthorizationRequest {
     out
 }
 
+/// One search hit as `RequestSummary`.
+pub fn summary((id, s): &(RequestId, crate::storage::Summary)) -> pb::RequestSummary {
+    pb::RequestSummary {
+        request_id: id.to_string(),
+        teller_id: s.teller.clone(),
+        branch_id: s.branch.clone(),
+        transaction_code: s.code.clone(),
+        amount: Some(pb::Money {
+            minor_units: s.minor_units,
+            currency: s.currency.clone(),
+        }),
+        state: s.state().map_or(pb::RequestState::Unspecified, state) as i32,
+        supervisor_ids: s.deciders.clone(),
+        submitted_at: Some(timestamp(Timestamp(s.submitted_at_ms))),
+        updated_at: Some(timestamp(Timestamp(s.updated_at_ms))),
+        review: review_status(s.review.as_deref()) as i32,
+    }
+}
+
+/// A review status as the projection names it ("pending", ...), or none.
+pub fn review_status(s: Option<&str>) -> pb::ReviewStatus {
+    match s {
+        Some("pending") => pb::ReviewStatus::Pending,
+        Some("confirmed") => pb::ReviewStatus::Confirmed,
+        Some("flagged") => pb::ReviewStatus::Flagged,
+        _ => pb::ReviewStatus::Unspecified,
+    }
+}
+
 /// The request as tellers, supervisors and auditors see it.
 pub fn request(r: &Request) -> pb::AuthorizationRequest {
     let s = &r.submission;
@@ -693,6 +722,25 @@ pub fn request(r: &Request) -> pb::AuthorizationRequest {
             decided_at: Some(timestamp(o.decided_at)),
             reason: fallback_reason(o.reason) as i32,
             certificate_sha256: hex::encode(sha2::Sha256::digest(&o.certificate)),
+        }),
+        review: r.review.as_ref().map(|v| pb::ReviewInfo {
+            status: review_status(Some(v.status())) as i32,
+            reason: match v.reason {
+                crate::domain::ReviewReason::Sampled { .. } => "sampled".into(),
+                crate::domain::ReviewReason::Fallback => "fallback".into(),
+            },
+            drawn_at: Some(timestamp(v.drawn_at)),
+            reviewer_id: v
+                .done
+                .as_ref()
+                .map(|d| d.reviewer.to_string())
+                .unwrap_or_default(),
+            comment: v
+                .done
+                .as_ref()
+                .map(|d| d.comment.clone())
+                .unwrap_or_default(),
+            reviewed_at: v.done.as_ref().map(|d| timestamp(d.at)),
         }),
     }
 }

@@ -82,6 +82,7 @@ impl Directory {
                 "supervisor" => Role::Supervisor,
                 "auditor" => Role::Auditor,
                 "admin" => Role::Admin,
+                "reviewer" => Role::Reviewer,
                 other => bail!("{at}: unknown role {other:?}"),
             };
             let level = match (role, p.level) {

@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 pub mod convert;
 pub mod identity;
+mod review;
 pub mod status;
 mod supervisor;
 mod teller;
@@ -98,6 +99,12 @@ pub fn services(
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let review = pb::review_service_server::ReviewServiceServer::new(review::ReviewApi {
+        engine: engine.clone(),
+        directory: directory.clone(),
+    });
+    let review =
+        tonic::service::interceptor::InterceptedService::new(review, leading(role.clone()));
     let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi {
         engine,
         directory,
@@ -108,6 +115,7 @@ pub fn services(
     tonic::service::Routes::new(teller)
         .add_service(supervisor)
         .add_service(audit)
+        .add_service(review)
         .add_service(admin)
 }
 

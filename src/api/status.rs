@@ -64,6 +64,8 @@ pub enum Reason {
     FallbackNotAllowed,
     FallbackSupervisorUnknown,
     FallbackSignatureInvalid,
+    ReviewNotDrawn,
+    ReviewDone,
     UnknownMethod,
     MalformedMessage,
     Library,
@@ -71,7 +73,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 42] = [
         Reason::InvalidField,
         Reason::NoCertificate,
         Reason::UnknownCertificate,
@@ -108,6 +110,8 @@ impl Reason {
         Reason::FallbackNotAllowed,
         Reason::FallbackSupervisorUnknown,
         Reason::FallbackSignatureInvalid,
+        Reason::ReviewNotDrawn,
+        Reason::ReviewDone,
         Reason::UnknownMethod,
         Reason::MalformedMessage,
         Reason::Library,
@@ -153,6 +157,8 @@ impl Reason {
             Reason::FallbackNotAllowed => "FALLBACK_NOT_ALLOWED",
             Reason::FallbackSupervisorUnknown => "FALLBACK_SUPERVISOR_UNKNOWN",
             Reason::FallbackSignatureInvalid => "FALLBACK_SIGNATURE_INVALID",
+            Reason::ReviewNotDrawn => "REVIEW_NOT_DRAWN",
+            Reason::ReviewDone => "REVIEW_DONE",
             Reason::UnknownMethod => "UNKNOWN_METHOD",
             Reason::MalformedMessage => "MALFORMED_MESSAGE",
             Reason::Library => "LIBRARY",
@@ -192,6 +198,16 @@ fn status(
         _ => {}
     }
     Status::with_error_details(code, message, details)
+}
+
+/// A status with metadata and the detail its code calls for.
+fn status_with(
+    code: Code,
+    reason: Reason,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+) -> Status {
+    status(code, reason, message, metadata, ErrorDetails::new())
 }
 
 /// A status with nothing to add beyond its reason (and the detail its code calls for).
@@ -387,6 +403,28 @@ impl From<FallbackError> for Status {
             FallbackError::Image(e) => store_images(e),
             FallbackError::Storage(e) => internal(e),
             FallbackError::Unavailable(e) => unavailable(e),
+        }
+    }
+}
+
+impl From<ReviewError> for Status {
+    fn from(e: ReviewError) -> Status {
+        match e {
+            ReviewError::Invalid(f) => invalid(f),
+            ReviewError::NotFound => not_found(Reason::RequestNotFound, e),
+            ReviewError::NotDrawn => plain(
+                Code::FailedPrecondition,
+                Reason::ReviewNotDrawn,
+                e.to_string(),
+            ),
+            ReviewError::Done(status) => status_with(
+                Code::FailedPrecondition,
+                Reason::ReviewDone,
+                e.to_string(),
+                &[("status", status.to_owned())],
+            ),
+            ReviewError::Storage(e) => internal(e),
+            ReviewError::Unavailable(e) => unavailable(e),
         }
     }
 }
@@ -622,6 +660,7 @@ pub fn role_name(role: crate::domain::Role) -> &'static str {
         crate::domain::Role::Supervisor => "supervisor",
         crate::domain::Role::Auditor => "auditor",
         crate::domain::Role::Admin => "admin",
+        crate::domain::Role::Reviewer => "reviewer",
     }
 }
 

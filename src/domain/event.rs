@@ -2,8 +2,8 @@
 
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
 use super::types::{
-    EscalationReason, ImageRef, OnSite, RekeyField, Rekeyed, Requirements, Submission, Timestamp,
-    Verdict,
+    EscalationReason, ImageRef, OnSite, RekeyField, Rekeyed, Requirements, ReviewOutcome,
+    ReviewReason, Submission, Timestamp, Verdict,
 };
 
 /// Who caused an event.
@@ -119,6 +119,16 @@ pub enum Event {
     },
     /// Not decided by its deadline.
     Expired,
+    /// An approved request or a registered fallback was drawn for after-the-fact review.
+    ReviewDrawn {
+        reason: ReviewReason,
+    },
+    /// A reviewer recorded their finding on a drawn request.
+    Reviewed {
+        reviewer: PrincipalId,
+        outcome: ReviewOutcome,
+        comment: String,
+    },
     /// The level needed rose to `level`.
     Escalated {
         level: u8,
@@ -168,6 +178,8 @@ impl Event {
             Event::RekeyMismatched { .. } => "rekey_mismatched",
             Event::Cancelled { .. } => "cancelled",
             Event::Expired => "expired",
+            Event::ReviewDrawn { .. } => "review_drawn",
+            Event::Reviewed { .. } => "reviewed",
             Event::Escalated { .. } => "escalated",
         }
     }

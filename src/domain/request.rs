@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use super::event::{Event, Record};
 use super::ids::{BranchId, ImageHash, PrincipalId, RequestId};
 use super::types::{
-    Decision, DecisionEntry, EscalationReason, ImageRef, OnSite, Requirements, ReturnEntry,
-    Submission, Timestamp, Verdict,
+    Decision, DecisionEntry, EscalationReason, ImageRef, OnSite, Requirements, ReturnEntry, Review,
+    ReviewEntry, ReviewOutcome, ReviewReason, Submission, Timestamp, Verdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,6 +83,8 @@ pub struct Request {
     pub rekey_mismatches: u8,
     /// The on-site authorization, for a registered fallback (`State::Fallback`).
     pub on_site: Option<OnSite>,
+    /// The after-the-fact review, once the request was drawn for one.
+    pub review: Option<Review>,
 }
 
 /// An action a principal took on a request, as the call named it. Accept, decline and decide
@@ -117,6 +119,12 @@ pub enum Act {
         supervisor: PrincipalId,
         epoch: u64,
         typed: super::types::Rekeyed,
+    },
+    /// A reviewer's finding.
+    Reviewed {
+        reviewer: PrincipalId,
+        outcome: ReviewOutcome,
+        comment: String,
     },
 }
 
@@ -265,6 +273,7 @@ impl Request {
             acts: Vec::new(),
             rekey_mismatches: 0,
             on_site: None,
+            review: None,
         }
     }
 
@@ -462,6 +471,49 @@ impl Request {
                 }
                 self.assignee = None;
                 self.accept_by = None;
+            }
+            // Reviews follow a final outcome and never change it (nor `updated_at`, which
+            // dates the outcome).
+            Event::ReviewDrawn { reason } => {
+                let fits = match reason {
+                    ReviewReason::Sampled { percent, .. } => {
+                        self.state == State::Approved
+                            && *percent == self.requirements.review_percent
+                    }
+                    ReviewReason::Fallback => self.state == State::Fallback,
+                };
+                if !fits || self.review.is_some() {
+                    return Err(bad(self));
+                }
+                self.review = Some(Review {
+                    reason: *reason,
+                    drawn_at: at,
+                    done: None,
+                });
+                self.version = index;
+                return Ok(());
+            }
+            Event::Reviewed {
+                reviewer,
+                outcome,
+                comment,
+            } => {
+                let Some(review) = self.review.as_mut().filter(|r| r.done.is_none()) else {
+                    return Err(bad(self));
+                };
+                review.done = Some(ReviewEntry {
+                    reviewer: reviewer.clone(),
+                    outcome: *outcome,
+                    comment: comment.clone(),
+                    at,
+                });
+                self.acts.push(Act::Reviewed {
+                    reviewer: reviewer.clone(),
+                    outcome: *outcome,
+                    comment: comment.clone(),
+                });
+                self.version = index;
+                return Ok(());
             }
             Event::Escalated { level, reason } => {
                 let fresh = !self.escalations.contains(reason);

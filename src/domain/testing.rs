@@ -46,6 +46,7 @@ pub(crate) fn request(id: &RequestId, level: u8) -> Request {
             rekey: Vec::new(),
             rekey_attempts: 0,
             fallback: false,
+            review_percent: 0,
         },
     )
 }

@@ -20,6 +20,8 @@ pub enum Role {
     Supervisor,
     Auditor,
     Admin,
+    /// Reviews drawn approvals and fallbacks after the fact (事后监督).
+    Reviewer,
 }
 
 /// Someone the principal directory knows, resolved from a client certificate.
@@ -86,6 +88,8 @@ pub struct Requirements {
     /// Whether a branch may fall back to a supervisor on site when the centre cannot be
     /// used, and register the authorization afterwards.
     pub fallback: bool,
+    /// The share of approvals (0 to 100 percent) drawn at random for after-the-fact review.
+    pub review_percent: u8,
 }
 
 /// A transaction field a supervisor re-keys from the voucher image.
@@ -374,4 +378,63 @@ pub struct OnSite {
     /// The supervisor's certificate (DER), kept so that anyone can check the signature later.
     pub certificate: Vec<u8>,
     pub signature: Vec<u8>,
+}
+
+/// Why a request was drawn for after-the-fact review (事后监督).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewReason {
+    /// An approval drawn at random: `draw` (from the hash of the approving record, see
+    /// `ledger::record::review_draw`) fell under the rule's `percent`.
+    Sampled { draw: u64, percent: u8 },
+    /// Every registered fallback is reviewed.
+    Fallback,
+}
+
+/// A reviewer's finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    Confirmed,
+    Flagged,
+}
+
+impl ReviewOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewOutcome::Confirmed => "confirmed",
+            ReviewOutcome::Flagged => "flagged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReviewOutcome> {
+        [ReviewOutcome::Confirmed, ReviewOutcome::Flagged]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// A final request's after-the-fact review: drawn, then done by a reviewer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub reason: ReviewReason,
+    pub drawn_at: Timestamp,
+    pub done: Option<ReviewEntry>,
+}
+
+/// What a reviewer recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewEntry {
+    pub reviewer: PrincipalId,
+    pub outcome: ReviewOutcome,
+    pub comment: String,
+    pub at: Timestamp,
+}
+
+impl Review {
+    /// "pending", "confirmed" or "flagged": how the projection and the statistics name it.
+    pub fn status(&self) -> &'static str {
+        match &self.done {
+            None => "pending",
+            Some(e) => e.outcome.as_str(),
+        }
+    }
 }

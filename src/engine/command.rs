@@ -196,6 +196,14 @@ pub(crate) enum ServiceCommand {
         policy: std::sync::Arc<crate::policy::Policy>,
         reply: Reply<Result<String, Unavailable>>,
     },
+    /// A reviewer's finding on a request drawn for after-the-fact review.
+    Review {
+        reviewer: PrincipalId,
+        id: RequestId,
+        outcome: crate::domain::ReviewOutcome,
+        comment: String,
+        reply: Reply<Result<Outcome, ReviewError>>,
+    },
 }
 
 impl From<TellerCommand> for Command {
@@ -228,7 +236,9 @@ impl Command {
             Command::Service(c) => {
                 matches!(
                     c,
-                    ServiceCommand::Revoke { .. } | ServiceCommand::SetPolicy { .. }
+                    ServiceCommand::Revoke { .. }
+                        | ServiceCommand::SetPolicy { .. }
+                        | ServiceCommand::Review { .. }
                 )
             }
         }
@@ -266,6 +276,7 @@ pub(crate) fn refuse(cmd: Command, u: Unavailable) {
             V::Pause { reply, .. } => drop(reply.send(Err(u.into()))),
             V::Revoke { reply, .. } => drop(reply.send(Err(u))),
             V::SetPolicy { reply, .. } => drop(reply.send(Err(u))),
+            V::Review { reply, .. } => drop(reply.send(Err(u.into()))),
             V::Status { .. } | V::Shutdown { .. } | V::Project { .. } | V::ImagesFailed { .. } => {}
         },
     }

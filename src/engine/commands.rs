@@ -186,6 +186,16 @@ impl Core {
             } => {
                 let _ = reply.send(self.pause(&supervisor, paused));
             }
+            ServiceCommand::Review {
+                reviewer,
+                id,
+                outcome,
+                comment,
+                reply,
+            } => {
+                let r = self.review(reviewer, id, outcome, comment);
+                self.reply(reply, r);
+            }
             ServiceCommand::Status { reply } => {
                 // Held like any reply, so the snapshot never shows what is not yet on disk.
                 let st = super::status::snapshot(self);
@@ -465,7 +475,11 @@ impl Core {
             requirements,
             on_site,
         };
-        Ok(self.open(teller.id, event, fingerprint)?)
+        let (_, id, _) = self.open(teller.id, event, fingerprint)?;
+        // Every fallback is reviewed after the fact.
+        let reason = crate::domain::ReviewReason::Fallback;
+        self.record(&id, Actor::System, Event::ReviewDrawn { reason });
+        Ok((Lookup::Active(self.current(&id)?), id, false))
     }
 
     /// The request as it is now, for a command that just changed it.
@@ -849,8 +863,79 @@ impl Core {
             epoch,
             verdict,
         };
-        self.record(&id, Actor::Principal(supervisor.id.clone()), event);
+        let leaf = self.record_leaf(&id, Actor::Principal(supervisor.id.clone()), event);
         self.release_task(&supervisor.id, &id);
+        self.draw_review(&id, &leaf);
+        Ok(self.acted(&id)?)
+    }
+
+    /// After an approval that made a request APPROVED: draws it for after-the-fact review
+    /// when the draw from the approving record's leaf hash (`record::review_draw`) falls under
+    /// the rule's percent, and records the draw. Nobody picks what is reviewed, and an
+    /// auditor can recompute every draw from the ledger.
+    fn draw_review(&mut self, id: &RequestId, leaf: &[u8; 32]) {
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        let percent = r.requirements.review_percent;
+        if r.state != State::Approved || percent == 0 {
+            return;
+        }
+        let draw = crate::ledger::record::review_draw(leaf);
+        if crate::ledger::record::drawn(draw, percent) {
+            let reason = crate::domain::ReviewReason::Sampled { draw, percent };
+            self.record(id, Actor::System, Event::ReviewDrawn { reason });
+        }
+    }
+
+    /// A reviewer's finding on a request drawn for review, which may have left memory long
+    /// ago: it is read back (one request, from the projection and the ledger) and held until
+    /// the projection has the finding.
+    fn review(
+        &mut self,
+        reviewer: PrincipalId,
+        id: RequestId,
+        outcome: crate::domain::ReviewOutcome,
+        comment: String,
+    ) -> Result<Outcome, ReviewError> {
+        if !self.requests.contains(&id) {
+            let loaded = super::load::load(&*self.ledger, &*self.projection, &id)
+                .map_err(StorageFault)?
+                .ok_or(ReviewError::NotFound)?;
+            let fingerprint = loaded
+                .records
+                .first()
+                .and_then(|(_, rec, _)| crate::ledger::record::opens(&rec.event))
+                .map(|(_, _, fp)| fp)
+                .ok_or_else(|| {
+                    StorageFault(crate::storage::StorageError::Inconsistent(format!(
+                        "request {id}'s first record opens no request"
+                    )))
+                })?;
+            self.requests.adopt(loaded.request, fingerprint);
+        }
+        let act = Act::Reviewed {
+            reviewer: reviewer.clone(),
+            outcome,
+            comment: comment.clone(),
+        };
+        if let Some(r) = self.did(&id, &act) {
+            return Ok(r);
+        }
+        let r = self.requests.get(&id).ok_or(ReviewError::NotFound)?;
+        match &r.review {
+            None => return Err(ReviewError::NotDrawn),
+            Some(review) if review.done.is_some() => {
+                return Err(ReviewError::Done(review.status()));
+            }
+            Some(_) => {}
+        }
+        let event = Event::Reviewed {
+            reviewer: reviewer.clone(),
+            outcome,
+            comment,
+        };
+        self.record(&id, Actor::Principal(reviewer), event);
         Ok(self.acted(&id)?)
     }
 

@@ -467,6 +467,21 @@ impl Core {
         index
     }
 
+    /// As `record`, returning the record's Merkle leaf hash (what a review draw is made from).
+    pub fn record_leaf(&mut self, id: &RequestId, actor: Actor, event: Event) -> [u8; 32] {
+        let rec = Record {
+            request: id.clone(),
+            at: self.now(),
+            actor,
+            event,
+        };
+        let bytes = record::encode(&rec);
+        let leaf = crate::ledger::merkle::leaf_hash(&bytes);
+        let index = self.appender.append(bytes);
+        self.apply(index, rec, None);
+        leaf
+    }
+
     /// Applies a record to the in-memory state: the request (through the one fold), the
     /// queue, the timers, the counts, Watch notifications and the projection's next rows.
     fn apply(&mut self, index: u64, rec: Record, fingerprint: Option<[u8; 32]>) {

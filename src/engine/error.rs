@@ -94,6 +94,25 @@ pub enum FallbackError {
     Unavailable(#[from] Unavailable),
 }
 
+/// Why a reviewer's finding was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("request not found")]
+    NotFound,
+    /// The request was not drawn for review (not approved, or not sampled).
+    #[error("the request is not drawn for review")]
+    NotDrawn,
+    /// Another finding is already recorded.
+    #[error("the request was already reviewed ({0})")]
+    Done(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StorageFault),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("request not found")]

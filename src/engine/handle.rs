@@ -259,6 +259,24 @@ impl EngineHandle {
         Ok(self.submitted(&teller_id, answer).await?)
     }
 
+    /// Records a reviewer's finding on a request drawn for after-the-fact review.
+    pub async fn review(
+        &self,
+        reviewer: PrincipalId,
+        id: RequestId,
+        outcome: crate::domain::ReviewOutcome,
+        comment: String,
+    ) -> Result<Outcome, ReviewError> {
+        self.call(|reply| ServiceCommand::Review {
+            reviewer,
+            id,
+            outcome,
+            comment,
+            reply,
+        })
+        .await?
+    }
+
     /// What the projection holds for a teller's serial, when it is remote: read here, by the
     /// caller, not by the single writer, since on a database it is a round trip (shared by
     /// the submissions arriving together).
@@ -732,6 +750,8 @@ impl EngineHandle {
         let rows: Vec<stats::Row> = rows
             .into_iter()
             .map(|s| stats::Row {
+                review: s.review,
+                on_site_supervisor: s.on_site_supervisor,
                 on_site: s.on_site_at_ms.map(|at_ms| stats::OnSiteRow {
                     at_ms,
                     centre_serving: serving.at(at_ms),

@@ -60,7 +60,10 @@ pub(crate) fn measure(
         }),
         _ => {}
     }
-    // `Request::apply` refuses every event on a final request, so this is the transition.
+    // Only review records follow a final state, and they do not move these counts.
+    if before.is_some_and(|b| b.state.is_final()) {
+        return;
+    }
     let outcome = match r.state {
         State::Approved => Some(Outcome::Approved),
         State::Rejected => Some(Outcome::Rejected),

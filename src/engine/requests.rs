@@ -153,6 +153,9 @@ impl Requests {
                 *n = n.saturating_sub(1);
             }
             self.evict.push_back((index + 1, id.clone()));
+        } else if state.is_final() {
+            // A review record on a final request: held until the projection has it too.
+            self.evict.push_back((index + 1, id.clone()));
         }
     }
 

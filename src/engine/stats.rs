@@ -39,6 +39,22 @@ pub struct Row {
     pub finished_at_ms: Option<i64>,
     /// A registered fallback's on-site authorization (state "fallback").
     pub on_site: Option<OnSiteRow>,
+    /// Its after-the-fact review: "pending", "confirmed" or "flagged"; `None` when not drawn.
+    pub review: Option<String>,
+    /// A fallback's on-site supervisor, to whom a flag on it is counted.
+    pub on_site_supervisor: Option<String>,
+}
+
+/// After-the-fact reviews over the rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewCounts {
+    pub drawn: u64,
+    pub reviewed: u64,
+    pub flagged: u64,
+    pub flagged_by_branch: BTreeMap<String, u64>,
+    pub flagged_by_teller: BTreeMap<String, u64>,
+    /// By the final approver, or a fallback's on-site supervisor.
+    pub flagged_by_supervisor: BTreeMap<String, u64>,
 }
 
 /// When a fallback was authorized on site, and whether the ledger shows the centre serving
@@ -162,6 +178,7 @@ pub struct Stats {
     pub unusual_pairs: Vec<Pair>,
     /// Registered fallbacks per branch, for every branch that has one.
     pub fallbacks: BTreeMap<String, BranchFallbacks>,
+    pub reviews: ReviewCounts,
 }
 
 /// Nearest-rank percentiles of a list of durations in milliseconds.
@@ -293,8 +310,33 @@ pub fn compute_with(
     // (approved, rejected) per branch; turned into rates once all rows are counted.
     let mut branch_counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut fallbacks: BTreeMap<String, BranchFallbacks> = BTreeMap::new();
+    let mut reviews = ReviewCounts::default();
 
     for row in rows {
+        if let Some(status) = &row.review {
+            reviews.drawn += 1;
+            if status != "pending" {
+                reviews.reviewed += 1;
+            }
+            if status == "flagged" {
+                reviews.flagged += 1;
+                *reviews
+                    .flagged_by_branch
+                    .entry(row.branch.clone())
+                    .or_default() += 1;
+                *reviews
+                    .flagged_by_teller
+                    .entry(row.teller.clone())
+                    .or_default() += 1;
+                if let Some(s) = row
+                    .final_decider
+                    .as_ref()
+                    .or(row.on_site_supervisor.as_ref())
+                {
+                    *reviews.flagged_by_supervisor.entry(s.clone()).or_default() += 1;
+                }
+            }
+        }
         if let Some(on_site) = row.on_site {
             let f = fallbacks.entry(row.branch.clone()).or_default();
             f.registered += 1;
@@ -364,6 +406,7 @@ pub fn compute_with(
         branch_rejection_rate,
         unusual_pairs: unusual_pairs(rows, supervisor_branches, min_observed, z_threshold),
         fallbacks,
+        reviews,
     }
 }
 

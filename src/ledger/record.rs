@@ -13,7 +13,8 @@ use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
     EscalationReason, Event, FallbackReason, IdVerification, ImageHash, ImageKind, ImageRef,
     MediaType, Money, OnSite, PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements,
-    Submission, TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
+    ReviewOutcome, ReviewReason, Submission, TellerSerial, Timestamp, Transaction, Verdict,
+    WithdrawReason,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,23 @@ pub fn submission_fingerprint(s: &Submission) -> [u8; 32] {
     #[allow(clippy::expect_used)]
     let bytes = serde_json::to_vec(&SubmissionV1::from(s)).expect("plain data");
     Sha256::digest(&bytes).into()
+}
+
+/// The draw that decides whether an approval is reviewed: the first 8 bytes, big-endian, of
+/// SHA-256(`countersign-review-draw-v1` || the approving record's leaf hash). Neither the
+/// engine nor anyone else chooses it once the record is written, and an auditor recomputes
+/// it from the ledger.
+pub fn review_draw(leaf: &[u8; 32]) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"countersign-review-draw-v1");
+    h.update(leaf);
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Whether `draw` falls under `percent`: draw < percent/100 of 2^64.
+pub fn drawn(draw: u64, percent: u8) -> bool {
+    u128::from(draw) * 100 < u128::from(percent.min(100)) << 64
 }
 
 /// The idempotency entry a record that opens a request makes: (teller, serial, fingerprint)
@@ -390,6 +408,20 @@ enum EventV1 {
         level: u8,
         reason: String,
     },
+    ReviewDrawn {
+        /// "sampled" or "fallback".
+        reason: String,
+        /// Sampled: 16 lowercase hex digits (see `review_draw`), and the rule's percent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        draw: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<u8>,
+    },
+    Reviewed {
+        reviewer: String,
+        outcome: String,
+        comment: String,
+    },
 }
 
 /// An on-site authorization: the certificate (DER) and the signature in standard base64.
@@ -482,6 +514,9 @@ struct RequirementsV1 {
     /// transaction central.
     #[serde(default, skip_serializing_if = "is_false")]
     fallback: bool,
+    /// Likewise: absent when no approval is drawn for review.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    review_percent: u8,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -508,9 +543,11 @@ impl From<&Requirements> for RequirementsV1 {
             rekey,
             rekey_attempts,
             fallback,
+            review_percent,
         } = r;
         RequirementsV1 {
             fallback: *fallback,
+            review_percent: *review_percent,
             rekey: rekey.iter().map(|f| f.as_str().to_owned()).collect(),
             rekey_attempts: *rekey_attempts,
             rule: rule.clone(),
@@ -544,9 +581,11 @@ impl TryFrom<RequirementsV1> for Requirements {
             rekey,
             rekey_attempts,
             fallback,
+            review_percent,
         } = r;
         Ok(Requirements {
             fallback,
+            review_percent,
             rekey: rekey
                 .iter()
                 .map(|f| RekeyField::parse(f).ok_or(RecordError::Field("rekey")))
@@ -934,6 +973,27 @@ impl From<&Event> for EventV1 {
                 reason: reason.clone(),
             },
             Event::Expired => EventV1::Expired,
+            Event::ReviewDrawn { reason } => match reason {
+                ReviewReason::Sampled { draw, percent } => EventV1::ReviewDrawn {
+                    reason: "sampled".into(),
+                    draw: Some(format!("{draw:016x}")),
+                    percent: Some(*percent),
+                },
+                ReviewReason::Fallback => EventV1::ReviewDrawn {
+                    reason: "fallback".into(),
+                    draw: None,
+                    percent: None,
+                },
+            },
+            Event::Reviewed {
+                reviewer,
+                outcome,
+                comment,
+            } => EventV1::Reviewed {
+                reviewer: p(reviewer),
+                outcome: outcome.as_str().into(),
+                comment: comment.clone(),
+            },
             Event::Escalated { level, reason } => EventV1::Escalated {
                 level: *level,
                 reason: escalation_name(*reason).into(),
@@ -1063,6 +1123,32 @@ impl TryFrom<EventV1> for Event {
             },
             EventV1::Cancelled { reason } => Event::Cancelled { reason },
             EventV1::Expired => Event::Expired,
+            EventV1::ReviewDrawn {
+                reason,
+                draw,
+                percent,
+            } => Event::ReviewDrawn {
+                reason: match (reason.as_str(), draw, percent) {
+                    ("sampled", Some(draw), Some(percent)) => ReviewReason::Sampled {
+                        draw: u64::from_str_radix(&draw, 16)
+                            .ok()
+                            .filter(|_| draw.len() == 16)
+                            .ok_or(RecordError::Field("draw"))?,
+                        percent,
+                    },
+                    ("fallback", None, None) => ReviewReason::Fallback,
+                    _ => return Err(RecordError::Field("reason")),
+                },
+            },
+            EventV1::Reviewed {
+                reviewer,
+                outcome,
+                comment,
+            } => Event::Reviewed {
+                reviewer: p(reviewer),
+                outcome: ReviewOutcome::parse(&outcome).ok_or(RecordError::Field("outcome"))?,
+                comment,
+            },
             EventV1::Escalated { level, reason } => Event::Escalated {
                 level,
                 reason: escalation_from(&reason)?,
@@ -1074,3 +1160,31 @@ impl TryFrom<EventV1> for Event {
 /// The golden samples that freeze these bytes, in a file of their own beside this one.
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod draw_tests {
+    use super::{drawn, review_draw};
+
+    #[test]
+    fn the_draw_is_the_hash_of_the_leaf_and_the_percent_its_share() {
+        // Fixed by the documented definition (docs/ledger.md): recomputable by an auditor.
+        assert_eq!(review_draw(&[0; 32]), review_draw(&[0; 32]));
+        assert_ne!(review_draw(&[0; 32]), review_draw(&[1; 32]));
+        assert!(!drawn(0, 0));
+        assert!(drawn(0, 1));
+        assert!(drawn(u64::MAX, 100));
+        // 5 percent of 2^64, exactly at the edge.
+        let edge = ((5u128 << 64) / 100) as u64;
+        assert!(drawn(edge, 5));
+        assert!(!drawn(edge + 1, 5));
+        // About the share asked for, over many leaves.
+        let hits = (0u32..10_000)
+            .filter(|i| {
+                let mut leaf = [0u8; 32];
+                leaf[..4].copy_from_slice(&i.to_be_bytes());
+                drawn(review_draw(&leaf), 10)
+            })
+            .count();
+        assert!((800..1200).contains(&hits), "{hits} of 10,000 at 10%");
+    }
+}

@@ -26,6 +26,7 @@
 //! rekey = ["amount", "account"]  # optional; fields an approver types from the voucher ("amount", "account", "counterparty"), withheld from them until the decision
 //! rekey_attempts = 3             # 1..=9: mismatches one supervisor may make before the request goes to another
 //! fallback = false               # true: a branch that cannot use the centre may authorize on site and register it afterwards (needs approvals = 1)
+//! review_percent = 0             # 0..=100: share of approvals drawn at random for after-the-fact review (every fallback is reviewed)
 //!
 //! [unmatched]
 //! allow = false                  # true: a request no rule matches gets the defaults; false: refused
@@ -101,6 +102,7 @@ offer_timeout_ms = 30000       # re-offer to another supervisor after 30 s
 decision_deadline_ms = 3600000 # the customer will not wait at the counter for more than an hour
 escalate_after_ms = 900000     # 15 min with nobody accepting: ask the next level up
 escalate_after_declines = 3    # three supervisors said no: ask the next level up
+review_percent = 5             # 事后监督: one approval in twenty is reviewed again afterwards
 
 [unmatched]
 # The teller system sends only transactions that may need authority; one
@@ -123,6 +125,7 @@ level = 3
 approvals = 2
 priority = 6
 rekey = ["amount", "account"]
+review_percent = 20
 
 # CNY cash of 50,000.00 and above (the band up to 500,000.00 is left to this
 # rule by the one above). When the branch cannot use the centre, a level-2
@@ -248,6 +251,8 @@ struct Settings {
     rekey_attempts: u8,
     /// See [`Requirements::fallback`].
     fallback: bool,
+    /// See [`Requirements::review_percent`].
+    review_percent: u8,
 }
 
 /// One `[[rules]]` entry, with its defaults already applied.
@@ -371,6 +376,7 @@ impl Settings {
             rekey,
             rekey_attempts,
             fallback,
+            review_percent,
         } = self;
         Requirements {
             rule: rule.to_owned(),
@@ -387,6 +393,7 @@ impl Settings {
             rekey_attempts: if rekey.is_empty() { 0 } else { *rekey_attempts },
             rekey: rekey.clone(),
             fallback: *fallback,
+            review_percent: *review_percent,
         }
     }
 }

@@ -92,10 +92,11 @@ const BUILTIN: Settings = Settings {
     rekey: Vec::new(),
     rekey_attempts: 3,
     fallback: false,
+    review_percent: 0,
 };
 
 /// The fields `[defaults]` accepts, and every rule may override.
-const SETTING_FIELDS: [&str; 11] = [
+const SETTING_FIELDS: [&str; 12] = [
     "level",
     "approvals",
     "independent",
@@ -107,6 +108,7 @@ const SETTING_FIELDS: [&str; 11] = [
     "rekey",
     "rekey_attempts",
     "fallback",
+    "review_percent",
 ];
 
 /// The fields only a rule has.
@@ -504,6 +506,9 @@ impl<'a> Section<'a> {
         }
         if let Some(v) = self.boolean("fallback")? {
             s.fallback = v;
+        }
+        if let Some(v) = self.int("review_percent", 0, 100)? {
+            s.review_percent = v;
         }
         // One on-site supervisor signs a fallback: dual control cannot be kept on site.
         if s.fallback && s.approvals > 1 {

@@ -167,6 +167,7 @@ fn sample_full_requirements_inherit_defaults() {
             rekey: vec![RekeyField::Amount, RekeyField::Account],
             rekey_attempts: 3,
             fallback: false,
+            review_percent: 20,
         }
     );
 }
@@ -234,6 +235,7 @@ fn unmatched_allowed_gets_defaults() {
             rekey: Vec::new(),
             rekey_attempts: 0,
             fallback: false,
+            review_percent: 5,
         }
     );
     assert_eq!(rule_of(&policy, "FX-SPOT", "EUR", 1), "unmatched-default");
@@ -319,6 +321,7 @@ decision_deadline_ms = 604800000
         rekey: Vec::new(),
         rekey_attempts: 0,
         fallback: false,
+        review_percent: 0,
     };
     assert_eq!(policy.evaluate("A", "CNY", 1).unwrap(), defaults);
     assert_eq!(
@@ -337,6 +340,7 @@ decision_deadline_ms = 604800000
             rekey: Vec::new(),
             rekey_attempts: 0,
             fallback: false,
+            review_percent: 0,
         }
     );
     assert_eq!(

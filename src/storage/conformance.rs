@@ -313,6 +313,7 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
                 page_size: 10,
                 scan_max: 100,
                 cursor: None,
+                review: None,
             })
             .expect("search");
         let hits: Vec<&RequestId> = page.hits.iter().map(|(id, _)| id).collect();

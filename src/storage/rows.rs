@@ -50,6 +50,9 @@ pub struct Summary {
     /// When the on-site supervisor authorized it.
     #[serde(default)]
     pub on_site_at_ms: Option<i64>,
+    /// Its after-the-fact review: "pending", "confirmed" or "flagged"; `None` when not drawn.
+    #[serde(default)]
+    pub review: Option<String>,
 }
 
 impl Summary {
@@ -82,6 +85,7 @@ impl Summary {
             finished_at_ms: r.state.is_final().then_some(r.updated_at.0),
             on_site_supervisor: r.on_site.as_ref().map(|o| o.supervisor.to_string()),
             on_site_at_ms: r.on_site.as_ref().map(|o| o.decided_at.0),
+            review: r.review.as_ref().map(|v| v.status().to_owned()),
         }
     }
 
@@ -119,6 +123,8 @@ pub struct SearchQuery {
     pub scan_max: usize,
     /// Continue after this index key (from the previous page).
     pub cursor: Option<Vec<u8>>,
+    /// Only requests whose review is in this status ("pending", "confirmed", "flagged").
+    pub review: Option<String>,
 }
 
 /// One page of search results.

@@ -119,6 +119,12 @@ pub fn auditor_on(ch: Channel) -> AuditServiceClient<Channel> {
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
+pub fn reviewer_on(
+    ch: Channel,
+) -> crate::api::pb::review_service_client::ReviewServiceClient<Channel> {
+    crate::api::pb::review_service_client::ReviewServiceClient::new(ch)
+}
+
 /// Whether a failed call may have failed because the node is not (or no longer) the leader:
 /// UNAVAILABLE (a standby's NOT_LEADER, a node stopping, a connection refused), and UNKNOWN or
 /// CANCELLED (a connection cut mid-call: hyper reports a request whose connection closed as

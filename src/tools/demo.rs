@@ -281,6 +281,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
         break;
     }
     let fallback = branch_fallback(&cluster("teller-03"), &cluster("audit-01"), &pki).await?;
+    let reviewed = review_all(&cluster("review-01"), &cluster("audit-01")).await?;
     let witnessed = match &server {
         Some((_, Some(_))) => Some(await_cosigned(&auditor).await?),
         _ => None,
@@ -294,6 +295,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
 
     summarize(&outcomes, requests, elapsed, &vouchers);
     println!("{fallback}");
+    println!("{reviewed}");
     let problem = match dir {
         Some(dir) => {
             let trust = demo_trust(&pki)?;
@@ -514,6 +516,78 @@ async fn branch_fallback(
         lines.join("; "),
         refused.len(),
         refused.join("; ")
+    ))
+}
+
+/// The reviewer works through the after-the-fact review queue: sampled approvals are
+/// confirmed, every fallback flagged for the branch to explain. Returns the summary line.
+async fn review_all(
+    reviewer: &client::Cluster,
+    auditor: &client::Cluster,
+) -> anyhow::Result<String> {
+    let mut pending = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let token = page_token.clone();
+        let page = reviewer
+            .call(|ch| {
+                let page_token = token.clone();
+                async move {
+                    client::reviewer_on(ch)
+                        .list_reviews(pb::ListReviewsRequest {
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+        pending.extend(page.requests);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    for r in &pending {
+        let (outcome, comment) = if r.state == pb::RequestState::Fallback as i32 {
+            (
+                pb::ReviewOutcome::Flagged,
+                "authorized on site: the branch to explain why the centre was not used",
+            )
+        } else {
+            (pb::ReviewOutcome::Confirmed, "")
+        };
+        let req = pb::ReviewRequest {
+            request_id: r.request_id.clone(),
+            outcome: outcome as i32,
+            comment: comment.into(),
+        };
+        reviewer
+            .call(|ch| {
+                let req = req.clone();
+                async move { client::reviewer_on(ch).review(req).await }
+            })
+            .await?;
+    }
+    let stats = auditor
+        .call(|ch| async move {
+            client::auditor_on(ch)
+                .get_statistics(pb::GetStatisticsRequest::default())
+                .await
+        })
+        .await?
+        .into_inner();
+    let r = stats.reviews.unwrap_or_default();
+    Ok(format!(
+        "After-the-fact review (事后监督, sample policy: 5% of approvals, 20% from CNY 500,000, \
+         every fallback): {} drawn; review-01 reviewed {}, flagged {} (by branch {:?}).",
+        r.drawn,
+        r.reviewed,
+        r.flagged,
+        r.flagged_by_branch
+            .iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
     ))
 }
 

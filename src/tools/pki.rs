@@ -36,7 +36,7 @@ pub struct DemoPrincipal<'a> {
 }
 
 /// The demo principals: three tellers, four supervisors of two levels spread over
-/// head office and two branches, one auditor and one admin.
+/// head office and two branches, one auditor, one admin and one reviewer.
 pub const DEMO_PRINCIPALS: &[DemoPrincipal<'static>] = &[
     DemoPrincipal {
         id: "teller-01",
@@ -106,6 +106,13 @@ pub const DEMO_PRINCIPALS: &[DemoPrincipal<'static>] = &[
         name: "Wu Qiang",
         role: "admin",
         branch: "CENTRE",
+        level: None,
+    },
+    DemoPrincipal {
+        id: "review-01",
+        name: "Zheng Lihua",
+        role: "reviewer",
+        branch: "AUDIT",
         level: None,
     },
 ];

@@ -135,6 +135,7 @@ pub fn verify_bundle_with(
     let id = RequestId::parse(&b.request_id).ok_or("request_id is not a request id")?;
     let mut requests = HashMap::new();
     let mut named = BTreeSet::new();
+    let mut draws = super::Draws::default();
     let mut last_index = None;
     for r in &b.records {
         let bytes = B64
@@ -168,8 +169,9 @@ pub fn verify_bundle_with(
                 r.index, rec.request
             ));
         }
-        replay(r.index, &bytes, &mut requests, &mut named)?;
+        replay(r.index, &bytes, &mut requests, &mut named, &mut draws)?;
     }
+    draws.finish()?;
     let request = requests
         .remove(&id)
         .ok_or("the bundle holds no submission of the request")?;

@@ -75,6 +75,7 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
     let mut payloads_checked = 0u64;
     let mut requests: HashMap<RequestId, Request> = HashMap::new();
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
+    let mut draws = super::Draws::default();
     let mut torn_at = None;
     let count = names.len();
     let progress = super::Progress::new("verify", None);
@@ -95,7 +96,7 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
             let index = tree.size();
             match frame::decode(&bytes[pos..], index) {
                 Decoded::Frame { payload, len, .. } => {
-                    replay(index, payload, &mut requests, &mut images)?;
+                    replay(index, payload, &mut requests, &mut images, &mut draws)?;
                     tree.push(merkle::leaf_hash(payload))
                         .map_err(|e| e.to_string())?;
                     payloads_checked += 1;
@@ -132,6 +133,10 @@ fn verify_into(data: &Path, trust: &Trust, report: &mut Report) -> Result<(), St
         }
     }
     progress.done();
+    // A torn tail may have cut a draw's record off together with the approval's answer.
+    if torn_at.is_none() {
+        draws.finish()?;
+    }
     report.records = payloads_checked;
     report.root = tree.root();
     report.requests = requests.len();

@@ -42,6 +42,7 @@ fn verify_into(
     let mut tree = Tree::new();
     let mut requests: HashMap<RequestId, Request> = HashMap::new();
     let mut images: BTreeSet<ImageHash> = BTreeSet::new();
+    let mut draws = super::Draws::default();
     let mut term = 0;
     let progress = super::Progress::new("verify", None);
     loop {
@@ -68,7 +69,7 @@ fn verify_into(
                 ));
             }
             term = r.term;
-            replay(index, &r.record, &mut requests, &mut images)?;
+            replay(index, &r.record, &mut requests, &mut images, &mut draws)?;
             tree.push(leaf).map_err(|e| e.to_string())?;
         }
         progress.at(tree.size());
@@ -77,6 +78,7 @@ fn verify_into(
         }
     }
     progress.done();
+    draws.finish()?;
     report.records = tree.size();
     report.root = tree.root();
     report.requests = requests.len();

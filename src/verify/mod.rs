@@ -79,6 +79,7 @@ fn replay(
     payload: &[u8],
     requests: &mut HashMap<RequestId, Request>,
     images: &mut BTreeSet<ImageHash>,
+    draws: &mut Draws,
 ) -> Result<(), String> {
     let entry = record::decode_entry(payload).map_err(|e| format!("record {index}: {e}"))?;
     let crate::domain::Entry::Request(rec) = entry else {
@@ -86,12 +87,54 @@ fn replay(
     };
     images.extend(rec.event.images_added().iter().map(|i| i.hash));
     check_on_site(index, &rec.event)?;
+    let was = requests.get(&rec.request).map(|r| r.state);
+    if let crate::domain::Event::ReviewDrawn {
+        reason: crate::domain::ReviewReason::Sampled { draw, .. },
+    } = rec.event
+        && draws.0.remove(&rec.request).map(|(_, d)| d) != Some(draw)
+    {
+        return Err(format!(
+            "record {index}: a review draw of request {} that the approving record's hash \
+             does not give: the draw was steered",
+            rec.request
+        ));
+    }
     let opened =
         fold::step(requests.get_mut(&rec.request), index, &rec).map_err(|e| e.to_string())?;
     if let Some(r) = opened {
         requests.insert(rec.request.clone(), r);
     }
+    // An approval under a rule that samples: its draw, recomputed, must be recorded next
+    // exactly when it falls under the rule's percent.
+    if let Some(r) = requests.get(&rec.request)
+        && r.state == crate::domain::State::Approved
+        && was != Some(crate::domain::State::Approved)
+        && r.requirements.review_percent > 0
+    {
+        let draw = record::review_draw(&merkle::leaf_hash(payload));
+        if record::drawn(draw, r.requirements.review_percent) {
+            draws.0.insert(rec.request.clone(), (index, draw));
+        }
+    }
     Ok(())
+}
+
+/// Approvals whose recomputed draw selects them for review, until their `review_drawn`
+/// record is replayed: (index of the approving record, draw).
+#[derive(Default)]
+struct Draws(HashMap<RequestId, (u64, u64)>);
+
+impl Draws {
+    /// At the end of the records: every approval the draw selected was recorded as drawn.
+    fn finish(self) -> Result<(), String> {
+        match self.0.into_iter().min_by_key(|(_, (index, _))| *index) {
+            None => Ok(()),
+            Some((id, (index, draw))) => Err(format!(
+                "record {index}: the approval of request {id} draws {draw:016x}, which selects \
+                 it for review, but no review_drawn record follows: the draw was suppressed"
+            )),
+        }
+    }
 }
 
 /// A registered fallback's on-site signature, checked again from the record alone: the
@@ -455,5 +498,87 @@ mod on_site_tests {
         assert_eq!(super::check_on_site(3, &event(100)), Ok(()));
         let forged = super::check_on_site(3, &event(100_000)).unwrap_err();
         assert!(forged.contains("record 3"), "{forged}");
+    }
+}
+
+#[cfg(test)]
+mod draw_tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use crate::domain::{
+        Actor, Decision, Event, PrincipalId, Record, RequestId, ReviewReason, Timestamp, Verdict,
+    };
+    use crate::ledger::{merkle, record};
+
+    /// An approval under a rule that reviews every approval, then (maybe) its draw.
+    fn run(draw: Option<fn(u64) -> u64>) -> Result<(), String> {
+        let id = RequestId::from_random([2; 16]);
+        let mut r = crate::domain::testing::request(&id, 1);
+        r.requirements.review_percent = 100;
+        let s = PrincipalId::new("sup");
+        let rec = |event| Record {
+            request: id.clone(),
+            at: Timestamp(10),
+            actor: Actor::System,
+            event,
+        };
+        let mut records = vec![
+            rec(Event::Submitted {
+                teller: r.teller.clone(),
+                branch: r.branch.clone(),
+                submission: r.submission.clone(),
+                requirements: r.requirements.clone(),
+            }),
+            rec(Event::Offered {
+                supervisor: s.clone(),
+                epoch: 1,
+                pool_size: 1,
+                accept_by: Timestamp(100),
+            }),
+            rec(Event::Accepted {
+                supervisor: s.clone(),
+                epoch: 1,
+            }),
+            rec(Event::Decided {
+                supervisor: s.clone(),
+                epoch: 1,
+                verdict: Verdict {
+                    decision: Decision::Approve,
+                    reason_code: String::new(),
+                    comment: "ok".into(),
+                },
+            }),
+        ];
+        if let Some(f) = draw {
+            let decided = record::encode(&records[3]);
+            let real = record::review_draw(&merkle::leaf_hash(&decided));
+            records.push(rec(Event::ReviewDrawn {
+                reason: ReviewReason::Sampled {
+                    draw: f(real),
+                    percent: 100,
+                },
+            }));
+        }
+        let (mut requests, mut images, mut draws) =
+            (HashMap::new(), BTreeSet::new(), super::Draws::default());
+        for (i, r) in records.iter().enumerate() {
+            super::replay(
+                i as u64,
+                &record::encode(r),
+                &mut requests,
+                &mut images,
+                &mut draws,
+            )?;
+        }
+        draws.finish()
+    }
+
+    #[test]
+    fn a_draw_must_be_recorded_as_the_hash_gives_it() {
+        assert_eq!(run(Some(|d| d)), Ok(()));
+        let suppressed = run(None).unwrap_err();
+        assert!(suppressed.contains("suppressed"), "{suppressed}");
+        let steered = run(Some(|d| d ^ 1)).unwrap_err();
+        assert!(steered.contains("steered"), "{steered}");
     }
 }

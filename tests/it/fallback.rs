@@ -102,8 +102,11 @@ async fn a_signed_fallback_is_registered_final_recorded_and_counted() {
     console.expect_quiet(300).await;
 
     // Its own kind of record, with the certificate and signature kept.
+    // Then drawn for after-the-fact review, as every fallback is.
     let history = t.history(&r.request_id).await;
-    assert_eq!(history.len(), 1);
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1]["event"]["type"], "review_drawn");
+    assert_eq!(history[1]["event"]["reason"], "fallback");
     let event = &history[0]["event"];
     assert_eq!(event["type"], "fallback_registered");
     assert_eq!(event["on_site"]["supervisor"], "sup-03");

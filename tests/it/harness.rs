@@ -278,6 +278,11 @@ rekey = ["amount", "account"]
 rekey_attempts = 2
 
 [[rules]]
+name = "review-all"
+codes = ["REVIEWED"]
+review_percent = 100
+
+[[rules]]
 name = "fallback"
 codes = ["FALLBACK"]
 level = 2
@@ -664,6 +669,17 @@ pub async fn submit_code(
 }
 
 impl TestServer {
+    pub async fn reviewer(
+        &self,
+        id: &str,
+    ) -> countersign::api::pb::review_service_client::ReviewServiceClient<Channel> {
+        countersign::api::pb::review_service_client::ReviewServiceClient::new(
+            client::channel(self.addr(), &self.pki, id)
+                .await
+                .expect("reviewer channel"),
+        )
+    }
+
     pub async fn admin(
         &self,
     ) -> countersign::api::pb::admin_service_client::AdminServiceClient<Channel> {

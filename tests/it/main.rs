@@ -30,6 +30,7 @@ mod limits;
 mod metrics;
 mod policy;
 mod rekey;
+mod review;
 mod shutdown;
 mod simulation;
 mod spans;

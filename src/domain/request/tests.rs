@@ -65,6 +65,7 @@ fn request_with(approvals: u8) -> Request {
             rekey: Vec::new(),
             rekey_attempts: 0,
             fallback: false,
+            review_percent: 0,
         },
     )
 }

@@ -27,6 +27,8 @@ fn row(
         first_accepted_at_ms: accepted,
         finished_at_ms: finished,
         on_site: None,
+        review: None,
+        on_site_supervisor: None,
     }
 }
 

@@ -25,7 +25,8 @@ use crate::domain::{
     Actor, BranchId, CustomerIdentity, Decision, DocumentType, EngineEvent, EngineRecord, Entry,
     EscalationReason, Event, FallbackReason, IdVerification, ImageHash, ImageKind, ImageRef,
     MediaType, Money, OnSite, PrincipalId, Record, RekeyField, Rekeyed, RequestId, Requirements,
-    Submission, TellerSerial, Timestamp, Transaction, Verdict, WithdrawReason,
+    ReviewOutcome, ReviewReason, Submission, TellerSerial, Timestamp, Transaction, Verdict,
+    WithdrawReason,
 };
 use crate::ledger::merkle::leaf_hash;
 
@@ -181,6 +182,7 @@ fn requirements(
         rekey: Vec::new(),
         rekey_attempts: 0,
         fallback: false,
+        review_percent: 0,
     }
 }
 
@@ -452,6 +454,7 @@ fn records() -> Vec<(&'static str, Record)> {
                         ],
                         rekey_attempts: 3,
                         fallback: false,
+                        review_percent: 0,
                         ..requirements(None, None)
                     },
                 ),
@@ -498,6 +501,62 @@ fn records() -> Vec<(&'static str, Record)> {
             "fallback_registered_emergency",
             FallbackReason::DeclaredEmergency,
         ),
+        (
+            "review_drawn_sampled",
+            by(
+                Actor::System,
+                Event::ReviewDrawn {
+                    reason: ReviewReason::Sampled {
+                        draw: 0x0123_4567_89ab_cdef,
+                        percent: 5,
+                    },
+                },
+            ),
+        ),
+        (
+            "review_drawn_fallback",
+            by(
+                Actor::System,
+                Event::ReviewDrawn {
+                    reason: ReviewReason::Fallback,
+                },
+            ),
+        ),
+        (
+            "reviewed_confirmed",
+            by(
+                Actor::Principal(PrincipalId::new("review-01")),
+                Event::Reviewed {
+                    reviewer: PrincipalId::new("review-01"),
+                    outcome: ReviewOutcome::Confirmed,
+                    comment: String::new(),
+                },
+            ),
+        ),
+        (
+            "reviewed_flagged",
+            by(
+                Actor::Principal(PrincipalId::new("review-01")),
+                Event::Reviewed {
+                    reviewer: PrincipalId::new("review-01"),
+                    outcome: ReviewOutcome::Flagged,
+                    comment: "voucher signature differs from the specimen".into(),
+                },
+            ),
+        ),
+        (
+            "submitted_review_percent",
+            by(
+                teller(),
+                submitted(
+                    submission_minimal(DocumentType::Passport, IdVerification::Matched),
+                    Requirements {
+                        review_percent: 5,
+                        ..requirements(None, None)
+                    },
+                ),
+            ),
+        ),
     ]
 }
 
@@ -518,6 +577,7 @@ fn fallback(name: &'static str, reason: FallbackReason) -> (&'static str, Record
             submission,
             requirements: Requirements {
                 fallback: true,
+                review_percent: 0,
                 approvals: 1,
                 ..requirements(None, None)
             },
@@ -822,6 +882,8 @@ fn every_kind_and_variant_has_a_sample() {
         "cancelled",
         "expired",
         "escalated",
+        "review_drawn",
+        "reviewed",
     ]
     .iter()
     .map(|kind| format!("event:{kind}"))
@@ -856,6 +918,12 @@ fn every_kind_and_variant_has_a_sample() {
         "fallback_reason:centre_unavailable",
         "fallback_reason:declared_emergency",
         "requirements.fallback:true",
+        "review_reason:sampled",
+        "review_reason:fallback",
+        "review_outcome:confirmed",
+        "review_outcome:flagged",
+        "review_percent:some",
+        "review_percent:none",
     ] {
         expected.insert(key.to_owned());
     }
@@ -980,6 +1048,10 @@ fn coverage(record: &Record) -> Vec<String> {
                 some(requirements.escalate_after_declines.is_some())
             ));
             keys.push(format!("rekey:{}", some(!requirements.rekey.is_empty())));
+            keys.push(format!(
+                "review_percent:{}",
+                some(requirements.review_percent > 0)
+            ));
             images(&mut keys, &submission.images);
         }
         Event::OfferWithdrawn { reason, .. } => {
@@ -1013,6 +1085,13 @@ fn coverage(record: &Record) -> Vec<String> {
         | Event::Accepted { .. }
         | Event::Cancelled { .. }
         | Event::Expired => {}
+        Event::ReviewDrawn { reason } => keys.push(match reason {
+            ReviewReason::Sampled { .. } => "review_reason:sampled".to_owned(),
+            ReviewReason::Fallback => "review_reason:fallback".to_owned(),
+        }),
+        Event::Reviewed { outcome, .. } => {
+            keys.push(format!("review_outcome:{}", outcome.as_str()));
+        }
         Event::FallbackRegistered {
             on_site,
             requirements,

@@ -162,6 +162,10 @@ impl SledProjection {
                     if (u.state.is_final() && !was_final) || u.state == State::Returned {
                         search.insert(index_key("o", state_name(u.state), at, &u.request), &[])?;
                     }
+                    // Once per status: the key of a status already indexed is the same key.
+                    if let Some(v) = &u.summary.review {
+                        search.insert(index_key("v", v, at, &u.request), &[])?;
+                    }
                 }
                 for (id, row) in &rows {
                     let key = id.as_str().as_bytes();
@@ -235,7 +239,9 @@ impl SledProjection {
 
     /// Walks the most selective index newest first, filtering on the summaries.
     pub fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        // A review status first: the review queue is small beside the rest.
         let (kind, value) = match (&q.teller, &q.supervisor, &q.branch, &q.code, q.outcome) {
+            _ if q.review.is_some() => ("v", q.review.as_deref().unwrap_or_default()),
             (Some(t), ..) => ("t", t.as_str()),
             (None, Some(s), ..) => ("s", s.as_str()),
             (None, None, Some(b), ..) => ("b", b.as_str()),
@@ -287,7 +293,10 @@ impl SledProjection {
                     && q.supervisor.as_ref().is_none_or(|x| s.deciders.contains(x))
                     && q.branch.as_ref().is_none_or(|b| &s.branch == b)
                     && q.code.as_ref().is_none_or(|c| &s.code == c)
-                    && q.outcome.is_none_or(|o| s.state() == Some(o));
+                    && q.outcome.is_none_or(|o| s.state() == Some(o))
+                    && q.review
+                        .as_ref()
+                        .is_none_or(|v| s.review.as_ref() == Some(v));
                 if keep {
                     hits.push((id, s));
                 }
@@ -324,6 +333,7 @@ impl SledProjection {
                 page_size: 10_000,
                 scan_max: 10_000,
                 cursor,
+                review: None,
             })?;
             out.extend(page.hits.into_iter().map(|(_, s)| s));
             if out.len() > max {

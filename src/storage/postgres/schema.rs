@@ -16,11 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cosignatures",
         include_str!("migrations/0002_cosignatures.sql"),
     ),
-    (
-        3,
-        "fallbacks",
-        include_str!("migrations/0003_fallbacks.sql"),
-    ),
+    (3, "rulebook", include_str!("migrations/0003_rulebook.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -49,10 +49,10 @@ fn demo_principals_are_consistent() {
     for p in DEMO_PRINCIPALS {
         assert!(seen.insert(p.id), "duplicate id {}", p.id);
         validate_id(p.id).unwrap();
-        assert!(["teller", "supervisor", "auditor", "admin"].contains(&p.role));
+        assert!(["teller", "supervisor", "auditor", "admin", "reviewer"].contains(&p.role));
         assert_eq!(p.level.is_some(), p.role == "supervisor", "{}", p.id);
     }
-    assert_eq!(DEMO_PRINCIPALS.len(), 10);
+    assert_eq!(DEMO_PRINCIPALS.len(), 11);
 }
 
 #[test]
