@@ -878,7 +878,7 @@ impl Core {
             return;
         };
         let percent = r.requirements.review_percent;
-        if r.state != State::Approved || percent == 0 {
+        if r.state != State::Approved || percent == 0 || r.review.is_some() {
             return;
         }
         let draw = crate::ledger::record::review_draw(leaf);
@@ -886,6 +886,55 @@ impl Core {
             let reason = crate::domain::ReviewReason::Sampled { draw, percent };
             self.record(id, Actor::System, Event::ReviewDrawn { reason });
         }
+    }
+
+    /// Brings a request that left memory back from storage (one request: the projection
+    /// names its records, the ledger holds them), held until the projection has whatever is
+    /// recorded next. `false` when there is no such request.
+    fn hold(&mut self, id: &RequestId) -> Result<bool, StorageFault> {
+        if self.requests.contains(id) {
+            return Ok(true);
+        }
+        let Some(loaded) =
+            super::load::load(&*self.ledger, &*self.projection, id).map_err(StorageFault)?
+        else {
+            return Ok(false);
+        };
+        let fingerprint = loaded
+            .records
+            .first()
+            .and_then(|(_, rec, _)| crate::ledger::record::opens(&rec.event))
+            .map(|(_, _, fp)| fp)
+            .ok_or_else(|| {
+                StorageFault(crate::storage::StorageError::Inconsistent(format!(
+                    "request {id}'s first record opens no request"
+                )))
+            })?;
+        self.requests.adopt(loaded.request, fingerprint);
+        Ok(true)
+    }
+
+    /// At start: an approval and its review draw are written together, the draw second, so
+    /// a crash can keep the approval as the ledger's last record and lose the draw (neither
+    /// was answered). The draw is made again from that record, as it was made then.
+    pub(crate) fn redraw_cut_review(&mut self) -> Result<(), StorageFault> {
+        let Some(last) = self.ledger.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let bytes = self.ledger.read(last).map_err(StorageFault)?;
+        let Ok(rec) = crate::ledger::record::decode(&bytes) else {
+            // An engine record: no approval was cut short.
+            return Ok(());
+        };
+        let approved = matches!(
+            &rec.event,
+            Event::Decided { verdict, .. } if verdict.decision == Decision::Approve
+        );
+        if approved && self.hold(&rec.request)? {
+            let leaf = crate::ledger::merkle::leaf_hash(&bytes);
+            self.draw_review(&rec.request, &leaf);
+        }
+        Ok(())
     }
 
     /// A reviewer's finding on a request drawn for review, which may have left memory long
@@ -898,21 +947,8 @@ impl Core {
         outcome: crate::domain::ReviewOutcome,
         comment: String,
     ) -> Result<Outcome, ReviewError> {
-        if !self.requests.contains(&id) {
-            let loaded = super::load::load(&*self.ledger, &*self.projection, &id)
-                .map_err(StorageFault)?
-                .ok_or(ReviewError::NotFound)?;
-            let fingerprint = loaded
-                .records
-                .first()
-                .and_then(|(_, rec, _)| crate::ledger::record::opens(&rec.event))
-                .map(|(_, _, fp)| fp)
-                .ok_or_else(|| {
-                    StorageFault(crate::storage::StorageError::Inconsistent(format!(
-                        "request {id}'s first record opens no request"
-                    )))
-                })?;
-            self.requests.adopt(loaded.request, fingerprint);
+        if !self.hold(&id)? {
+            return Err(ReviewError::NotFound);
         }
         let act = Act::Reviewed {
             reviewer: reviewer.clone(),

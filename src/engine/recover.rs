@@ -85,6 +85,8 @@ pub(super) async fn start(
         });
     }
     if !core.availability.failed() {
+        core.redraw_cut_review()
+            .context("draw again an approval's review cut off by a crash")?;
         // Only an engine that will serve records its start: one stopped for missing images
         // does not.
         let started = crate::domain::EngineEvent::Started {

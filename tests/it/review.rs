@@ -226,3 +226,56 @@ async fn drawn_approvals_and_fallbacks_are_reviewed_once_and_counted() {
     assert_eq!(r.flagged_by_supervisor, one("sup-03"));
     assert_eq!(t.verify(None).problem, None);
 }
+
+crate::embedded_only!(a_draw_cut_off_by_a_crash_is_made_again_at_start);
+
+/// A crash can keep an approval as the ledger's last record and lose its review draw, written
+/// just after it: the next start makes the draw again, from that record, and the ledger
+/// verifies (no draw suppressed).
+async fn a_draw_cut_off_by_a_crash_is_made_again_at_start() {
+    let mut t = TestServer::start().await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    let r = submit_code(&t, "teller-01", "RV-C", "REVIEWED", 1_000_000).await;
+    let o = sup.next_offer().await;
+    sup.approve(&o).await;
+    drop(sup);
+    t.stop().await;
+    // What the crash leaves: the ledger up to the approval, no checkpoint past it, and a
+    // projection rebuilt from the ledger.
+    let ledger = t.data_dir().join("ledger");
+    let seg = std::fs::read_dir(&ledger)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = 16;
+    let cut = loop {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let payload = &bytes[pos + 16..pos + 16 + len];
+        if std::str::from_utf8(payload)
+            .unwrap()
+            .contains(r#""type":"review_drawn""#)
+        {
+            break pos;
+        }
+        pos += 16 + len;
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    std::fs::remove_file(ledger.join("checkpoints.log")).unwrap();
+    t.drop_projection();
+    assert!(t.verify(None).problem.unwrap().contains("suppressed"));
+
+    t.boot().await;
+    let history = t.history(&r.request_id).await;
+    let last = &history.last().unwrap()["event"];
+    assert_eq!(last["type"], "review_drawn");
+    assert_eq!(last["reason"], "sampled");
+    assert_eq!(t.verify(None).problem, None);
+}
