@@ -214,15 +214,7 @@ impl AuditService for AuditApi {
                 )));
             }
         };
-        let cursor = match page_token.as_str() {
-            "" => None,
-            t => Some(hex::decode(t).map_err(|_| {
-                invalid(FieldError::new(
-                    "page_token",
-                    "is not a token this server issued",
-                ))
-            })?),
-        };
+        let cursor = convert::page_token(&page_token).map_err(invalid)?;
         let some = |s: String| (!s.is_empty()).then_some(s);
         let page = self
             .engine()

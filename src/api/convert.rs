@@ -639,6 +639,16 @@ pub fn summary((id, s): &(RequestId, crate::storage::Summary)) -> pb::RequestSum
     }
 }
 
+/// A page token a search returned, read back (`None` for the first page).
+pub fn page_token(t: &str) -> Result<Option<Vec<u8>>, FieldError> {
+    match t {
+        "" => Ok(None),
+        t => hex::decode(t)
+            .map(Some)
+            .map_err(|_| FieldError::new("page_token", "is not a token this server issued")),
+    }
+}
+
 /// A review status as the projection names it ("pending", ...), or none.
 pub fn review_status(s: Option<&str>) -> pb::ReviewStatus {
     match s {

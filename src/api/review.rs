@@ -49,15 +49,7 @@ impl ReviewService for ReviewApi {
                 )));
             }
         };
-        let cursor = match page_token.as_str() {
-            "" => None,
-            t => Some(hex::decode(t).map_err(|_| {
-                invalid(FieldError::new(
-                    "page_token",
-                    "is not a token this server issued",
-                ))
-            })?),
-        };
+        let cursor = convert::page_token(&page_token).map_err(invalid)?;
         let page_size = if page_size == 0 {
             PAGE_DEFAULT
         } else {

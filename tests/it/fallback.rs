@@ -246,6 +246,16 @@ async fn bad_signatures_unknown_supervisors_central_rules_and_duplicates_are_ref
         "fallback_age_max_days",
     );
 
+    // A certificate over the size any real one has.
+    let mut req = signed(&t, "teller-01", "FB-1", CODE, "sup-03", at);
+    req.on_site.as_mut().unwrap().certificate = vec![0x30; 17 * 1024];
+    let s = register(&t, "teller-01", req).await.unwrap_err();
+    assert_status(
+        Err::<(), _>(s),
+        Code::InvalidArgument,
+        "on_site.certificate",
+    );
+
     // Not one of them stored anything.
     assert_eq!(t.ledger_len(), len);
 

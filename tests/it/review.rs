@@ -142,6 +142,23 @@ async fn drawn_approvals_and_fallbacks_are_reviewed_once_and_counted() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 
+    // A bad filter or page token is named.
+    let mut reviewer = t.reviewer("review-01").await;
+    let bad = reviewer
+        .list_reviews(pb::ListReviewsRequest {
+            status: 99,
+            ..Default::default()
+        })
+        .await;
+    assert_status(bad, Code::InvalidArgument, "status");
+    let bad = reviewer
+        .list_reviews(pb::ListReviewsRequest {
+            page_token: "not hex".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(bad, Code::InvalidArgument, "page_token");
+
     // Refusals store nothing.
     let len = t.ledger_len();
     let s = review(&t, &plain.request_id, pb::ReviewOutcome::Confirmed, "")
