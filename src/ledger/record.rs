@@ -167,26 +167,12 @@ pub fn drawn(draw: u64, percent: u8) -> bool {
 /// The idempotency entry a record that opens a request makes: (teller, serial, fingerprint)
 /// for a Submitted or FallbackRegistered record; `None` for any other.
 pub fn opens(event: &Event) -> Option<(PrincipalId, TellerSerial, [u8; 32])> {
-    match event {
-        Event::Submitted {
-            teller, submission, ..
-        } => Some((
-            teller.clone(),
-            submission.serial.clone(),
-            submission_fingerprint(submission),
-        )),
-        Event::FallbackRegistered {
-            teller,
-            submission,
-            on_site,
-            ..
-        } => Some((
-            teller.clone(),
-            submission.serial.clone(),
-            fallback_fingerprint(submission, on_site),
-        )),
-        _ => None,
-    }
+    let (teller, submission) = event.opens()?;
+    let fingerprint = match event {
+        Event::FallbackRegistered { on_site, .. } => fallback_fingerprint(submission, on_site),
+        _ => submission_fingerprint(submission),
+    };
+    Some((teller.clone(), submission.serial.clone(), fingerprint))
 }
 
 /// A digest of a fallback registration's content: the submission's and the on-site

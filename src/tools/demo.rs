@@ -280,8 +280,9 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
         }
         break;
     }
-    let fallback = branch_fallback(&cluster("teller-03"), &cluster("audit-01"), &pki).await?;
-    let reviewed = review_all(&cluster("review-01"), &cluster("audit-01")).await?;
+    let refused = branch_fallback(&cluster("teller-03"), &pki).await?;
+    review_all(&cluster("review-01")).await?;
+    let controls = controls_summary(&cluster("audit-01"), &refused).await?;
     let witnessed = match &server {
         Some((_, Some(_))) => Some(await_cosigned(&auditor).await?),
         _ => None,
@@ -294,8 +295,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
     }
 
     summarize(&outcomes, requests, elapsed, &vouchers);
-    println!("{fallback}");
-    println!("{reviewed}");
+    println!("{controls}");
     let problem = match dir {
         Some(dir) => {
             let trust = demo_trust(&pki)?;
@@ -441,12 +441,11 @@ impl Vouchers {
 /// Branch BR-0202 lost the centre for a while: its level-2 supervisor sup-04 authorized two
 /// large cash withdrawals on site, one before this run's server started and one while it was
 /// serving, and teller-03 registers both, signed with sup-04's key; a third, of an amount the
-/// policy keeps central, is refused. Returns the summary line, with the auditor's count.
+/// policy keeps central, is refused. Returns the refusals' messages.
 async fn branch_fallback(
     teller: &client::Cluster,
-    auditor: &client::Cluster,
     pki: &std::path::Path,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<String>> {
     let read = |name: &str| {
         std::fs::read_to_string(pki.join(name)).with_context(|| format!("read {name}"))
     };
@@ -493,6 +492,11 @@ async fn branch_fallback(
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(refused)
+}
+
+/// The rulebook controls' lines of the summary, from one read of the auditor's statistics.
+async fn controls_summary(auditor: &client::Cluster, refused: &[String]) -> anyhow::Result<String> {
     let stats = auditor
         .call(|ch| async move {
             client::auditor_on(ch)
@@ -511,20 +515,26 @@ async fn branch_fallback(
             )
         })
         .collect();
+    let r = stats.reviews.unwrap_or_default();
     Ok(format!(
-        "\nOn-site fallback (应急授权): {}; {} refused ({}).",
+        "\nOn-site fallback (应急授权): {}; {} refused ({}).\n\
+         After-the-fact review (事后监督, sample policy: 5% of approvals, 20% from CNY 500,000, \
+         every fallback): {} drawn; review-01 reviewed {}, flagged {} (by branch {:?}).",
         lines.join("; "),
         refused.len(),
-        refused.join("; ")
+        refused.join("; "),
+        r.drawn,
+        r.reviewed,
+        r.flagged,
+        r.flagged_by_branch
+            .iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
     ))
 }
 
 /// The reviewer works through the after-the-fact review queue: sampled approvals are
-/// confirmed, every fallback flagged for the branch to explain. Returns the summary line.
-async fn review_all(
-    reviewer: &client::Cluster,
-    auditor: &client::Cluster,
-) -> anyhow::Result<String> {
+/// confirmed, every fallback flagged for the branch to explain.
+async fn review_all(reviewer: &client::Cluster) -> anyhow::Result<()> {
     let mut pending = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -570,25 +580,7 @@ async fn review_all(
             })
             .await?;
     }
-    let stats = auditor
-        .call(|ch| async move {
-            client::auditor_on(ch)
-                .get_statistics(pb::GetStatisticsRequest::default())
-                .await
-        })
-        .await?
-        .into_inner();
-    let r = stats.reviews.unwrap_or_default();
-    Ok(format!(
-        "After-the-fact review (事后监督, sample policy: 5% of approvals, 20% from CNY 500,000, \
-         every fallback): {} drawn; review-01 reviewed {}, flagged {} (by branch {:?}).",
-        r.drawn,
-        r.reviewed,
-        r.flagged,
-        r.flagged_by_branch
-            .iter()
-            .collect::<std::collections::BTreeMap<_, _>>()
-    ))
+    Ok(())
 }
 
 async fn supervise(
