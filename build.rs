@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/countersign/v1/audit.proto",
         "proto/countersign/v1/admin.proto",
         "proto/countersign/v1/review.proto",
+        "proto/countersign/v1/session.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     // The descriptor set, imports included, for gRPC server reflection.

@@ -12,6 +12,7 @@ mod audit;
 pub mod convert;
 pub mod identity;
 mod review;
+mod session;
 pub mod status;
 mod supervisor;
 mod teller;
@@ -105,6 +106,11 @@ pub fn services(
     });
     let review =
         tonic::service::interceptor::InterceptedService::new(review, leading(role.clone()));
+    // Served on a standby too: it only says who the caller is, and whether this node leads.
+    let session = pb::session_service_server::SessionServiceServer::new(session::SessionApi {
+        directory: directory.clone(),
+        role: role.clone(),
+    });
     let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi {
         engine,
         directory,
@@ -116,6 +122,7 @@ pub fn services(
         .add_service(supervisor)
         .add_service(audit)
         .add_service(review)
+        .add_service(session)
         .add_service(admin)
 }
 

@@ -144,10 +144,15 @@ impl SupervisorService for SupervisorApi {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let (id, epoch) = convert::accept(req.into_inner()).map_err(invalid)?;
         super::record_request(&id);
-        let r = self.engine().accept(&supervisor.id, &id, epoch).await?;
+        let engine = self.engine();
+        let r = engine.accept(&supervisor.id, &id, epoch).await?;
+        let review_by = (r.request.state == crate::domain::State::InReview)
+            .then(|| r.request.review_by(engine.config().review_timeout_ms))
+            .flatten();
         Ok(Response::new(pb::AcceptResponse {
             request: Some(convert::request_for_supervisor(&r.request)),
             replayed: r.replayed,
+            review_by: review_by.map(convert::timestamp),
         }))
     }
 

@@ -4,6 +4,7 @@
 //! when it takes the lease (`cluster`).
 
 mod cluster;
+mod console;
 mod rpc_metrics;
 mod tls;
 
@@ -151,7 +152,7 @@ pub async fn start(
         &config.tls_key_pem,
         &config.client_ca_pem,
     )?;
-    let services = crate::api::services(
+    let mut services = crate::api::services(
         engine.clone(),
         role.clone(),
         directory.clone(),
@@ -159,6 +160,7 @@ pub async fn start(
         config.policy_path.clone(),
         config.directory_path.clone(),
     );
+    console::add(&mut services);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Set before serving, so that the first health check already has an answer.
     let leading = *role.borrow() == Role::Leader;
@@ -185,11 +187,15 @@ pub async fn start(
         .context("build the v1alpha reflection service")?;
     let (tx, rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        // The browser console speaks gRPC-Web, over HTTP/1.1 or HTTP/2.
+        .accept_http1(true)
         // A peer that vanished without closing (a cut line, a firewall dropping state) is found
         // by an unanswered PING, and its Attend stream ends: presence is only what answers.
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
-        // Outermost, so it counts the status the client gets (after the mapping below).
+        // Outermost: a gRPC-Web call becomes a gRPC call before anything else sees it.
+        .layer(tonic_web::GrpcWebLayer::new())
+        // Next, so it counts the status the client gets (after the mapping below).
         .layer(rpc_metrics::RpcMetricsLayer(metrics_series.clone()))
         .layer(tower::util::MapResponseLayer::new({
             let max = config.api.message_bytes_max;

@@ -92,7 +92,7 @@ pub(super) fn check_in_force(
 }
 
 /// The server's TLS: its certificate and key, client certificates required and checked
-/// against the client CA, HTTP/2 by ALPN.
+/// against the client CA, HTTP/2 (or HTTP/1.1, for the console) by ALPN.
 pub(super) fn acceptor(
     cert_pem: &str,
     key_pem: &str,
@@ -121,7 +121,8 @@ pub(super) fn acceptor(
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .context("tls.cert and tls.key")?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 too, for browsers that open the console with it (gRPC clients ask for h2).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -12,6 +12,7 @@ pub mod copy;
 pub mod demo;
 pub mod fallback;
 pub mod pki;
+pub mod png;
 pub mod workload;
 
 /// An error and its causes on one line, each cause once: many errors' messages already end

@@ -9,6 +9,7 @@
 mod backup;
 mod bench;
 mod cluster;
+mod console;
 mod copy;
 mod crash;
 mod database_failover;

@@ -1,0 +1,87 @@
+// The console's entry: asks who the caller is (SessionService.GetSession, on the client
+// certificate the browser presented) and shows the screen for that role.
+
+import { h, fill } from "./dom";
+import { t, currentLang, setLang } from "./i18n";
+import { client, message, Code, ConnectError } from "./rpc";
+import { SessionService, PrincipalRole, type GetSessionResponse } from "./gen/countersign/v1/session_pb";
+import { supervisorScreen } from "./supervisor";
+
+const app = document.getElementById("app")!;
+/** Whether the screen holds something a reload would lose. */
+let busy = () => false;
+
+const roleKey = {
+  [PrincipalRole.UNSPECIFIED]: "role_teller",
+  [PrincipalRole.TELLER]: "role_teller",
+  [PrincipalRole.SUPERVISOR]: "role_supervisor",
+  [PrincipalRole.AUDITOR]: "role_auditor",
+  [PrincipalRole.ADMIN]: "role_admin",
+  [PrincipalRole.REVIEWER]: "role_reviewer",
+} as const;
+
+/** The header: who is signed in, the connection's state, the language switch. */
+function header(session: GetSessionResponse, status: HTMLElement): HTMLElement {
+  return h(
+    "header",
+    { class: "bar" },
+    h("h1", {}, t("title")),
+    h(
+      "span",
+      { class: "who", "data-testid": "who" },
+      `${session.name} (${session.principalId}) · ${t(roleKey[session.role])} · ${session.branchId}`,
+      session.level > 0 ? ` · ${t("level", { n: session.level })}` : "",
+    ),
+    status,
+    h(
+      "button",
+      {
+        class: "lang",
+        "data-testid": "lang",
+        onclick: () => {
+          // A reload ends an Attend stream, and with it what the supervisor holds.
+          if (busy()) {
+            alert(t("leaveFirst"));
+            return;
+          }
+          setLang(currentLang() === "en" ? "zh-CN" : "en");
+          location.reload();
+        },
+      },
+      t("language"),
+    ),
+  );
+}
+
+async function start(): Promise<void> {
+  document.documentElement.lang = currentLang();
+  document.title = t("title");
+  fill(app, h("p", { class: "notice" }, t("connecting")));
+  let session: GetSessionResponse;
+  try {
+    session = await client(SessionService).getSession({});
+  } catch (e) {
+    const unknown = e instanceof ConnectError && e.code === Code.Unauthenticated;
+    fill(app, h("p", { class: "notice error", "data-testid": "refused" }, unknown ? t("unknownPrincipal") : message(e)));
+    return;
+  }
+  const status = h("span", { class: "status", "data-testid": "connection", role: "status" });
+  const main = h("main", {});
+  fill(app, header(session, status), main);
+  switch (session.role) {
+    case PrincipalRole.SUPERVISOR:
+      if (!session.leader) {
+        fill(main, h("p", { class: "notice" }, t("standby", { leader: "" })));
+        return;
+      }
+      busy = supervisorScreen(main, status);
+      return;
+    default:
+      fill(
+        main,
+        h("p", { class: "notice error", "data-testid": "refused" }, t("roleRefused", { role: t(roleKey[session.role]) })),
+      );
+  }
+}
+
+void start();

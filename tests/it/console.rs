@@ -1,0 +1,486 @@
+//! The browser console, end to end: the real server, Debian's headless Chromium presenting real
+//! principals' client certificates, the console's own files as the server embeds them, and
+//! tellers over gRPC beside it. tests/console/driver.mjs drives the browser (Playwright) on
+//! commands from here, so each scenario reads in one place.
+//!
+//! Needs Chromium (`/usr/bin/chromium`, or the binary `COUNTERSIGN_CHROMIUM` names) and
+//! Node.js with npm on PATH, and the npm registry once: the pinned playwright-core of
+//! tests/console/package-lock.json is installed under target/tmp, named by the lock file's
+//! hash, and reused by every later run. Screenshots of each screen go to
+//! target/tmp/console-screenshots (docs/console.md shows copies of them).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use countersign::api::pb;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::fixtures::submit_request;
+use crate::harness::{Console, TestServer, backend, state};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const LOCK: &str = include_str!("../console/package-lock.json");
+
+/// The browser, driven over the driver's stdin and stdout.
+struct Browser {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Browser {
+    async fn start(t: &TestServer) -> Browser {
+        let dir = tokio::task::spawn_blocking(installed).await.expect("npm");
+        let shots = screenshots();
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("driver.mjs"))
+            .env("BASE_URL", format!("https://127.0.0.1:{}", t.addr().port()))
+            .env("PKI_DIR", &t.pki)
+            .env("SCREENSHOT_DIR", &shots)
+            .env(
+                "CHROMIUM",
+                std::env::var_os("COUNTERSIGN_CHROMIUM")
+                    .unwrap_or_else(|| "/usr/bin/chromium".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node with the browser driver (is Node.js installed?)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Browser {
+            _child: child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends a command; the driver's answer, or its error.
+    async fn call(&mut self, cmd: Value) -> Result<Value, String> {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to the driver");
+        let reply = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the driver did not answer {cmd} within 60 s"))
+            .expect("read the driver")
+            .unwrap_or_else(|| panic!("the driver ended (on {cmd}); its stderr is above"));
+        let reply: Value = serde_json::from_str(&reply).expect("the driver answers JSON");
+        if reply["ok"] == json!(true) {
+            Ok(reply["value"].clone())
+        } else {
+            Err(reply["error"].as_str().unwrap_or("?").to_owned())
+        }
+    }
+
+    /// Sends a command that must succeed; on failure, fails the test with what the page logged.
+    async fn ok(&mut self, cmd: Value) -> Value {
+        match self.call(cmd.clone()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let page = cmd["page"].clone();
+                let logs = self.call(json!({"op": "logs", "page": page})).await;
+                panic!("browser: {cmd} failed: {e}\npage logs: {logs:?}")
+            }
+        }
+    }
+
+    async fn open(&mut self, page: &str, principal: &str) -> Value {
+        self.ok(json!({"op": "open", "page": page, "principal": principal}))
+            .await
+    }
+
+    async fn click(&mut self, page: &str, testid: &str) {
+        self.ok(json!({"op": "click", "page": page, "selector": tid(testid)}))
+            .await;
+    }
+
+    async fn press(&mut self, page: &str, key: &str) {
+        self.ok(json!({"op": "press", "page": page, "key": key}))
+            .await;
+    }
+
+    /// The text of the first visible element with this test id, once there is one.
+    async fn text(&mut self, page: &str, testid: &str) -> String {
+        let v = self
+            .ok(json!({"op": "text", "page": page, "selector": tid(testid)}))
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the element with this test id says `needle`.
+    async fn wait_text(&mut self, page: &str, testid: &str, needle: &str) -> String {
+        let v = self
+            .ok(json!({"op": "waitText", "page": page, "selector": tid(testid), "needle": needle}))
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn gone(&mut self, page: &str, testid: &str) {
+        self.ok(json!({"op": "gone", "page": page, "selector": tid(testid)}))
+            .await;
+    }
+
+    async fn screenshot(&mut self, page: &str, name: &str) {
+        let file = format!("{}-{name}.png", backend_name());
+        self.ok(json!({"op": "screenshot", "page": page, "file": file}))
+            .await;
+    }
+
+    /// Fails the test when the page logged an error (a CSP violation, an exception).
+    async fn no_page_errors(&mut self, page: &str) {
+        let logs = self.ok(json!({"op": "logs", "page": page})).await;
+        let errors: Vec<&Value> = logs
+            .as_array()
+            .expect("logs")
+            .iter()
+            .filter(|l| {
+                let l = l.as_str().unwrap_or_default();
+                l.starts_with("error") || l.starts_with("pageerror")
+            })
+            .collect();
+        assert!(errors.is_empty(), "the page logged errors: {errors:?}");
+    }
+}
+
+fn tid(testid: &str) -> String {
+    format!("[data-testid=\"{testid}\"]")
+}
+
+fn backend_name() -> &'static str {
+    match backend() {
+        crate::harness::Backend::Embedded => "embedded",
+        crate::harness::Backend::Postgres => "postgres",
+    }
+}
+
+/// Where screenshots go.
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// The driver's directory with playwright-core installed (`npm ci` of the pinned lock file,
+/// once, under a file lock: both backends' tests want it at once).
+fn installed() -> PathBuf {
+    let key = Sha256::digest(LOCK);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join(format!("console-driver-{}", hex::encode(&key[..8])));
+    std::fs::create_dir_all(tmp).expect("target/tmp");
+    let lock = File::create(tmp.join("console-driver.lock")).expect("driver lock file");
+    lock.lock().expect("lock the driver dir");
+    let done = dir.join("installed");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("driver dir");
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(Path::new(ROOT).join("tests/console").join(f), dir.join(f))
+                .expect("copy the driver's package files");
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+            .current_dir(&dir)
+            .output()
+            .expect("run npm (is Node.js with npm installed?)");
+        assert!(
+            out.status.success(),
+            "npm ci failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&done, "").expect("mark installed");
+    }
+    // The driver itself is copied every time, so an edit to it is what runs.
+    std::fs::copy(
+        Path::new(ROOT).join("tests/console/driver.mjs"),
+        dir.join("driver.mjs"),
+    )
+    .expect("copy the driver");
+    dir
+}
+
+/// A submission whose images are real pictures (a browser must be able to show them).
+fn with_pictures(serial: &str, code: &str, minor_units: i64) -> pb::SubmitRequest {
+    let mut r = submit_request(serial, code, minor_units, "6222020200112233445");
+    let seed = u64::from_le_bytes(Sha256::digest(serial)[..8].try_into().unwrap());
+    r.images = vec![
+        pb::ImageUpload {
+            kind: pb::ImageKind::Voucher as i32,
+            media_type: "image/png".into(),
+            content: countersign::tools::png::voucher(480, 300, seed),
+        },
+        pb::ImageUpload {
+            kind: pb::ImageKind::IdFront as i32,
+            media_type: "image/png".into(),
+            content: countersign::tools::png::voucher(320, 200, seed + 1),
+        },
+    ];
+    r
+}
+
+async fn submit_pictures(t: &TestServer, serial: &str, code: &str) -> pb::AuthorizationRequest {
+    t.teller("teller-01")
+        .await
+        .submit(with_pictures(serial, code, 5_000_000))
+        .await
+        .unwrap_or_else(|s| panic!("submit {serial}: {s:?}"))
+        .into_inner()
+        .request
+        .expect("request")
+}
+
+/// The teller's Watch on a request, past its current state.
+async fn watch(t: &TestServer, id: &str) -> tonic::Streaming<pb::WatchResponse> {
+    let mut w = t
+        .teller("teller-01")
+        .await
+        .watch(pb::WatchRequest {
+            request_id: id.into(),
+            after_version: None,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    w.message()
+        .await
+        .expect("watch")
+        .expect("the current state first");
+    w
+}
+
+/// The next state the teller's Watch reports.
+async fn next_state(w: &mut tonic::Streaming<pb::WatchResponse>) -> pb::AuthorizationRequest {
+    let m = tokio::time::timeout(Duration::from_secs(20), w.message())
+        .await
+        .expect("a change within 20 s")
+        .expect("watch")
+        .expect("watch open");
+    m.request.expect("request")
+}
+
+/// Watches until the request reaches a final or returned state.
+async fn settled(w: &mut tonic::Streaming<pb::WatchResponse>) -> pb::AuthorizationRequest {
+    loop {
+        let r = next_state(w).await;
+        if !matches!(
+            state(&r),
+            pb::RequestState::Queued | pb::RequestState::Offered | pb::RequestState::InReview
+        ) {
+            return r;
+        }
+    }
+}
+
+/// The supervisor attends from the console, accepts the offer with the keyboard, sees the
+/// request with its images, and approves; the teller's Watch sees the approval.
+async fn a_supervisor_approves_from_the_console_and_the_teller_sees_it() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    let opened = b.open("sup", "sup-01").await;
+    assert_eq!(opened["status"], json!(200));
+    let csp = opened["csp"].as_str().unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "a strict CSP: {csp}"
+    );
+    let who = b.text("sup", "who").await;
+    assert!(who.contains("sup-01") && who.contains("授权主管"), "{who}");
+    b.screenshot("sup", "supervisor-idle").await;
+    b.click("sup", "attend").await;
+    b.wait_text("sup", "connection", "已连接").await;
+
+    let r = submit_pictures(&t, "CON-1", "WDL-CASH").await;
+    let mut w = watch(&t, &r.request_id).await;
+    let offer = b.text("sup", "offer").await;
+    assert!(offer.contains("WDL-CASH"), "{offer}");
+    // 5,000,000 fen as a bank writes it.
+    assert!(offer.contains("50,000.00"), "the amount in yuan: {offer}");
+    b.screenshot("sup", "supervisor-offer").await;
+
+    b.press("sup", "a").await;
+    let review = b.text("sup", "review").await;
+    assert!(
+        review.contains("Zhao Min") && review.contains("6222020200112233445"),
+        "{review}"
+    );
+    assert!(
+        review.contains("核查一致"),
+        "the ID check's result: {review}"
+    );
+    assert_eq!(b.text("sup", "approval-of").await, "第 1 次授权，共需 1 次");
+    let widths = b
+        .ok(json!({"op": "imagesLoaded", "page": "sup", "selector": "img[data-testid=image]"}))
+        .await;
+    assert_eq!(widths, json!([480]), "the voucher, decoded by the browser");
+    b.click("sup", "side-by-side").await;
+    let widths = b
+        .ok(json!({"op": "imagesLoaded", "page": "sup", "selector": "img[data-testid=image]"}))
+        .await;
+    assert_eq!(widths, json!([480, 320]), "both images side by side");
+    b.screenshot("sup", "supervisor-review").await;
+
+    b.press("sup", "y").await;
+    b.wait_text("sup", "notices", &format!("已同意 {}", r.request_id))
+        .await;
+    assert_eq!(state(&settled(&mut w).await), pb::RequestState::Approved);
+    b.gone("sup", "review").await;
+    b.wait_text("sup", "presence", "等待任务").await;
+    b.no_page_errors("sup").await;
+}
+
+/// An offer left unanswered lapses: the console says so and drops it, and the request is
+/// offered to another supervisor.
+async fn an_offer_not_accepted_in_time_moves_on() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    b.wait_text("sup", "connection", "已连接").await;
+    let r = submit_pictures(&t, "CON-2", "WDL-CASH").await;
+    b.text("sup", "offer").await;
+    // sup-02 attends over gRPC only now, so the first offer was sup-01's.
+    let mut other = Console::open(&t, "sup-02").await;
+    t.clock.advance_ms(30_001);
+    b.wait_text("sup", "notices", "超时未接受").await;
+    b.gone("sup", "offer").await;
+    let offer = other.next_offer().await;
+    assert_eq!(
+        offer.request_id, r.request_id,
+        "offered to the other supervisor"
+    );
+    b.no_page_errors("sup").await;
+}
+
+/// Reject with a reason code and a comment, from the dialog; the teller sees both.
+async fn a_supervisor_rejects_with_a_reason() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    let r = submit_pictures(&t, "CON-3", "WDL-CASH").await;
+    let mut w = watch(&t, &r.request_id).await;
+    b.click("sup", "accept").await;
+    b.text("sup", "review").await;
+    b.press("sup", "r").await;
+    b.ok(json!({"op": "select", "page": "sup", "selector": tid("reason-code"), "value": "ID_MISMATCH"}))
+        .await;
+    b.ok(json!({"op": "fill", "page": "sup", "selector": tid("comment"), "value": "证件照片与客户本人不符"}))
+        .await;
+    b.screenshot("sup", "supervisor-reject").await;
+    b.click("sup", "confirm").await;
+    let done = settled(&mut w).await;
+    assert_eq!(state(&done), pb::RequestState::Rejected);
+    let decision = done.decision.expect("decision");
+    assert_eq!(decision.reason_code, "ID_MISMATCH");
+    assert_eq!(decision.comment, "证件照片与客户本人不符");
+    assert_eq!(decision.supervisor_id, "sup-01");
+    b.no_page_errors("sup").await;
+}
+
+/// Return for more with a note; the teller resubmits; the next offer shows the earlier return.
+async fn a_return_and_the_tellers_resubmission() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    let r = submit_pictures(&t, "CON-4", "WDL-CASH").await;
+    let mut w = watch(&t, &r.request_id).await;
+    b.click("sup", "accept").await;
+    b.text("sup", "review").await;
+    b.press("sup", "t").await;
+    b.ok(json!({"op": "select", "page": "sup", "selector": tid("reason-code"), "value": "IMAGE_UNCLEAR"}))
+        .await;
+    b.ok(json!({"op": "fill", "page": "sup", "selector": tid("comment"), "value": "凭证影像模糊，请重新扫描"}))
+        .await;
+    b.click("sup", "confirm").await;
+    let returned = settled(&mut w).await;
+    assert_eq!(state(&returned), pb::RequestState::Returned);
+
+    t.teller("teller-01")
+        .await
+        .resubmit(pb::ResubmitRequest {
+            request_id: r.request_id.clone(),
+            images: vec![],
+            remove_image_sha256: vec![],
+            note: "已重新扫描凭证".into(),
+        })
+        .await
+        .expect("resubmit");
+    b.click("sup", "accept").await;
+    let review = b.text("sup", "review").await;
+    assert!(
+        review.contains("IMAGE_UNCLEAR") && review.contains("凭证影像模糊，请重新扫描"),
+        "the earlier return: {review}"
+    );
+    assert!(
+        review.contains("已重新扫描凭证"),
+        "the teller's answer: {review}"
+    );
+    b.ok(json!({"op": "imagesLoaded", "page": "sup", "selector": "img[data-testid=image]"}))
+        .await;
+    b.screenshot("sup", "supervisor-resubmitted").await;
+    b.press("sup", "y").await;
+    assert_eq!(state(&settled(&mut w).await), pb::RequestState::Approved);
+    b.no_page_errors("sup").await;
+}
+
+/// A teller's certificate opens no supervisor screen: the page says the role may not use the
+/// console, and the supervisor's calls are refused by the server whatever a page would try.
+async fn a_tellers_certificate_cannot_open_the_supervisor_screen() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("teller", "teller-01").await;
+    let refused = b.text("teller", "refused").await;
+    assert!(refused.contains("柜员"), "{refused}");
+    let attend = b
+        .ok(json!({"op": "count", "page": "teller", "selector": tid("attend")}))
+        .await;
+    assert_eq!(attend, json!(0), "no attend button for a teller");
+    b.screenshot("teller", "teller-refused").await;
+    // The same over gRPC: the role decides, not the page.
+    let mut sup = t.supervisor("teller-01").await;
+    let attend = sup.attend(pb::AttendRequest {}).await;
+    assert_eq!(
+        attend.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
+}
+
+/// The Attend stream drops (the server restarts on the same address); the console says so,
+/// opens it again on its own, and the next offer arrives.
+async fn a_dropped_connection_is_reopened_and_said_so() {
+    let mut t = TestServer::start().await;
+    // Restarts keep the port, so the page's origin stays the server's.
+    t.config.listen = t.addr();
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    b.wait_text("sup", "connection", "已连接").await;
+    t.restart().await;
+    b.wait_text("sup", "connection", "连接中断").await;
+    b.wait_text("sup", "connection", "已连接").await;
+    let r = submit_pictures(&t, "CON-5", "WDL-CASH").await;
+    let offer = b.text("sup", "offer").await;
+    assert!(offer.contains("WDL-CASH"), "{offer}");
+    let _ = r;
+    b.no_page_errors("sup").await;
+}
+
+crate::on_both_backends!(
+    a_supervisor_approves_from_the_console_and_the_teller_sees_it,
+    an_offer_not_accepted_in_time_moves_on,
+    a_supervisor_rejects_with_a_reason,
+    a_return_and_the_tellers_resubmission,
+    a_tellers_certificate_cannot_open_the_supervisor_screen,
+    a_dropped_connection_is_reopened_and_said_so,
+);
