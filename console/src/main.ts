@@ -6,6 +6,7 @@ import { t, currentLang, setLang } from "./i18n";
 import { client, message, Code, ConnectError } from "./rpc";
 import { SessionService, PrincipalRole, type GetSessionResponse } from "./gen/countersign/v1/session_pb";
 import { supervisorScreen } from "./supervisor";
+import { adminScreen } from "./admin";
 
 const app = document.getElementById("app")!;
 /** Whether the screen holds something a reload would lose. */
@@ -75,6 +76,13 @@ async function start(): Promise<void> {
         return;
       }
       busy = supervisorScreen(main, status);
+      return;
+    case PrincipalRole.ADMIN:
+      if (!session.leader) {
+        fill(main, h("p", { class: "notice" }, t("standby", { leader: "" })));
+        return;
+      }
+      adminScreen(main, status);
       return;
     default:
       fill(

@@ -206,6 +206,13 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
         });
         return;
       }
+      case "presence": {
+        const p = event.value;
+        if (presence !== "offline") presence = p.paused ? "paused" : "attending";
+        renderPresence();
+        notice(p.paused ? t("pausedBy", { by: p.by }) : t("resumedBy", { by: p.by }));
+        return;
+      }
       case "withdrawn": {
         const w = event.value;
         if (drop(w.requestId, w.epoch)) {

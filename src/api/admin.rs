@@ -251,6 +251,44 @@ impl AdminService for AdminApi {
     }
 
     #[tracing::instrument(
+        name = "PauseSupervisor",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
+    async fn pause_supervisor(
+        &self,
+        req: Request<pb::PauseSupervisorRequest>,
+    ) -> Result<Response<pb::PauseSupervisorResponse>, Status> {
+        let admin = self.directory.authorize(&req, &[Role::Admin])?;
+        let pb::PauseSupervisorRequest { supervisor_id } = req.into_inner();
+        let supervisor = self.supervisor(&supervisor_id)?;
+        self.engine()
+            .pause(&supervisor, true, Some(&admin.id))
+            .await?;
+        Ok(Response::new(pb::PauseSupervisorResponse {}))
+    }
+
+    #[tracing::instrument(
+        name = "ResumeSupervisor",
+        skip_all,
+        err(level = "debug"),
+        fields(principal, branch)
+    )]
+    async fn resume_supervisor(
+        &self,
+        req: Request<pb::ResumeSupervisorRequest>,
+    ) -> Result<Response<pb::ResumeSupervisorResponse>, Status> {
+        let admin = self.directory.authorize(&req, &[Role::Admin])?;
+        let pb::ResumeSupervisorRequest { supervisor_id } = req.into_inner();
+        let supervisor = self.supervisor(&supervisor_id)?;
+        self.engine()
+            .pause(&supervisor, false, Some(&admin.id))
+            .await?;
+        Ok(Response::new(pb::ResumeSupervisorResponse {}))
+    }
+
+    #[tracing::instrument(
         name = "ReloadPolicy",
         skip_all,
         err(level = "debug"),
@@ -313,5 +351,16 @@ impl AdminService for AdminApi {
 impl AdminApi {
     fn engine(&self) -> EngineHandle {
         self.engine.borrow().clone()
+    }
+
+    /// The supervisor `supervisor_id` names in the directory in force.
+    fn supervisor(&self, supervisor_id: &str) -> Result<crate::domain::PrincipalId, Status> {
+        match self.directory.current().principal(supervisor_id) {
+            Some(p) if p.role == Role::Supervisor => Ok(p.id),
+            _ => Err(status::invalid(crate::domain::validate::FieldError::new(
+                "supervisor_id",
+                "names no supervisor in the principal directory",
+            ))),
+        }
     }
 }

@@ -90,6 +90,12 @@ impl Stream for AttendStream {
                 tracing::info!("attend stream ended: principal revoked");
                 Err(status::principal_revoked())
             }
+            Some(SupervisorEvent::Presence { paused, by }) => Ok(pb::AttendResponse {
+                event: Some(pb::attend_response::Event::Presence(pb::PresenceChanged {
+                    paused,
+                    by: by.to_string(),
+                })),
+            }),
             Some(SupervisorEvent::Superseded) => {
                 this.done = true;
                 tracing::debug!("attend stream replaced by a newer one");
@@ -239,7 +245,7 @@ impl SupervisorService for SupervisorApi {
     ) -> Result<Response<pb::PauseResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::PauseRequest {} = req.into_inner();
-        self.engine().pause(&supervisor.id, true).await?;
+        self.engine().pause(&supervisor.id, true, None).await?;
         Ok(Response::new(pb::PauseResponse {}))
     }
 
@@ -255,7 +261,7 @@ impl SupervisorService for SupervisorApi {
     ) -> Result<Response<pb::ResumeResponse>, Status> {
         let supervisor = self.directory.authorize(&req, &[Role::Supervisor])?;
         let pb::ResumeRequest {} = req.into_inner();
-        self.engine().pause(&supervisor.id, false).await?;
+        self.engine().pause(&supervisor.id, false, None).await?;
         Ok(Response::new(pb::ResumeResponse {}))
     }
 }

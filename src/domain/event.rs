@@ -234,6 +234,14 @@ pub enum EngineEvent {
     /// A policy was put in force without a restart (AdminService.ReloadPolicy by the record's
     /// actor, or SIGHUP when the actor is the system). It applies to later submissions.
     PolicyLoaded { sha256: String, rules: u32 },
+    /// The duty manager (the record's actor) paused or resumed offers to a supervisor
+    /// (AdminService.PauseSupervisor and ResumeSupervisor). Recorded because who may be
+    /// offered a request is what keeps the draw independent: pausing all but one supervisor
+    /// would pick the one. A supervisor's own pause is not recorded (it only takes them out).
+    SupervisorPaused {
+        supervisor: PrincipalId,
+        paused: bool,
+    },
 }
 
 impl EngineEvent {
@@ -245,6 +253,7 @@ impl EngineEvent {
             EngineEvent::WritesResumed { .. } => "writes_resumed",
             EngineEvent::DirectoryLoaded { .. } => "directory_loaded",
             EngineEvent::PolicyLoaded { .. } => "policy_loaded",
+            EngineEvent::SupervisorPaused { .. } => "supervisor_paused",
         }
     }
 }

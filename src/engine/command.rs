@@ -161,10 +161,12 @@ pub(crate) enum ServiceCommand {
     /// Stop taking calls, end every stream, and stop once all appended records are durable
     /// and answered; `record`: the ledger records the stop first.
     Shutdown { record: bool, reply: Reply<()> },
-    /// Pause (or resume) offers to a supervisor without closing their stream.
+    /// Pause (or resume) offers to a supervisor without closing their stream: their own
+    /// (`by` None), or the duty manager's (`by`, recorded and told to the supervisor).
     Pause {
         supervisor: PrincipalId,
         paused: bool,
+        by: Option<PrincipalId>,
         reply: Reply<Result<(), PauseError>>,
     },
     /// A snapshot of the queue and the supervisors.

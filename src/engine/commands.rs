@@ -182,9 +182,12 @@ impl Core {
             ServiceCommand::Pause {
                 supervisor,
                 paused,
+                by,
                 reply,
             } => {
-                let _ = reply.send(self.pause(&supervisor, paused));
+                let r = self.pause(&supervisor, paused, by);
+                // A duty manager's is answered once its record is durable.
+                self.reply(reply, r);
             }
             ServiceCommand::Review {
                 reviewer,
@@ -994,13 +997,39 @@ impl Core {
         }
     }
 
-    fn pause(&mut self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
-        if !self.sessions.pause(supervisor, paused) {
+    fn pause(
+        &mut self,
+        supervisor: &PrincipalId,
+        paused: bool,
+        by: Option<PrincipalId>,
+    ) -> Result<(), PauseError> {
+        let Some(before) = self.sessions.get(supervisor).map(|s| s.paused) else {
             return Err(PauseError::NotAttending);
+        };
+        if let Some(by) = &by {
+            let event = crate::domain::EngineEvent::SupervisorPaused {
+                supervisor: supervisor.clone(),
+                paused,
+            };
+            let index = self.record_engine(crate::domain::Actor::Principal(by.clone()), event);
+            // Nothing in force unrecorded: a lost record takes the pause back.
+            let undo = super::core::Undo::Pause {
+                supervisor: supervisor.clone(),
+                paused: before,
+            };
+            self.undo_unless_durable(index, undo);
+            if let Some(s) = self.sessions.get(supervisor) {
+                // The console says who paused them (try_send: a full buffer only loses this).
+                let _ = s.tx.try_send(SupervisorEvent::Presence {
+                    paused,
+                    by: by.clone(),
+                });
+            }
         }
+        self.sessions.pause(supervisor, paused);
         self.dispatch_all |= !paused;
         self.count_sessions();
-        tracing::info!(supervisor = %supervisor, paused, "supervisor pause changed");
+        tracing::info!(supervisor = %supervisor, paused, by = ?by.as_ref().map(PrincipalId::as_str), "supervisor pause changed");
         Ok(())
     }
 }

@@ -103,6 +103,11 @@ pub(crate) enum Undo {
         supervisors: Arc<Vec<crate::domain::Principal>>,
         sha256: String,
     },
+    /// A duty manager's pause or resume: the supervisor's pause as it was before.
+    Pause {
+        supervisor: crate::domain::PrincipalId,
+        paused: bool,
+    },
 }
 
 impl Core {
@@ -454,6 +459,9 @@ impl Core {
                 } => {
                     self.config.supervisors = supervisors;
                     self.config.directory_sha256 = sha256;
+                }
+                Undo::Pause { supervisor, paused } => {
+                    self.sessions.pause(&supervisor, paused);
                 }
             }
         }

@@ -98,7 +98,9 @@ fn serving(
                 since_ms: since.0,
                 at_ms,
             },
-            EngineEvent::DirectoryLoaded { .. } | EngineEvent::PolicyLoaded { .. } => continue,
+            EngineEvent::DirectoryLoaded { .. }
+            | EngineEvent::PolicyLoaded { .. }
+            | EngineEvent::SupervisorPaused { .. } => continue,
         });
     }
     Ok(stats::Serving::from_marks(&marks, now_ms))
@@ -643,10 +645,19 @@ impl EngineHandle {
     }
 
     /// Stops (or resumes) offers to a supervisor without closing their stream.
-    pub async fn pause(&self, supervisor: &PrincipalId, paused: bool) -> Result<(), PauseError> {
+    /// Pauses or resumes offers to `supervisor`: their own (`by` None), or the duty manager's
+    /// (`by`: recorded in the ledger as theirs, answered once durable, and told to the
+    /// supervisor's console).
+    pub async fn pause(
+        &self,
+        supervisor: &PrincipalId,
+        paused: bool,
+        by: Option<&PrincipalId>,
+    ) -> Result<(), PauseError> {
         self.call(|reply| ServiceCommand::Pause {
             supervisor: supervisor.clone(),
             paused,
+            by: by.cloned(),
             reply,
         })
         .await?

@@ -155,6 +155,11 @@ pub enum SupervisorEvent {
         epoch: u64,
         review_by: Timestamp,
     },
+    /// The duty manager (`by`) paused or resumed offers to this supervisor.
+    Presence {
+        paused: bool,
+        by: crate::domain::PrincipalId,
+    },
     /// A newer Attend by the same supervisor replaced this stream.
     Superseded,
     /// The supervisor's entry or certificate left the principal directory (or changed): the

@@ -240,6 +240,10 @@ enum EngineEventV1 {
         sha256: String,
         rules: u32,
     },
+    SupervisorPaused {
+        supervisor: String,
+        paused: bool,
+    },
 }
 
 impl From<&EngineEvent> for EngineEventV1 {
@@ -282,6 +286,12 @@ impl From<&EngineEvent> for EngineEventV1 {
                 sha256: sha256.clone(),
                 rules: *rules,
             },
+            EngineEvent::SupervisorPaused { supervisor, paused } => {
+                EngineEventV1::SupervisorPaused {
+                    supervisor: supervisor.as_str().to_owned(),
+                    paused: *paused,
+                }
+            }
         }
     }
 }
@@ -322,6 +332,12 @@ impl TryFrom<EngineEventV1> for EngineEvent {
             },
             EngineEventV1::PolicyLoaded { sha256, rules } => {
                 EngineEvent::PolicyLoaded { sha256, rules }
+            }
+            EngineEventV1::SupervisorPaused { supervisor, paused } => {
+                EngineEvent::SupervisorPaused {
+                    supervisor: PrincipalId::new(supervisor),
+                    paused,
+                }
             }
         })
     }

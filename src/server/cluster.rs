@@ -353,6 +353,7 @@ impl Reloads {
             let (dir, pol) = match &rec.event {
                 EngineEvent::DirectoryLoaded { sha256, .. } => (Some(sha256), None),
                 EngineEvent::PolicyLoaded { sha256, .. } => (None, Some(sha256)),
+                EngineEvent::SupervisorPaused { .. } => continue,
                 EngineEvent::Started {
                     policy_sha256,
                     directory_sha256,

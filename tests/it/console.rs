@@ -476,7 +476,64 @@ async fn a_dropped_connection_is_reopened_and_said_so() {
     b.no_page_errors("sup").await;
 }
 
+/// The duty manager sees the queue and who attends, pauses a supervisor (offers to them stop,
+/// their console says who paused them) and resumes them (the waiting request is offered).
+async fn the_duty_manager_pauses_a_supervisor_and_offers_stop() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    b.wait_text("sup", "connection", "已连接").await;
+    b.open("admin", "admin-01").await;
+    b.wait_text("admin", "state-sup-01", "在线").await;
+    let hash = b.text("admin", "policy-sha256").await;
+    let policy = t
+        .admin()
+        .await
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!(hash, policy.sha256, "the policy in force, by its hash");
+
+    b.click("admin", "pause-sup-01").await;
+    b.wait_text("admin", "state-sup-01", "暂停").await;
+    b.wait_text("sup", "presence", "已暂停").await;
+    b.wait_text("sup", "notices", "admin-01").await;
+    let r = submit_pictures(&t, "CON-6", "WDL-CASH").await;
+    // The queue as of after the submission: had sup-01 been offered it, it would say so.
+    let q = t.queue_status().await;
+    assert_eq!(
+        (q.queued, q.offered),
+        (1, 0),
+        "nothing offered to a paused supervisor"
+    );
+    b.wait_text("admin", "queued", "1").await;
+    assert_eq!(
+        b.ok(json!({"op": "count", "page": "sup", "selector": tid("offer")}))
+            .await,
+        json!(0)
+    );
+    b.screenshot("admin", "duty-manager").await;
+
+    b.click("admin", "resume-sup-01").await;
+    let offer = b.text("sup", "offer").await;
+    assert!(offer.contains("WDL-CASH"), "{offer}");
+    let recorded: Vec<Value> = t
+        .engine_records()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "supervisor_paused")
+        .map(|e| e["paused"].clone())
+        .collect();
+    assert_eq!(recorded, [json!(true), json!(false)], "both recorded");
+    let _ = r;
+    b.no_page_errors("sup").await;
+    b.no_page_errors("admin").await;
+}
+
 crate::on_both_backends!(
+    the_duty_manager_pauses_a_supervisor_and_offers_stop,
     a_supervisor_approves_from_the_console_and_the_teller_sees_it,
     an_offer_not_accepted_in_time_moves_on,
     a_supervisor_rejects_with_a_reason,

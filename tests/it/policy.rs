@@ -4,6 +4,7 @@
 //! and the clock is manual: nothing here depends on timing.
 
 use countersign::api::pb;
+use serde_json::json;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -301,6 +302,80 @@ async fn pause_stops_offers_without_closing_the_stream() {
     assert!(me.online && me.paused);
     s.client.resume(pb::ResumeRequest {}).await.unwrap();
     assert_eq!(s.next_offer().await.request_id, r.request_id);
+}
+
+/// The duty manager pauses and resumes a supervisor: offers stop and start, the supervisor's
+/// console is told who did it, and the ledger records both as the duty manager's.
+async fn a_duty_manager_pauses_a_supervisor_and_it_is_recorded() {
+    let t = TestServer::start().await;
+    let mut admin = t.admin().await;
+    let pause = |id: &str| pb::PauseSupervisorRequest {
+        supervisor_id: id.into(),
+    };
+    assert_status(
+        admin.pause_supervisor(pause("teller-01")).await,
+        Code::InvalidArgument,
+        "supervisor_id",
+    );
+    assert_status(
+        admin.pause_supervisor(pause("sup-02")).await,
+        Code::FailedPrecondition,
+        "Attend",
+    );
+    let mut teller_as_admin = countersign::api::pb::admin_service_client::AdminServiceClient::new(
+        countersign::tools::client::channel(t.addr(), &t.pki, "teller-01")
+            .await
+            .unwrap(),
+    );
+    assert_status(
+        teller_as_admin.pause_supervisor(pause("sup-02")).await,
+        Code::PermissionDenied,
+        "",
+    );
+
+    let mut s = Console::open(&t, "sup-02").await;
+    admin.pause_supervisor(pause("sup-02")).await.unwrap();
+    match s.next().await {
+        pb::attend_response::Event::Presence(p) => {
+            assert!(p.paused);
+            assert_eq!(p.by, "admin-01");
+        }
+        other => panic!("expected a presence change, got {other:?}"),
+    }
+    let r = submit_code(&t, "teller-01", "Z-2", "WDL-CASH", 100_000).await;
+    s.expect_quiet(300).await;
+    assert!(supervisor_state(&t.queue_status().await, "sup-02").paused);
+    admin
+        .resume_supervisor(pb::ResumeSupervisorRequest {
+            supervisor_id: "sup-02".into(),
+        })
+        .await
+        .unwrap();
+    match s.next().await {
+        pb::attend_response::Event::Presence(p) => assert!(!p.paused),
+        other => panic!("expected a presence change, got {other:?}"),
+    }
+    assert_eq!(s.next_offer().await.request_id, r.request_id);
+    let recorded: Vec<_> = t
+        .engine_records()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "supervisor_paused")
+        .map(|e| {
+            (
+                e["actor"].clone(),
+                e["supervisor"].clone(),
+                e["paused"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (json!("admin-01"), json!("sup-02"), json!(true)),
+            (json!("admin-01"), json!("sup-02"), json!(false)),
+        ]
+    );
 }
 
 /// A console whose connection goes silent (a cut line or a firewall dropping state: no FIN,
@@ -799,6 +874,7 @@ crate::on_both_backends!(
     an_expired_review_is_taken_from_the_supervisor,
     higher_priority_first_then_older,
     pause_stops_offers_without_closing_the_stream,
+    a_duty_manager_pauses_a_supervisor_and_it_is_recorded,
     the_task_limit_holds_under_many_concurrent_accepts,
     a_console_that_vanished_silently_is_noticed,
     the_duty_manager_sees_the_queue_exactly,

@@ -661,6 +661,26 @@ fn engine_records() -> Vec<(&'static str, EngineRecord)> {
                 },
             ),
         ),
+        (
+            "supervisor_paused",
+            by(
+                admin(),
+                EngineEvent::SupervisorPaused {
+                    supervisor: PrincipalId::new("sup-0003"),
+                    paused: true,
+                },
+            ),
+        ),
+        (
+            "supervisor_resumed",
+            by(
+                admin(),
+                EngineEvent::SupervisorPaused {
+                    supervisor: PrincipalId::new("sup-0003"),
+                    paused: false,
+                },
+            ),
+        ),
     ]
 }
 
@@ -774,7 +794,8 @@ fn every_engine_sample_decodes_reencodes_and_hashes_as_committed() {
             "engine_stopped",
             "writes_resumed",
             "directory_loaded",
-            "policy_loaded"
+            "policy_loaded",
+            "supervisor_paused"
         ],
         "a sample of every engine event"
     );

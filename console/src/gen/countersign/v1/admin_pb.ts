@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file countersign/v1/admin.proto.
  */
 export const file_countersign_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chpjb3VudGVyc2lnbi92MS9hZG1pbi5wcm90bxIOY291bnRlcnNpZ24udjEiFwoVR2V0UXVldWVTdGF0dXNSZXF1ZXN0IjwKClF1ZXVlRGVwdGgSDQoFbGV2ZWwYASABKA0SEAoIcHJpb3JpdHkYAiABKA0SDQoFY291bnQYAyABKAQirgIKD1N1cGVydmlzb3JTdGF0ZRIVCg1zdXBlcnZpc29yX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYnJhbmNoX2lkGAMgASgJEg0KBWxldmVsGAQgASgNEg4KBm9ubGluZRgFIAEoCBIOCgZwYXVzZWQYBiABKAgSDQoFdGFza3MYByABKA0SFAoMb2ZmZXJzX3RvZGF5GAggASgNEhUKDWFjY2VwdHNfdG9kYXkYCSABKA0SFgoOZGVjbGluZXNfdG9kYXkYCiABKA0SFgoOdGltZW91dHNfdG9kYXkYCyABKA0SFwoPYXBwcm92YWxzX3RvZGF5GAwgASgNEhgKEHJlamVjdGlvbnNfdG9kYXkYDSABKA0SFQoNcmV0dXJuc190b2RheRgOIAEoDSK8AgoWR2V0UXVldWVTdGF0dXNSZXNwb25zZRIsCgh0YWtlbl9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFZGVwdGgYAiADKAsyGi5jb3VudGVyc2lnbi52MS5RdWV1ZURlcHRoEg4KBnF1ZXVlZBgDIAEoBBIPCgdvZmZlcmVkGAQgASgEEhEKCWluX3JldmlldxgFIAEoBBIQCghyZXR1cm5lZBgGIAEoBBIZChFvbGRlc3Rfd2FpdGluZ19tcxgHIAEoAxI0CgtzdXBlcnZpc29ycxgIIAMoCzIfLmNvdW50ZXJzaWduLnYxLlN1cGVydmlzb3JTdGF0ZRISCgp1bnNlcnZhYmxlGAkgASgEEh4KFnVuc2VydmFibGVfcmVxdWVzdF9pZHMYCiADKAkiEgoQR2V0UG9saWN5UmVxdWVzdCJFChFHZXRQb2xpY3lSZXNwb25zZRIMCgR0ZXh0GAEgASgJEg4KBnNoYTI1NhgCIAEoCRISCgpydWxlX25hbWVzGAMgAygJIhUKE1JlbG9hZFBvbGljeVJlcXVlc3QiGAoWUmVsb2FkRGlyZWN0b3J5UmVxdWVzdCK1AQoXUmVsb2FkRGlyZWN0b3J5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhcKD3ByZXZpb3VzX3NoYTI1NhgCIAEoCRIUCgxjZXJ0aWZpY2F0ZXMYAyABKA0SHQoVcmV2b2tlZF9wcmluY2lwYWxfaWRzGAQgAygJEhwKFGF0dGVuZF9zdHJlYW1zX2VuZGVkGAUgASgNEh4KFndhdGNoZWRfcmVxdWVzdHNfZW5kZWQYBiABKA0iPwoUUmVsb2FkUG9saWN5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhcKD3ByZXZpb3VzX3NoYTI1NhgCIAEoCTKAAwoMQWRtaW5TZXJ2aWNlEl8KDkdldFF1ZXVlU3RhdHVzEiUuY291bnRlcnNpZ24udjEuR2V0UXVldWVTdGF0dXNSZXF1ZXN0GiYuY291bnRlcnNpZ24udjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZRJQCglHZXRQb2xpY3kSIC5jb3VudGVyc2lnbi52MS5HZXRQb2xpY3lSZXF1ZXN0GiEuY291bnRlcnNpZ24udjEuR2V0UG9saWN5UmVzcG9uc2USWQoMUmVsb2FkUG9saWN5EiMuY291bnRlcnNpZ24udjEuUmVsb2FkUG9saWN5UmVxdWVzdBokLmNvdW50ZXJzaWduLnYxLlJlbG9hZFBvbGljeVJlc3BvbnNlEmIKD1JlbG9hZERpcmVjdG9yeRImLmNvdW50ZXJzaWduLnYxLlJlbG9hZERpcmVjdG9yeVJlcXVlc3QaJy5jb3VudGVyc2lnbi52MS5SZWxvYWREaXJlY3RvcnlSZXNwb25zZUJ7ChJvcmcuY291bnRlcnNpZ24udjFCCkFkbWluUHJvdG9QAVpGZ2l0aHViLmNvbS9jb3VudGVyc2lnbi9jb3VudGVyc2lnbi9nZW4vZ28vY291bnRlcnNpZ24vdjE7Y291bnRlcnNpZ252MaoCDkNvdW50ZXJzaWduLlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chpjb3VudGVyc2lnbi92MS9hZG1pbi5wcm90bxIOY291bnRlcnNpZ24udjEiFwoVR2V0UXVldWVTdGF0dXNSZXF1ZXN0IjwKClF1ZXVlRGVwdGgSDQoFbGV2ZWwYASABKA0SEAoIcHJpb3JpdHkYAiABKA0SDQoFY291bnQYAyABKAQirgIKD1N1cGVydmlzb3JTdGF0ZRIVCg1zdXBlcnZpc29yX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYnJhbmNoX2lkGAMgASgJEg0KBWxldmVsGAQgASgNEg4KBm9ubGluZRgFIAEoCBIOCgZwYXVzZWQYBiABKAgSDQoFdGFza3MYByABKA0SFAoMb2ZmZXJzX3RvZGF5GAggASgNEhUKDWFjY2VwdHNfdG9kYXkYCSABKA0SFgoOZGVjbGluZXNfdG9kYXkYCiABKA0SFgoOdGltZW91dHNfdG9kYXkYCyABKA0SFwoPYXBwcm92YWxzX3RvZGF5GAwgASgNEhgKEHJlamVjdGlvbnNfdG9kYXkYDSABKA0SFQoNcmV0dXJuc190b2RheRgOIAEoDSK8AgoWR2V0UXVldWVTdGF0dXNSZXNwb25zZRIsCgh0YWtlbl9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFZGVwdGgYAiADKAsyGi5jb3VudGVyc2lnbi52MS5RdWV1ZURlcHRoEg4KBnF1ZXVlZBgDIAEoBBIPCgdvZmZlcmVkGAQgASgEEhEKCWluX3JldmlldxgFIAEoBBIQCghyZXR1cm5lZBgGIAEoBBIZChFvbGRlc3Rfd2FpdGluZ19tcxgHIAEoAxI0CgtzdXBlcnZpc29ycxgIIAMoCzIfLmNvdW50ZXJzaWduLnYxLlN1cGVydmlzb3JTdGF0ZRISCgp1bnNlcnZhYmxlGAkgASgEEh4KFnVuc2VydmFibGVfcmVxdWVzdF9pZHMYCiADKAkiLwoWUGF1c2VTdXBlcnZpc29yUmVxdWVzdBIVCg1zdXBlcnZpc29yX2lkGAEgASgJIhkKF1BhdXNlU3VwZXJ2aXNvclJlc3BvbnNlIjAKF1Jlc3VtZVN1cGVydmlzb3JSZXF1ZXN0EhUKDXN1cGVydmlzb3JfaWQYASABKAkiGgoYUmVzdW1lU3VwZXJ2aXNvclJlc3BvbnNlIhIKEEdldFBvbGljeVJlcXVlc3QiRQoRR2V0UG9saWN5UmVzcG9uc2USDAoEdGV4dBgBIAEoCRIOCgZzaGEyNTYYAiABKAkSEgoKcnVsZV9uYW1lcxgDIAMoCSIVChNSZWxvYWRQb2xpY3lSZXF1ZXN0IhgKFlJlbG9hZERpcmVjdG9yeVJlcXVlc3QitQEKF1JlbG9hZERpcmVjdG9yeVJlc3BvbnNlEg4KBnNoYTI1NhgBIAEoCRIXCg9wcmV2aW91c19zaGEyNTYYAiABKAkSFAoMY2VydGlmaWNhdGVzGAMgASgNEh0KFXJldm9rZWRfcHJpbmNpcGFsX2lkcxgEIAMoCRIcChRhdHRlbmRfc3RyZWFtc19lbmRlZBgFIAEoDRIeChZ3YXRjaGVkX3JlcXVlc3RzX2VuZGVkGAYgASgNIj8KFFJlbG9hZFBvbGljeVJlc3BvbnNlEg4KBnNoYTI1NhgBIAEoCRIXCg9wcmV2aW91c19zaGEyNTYYAiABKAkyywQKDEFkbWluU2VydmljZRJfCg5HZXRRdWV1ZVN0YXR1cxIlLmNvdW50ZXJzaWduLnYxLkdldFF1ZXVlU3RhdHVzUmVxdWVzdBomLmNvdW50ZXJzaWduLnYxLkdldFF1ZXVlU3RhdHVzUmVzcG9uc2USUAoJR2V0UG9saWN5EiAuY291bnRlcnNpZ24udjEuR2V0UG9saWN5UmVxdWVzdBohLmNvdW50ZXJzaWduLnYxLkdldFBvbGljeVJlc3BvbnNlEmIKD1BhdXNlU3VwZXJ2aXNvchImLmNvdW50ZXJzaWduLnYxLlBhdXNlU3VwZXJ2aXNvclJlcXVlc3QaJy5jb3VudGVyc2lnbi52MS5QYXVzZVN1cGVydmlzb3JSZXNwb25zZRJlChBSZXN1bWVTdXBlcnZpc29yEicuY291bnRlcnNpZ24udjEuUmVzdW1lU3VwZXJ2aXNvclJlcXVlc3QaKC5jb3VudGVyc2lnbi52MS5SZXN1bWVTdXBlcnZpc29yUmVzcG9uc2USWQoMUmVsb2FkUG9saWN5EiMuY291bnRlcnNpZ24udjEuUmVsb2FkUG9saWN5UmVxdWVzdBokLmNvdW50ZXJzaWduLnYxLlJlbG9hZFBvbGljeVJlc3BvbnNlEmIKD1JlbG9hZERpcmVjdG9yeRImLmNvdW50ZXJzaWduLnYxLlJlbG9hZERpcmVjdG9yeVJlcXVlc3QaJy5jb3VudGVyc2lnbi52MS5SZWxvYWREaXJlY3RvcnlSZXNwb25zZUJ7ChJvcmcuY291bnRlcnNpZ24udjFCCkFkbWluUHJvdG9QAVpGZ2l0aHViLmNvbS9jb3VudGVyc2lnbi9jb3VudGVyc2lnbi9nZW4vZ28vY291bnRlcnNpZ24vdjE7Y291bnRlcnNpZ252MaoCDkNvdW50ZXJzaWduLlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Request message for AdminService.GetQueueStatus.
@@ -265,6 +265,78 @@ export const GetQueueStatusResponseSchema: GenMessage<GetQueueStatusResponse> = 
   messageDesc(file_countersign_v1_admin, 3);
 
 /**
+ * Request message for AdminService.PauseSupervisor.
+ *
+ * @generated from message countersign.v1.PauseSupervisorRequest
+ */
+export type PauseSupervisorRequest = Message<"countersign.v1.PauseSupervisorRequest"> & {
+  /**
+   * The supervisor's principal id.
+   *
+   * @generated from field: string supervisor_id = 1;
+   */
+  supervisorId: string;
+};
+
+/**
+ * Describes the message countersign.v1.PauseSupervisorRequest.
+ * Use `create(PauseSupervisorRequestSchema)` to create a new message.
+ */
+export const PauseSupervisorRequestSchema: GenMessage<PauseSupervisorRequest> = /*@__PURE__*/
+  messageDesc(file_countersign_v1_admin, 4);
+
+/**
+ * Response message for AdminService.PauseSupervisor.
+ *
+ * @generated from message countersign.v1.PauseSupervisorResponse
+ */
+export type PauseSupervisorResponse = Message<"countersign.v1.PauseSupervisorResponse"> & {
+};
+
+/**
+ * Describes the message countersign.v1.PauseSupervisorResponse.
+ * Use `create(PauseSupervisorResponseSchema)` to create a new message.
+ */
+export const PauseSupervisorResponseSchema: GenMessage<PauseSupervisorResponse> = /*@__PURE__*/
+  messageDesc(file_countersign_v1_admin, 5);
+
+/**
+ * Request message for AdminService.ResumeSupervisor.
+ *
+ * @generated from message countersign.v1.ResumeSupervisorRequest
+ */
+export type ResumeSupervisorRequest = Message<"countersign.v1.ResumeSupervisorRequest"> & {
+  /**
+   * The supervisor's principal id.
+   *
+   * @generated from field: string supervisor_id = 1;
+   */
+  supervisorId: string;
+};
+
+/**
+ * Describes the message countersign.v1.ResumeSupervisorRequest.
+ * Use `create(ResumeSupervisorRequestSchema)` to create a new message.
+ */
+export const ResumeSupervisorRequestSchema: GenMessage<ResumeSupervisorRequest> = /*@__PURE__*/
+  messageDesc(file_countersign_v1_admin, 6);
+
+/**
+ * Response message for AdminService.ResumeSupervisor.
+ *
+ * @generated from message countersign.v1.ResumeSupervisorResponse
+ */
+export type ResumeSupervisorResponse = Message<"countersign.v1.ResumeSupervisorResponse"> & {
+};
+
+/**
+ * Describes the message countersign.v1.ResumeSupervisorResponse.
+ * Use `create(ResumeSupervisorResponseSchema)` to create a new message.
+ */
+export const ResumeSupervisorResponseSchema: GenMessage<ResumeSupervisorResponse> = /*@__PURE__*/
+  messageDesc(file_countersign_v1_admin, 7);
+
+/**
  * Request message for AdminService.GetPolicy.
  *
  * @generated from message countersign.v1.GetPolicyRequest
@@ -277,7 +349,7 @@ export type GetPolicyRequest = Message<"countersign.v1.GetPolicyRequest"> & {
  * Use `create(GetPolicyRequestSchema)` to create a new message.
  */
 export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 4);
+  messageDesc(file_countersign_v1_admin, 8);
 
 /**
  * Response message for AdminService.GetPolicy.
@@ -312,7 +384,7 @@ export type GetPolicyResponse = Message<"countersign.v1.GetPolicyResponse"> & {
  * Use `create(GetPolicyResponseSchema)` to create a new message.
  */
 export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 5);
+  messageDesc(file_countersign_v1_admin, 9);
 
 /**
  * Request message for AdminService.ReloadPolicy.
@@ -327,7 +399,7 @@ export type ReloadPolicyRequest = Message<"countersign.v1.ReloadPolicyRequest"> 
  * Use `create(ReloadPolicyRequestSchema)` to create a new message.
  */
 export const ReloadPolicyRequestSchema: GenMessage<ReloadPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 6);
+  messageDesc(file_countersign_v1_admin, 10);
 
 /**
  * Request message for AdminService.ReloadDirectory.
@@ -342,7 +414,7 @@ export type ReloadDirectoryRequest = Message<"countersign.v1.ReloadDirectoryRequ
  * Use `create(ReloadDirectoryRequestSchema)` to create a new message.
  */
 export const ReloadDirectoryRequestSchema: GenMessage<ReloadDirectoryRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 7);
+  messageDesc(file_countersign_v1_admin, 11);
 
 /**
  * Response message for AdminService.ReloadDirectory.
@@ -398,7 +470,7 @@ export type ReloadDirectoryResponse = Message<"countersign.v1.ReloadDirectoryRes
  * Use `create(ReloadDirectoryResponseSchema)` to create a new message.
  */
 export const ReloadDirectoryResponseSchema: GenMessage<ReloadDirectoryResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 8);
+  messageDesc(file_countersign_v1_admin, 12);
 
 /**
  * Response message for AdminService.ReloadPolicy.
@@ -426,7 +498,7 @@ export type ReloadPolicyResponse = Message<"countersign.v1.ReloadPolicyResponse"
  * Use `create(ReloadPolicyResponseSchema)` to create a new message.
  */
 export const ReloadPolicyResponseSchema: GenMessage<ReloadPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_admin, 9);
+  messageDesc(file_countersign_v1_admin, 13);
 
 /**
  * The authorization centre's duty manager and operators. Callers must present a client
@@ -454,6 +526,31 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetPolicyRequestSchema;
     output: typeof GetPolicyResponseSchema;
+  },
+  /**
+   * Stops new offers to an attending supervisor, as their own Pause does: their Attend stream
+   * stays open and what they hold stays theirs; their console is told
+   * (AttendResponse.presence). Recorded in the ledger as the caller's (`supervisor_paused`),
+   * since choosing who may be offered requests could steer the draw; answered once durable.
+   * FAILED_PRECONDITION (NOT_ATTENDING) when the supervisor has no open Attend stream;
+   * INVALID_ARGUMENT when supervisor_id names no supervisor.
+   *
+   * @generated from rpc countersign.v1.AdminService.PauseSupervisor
+   */
+  pauseSupervisor: {
+    methodKind: "unary";
+    input: typeof PauseSupervisorRequestSchema;
+    output: typeof PauseSupervisorResponseSchema;
+  },
+  /**
+   * Resumes offers to a supervisor paused by anyone (recorded as PauseSupervisor is).
+   *
+   * @generated from rpc countersign.v1.AdminService.ResumeSupervisor
+   */
+  resumeSupervisor: {
+    methodKind: "unary";
+    input: typeof ResumeSupervisorRequestSchema;
+    output: typeof ResumeSupervisorResponseSchema;
   },
   /**
    * Re-reads the policy file named by the server's config. A file with any mistake is refused

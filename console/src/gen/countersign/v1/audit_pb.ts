@@ -99,8 +99,8 @@ export type LedgerEvent = Message<"countersign.v1.LedgerEvent"> & {
    * "offer_declined", "offer_timed_out", "offer_withdrawn", "accepted", "decided",
    * "resubmitted", "rekey_mismatched", "cancelled", "expired", "escalated", "review_drawn",
    * "reviewed"; for the engine
-   * "engine_started", "engine_stopped", "writes_resumed", "directory_loaded", "policy_loaded"
-   * (docs/ledger.md gives each one's fields).
+   * "engine_started", "engine_stopped", "writes_resumed", "directory_loaded", "policy_loaded",
+   * "supervisor_paused" (docs/ledger.md gives each one's fields).
    *
    * @generated from field: string kind = 4;
    */

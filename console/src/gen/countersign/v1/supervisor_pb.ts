@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file countersign/v1/supervisor.proto.
  */
 export const file_countersign_v1_supervisor: GenFile = /*@__PURE__*/
-  fileDesc("Ch9jb3VudGVyc2lnbi92MS9zdXBlcnZpc29yLnByb3RvEg5jb3VudGVyc2lnbi52MSIOCgxQYXVzZVJlcXVlc3QiDwoNUGF1c2VSZXNwb25zZSIPCg1SZXN1bWVSZXF1ZXN0IhAKDlJlc3VtZVJlc3BvbnNlIg8KDUF0dGVuZFJlcXVlc3QirwEKDkF0dGVuZFJlc3BvbnNlEiYKBW9mZmVyGAEgASgLMhUuY291bnRlcnNpZ24udjEuT2ZmZXJIABIzCgl3aXRoZHJhd24YAiABKAsyHi5jb3VudGVyc2lnbi52MS5PZmZlcldpdGhkcmF3bkgAEjcKDnJldmlld19yZXN1bWVkGAMgASgLMh0uY291bnRlcnNpZ24udjEuUmV2aWV3UmVzdW1lZEgAQgcKBWV2ZW50IpgBCg1SZXZpZXdSZXN1bWVkEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSLQoJcmV2aWV3X2J5GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CgdyZXF1ZXN0GAQgASgLMiQuY291bnRlcnNpZ24udjEuQXV0aG9yaXphdGlvblJlcXVlc3QirQEKBU9mZmVyEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSLQoJYWNjZXB0X2J5GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CgdyZXF1ZXN0GAQgASgLMiQuY291bnRlcnNpZ24udjEuQXV0aG9yaXphdGlvblJlcXVlc3QSGwoTY2FuZGlkYXRlX3Bvb2xfc2l6ZRgFIAEoDSJDCg5PZmZlcldpdGhkcmF3bhISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEg4KBnJlYXNvbhgDIAEoCSIyCg1BY2NlcHRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFZXBvY2gYAiABKAQiiAEKDkFjY2VwdFJlc3BvbnNlEjUKB3JlcXVlc3QYASABKAsyJC5jb3VudGVyc2lnbi52MS5BdXRob3JpemF0aW9uUmVxdWVzdBIQCghyZXBsYXllZBgCIAEoCBItCglyZXZpZXdfYnkYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKDkRlY2xpbmVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSDgoGcmVhc29uGAMgASgJIiMKD0RlY2xpbmVSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoCCKuAQoNRGVjaWRlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEioKCGRlY2lzaW9uGAMgASgOMhguY291bnRlcnNpZ24udjEuRGVjaXNpb24SEwoLcmVhc29uX2NvZGUYBCABKAkSDwoHY29tbWVudBgFIAEoCRIoCgdyZWtleWVkGAYgASgLMhcuY291bnRlcnNpZ24udjEuUmVrZXllZCKPAQoHUmVrZXllZBIfChJhbW91bnRfbWlub3JfdW5pdHMYASABKANIAIgBARIUCgdhY2NvdW50GAIgASgJSAGIAQESGQoMY291bnRlcnBhcnR5GAMgASgJSAKIAQFCFQoTX2Ftb3VudF9taW5vcl91bml0c0IKCghfYWNjb3VudEIPCg1fY291bnRlcnBhcnR5IlkKDkRlY2lkZVJlc3BvbnNlEjUKB3JlcXVlc3QYASABKAsyJC5jb3VudGVyc2lnbi52MS5BdXRob3JpemF0aW9uUmVxdWVzdBIQCghyZXBsYXllZBgCIAEoCCI6ChRHZXRPZmZlckltYWdlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCSI8ChVHZXRPZmZlckltYWdlUmVzcG9uc2USEgoKbWVkaWFfdHlwZRgBIAEoCRIPCgdjb250ZW50GAIgASgMMqkEChFTdXBlcnZpc29yU2VydmljZRJJCgZBdHRlbmQSHS5jb3VudGVyc2lnbi52MS5BdHRlbmRSZXF1ZXN0Gh4uY291bnRlcnNpZ24udjEuQXR0ZW5kUmVzcG9uc2UwARJHCgZBY2NlcHQSHS5jb3VudGVyc2lnbi52MS5BY2NlcHRSZXF1ZXN0Gh4uY291bnRlcnNpZ24udjEuQWNjZXB0UmVzcG9uc2USSgoHRGVjbGluZRIeLmNvdW50ZXJzaWduLnYxLkRlY2xpbmVSZXF1ZXN0Gh8uY291bnRlcnNpZ24udjEuRGVjbGluZVJlc3BvbnNlEkcKBkRlY2lkZRIdLmNvdW50ZXJzaWduLnYxLkRlY2lkZVJlcXVlc3QaHi5jb3VudGVyc2lnbi52MS5EZWNpZGVSZXNwb25zZRJcCg1HZXRPZmZlckltYWdlEiQuY291bnRlcnNpZ24udjEuR2V0T2ZmZXJJbWFnZVJlcXVlc3QaJS5jb3VudGVyc2lnbi52MS5HZXRPZmZlckltYWdlUmVzcG9uc2USRAoFUGF1c2USHC5jb3VudGVyc2lnbi52MS5QYXVzZVJlcXVlc3QaHS5jb3VudGVyc2lnbi52MS5QYXVzZVJlc3BvbnNlEkcKBlJlc3VtZRIdLmNvdW50ZXJzaWduLnYxLlJlc3VtZVJlcXVlc3QaHi5jb3VudGVyc2lnbi52MS5SZXN1bWVSZXNwb25zZUKAAQoSb3JnLmNvdW50ZXJzaWduLnYxQg9TdXBlcnZpc29yUHJvdG9QAVpGZ2l0aHViLmNvbS9jb3VudGVyc2lnbi9jb3VudGVyc2lnbi9nZW4vZ28vY291bnRlcnNpZ24vdjE7Y291bnRlcnNpZ252MaoCDkNvdW50ZXJzaWduLlYxYgZwcm90bzM", [file_countersign_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch9jb3VudGVyc2lnbi92MS9zdXBlcnZpc29yLnByb3RvEg5jb3VudGVyc2lnbi52MSIOCgxQYXVzZVJlcXVlc3QiDwoNUGF1c2VSZXNwb25zZSIPCg1SZXN1bWVSZXF1ZXN0IhAKDlJlc3VtZVJlc3BvbnNlIg8KDUF0dGVuZFJlcXVlc3Qi5AEKDkF0dGVuZFJlc3BvbnNlEiYKBW9mZmVyGAEgASgLMhUuY291bnRlcnNpZ24udjEuT2ZmZXJIABIzCgl3aXRoZHJhd24YAiABKAsyHi5jb3VudGVyc2lnbi52MS5PZmZlcldpdGhkcmF3bkgAEjcKDnJldmlld19yZXN1bWVkGAMgASgLMh0uY291bnRlcnNpZ24udjEuUmV2aWV3UmVzdW1lZEgAEjMKCHByZXNlbmNlGAQgASgLMh8uY291bnRlcnNpZ24udjEuUHJlc2VuY2VDaGFuZ2VkSABCBwoFZXZlbnQiLQoPUHJlc2VuY2VDaGFuZ2VkEg4KBnBhdXNlZBgBIAEoCBIKCgJieRgCIAEoCSKYAQoNUmV2aWV3UmVzdW1lZBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEi0KCXJldmlld19ieRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoHcmVxdWVzdBgEIAEoCzIkLmNvdW50ZXJzaWduLnYxLkF1dGhvcml6YXRpb25SZXF1ZXN0Iq0BCgVPZmZlchISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEi0KCWFjY2VwdF9ieRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoHcmVxdWVzdBgEIAEoCzIkLmNvdW50ZXJzaWduLnYxLkF1dGhvcml6YXRpb25SZXF1ZXN0EhsKE2NhbmRpZGF0ZV9wb29sX3NpemUYBSABKA0iQwoOT2ZmZXJXaXRoZHJhd24SEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoBBIOCgZyZWFzb24YAyABKAkiMgoNQWNjZXB0UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEIogBCg5BY2NlcHRSZXNwb25zZRI1CgdyZXF1ZXN0GAEgASgLMiQuY291bnRlcnNpZ24udjEuQXV0aG9yaXphdGlvblJlcXVlc3QSEAoIcmVwbGF5ZWQYAiABKAgSLQoJcmV2aWV3X2J5GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDCg5EZWNsaW5lUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEg4KBnJlYXNvbhgDIAEoCSIjCg9EZWNsaW5lUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKAgirgEKDURlY2lkZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoBBIqCghkZWNpc2lvbhgDIAEoDjIYLmNvdW50ZXJzaWduLnYxLkRlY2lzaW9uEhMKC3JlYXNvbl9jb2RlGAQgASgJEg8KB2NvbW1lbnQYBSABKAkSKAoHcmVrZXllZBgGIAEoCzIXLmNvdW50ZXJzaWduLnYxLlJla2V5ZWQijwEKB1Jla2V5ZWQSHwoSYW1vdW50X21pbm9yX3VuaXRzGAEgASgDSACIAQESFAoHYWNjb3VudBgCIAEoCUgBiAEBEhkKDGNvdW50ZXJwYXJ0eRgDIAEoCUgCiAEBQhUKE19hbW91bnRfbWlub3JfdW5pdHNCCgoIX2FjY291bnRCDwoNX2NvdW50ZXJwYXJ0eSJZCg5EZWNpZGVSZXNwb25zZRI1CgdyZXF1ZXN0GAEgASgLMiQuY291bnRlcnNpZ24udjEuQXV0aG9yaXphdGlvblJlcXVlc3QSEAoIcmVwbGF5ZWQYAiABKAgiOgoUR2V0T2ZmZXJJbWFnZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZzaGEyNTYYAiABKAkiPAoVR2V0T2ZmZXJJbWFnZVJlc3BvbnNlEhIKCm1lZGlhX3R5cGUYASABKAkSDwoHY29udGVudBgCIAEoDDKpBAoRU3VwZXJ2aXNvclNlcnZpY2USSQoGQXR0ZW5kEh0uY291bnRlcnNpZ24udjEuQXR0ZW5kUmVxdWVzdBoeLmNvdW50ZXJzaWduLnYxLkF0dGVuZFJlc3BvbnNlMAESRwoGQWNjZXB0Eh0uY291bnRlcnNpZ24udjEuQWNjZXB0UmVxdWVzdBoeLmNvdW50ZXJzaWduLnYxLkFjY2VwdFJlc3BvbnNlEkoKB0RlY2xpbmUSHi5jb3VudGVyc2lnbi52MS5EZWNsaW5lUmVxdWVzdBofLmNvdW50ZXJzaWduLnYxLkRlY2xpbmVSZXNwb25zZRJHCgZEZWNpZGUSHS5jb3VudGVyc2lnbi52MS5EZWNpZGVSZXF1ZXN0Gh4uY291bnRlcnNpZ24udjEuRGVjaWRlUmVzcG9uc2USXAoNR2V0T2ZmZXJJbWFnZRIkLmNvdW50ZXJzaWduLnYxLkdldE9mZmVySW1hZ2VSZXF1ZXN0GiUuY291bnRlcnNpZ24udjEuR2V0T2ZmZXJJbWFnZVJlc3BvbnNlEkQKBVBhdXNlEhwuY291bnRlcnNpZ24udjEuUGF1c2VSZXF1ZXN0Gh0uY291bnRlcnNpZ24udjEuUGF1c2VSZXNwb25zZRJHCgZSZXN1bWUSHS5jb3VudGVyc2lnbi52MS5SZXN1bWVSZXF1ZXN0Gh4uY291bnRlcnNpZ24udjEuUmVzdW1lUmVzcG9uc2VCgAEKEm9yZy5jb3VudGVyc2lnbi52MUIPU3VwZXJ2aXNvclByb3RvUAFaRmdpdGh1Yi5jb20vY291bnRlcnNpZ24vY291bnRlcnNpZ24vZ2VuL2dvL2NvdW50ZXJzaWduL3YxO2NvdW50ZXJzaWdudjGqAg5Db3VudGVyc2lnbi5WMWIGcHJvdG8z", [file_countersign_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * Request message for SupervisorService.Pause.
@@ -127,6 +127,14 @@ export type AttendResponse = Message<"countersign.v1.AttendResponse"> & {
      */
     value: ReviewResumed;
     case: "reviewResumed";
+  } | {
+    /**
+     * The duty manager paused or resumed offers to this supervisor.
+     *
+     * @generated from field: countersign.v1.PresenceChanged presence = 4;
+     */
+    value: PresenceChanged;
+    case: "presence";
   } | { case: undefined; value?: undefined };
 };
 
@@ -136,6 +144,35 @@ export type AttendResponse = Message<"countersign.v1.AttendResponse"> & {
  */
 export const AttendResponseSchema: GenMessage<AttendResponse> = /*@__PURE__*/
   messageDesc(file_countersign_v1_supervisor, 5);
+
+/**
+ * Tells a supervisor that the duty manager paused or resumed offers to them
+ * (AdminService.PauseSupervisor, ResumeSupervisor). What they hold stays theirs.
+ *
+ * @generated from message countersign.v1.PresenceChanged
+ */
+export type PresenceChanged = Message<"countersign.v1.PresenceChanged"> & {
+  /**
+   * True when offers stopped; false when they resumed.
+   *
+   * @generated from field: bool paused = 1;
+   */
+  paused: boolean;
+
+  /**
+   * The principal id of the duty manager who did it.
+   *
+   * @generated from field: string by = 2;
+   */
+  by: string;
+};
+
+/**
+ * Describes the message countersign.v1.PresenceChanged.
+ * Use `create(PresenceChangedSchema)` to create a new message.
+ */
+export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
+  messageDesc(file_countersign_v1_supervisor, 6);
 
 /**
  * A review that survived a restart or a change of leader: the supervisor may decide it with
@@ -179,7 +216,7 @@ export type ReviewResumed = Message<"countersign.v1.ReviewResumed"> & {
  * Use `create(ReviewResumedSchema)` to create a new message.
  */
 export const ReviewResumedSchema: GenMessage<ReviewResumed> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 6);
+  messageDesc(file_countersign_v1_supervisor, 7);
 
 /**
  * A request offered to a supervisor, with everything needed to decide it.
@@ -231,7 +268,7 @@ export type Offer = Message<"countersign.v1.Offer"> & {
  * Use `create(OfferSchema)` to create a new message.
  */
 export const OfferSchema: GenMessage<Offer> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 7);
+  messageDesc(file_countersign_v1_supervisor, 8);
 
 /**
  * Tells a supervisor that an offer or review was taken away.
@@ -267,7 +304,7 @@ export type OfferWithdrawn = Message<"countersign.v1.OfferWithdrawn"> & {
  * Use `create(OfferWithdrawnSchema)` to create a new message.
  */
 export const OfferWithdrawnSchema: GenMessage<OfferWithdrawn> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 8);
+  messageDesc(file_countersign_v1_supervisor, 9);
 
 /**
  * Request message for SupervisorService.Accept.
@@ -295,7 +332,7 @@ export type AcceptRequest = Message<"countersign.v1.AcceptRequest"> & {
  * Use `create(AcceptRequestSchema)` to create a new message.
  */
 export const AcceptRequestSchema: GenMessage<AcceptRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 9);
+  messageDesc(file_countersign_v1_supervisor, 10);
 
 /**
  * Response message for SupervisorService.Accept.
@@ -333,7 +370,7 @@ export type AcceptResponse = Message<"countersign.v1.AcceptResponse"> & {
  * Use `create(AcceptResponseSchema)` to create a new message.
  */
 export const AcceptResponseSchema: GenMessage<AcceptResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 10);
+  messageDesc(file_countersign_v1_supervisor, 11);
 
 /**
  * Request message for SupervisorService.Decline.
@@ -368,7 +405,7 @@ export type DeclineRequest = Message<"countersign.v1.DeclineRequest"> & {
  * Use `create(DeclineRequestSchema)` to create a new message.
  */
 export const DeclineRequestSchema: GenMessage<DeclineRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 11);
+  messageDesc(file_countersign_v1_supervisor, 12);
 
 /**
  * Response message for SupervisorService.Decline.
@@ -390,7 +427,7 @@ export type DeclineResponse = Message<"countersign.v1.DeclineResponse"> & {
  * Use `create(DeclineResponseSchema)` to create a new message.
  */
 export const DeclineResponseSchema: GenMessage<DeclineResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 12);
+  messageDesc(file_countersign_v1_supervisor, 13);
 
 /**
  * Request message for SupervisorService.Decide.
@@ -448,7 +485,7 @@ export type DecideRequest = Message<"countersign.v1.DecideRequest"> & {
  * Use `create(DecideRequestSchema)` to create a new message.
  */
 export const DecideRequestSchema: GenMessage<DecideRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 13);
+  messageDesc(file_countersign_v1_supervisor, 14);
 
 /**
  * Fields typed from the voucher image.
@@ -483,7 +520,7 @@ export type Rekeyed = Message<"countersign.v1.Rekeyed"> & {
  * Use `create(RekeyedSchema)` to create a new message.
  */
 export const RekeyedSchema: GenMessage<Rekeyed> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 14);
+  messageDesc(file_countersign_v1_supervisor, 15);
 
 /**
  * Response message for SupervisorService.Decide.
@@ -512,7 +549,7 @@ export type DecideResponse = Message<"countersign.v1.DecideResponse"> & {
  * Use `create(DecideResponseSchema)` to create a new message.
  */
 export const DecideResponseSchema: GenMessage<DecideResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 15);
+  messageDesc(file_countersign_v1_supervisor, 16);
 
 /**
  * Request message for SupervisorService.GetOfferImage.
@@ -540,7 +577,7 @@ export type GetOfferImageRequest = Message<"countersign.v1.GetOfferImageRequest"
  * Use `create(GetOfferImageRequestSchema)` to create a new message.
  */
 export const GetOfferImageRequestSchema: GenMessage<GetOfferImageRequest> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 16);
+  messageDesc(file_countersign_v1_supervisor, 17);
 
 /**
  * Response message for SupervisorService.GetOfferImage.
@@ -568,7 +605,7 @@ export type GetOfferImageResponse = Message<"countersign.v1.GetOfferImageRespons
  * Use `create(GetOfferImageResponseSchema)` to create a new message.
  */
 export const GetOfferImageResponseSchema: GenMessage<GetOfferImageResponse> = /*@__PURE__*/
-  messageDesc(file_countersign_v1_supervisor, 17);
+  messageDesc(file_countersign_v1_supervisor, 18);
 
 /**
  * The remote supervisor console's API. Callers must present a client certificate whose
