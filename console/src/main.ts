@@ -7,6 +7,8 @@ import { client, message, Code, ConnectError } from "./rpc";
 import { SessionService, PrincipalRole, type GetSessionResponse } from "./gen/countersign/v1/session_pb";
 import { supervisorScreen } from "./supervisor";
 import { adminScreen } from "./admin";
+import { auditorScreen } from "./auditor";
+import { statisticsPanel } from "./stats";
 
 const app = document.getElementById("app")!;
 /** Whether the screen holds something a reload would lose. */
@@ -54,6 +56,25 @@ function header(session: GetSessionResponse, status: HTMLElement): HTMLElement {
   );
 }
 
+/** Screens side by side under tabs; each is built the first time it is shown, then kept
+ * (hidden, not rebuilt), so what it holds survives a switch. */
+function tabs(main: HTMLElement, screens: [Parameters<typeof t>[0], (panel: HTMLElement) => void][]): void {
+  const bar = h("nav", { class: "tabs", role: "tablist" });
+  const panels = screens.map(() => h("section", { hidden: true }));
+  const built = screens.map(() => false);
+  const show = (i: number) => {
+    panels.forEach((p, j) => (p.hidden = j !== i));
+    bar.querySelectorAll("button").forEach((b, j) => b.classList.toggle("active", j === i));
+    if (!built[i]) {
+      built[i] = true;
+      screens[i][1](panels[i]);
+    }
+  };
+  screens.forEach(([key], i) => bar.append(h("button", { class: "tab", role: "tab", "data-testid": key, onclick: () => show(i) }, t(key))));
+  fill(main, bar, ...panels);
+  show(0);
+}
+
 async function start(): Promise<void> {
   document.documentElement.lang = currentLang();
   document.title = t("title");
@@ -82,7 +103,18 @@ async function start(): Promise<void> {
         fill(main, h("p", { class: "notice" }, t("standby", { leader: "" })));
         return;
       }
-      adminScreen(main, status);
+      tabs(main, [
+        ["tab_queue", (panel) => adminScreen(panel, status)],
+        ["tab_stats", statisticsPanel],
+      ]);
+      return;
+    case PrincipalRole.AUDITOR:
+    case PrincipalRole.REVIEWER:
+      // Audit reads are served on a standby too.
+      tabs(main, [
+        ["tab_search", auditorScreen],
+        ["tab_stats", statisticsPanel],
+      ]);
       return;
     default:
       fill(

@@ -96,13 +96,16 @@ const commands = {
   async count({ page: name, selector }) {
     return await page(name).locator(selector).count();
   },
-  /** Waits until every <img> matching the selector has loaded; returns their natural widths. */
-  async imagesLoaded({ page: name, selector }) {
+  /** Waits until at least `count` (default 1) <img> match the selector and all have loaded;
+   * returns their natural widths. */
+  async imagesLoaded({ page: name, selector, count = 1 }) {
     const p = page(name);
-    await p.locator(selector).first().waitFor({ state: "visible", timeout });
     await p.waitForFunction(
-      (s) => [...document.querySelectorAll(s)].every((i) => i.complete && i.naturalWidth > 0),
-      selector,
+      ([s, n]) => {
+        const imgs = [...document.querySelectorAll(s)];
+        return imgs.length >= n && imgs.every((i) => i.complete && i.naturalWidth > 0);
+      },
+      [selector, count],
       { timeout },
     );
     return await p.$$eval(selector, (imgs) => imgs.map((i) => i.naturalWidth));
@@ -114,6 +117,16 @@ const commands = {
   /** What the page logged: errors there (a CSP violation, an exception) fail the tests. */
   async logs({ page: name }) {
     return pages.get(name)?.logs ?? [];
+  },
+  /** The attribute `name` of every element matching the selector. */
+  async attrs({ page: name, selector, attr }) {
+    return await page(name).$$eval(selector, (els, a) => els.map((e) => e.getAttribute(a)), attr);
+  },
+  /** Gives a file input a file, as a person choosing one would. */
+  async upload({ page: name, selector, file, base64 }) {
+    await page(name)
+      .locator(selector)
+      .setInputFiles({ name: file, mimeType: "application/json", buffer: Buffer.from(base64, "base64") });
   },
   /** Sets the page offline or back online, as a cut network cable would. */
   async offline({ page: name, on }) {

@@ -89,7 +89,12 @@ impl Browser {
             Err(e) => {
                 let page = cmd["page"].clone();
                 let logs = self.call(json!({"op": "logs", "page": page})).await;
-                panic!("browser: {cmd} failed: {e}\npage logs: {logs:?}")
+                // What the page showed when it failed, for whoever reads the failure.
+                let file = format!("{}-failure-{}.png", backend_name(), std::process::id());
+                let shot = self
+                    .call(json!({"op": "screenshot", "page": page, "file": file}))
+                    .await;
+                panic!("browser: {cmd} failed: {e}\npage logs: {logs:?}\nscreenshot: {shot:?}")
             }
         }
     }
@@ -532,7 +537,137 @@ async fn the_duty_manager_pauses_a_supervisor_and_offers_stop() {
     b.no_page_errors("admin").await;
 }
 
+/// The auditor finds a decided request, reads its timeline and images, and verifies it in the
+/// browser against the pinned ledger key; a bundle with one record changed is refused at the
+/// inclusion proof.
+async fn an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refused() {
+    use base64::Engine as _;
+    let t = TestServer::start().await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    let r = submit_pictures(&t, "CON-7", "WDL-CASH").await;
+    let offer = sup.next_offer().await;
+    sup.approve(&offer).await;
+
+    let mut b = Browser::start(&t).await;
+    b.open("audit", "audit-01").await;
+    b.ok(json!({"op": "fill", "page": "audit", "selector": tid("q-teller"), "value": "teller-01"}))
+        .await;
+    b.ok(json!({"op": "select", "page": "audit", "selector": tid("q-outcome"), "value": "4"}))
+        .await;
+    b.click("audit", "search").await;
+    b.click("audit", &format!("row-{}", r.request_id)).await;
+    let timeline = b.text("audit", "timeline").await;
+    for kind in ["submitted", "offered", "accepted", "decided"] {
+        assert!(
+            timeline.contains(kind),
+            "{kind} in the timeline: {timeline}"
+        );
+    }
+    assert_eq!(b.text("audit", "detail-state").await, "已同意");
+    let widths = b
+        .ok(json!({"op": "imagesLoaded", "page": "audit", "selector": "img[data-testid=audit-image]", "count": 2}))
+        .await;
+    assert_eq!(
+        widths.as_array().map(Vec::len),
+        Some(2),
+        "both images: {widths}"
+    );
+
+    let key = std::fs::read_to_string(t.pki.join("ledger.pub")).expect("ledger.pub");
+    b.ok(json!({"op": "fill", "page": "audit", "selector": tid("pubkey"), "value": key.trim()}))
+        .await;
+    b.click("audit", "verify").await;
+    let verdict = b.wait_text("audit", "verdict", "验证").await;
+    assert!(verdict.contains("验证通过"), "{verdict}");
+    b.screenshot("audit", "auditor-verified").await;
+
+    // The same bundle with the customer's name changed in the first record.
+    let bundle = t
+        .auditor()
+        .await
+        .export_proof(pb::ExportProofRequest {
+            request_id: r.request_id.clone(),
+        })
+        .await
+        .expect("export")
+        .into_inner()
+        .bundle;
+    let mut doc: Value = serde_json::from_slice(&bundle).expect("bundle JSON");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let first = doc["records"][0]["record"]
+        .as_str()
+        .expect("record")
+        .to_owned();
+    let text = String::from_utf8(b64.decode(first).expect("base64")).expect("UTF-8");
+    assert!(text.contains("Zhao Min"));
+    doc["records"][0]["record"] = json!(b64.encode(text.replace("Zhao Min", "Zhao Mun")));
+    let tampered = b64.encode(serde_json::to_vec(&doc).expect("JSON"));
+    b.ok(json!({"op": "upload", "page": "audit", "selector": tid("bundle-file"), "file": "tampered.json", "base64": tampered}))
+        .await;
+    let verdict = b.wait_text("audit", "verdict", "未通过").await;
+    assert!(verdict.contains("验证未通过"), "{verdict}");
+    let steps = b.text("audit", "steps").await;
+    assert!(
+        steps.contains("✓ 检查点签名") && steps.contains("✗ 记录包含证明"),
+        "the signature holds, the changed record's proof fails: {steps}"
+    );
+    b.screenshot("audit", "auditor-tampered").await;
+    // And the untouched bundle, loaded as a file, passes: the failure above is the change.
+    b.ok(json!({"op": "upload", "page": "audit", "selector": tid("bundle-file"), "file": "bundle.json", "base64": b64.encode(&bundle)}))
+        .await;
+    b.wait_text("audit", "verdict", "验证通过").await;
+    b.no_page_errors("audit").await;
+}
+
+/// The day's statistics as charts: the counts by outcome, the volume by hour (whose bars add
+/// up to the day's submissions), the times by hour and the rejection rate by branch.
+async fn the_days_statistics_are_drawn() {
+    let t = TestServer::start().await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    for (serial, decision) in [
+        ("ST-1", pb::Decision::Approve),
+        ("ST-2", pb::Decision::Approve),
+        ("ST-3", pb::Decision::Reject),
+    ] {
+        submit_pictures(&t, serial, "WDL-CASH").await;
+        let offer = sup.next_offer().await;
+        sup.accept(&offer).await;
+        sup.decide(&offer, decision, "NO_GOOD", "as decided")
+            .await
+            .expect("decide");
+    }
+    let mut b = Browser::start(&t).await;
+    b.open("audit", "audit-01").await;
+    b.click("audit", "tab_stats").await;
+    b.wait_text("audit", "stat-requests", "3").await;
+    assert_eq!(b.text("audit", "stat-approved").await, "2");
+    assert_eq!(b.text("audit", "stat-rejected").await, "1");
+    let values = b
+        .ok(json!({"op": "attrs", "page": "audit", "selector": "[data-testid=chart-volume] rect", "attr": "data-value"}))
+        .await;
+    let values: Vec<u64> = values
+        .as_array()
+        .expect("bars")
+        .iter()
+        .map(|v| v.as_str().and_then(|s| s.parse().ok()).expect("a count"))
+        .collect();
+    assert_eq!(values.len(), 24, "a bar per hour");
+    assert_eq!(values.iter().sum::<u64>(), 3, "the hours add up to the day");
+    let rejection = b
+        .ok(json!({"op": "attrs", "page": "audit", "selector": "[data-testid=chart-rejection] rect", "attr": "data-value"}))
+        .await;
+    assert_eq!(
+        rejection,
+        json!(["0.3333333333333333"]),
+        "one branch, 1 of 3 rejected"
+    );
+    b.screenshot("audit", "statistics").await;
+    b.no_page_errors("audit").await;
+}
+
 crate::on_both_backends!(
+    the_days_statistics_are_drawn,
+    an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refused,
     the_duty_manager_pauses_a_supervisor_and_offers_stop,
     a_supervisor_approves_from_the_console_and_the_teller_sees_it,
     an_offer_not_accepted_in_time_moves_on,

@@ -288,7 +288,9 @@ async fn bench_follows_the_leader_through_a_sigkill() {
 /// consoles (returns, resubmissions, cancellations, dual control) follow the new leader, and
 /// the demo exits 0 only when every request it submitted reached a final state.
 async fn demo_follows_the_leader_through_a_sigkill() {
-    through_a_sigkill("demo", &["--requests", "150"], Duration::from_millis(1500)).await;
+    // Enough requests that the demo is still running when the leader goes: 150 took only
+    // 1.5 s on this machine, and then the kill at 1.5 s found nothing left to follow.
+    through_a_sigkill("demo", &["--requests", "600"], Duration::from_millis(1500)).await;
 }
 
 fn snapshot_records(
