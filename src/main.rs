@@ -61,6 +61,18 @@ enum Command {
         /// principals' certificates).
         #[arg(long, requires = "target")]
         pki: Option<PathBuf>,
+        /// Keep a server running for the browser console instead: simulated tellers submit
+        /// at a steady pace and a person works the queue (docs/console.md). Its data and
+        /// certificates (with a PKCS#12 file per principal) go to --data, by default
+        /// ./countersign-console; Ctrl-C stops.
+        #[arg(long, conflicts_with = "target")]
+        console: bool,
+        /// With --console: the address to serve on.
+        #[arg(long, default_value = "127.0.0.1:7443", requires = "console")]
+        listen: std::net::SocketAddr,
+        /// With --console: milliseconds between one teller's submissions and the next's.
+        #[arg(long, default_value_t = 5000, requires = "console")]
+        every_ms: u64,
     },
     /// Load generator: starts the server in a temporary directory (or drives `--target`), runs
     /// simulated tellers and supervisors who approve at once over gRPC with mutual TLS, and
@@ -363,8 +375,20 @@ async fn run() -> anyhow::Result<()> {
             data,
             target,
             pki,
+            console,
+            listen,
+            every_ms,
         } => {
             init_logging(LogFormat::Text, "warn");
+            if console {
+                let data = data.unwrap_or_else(|| PathBuf::from("countersign-console"));
+                return countersign::tools::console_demo::run(
+                    data,
+                    listen,
+                    std::time::Duration::from_millis(every_ms.max(100)),
+                )
+                .await;
+            }
             let target = match pki {
                 Some(pki) if !target.is_empty() => {
                     countersign::tools::demo::Target::Cluster { addrs: target, pki }
@@ -461,7 +485,17 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
-                let written = countersign::tools::pki::init(&out)?;
+                let mut written = countersign::tools::pki::init(&out)?;
+                // For people: each principal's certificate and key to import into a browser.
+                let ids: Vec<&str> = countersign::tools::pki::DEMO_PRINCIPALS
+                    .iter()
+                    .map(|p| p.id)
+                    .collect();
+                written.extend(countersign::tools::pki::browser_files(
+                    &out,
+                    &ids,
+                    countersign::tools::pki::BROWSER_FILE_PASSWORD,
+                )?);
                 let config = out.join("countersign.toml");
                 std::fs::write(&config, countersign::config::SAMPLE)
                     .with_context(|| format!("write {}", config.display()))?;
@@ -471,6 +505,11 @@ async fn run() -> anyhow::Result<()> {
                 println!(
                     "start the server with: countersign serve --config {}",
                     config.display()
+                );
+                println!(
+                    "the console: import a principal's <id>.p12 (password \"{}\") into a browser \
+                     and open https://localhost:7443/ (docs/console.md)",
+                    countersign::tools::pki::BROWSER_FILE_PASSWORD
                 );
                 Ok(())
             }

@@ -149,17 +149,33 @@ export function auditorScreen(main: HTMLElement): void {
     );
   }
 
-  async function open(id: string): Promise<void> {
-    try {
-      const res = await api.getRequest({ requestId: id });
-      if (!res.request) return;
-      renderDetail(res.request, res.events);
-    } catch (e) {
-      fill(detail, h("p", { class: "notice error" }, t("failed", { msg: message(e) })));
-    }
+  function open(id: string): Promise<void> {
+    return showRequest(detail, id);
   }
+}
 
-  function renderDetail(r: AuthorizationRequest, events: LedgerEvent[]): void {
+/** Shows request `id` in `detail`: its facts, ledger records, images and the verify panel;
+ * `extra` adds a section of the caller's (the reviewer's finding) below the facts. */
+export async function showRequest(
+  detail: HTMLElement,
+  id: string,
+  extra?: (r: AuthorizationRequest) => HTMLElement | null,
+): Promise<void> {
+  try {
+    const res = await api.getRequest({ requestId: id });
+    if (!res.request) return;
+    renderDetail(detail, res.request, res.events, extra);
+  } catch (e) {
+    fill(detail, h("p", { class: "notice error" }, t("failed", { msg: message(e) })));
+  }
+}
+
+function renderDetail(
+  detail: HTMLElement,
+  r: AuthorizationRequest,
+  events: LedgerEvent[],
+  extra?: (r: AuthorizationRequest) => HTMLElement | null,
+): void {
     const tx = r.transaction;
     const images = h("div", { class: "thumbs" });
     const steps = h("ol", { class: "steps", "data-testid": "steps" });
@@ -223,6 +239,7 @@ export function auditorScreen(main: HTMLElement): void {
         h("dd", {}, `${r.customer?.name ?? ""} · ${r.customer?.documentNumber ?? ""}`),
         r.decision ? [h("dt", {}, t("decision")), h("dd", {}, `${r.decision.supervisorId} ${r.decision.reasonCode} ${r.decision.comment}`)] : null,
       ),
+      extra ? extra(r) : null,
       h("h3", {}, t("timeline")),
       h(
         "table",
@@ -278,5 +295,4 @@ export function auditorScreen(main: HTMLElement): void {
         .then((res) => (img.src = URL.createObjectURL(new Blob([res.content as BlobPart], { type: ref.mediaType }))))
         .catch((e) => frame.append(h("p", { class: "notice error" }, message(e))));
     }
-  }
 }

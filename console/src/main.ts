@@ -9,6 +9,7 @@ import { supervisorScreen } from "./supervisor";
 import { adminScreen } from "./admin";
 import { auditorScreen } from "./auditor";
 import { statisticsPanel } from "./stats";
+import { reviewerScreen } from "./reviewer";
 
 const app = document.getElementById("app")!;
 /** Whether the screen holds something a reload would lose. */
@@ -109,9 +110,15 @@ async function start(): Promise<void> {
       ]);
       return;
     case PrincipalRole.AUDITOR:
-    case PrincipalRole.REVIEWER:
       // Audit reads are served on a standby too.
       tabs(main, [
+        ["tab_search", auditorScreen],
+        ["tab_stats", statisticsPanel],
+      ]);
+      return;
+    case PrincipalRole.REVIEWER:
+      tabs(main, [
+        ["tab_review", reviewerScreen],
         ["tab_search", auditorScreen],
         ["tab_stats", statisticsPanel],
       ]);

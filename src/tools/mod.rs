@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod console_demo;
 pub mod copy;
 pub mod demo;
 pub mod fallback;

@@ -389,6 +389,69 @@ pub fn fingerprint_pem(pem: &str) -> Result<String> {
 }
 
 /// A freshly issued leaf certificate and its key.
+/// The password of the PKCS#12 files `pki init` writes for browsers. A development PKI's: its
+/// PEM keys lie unencrypted beside them, so the password protects nothing they do not; it is
+/// there because browsers and keychains ask for one.
+pub const BROWSER_FILE_PASSWORD: &str = "countersign";
+
+/// Writes `<id>.p12` beside each principal's `<id>.pem` and `<id>.key` in `dir`: the
+/// certificate, its key and the CA, as PKCS#12 (PBES2 with AES-256 and PBKDF2-HMAC-SHA-256,
+/// an HMAC-SHA-256 MAC), which a person imports into a browser to open the console. Returns
+/// the paths written.
+pub fn browser_files(dir: &Path, ids: &[&str], password: &str) -> Result<Vec<PathBuf>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let path = dir.join(name);
+        fs::read(&path).with_context(|| format!("read {}", path.display()))
+    };
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(&read(CA_CERT)?)
+        .context("ca.pem: not a PEM certificate")?;
+    let ca = p12_keystore::Certificate::from_der(ca.as_ref()).context("ca.pem: not X.509")?;
+    let mut written = Vec::with_capacity(ids.len());
+    for id in ids {
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(&read(&format!("{id}.pem"))?)
+            .with_context(|| format!("{id}.pem: not a PEM certificate"))?;
+        let key =
+            rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&read(&format!("{id}.key"))?)
+                .with_context(|| format!("{id}.key: not a PKCS#8 PEM key"))?;
+        let leaf = p12_keystore::Certificate::from_der(cert.as_ref())
+            .with_context(|| format!("{id}.pem: not X.509"))?;
+        let key = p12_keystore::PrivateKey::from_der(key.secret_pkcs8_der())
+            .with_context(|| format!("{id}.key: not a private key"))?;
+        let local_key_id = Sha256::digest(cert.as_ref())[..20].to_vec();
+        let chain = p12_keystore::PrivateKeyChain::new(local_key_id, key, [leaf, ca.clone()]);
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry(id, p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let bytes = store
+            .writer(password)
+            .write()
+            .with_context(|| format!("encode {id}.p12"))?;
+        let path = dir.join(format!("{id}.p12"));
+        write_bytes(&path, &bytes).with_context(|| format!("write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Writes a private binary file (mode 0600 on unix), replacing one that is there.
+fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
+}
+
 struct Issued {
     cert_pem: String,
     key_pem: String,

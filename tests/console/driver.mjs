@@ -44,13 +44,17 @@ function page(name) {
 }
 
 const commands = {
-  async open({ page: name, principal, lang }) {
+  /** A new browser context presenting `principal`'s certificate: its PEM files, or with
+   * `passphrase` its PKCS#12 file (what a person imports). */
+  async open({ page: name, principal, lang, passphrase }) {
+    const cert =
+      passphrase !== undefined
+        ? { origin: base, pfxPath: join(pki, `${principal}.p12`), passphrase }
+        : { origin: base, certPath: join(pki, `${principal}.pem`), keyPath: join(pki, `${principal}.key`) };
     const context = await browser.newContext({
       ignoreHTTPSErrors: true,
       viewport: { width: 1400, height: 900 },
-      clientCertificates: principal
-        ? [{ origin: base, certPath: join(pki, `${principal}.pem`), keyPath: join(pki, `${principal}.key`) }]
-        : [],
+      clientCertificates: principal ? [cert] : [],
     });
     if (lang) await context.addInitScript((l) => localStorage.setItem("countersign.lang", l), lang);
     const p = await context.newPage();

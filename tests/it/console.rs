@@ -287,11 +287,16 @@ async fn settled(w: &mut tonic::Streaming<pb::WatchResponse>) -> pb::Authorizati
 }
 
 /// The supervisor attends from the console, accepts the offer with the keyboard, sees the
-/// request with its images, and approves; the teller's Watch sees the approval.
+/// request with its images, and approves; the teller's Watch sees the approval. The browser
+/// presents the PKCS#12 file `pki init` writes for people to import.
 async fn a_supervisor_approves_from_the_console_and_the_teller_sees_it() {
     let t = TestServer::start().await;
+    let password = countersign::tools::pki::BROWSER_FILE_PASSWORD;
+    countersign::tools::pki::browser_files(&t.pki, &["sup-01"], password).expect("sup-01.p12");
     let mut b = Browser::start(&t).await;
-    let opened = b.open("sup", "sup-01").await;
+    let opened = b
+        .ok(json!({"op": "open", "page": "sup", "principal": "sup-01", "passphrase": password}))
+        .await;
     assert_eq!(opened["status"], json!(200));
     let csp = opened["csp"].as_str().unwrap_or_default();
     assert!(
@@ -665,7 +670,123 @@ async fn the_days_statistics_are_drawn() {
     b.no_page_errors("audit").await;
 }
 
+/// The reviewer opens the queue of requests drawn for after-the-fact review, reads one, and
+/// flags it with what was found; the finding is recorded.
+async fn a_reviewer_flags_a_drawn_approval() {
+    let t = TestServer::start().await;
+    let mut sup = Console::open(&t, "sup-01").await;
+    // The test policy's "review-all" rule draws every approval of code REVIEWED.
+    let r = submit_pictures(&t, "CON-8", "REVIEWED").await;
+    let offer = sup.next_offer().await;
+    sup.approve(&offer).await;
+
+    let mut b = Browser::start(&t).await;
+    b.open("review", "review-01").await;
+    b.click("review", &format!("review-row-{}", r.request_id))
+        .await;
+    b.wait_text("review", "finding", "同意的交易按比例随机抽中")
+        .await;
+    b.ok(json!({"op": "fill", "page": "review", "selector": tid("finding-comment"), "value": "凭证金额与系统金额不一致"}))
+        .await;
+    b.screenshot("review", "reviewer").await;
+    b.click("review", "flag-review").await;
+    let finding = b.wait_text("review", "finding", "已标记问题").await;
+    assert!(finding.contains("review-01"), "{finding}");
+    let flagged = t
+        .reviewer("review-01")
+        .await
+        .list_reviews(pb::ListReviewsRequest {
+            status: pb::ReviewStatus::Flagged as i32,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(flagged.requests.len(), 1);
+    assert_eq!(flagged.requests[0].request_id, r.request_id);
+    let history = t.history(&r.request_id).await;
+    let reviewed = history
+        .iter()
+        .find(|e| e["event"]["type"] == "reviewed")
+        .expect("a reviewed record");
+    assert_eq!(reviewed["actor"], "review-01");
+    assert_eq!(reviewed["event"]["comment"], "凭证金额与系统金额不一致");
+    b.no_page_errors("review").await;
+}
+
+/// `demo --console` keeps a server with simulated tellers: it writes each principal's PKCS#12
+/// file, and requests arrive in the queue for a person to work, with real pictures.
+async fn the_console_demo_keeps_tellers_submitting() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args([
+            "demo",
+            "--console",
+            "--listen",
+            "127.0.0.1:0",
+            "--every-ms",
+            "200",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run countersign demo --console");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the demo starts within 60 s")
+            .expect("read")
+            .expect("the demo printed where it serves");
+        if let Some(rest) = line.strip_prefix("Countersign console demo: the server on ") {
+            break rest.split(',').next().unwrap().parse().expect("an address");
+        }
+    };
+    let pki = dir.path().join("pki");
+    for id in ["sup-01", "admin-01", "audit-01"] {
+        assert!(pki.join(format!("{id}.p12")).exists(), "{id}.p12 written");
+    }
+    let mut sup = countersign::tools::client::supervisor(addr, &pki, "sup-01")
+        .await
+        .expect("supervisor");
+    let mut offers = sup
+        .attend(pb::AttendRequest {})
+        .await
+        .expect("attend")
+        .into_inner();
+    let offer = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), offers.message())
+            .await
+            .expect("an offer within 30 s")
+            .expect("attend")
+            .expect("open");
+        if let Some(pb::attend_response::Event::Offer(o)) = m.event {
+            break o;
+        }
+    };
+    let r = offer.request.expect("request");
+    let image = sup
+        .get_offer_image(pb::GetOfferImageRequest {
+            request_id: offer.request_id.clone(),
+            sha256: r.images[0].sha256.clone(),
+        })
+        .await
+        .expect("image")
+        .into_inner();
+    assert_eq!(image.media_type, "image/png");
+    assert!(image.content.starts_with(b"\x89PNG"), "a real picture");
+    child.kill().await.expect("stop the demo");
+}
+
+// The console demo runs the embedded backend, as `cargo run -- demo` does.
+crate::embedded_only!(the_console_demo_keeps_tellers_submitting);
+
 crate::on_both_backends!(
+    a_reviewer_flags_a_drawn_approval,
     the_days_statistics_are_drawn,
     an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refused,
     the_duty_manager_pauses_a_supervisor_and_offers_stop,

@@ -314,3 +314,47 @@ async fn certificates_work_for_mutual_tls() {
     );
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+#[test]
+fn browser_files_carry_the_certificate_its_key_and_the_ca() {
+    use rustls::pki_types::pem::PemObject as _;
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path()).unwrap();
+    let written = browser_files(dir.path(), &["sup-01"], BROWSER_FILE_PASSWORD).unwrap();
+    assert_eq!(written, [dir.path().join("sup-01.p12")]);
+    let bytes = std::fs::read(&written[0]).unwrap();
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &bytes,
+        BROWSER_FILE_PASSWORD,
+        p12_keystore::Pkcs12ImportPolicy::default(),
+    )
+    .unwrap();
+    let (alias, chain) = store.private_key_chain().expect("a key and its chain");
+    assert_eq!(alias, "sup-01");
+    let pem = |name: &str| {
+        rustls::pki_types::CertificateDer::from_pem_file(dir.path().join(name))
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    let certs: Vec<Vec<u8>> = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+    assert_eq!(certs, [pem("sup-01.pem"), pem("ca.pem")]);
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(dir.path().join("sup-01.key"))
+        .unwrap();
+    assert_eq!(chain.key().as_der(), key.secret_pkcs8_der());
+    assert!(
+        p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            "not the password",
+            p12_keystore::Pkcs12ImportPolicy::default()
+        )
+        .is_err(),
+        "the password is checked"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&written[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a key file: private");
+    }
+}
