@@ -56,7 +56,16 @@ const commands = {
       viewport: { width: 1400, height: 900 },
       clientCertificates: principal ? [cert] : [],
     });
-    if (lang) await context.addInitScript((l) => localStorage.setItem("countersign.lang", l), lang);
+    // The language as a person would have chosen it before: set once, not on every reload
+    // (a later switch on the page must stick).
+    if (lang) {
+      await context.addInitScript((l) => {
+        if (!sessionStorage.getItem("lang-set")) {
+          localStorage.setItem("countersign.lang", l);
+          sessionStorage.setItem("lang-set", "1");
+        }
+      }, lang);
+    }
     const p = await context.newPage();
     const logs = [];
     p.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));

@@ -338,6 +338,19 @@ async fn a_supervisor_approves_from_the_console_and_the_teller_sees_it() {
         .await;
     assert_eq!(widths, json!([480, 320]), "both images side by side");
     b.screenshot("sup", "supervisor-review").await;
+    // Zoom and rotate act on the images shown.
+    b.click("sup", "zoom-in").await;
+    b.press("sup", "o").await;
+    let transforms = b
+        .ok(json!({"op": "attrs", "page": "sup", "selector": "img[data-testid=image]", "attr": "style"}))
+        .await;
+    assert_eq!(
+        transforms,
+        json!([
+            "transform: scale(1.25) rotate(90deg);",
+            "transform: scale(1.25) rotate(90deg);"
+        ])
+    );
 
     b.press("sup", "y").await;
     b.wait_text("sup", "notices", &format!("已同意 {}", r.request_id))
@@ -345,6 +358,36 @@ async fn a_supervisor_approves_from_the_console_and_the_teller_sees_it() {
     assert_eq!(state(&settled(&mut w).await), pb::RequestState::Approved);
     b.gone("sup", "review").await;
     b.wait_text("sup", "presence", "等待任务").await;
+    b.no_page_errors("sup").await;
+}
+
+/// In English: the language switch is remembered by the browser; labels, the amount and the
+/// dates follow it.
+async fn the_console_speaks_english_when_asked() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.ok(json!({"op": "open", "page": "sup", "principal": "sup-01", "lang": "en"}))
+        .await;
+    let who = b.text("sup", "who").await;
+    assert!(
+        who.contains("Supervisor") && who.contains("Level 3"),
+        "{who}"
+    );
+    assert_eq!(b.text("sup", "attend").await, "Attend");
+    b.click("sup", "attend").await;
+    b.wait_text("sup", "connection", "Connected").await;
+    submit_pictures(&t, "CON-9", "WDL-CASH").await;
+    let offer = b.text("sup", "offer").await;
+    assert!(
+        offer.contains("New authorization request") && offer.contains("CN¥50,000.00"),
+        "{offer}"
+    );
+    b.screenshot("sup", "supervisor-offer-en").await;
+    // Back to Chinese, after leaving (the switch reloads the page, which would end the
+    // Attend stream, so while attending it asks to leave first).
+    b.click("sup", "leave").await;
+    b.click("sup", "lang").await;
+    b.wait_text("sup", "who", "授权主管").await;
     b.no_page_errors("sup").await;
 }
 
@@ -786,6 +829,7 @@ async fn the_console_demo_keeps_tellers_submitting() {
 crate::embedded_only!(the_console_demo_keeps_tellers_submitting);
 
 crate::on_both_backends!(
+    the_console_speaks_english_when_asked,
     a_reviewer_flags_a_drawn_approval,
     the_days_statistics_are_drawn,
     an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refused,
