@@ -94,14 +94,14 @@ async function start(): Promise<void> {
   switch (session.role) {
     case PrincipalRole.SUPERVISOR:
       if (!session.leader) {
-        fill(main, h("p", { class: "notice" }, t("standby", { leader: "" })));
+        fill(main, h("p", { class: "notice", "data-testid": "standby" }, t("standby", { leader: session.leaderAddress || "?" })));
         return;
       }
       busy = supervisorScreen(main, status);
       return;
     case PrincipalRole.ADMIN:
       if (!session.leader) {
-        fill(main, h("p", { class: "notice" }, t("standby", { leader: "" })));
+        fill(main, h("p", { class: "notice", "data-testid": "standby" }, t("standby", { leader: session.leaderAddress || "?" })));
         return;
       }
       tabs(main, [

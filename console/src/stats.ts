@@ -109,6 +109,12 @@ export function statisticsPanel(container: HTMLElement): void {
         h(
           "figure",
           { class: "chart-box" },
+          h("figcaption", {}, t("returnByBranch")),
+          bars(s.branchRejection.map((b) => b.branchId), s.branchRejection.map((b) => b.returnRate), pct, "chart-return"),
+        ),
+        h(
+          "figure",
+          { class: "chart-box" },
           h("figcaption", {}, t("outcomes")),
           bars(Object.keys(s.byOutcome).map((k) => tOr(`outcome_${k}`, k)), Object.values(s.byOutcome).map(Number), count, "chart-outcomes"),
         ),

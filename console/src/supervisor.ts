@@ -10,7 +10,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { h, fill } from "./dom";
 import { t, tOr } from "./i18n";
 import { money, dateTime, minutesSeconds } from "./format";
-import { client, message, Code, ConnectError } from "./rpc";
+import { client, message, errorInfo, Code, ConnectError } from "./rpc";
 import { SupervisorService, type AttendResponse } from "./gen/countersign/v1/supervisor_pb";
 import {
   Decision,
@@ -329,7 +329,7 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
         "dl",
         { class: "facts" },
         fact(t("code"), tx?.code),
-        fact(t("amount"), tx?.amount ? money(tx.amount.minorUnits, tx.amount.currency) : ""),
+        fact(t("amount"), r.rekeyFields.includes(RekeyField.AMOUNT) ? t("withheld") : tx?.amount ? money(tx.amount.minorUnits, tx.amount.currency) : ""),
         fact(t("branch"), r.branchId),
         fact(t("levelNeeded"), String(r.levelNeeded)),
         fact(t("approvalOf", { k: r.approvals.length + 1, n: r.approvalsNeeded }), ""),
@@ -348,6 +348,8 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
   function reviewView(item: Held): HTMLElement {
     const r = item.request;
     const tx = r.transaction;
+    // Fields the rule asks the supervisor to type from the voucher are withheld by the server.
+    const typed = (f: RekeyField, shown: string | undefined) => (r.rekeyFields.includes(f) ? t("withheld") : shown);
     const c = r.customer;
     const verification = c?.verification ?? 0;
     return h(
@@ -370,9 +372,9 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
             "dl",
             { class: "facts" },
             fact(t("code"), tx?.code),
-            fact(t("amount"), tx?.amount ? money(tx.amount.minorUnits, tx.amount.currency) : "", "amount"),
-            fact(t("account"), tx?.account),
-            fact(t("counterparty"), tx?.counterparty),
+            fact(t("amount"), typed(RekeyField.AMOUNT, tx?.amount ? money(tx.amount.minorUnits, tx.amount.currency) : ""), "amount"),
+            fact(t("account"), typed(RekeyField.ACCOUNT, tx?.account)),
+            fact(t("counterparty"), typed(RekeyField.COUNTERPARTY, tx?.counterparty)),
             ...Object.entries(tx?.attributes ?? {}).map(([k, v]) => fact(k, v)),
             fact(t("teller"), r.tellerId),
             fact(t("branch"), r.branchId),
@@ -690,6 +692,14 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
     try {
       done(await call());
     } catch (e) {
+      const info = errorInfo(e);
+      if (info?.reason === "REKEY_MISMATCH") {
+        // Recorded. With attempts left the review stays ours: read the voucher again.
+        const left = Number(info.metadata["attempts_left"] ?? "0");
+        notice(t("rekeyMismatch", { fields: info.metadata["fields"] ?? "", left }), "error");
+        if (left === 0) drop(item.id, item.epoch);
+        return;
+      }
       if (e instanceof ConnectError && (e.code === Code.FailedPrecondition || e.code === Code.NotFound)) {
         notice(t("stale", { id: item.id, msg: e.rawMessage }), "error");
         drop(item.id, item.epoch);

@@ -310,6 +310,8 @@ impl AuditService for AuditApi {
                     approved: r.approved,
                     rejected: r.rejected,
                     rate: r.rate,
+                    returned: r.returned,
+                    return_rate: r.return_rate,
                 })
                 .collect(),
             unusual_pairs: s

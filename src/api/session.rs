@@ -43,6 +43,10 @@ impl SessionService for SessionApi {
             Role::Admin => pb::PrincipalRole::Admin,
             Role::Reviewer => pb::PrincipalRole::Reviewer,
         };
+        let leader_address = match &*self.role.borrow() {
+            super::Role::Standby { leader } => leader.clone().unwrap_or_default(),
+            super::Role::Leader => String::new(),
+        };
         Ok(Response::new(pb::GetSessionResponse {
             principal_id: p.id.as_str().to_owned(),
             name: p.name,
@@ -51,6 +55,7 @@ impl SessionService for SessionApi {
             level: p.level.into(),
             leader: *self.role.borrow() == super::Role::Leader,
             directory_sha256: self.directory.current().sha256().to_owned(),
+            leader_address,
         }))
     }
 }

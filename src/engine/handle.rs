@@ -762,6 +762,7 @@ impl EngineHandle {
             .into_iter()
             .map(|s| stats::Row {
                 review: s.review,
+                returns: s.returns,
                 on_site_supervisor: s.on_site_supervisor,
                 on_site: s.on_site_at_ms.map(|at_ms| stats::OnSiteRow {
                     at_ms,

@@ -43,6 +43,8 @@ pub struct Row {
     pub review: Option<String>,
     /// A fallback's on-site supervisor, to whom a flag on it is counted.
     pub on_site_supervisor: Option<String>,
+    /// How many times it was returned to the teller.
+    pub returns: u32,
 }
 
 /// After-the-fact reviews over the rows.
@@ -200,7 +202,8 @@ pub struct Percentiles {
     pub max: Option<i64>,
 }
 
-/// Approved and rejected counts of one branch and the resulting rejection rate.
+/// Approved and rejected counts of one branch and the resulting rejection rate, and how
+/// many of its requests were returned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchRate {
     /// Requests from the branch that ended approved.
@@ -211,6 +214,11 @@ pub struct BranchRate {
     /// that case; 0.0 keeps the report free of NaN, and the zero counts next to it show that
     /// there was nothing to measure.
     pub rate: f64,
+    /// Requests from the branch returned to the teller at least once.
+    pub returned: u64,
+    /// `returned / requests from the branch` (every request in the range counts, final or
+    /// not); 0.0 when there are none.
+    pub return_rate: f64,
 }
 
 /// A (teller, supervisor) pair whose decision count stands out; see [`compute`].
@@ -307,8 +315,9 @@ pub fn compute_with(
     let mut by_supervisor = BTreeMap::new();
     let mut waits = Vec::new();
     let mut decisions = Vec::new();
-    // (approved, rejected) per branch; turned into rates once all rows are counted.
-    let mut branch_counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    // (approved, rejected, returned at least once, all) per branch; turned into rates once all
+    // rows are counted.
+    let mut branch_counts: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
     let mut fallbacks: BTreeMap<String, BranchFallbacks> = BTreeMap::new();
     let mut reviews = ReviewCounts::default();
 
@@ -356,7 +365,11 @@ pub fn compute_with(
             waits.push(accepted.saturating_sub(row.submitted_at_ms));
         }
 
-        let counts = branch_counts.entry(row.branch.as_str()).or_insert((0, 0));
+        let counts = branch_counts
+            .entry(row.branch.as_str())
+            .or_insert((0, 0, 0, 0));
+        counts.2 += u64::from(row.returns > 0);
+        counts.3 += 1;
         let decided = match row.state.as_str() {
             "approved" => {
                 counts.0 += 1;
@@ -377,12 +390,17 @@ pub fn compute_with(
 
     let branch_rejection_rate = branch_counts
         .into_iter()
-        .map(|(branch, (approved, rejected))| {
+        .map(|(branch, (approved, rejected, returned, all))| {
             let decided = approved + rejected;
             let rate = if decided == 0 {
                 0.0
             } else {
                 rejected as f64 / decided as f64
+            };
+            let return_rate = if all == 0 {
+                0.0
+            } else {
+                returned as f64 / all as f64
             };
             (
                 branch.to_string(),
@@ -390,6 +408,8 @@ pub fn compute_with(
                     approved,
                     rejected,
                     rate,
+                    returned,
+                    return_rate,
                 },
             )
         })

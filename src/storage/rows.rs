@@ -53,6 +53,10 @@ pub struct Summary {
     /// Its after-the-fact review: "pending", "confirmed" or "flagged"; `None` when not drawn.
     #[serde(default)]
     pub review: Option<String>,
+    /// How many times it was returned to the teller. A row written before this was kept
+    /// reads 0 until the projection is rebuilt from the ledger.
+    #[serde(default)]
+    pub returns: u32,
 }
 
 impl Summary {
@@ -86,6 +90,7 @@ impl Summary {
             on_site_supervisor: r.on_site.as_ref().map(|o| o.supervisor.to_string()),
             on_site_at_ms: r.on_site.as_ref().map(|o| o.decided_at.0),
             review: r.review.as_ref().map(|v| v.status().to_owned()),
+            returns: u32::try_from(r.returns.len()).unwrap_or(u32::MAX),
         }
     }
 

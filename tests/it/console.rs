@@ -391,6 +391,48 @@ async fn the_console_speaks_english_when_asked() {
     b.no_page_errors("sup").await;
 }
 
+/// Blind re-keying: the amount and account are withheld from the supervisor, who types them
+/// from the voucher; a wrong amount is refused and recorded with an attempt left, and the
+/// review stays; the right one approves.
+async fn a_supervisor_types_the_withheld_fields_from_the_voucher() {
+    let t = TestServer::start().await;
+    let mut b = Browser::start(&t).await;
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    // The test policy's "rekey" rule asks for the amount and the account, two attempts.
+    let r = submit_pictures(&t, "CON-11", "REKEY").await;
+    let mut w = watch(&t, &r.request_id).await;
+    b.click("sup", "accept").await;
+    assert_eq!(b.text("sup", "amount").await, "（请按凭证影像录入）");
+    let review = b.text("sup", "review").await;
+    assert!(
+        !review.contains("6222020200112233445"),
+        "the account is withheld: {review}"
+    );
+    let fill = |selector: &str, value: &str| json!({"op": "fill", "page": "sup", "selector": tid(selector), "value": value});
+    b.ok(fill("rekey-amount", "50000.01")).await;
+    b.ok(fill("rekey-account", "6222 0202 0011 2233 445")).await;
+    b.click("sup", "approve").await;
+    b.wait_text("sup", "notices", "还可再录入 1 次").await;
+    b.text("sup", "review").await;
+    b.screenshot("sup", "supervisor-rekey").await;
+    b.ok(fill("rekey-amount", "50,000.00")).await;
+    b.click("sup", "approve").await;
+    let done = settled(&mut w).await;
+    assert_eq!(state(&done), pb::RequestState::Approved);
+    let kinds: Vec<String> = t
+        .history(&r.request_id)
+        .await
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        kinds.contains(&"rekey_mismatched".to_string()),
+        "the mistake is recorded: {kinds:?}"
+    );
+    b.no_page_errors("sup").await;
+}
+
 /// An offer left unanswered lapses: the console says so and drops it, and the request is
 /// offered to another supervisor.
 async fn an_offer_not_accepted_in_time_moves_on() {
@@ -668,7 +710,8 @@ async fn an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refuse
 }
 
 /// The day's statistics as charts: the counts by outcome, the volume by hour (whose bars add
-/// up to the day's submissions), the times by hour and the rejection rate by branch.
+/// up to the day's submissions), the times by hour, and the rejection and return rates by
+/// branch.
 async fn the_days_statistics_are_drawn() {
     let t = TestServer::start().await;
     let mut sup = Console::open(&t, "sup-01").await;
@@ -676,6 +719,7 @@ async fn the_days_statistics_are_drawn() {
         ("ST-1", pb::Decision::Approve),
         ("ST-2", pb::Decision::Approve),
         ("ST-3", pb::Decision::Reject),
+        ("ST-4", pb::Decision::Return),
     ] {
         submit_pictures(&t, serial, "WDL-CASH").await;
         let offer = sup.next_offer().await;
@@ -687,9 +731,10 @@ async fn the_days_statistics_are_drawn() {
     let mut b = Browser::start(&t).await;
     b.open("audit", "audit-01").await;
     b.click("audit", "tab_stats").await;
-    b.wait_text("audit", "stat-requests", "3").await;
+    b.wait_text("audit", "stat-requests", "4").await;
     assert_eq!(b.text("audit", "stat-approved").await, "2");
     assert_eq!(b.text("audit", "stat-rejected").await, "1");
+    assert_eq!(b.text("audit", "stat-returned").await, "1");
     let values = b
         .ok(json!({"op": "attrs", "page": "audit", "selector": "[data-testid=chart-volume] rect", "attr": "data-value"}))
         .await;
@@ -700,7 +745,7 @@ async fn the_days_statistics_are_drawn() {
         .map(|v| v.as_str().and_then(|s| s.parse().ok()).expect("a count"))
         .collect();
     assert_eq!(values.len(), 24, "a bar per hour");
-    assert_eq!(values.iter().sum::<u64>(), 3, "the hours add up to the day");
+    assert_eq!(values.iter().sum::<u64>(), 4, "the hours add up to the day");
     let rejection = b
         .ok(json!({"op": "attrs", "page": "audit", "selector": "[data-testid=chart-rejection] rect", "attr": "data-value"}))
         .await;
@@ -709,6 +754,10 @@ async fn the_days_statistics_are_drawn() {
         json!(["0.3333333333333333"]),
         "one branch, 1 of 3 rejected"
     );
+    let returns = b
+        .ok(json!({"op": "attrs", "page": "audit", "selector": "[data-testid=chart-return] rect", "attr": "data-value"}))
+        .await;
+    assert_eq!(returns, json!(["0.25"]), "1 of the branch's 4 returned");
     b.screenshot("audit", "statistics").await;
     b.no_page_errors("audit").await;
 }
@@ -757,6 +806,34 @@ async fn a_reviewer_flags_a_drawn_approval() {
     assert_eq!(reviewed["event"]["comment"], "凭证金额与系统金额不一致");
     b.no_page_errors("review").await;
 }
+
+/// On a standby, a supervisor's console says where the leader is, and an auditor's works
+/// (audit reads are served there).
+async fn a_standby_sends_supervisors_to_the_leader_and_serves_auditors() {
+    let one = TestServer::start().await;
+    let mut sup = Console::open(&one, "sup-01").await;
+    let r = submit_pictures(&one, "CON-10", "WDL-CASH").await;
+    let offer = sup.next_offer().await;
+    sup.approve(&offer).await;
+    let two = one.join("node-2").await;
+    let mut b = Browser::start(&two).await;
+    b.open("sup", "sup-01").await;
+    b.wait_text("sup", "standby", "node-1.test:7443").await;
+    assert_eq!(
+        b.ok(json!({"op": "count", "page": "sup", "selector": tid("attend")}))
+            .await,
+        json!(0)
+    );
+    b.open("audit", "audit-01").await;
+    b.click("audit", "search").await;
+    b.click("audit", &format!("row-{}", r.request_id)).await;
+    assert_eq!(b.text("audit", "detail-state").await, "已同意");
+    b.no_page_errors("sup").await;
+    b.no_page_errors("audit").await;
+}
+
+// Only the postgres backend has standbys.
+crate::postgres_only!(a_standby_sends_supervisors_to_the_leader_and_serves_auditors);
 
 /// `demo --console` keeps a server with simulated tellers: it writes each principal's PKCS#12
 /// file, and requests arrive in the queue for a person to work, with real pictures.
@@ -829,6 +906,7 @@ async fn the_console_demo_keeps_tellers_submitting() {
 crate::embedded_only!(the_console_demo_keeps_tellers_submitting);
 
 crate::on_both_backends!(
+    a_supervisor_types_the_withheld_fields_from_the_voucher,
     the_console_speaks_english_when_asked,
     a_reviewer_flags_a_drawn_approval,
     the_days_statistics_are_drawn,

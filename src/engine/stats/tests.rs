@@ -29,6 +29,7 @@ fn row(
         on_site: None,
         review: None,
         on_site_supervisor: None,
+        returns: 0,
     }
 }
 
@@ -134,6 +135,29 @@ fn small_durations() {
             max: Some(900)
         }
     );
+}
+
+/// A branch's return rate counts requests returned at least once, over all its requests,
+/// whatever became of them.
+#[test]
+fn return_rates_count_requests_returned_at_least_once() {
+    let returned = |n: u32, state: &str| Row {
+        returns: n,
+        ..row("t1", "B1", "WDL", state, &["s1"], 0, Some(1), Some(2))
+    };
+    let rows = vec![
+        returned(2, "approved"),
+        returned(1, "returned"),
+        returned(0, "approved"),
+        returned(0, "queued"),
+        row("t2", "B2", "WDL", "approved", &["s1"], 0, Some(1), Some(2)),
+    ];
+    let s = compute(&rows, 1, 0.0);
+    let b1 = &s.branch_rejection_rate["B1"];
+    assert_eq!(b1.returned, 2, "twice returned counts once");
+    assert!(close(b1.return_rate, 0.5), "2 of 4: {}", b1.return_rate);
+    let b2 = &s.branch_rejection_rate["B2"];
+    assert_eq!((b2.returned, b2.return_rate), (0, 0.0));
 }
 
 #[test]

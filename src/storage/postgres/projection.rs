@@ -127,15 +127,15 @@ struct IdemRow<'a> {
 const UPSERT_REQUESTS: &str = "INSERT INTO requests AS q (id, state, open, records, teller, \
         branch, code, minor_units, currency, submitted_at_ms, updated_at_ms, deciders, \
         final_decider, first_accepted_at_ms, finished_at_ms, on_site_supervisor, \
-        on_site_at_ms, review) \
+        on_site_at_ms, review, returns) \
     SELECT id, state, open, records, teller, branch, code, minor_units, currency, \
         submitted_at_ms, updated_at_ms, deciders, final_decider, first_accepted_at_ms, \
-        finished_at_ms, on_site_supervisor, on_site_at_ms, review \
+        finished_at_ms, on_site_supervisor, on_site_at_ms, review, returns \
     FROM jsonb_to_recordset($1::text::jsonb) AS r(id text, state text, open boolean, \
         records bigint[], teller text, branch text, code text, minor_units bigint, \
         currency text, submitted_at_ms bigint, updated_at_ms bigint, deciders text[], \
         final_decider text, first_accepted_at_ms bigint, finished_at_ms bigint, \
-        on_site_supervisor text, on_site_at_ms bigint, review text) \
+        on_site_supervisor text, on_site_at_ms bigint, review text, returns integer) \
     ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, open = EXCLUDED.open, \
         records = q.records || EXCLUDED.records, teller = EXCLUDED.teller, \
         branch = EXCLUDED.branch, code = EXCLUDED.code, minor_units = EXCLUDED.minor_units, \
@@ -145,7 +145,8 @@ const UPSERT_REQUESTS: &str = "INSERT INTO requests AS q (id, state, open, recor
         first_accepted_at_ms = EXCLUDED.first_accepted_at_ms, \
         finished_at_ms = EXCLUDED.finished_at_ms, \
         on_site_supervisor = EXCLUDED.on_site_supervisor, \
-        on_site_at_ms = EXCLUDED.on_site_at_ms, review = EXCLUDED.review";
+        on_site_at_ms = EXCLUDED.on_site_at_ms, review = EXCLUDED.review, \
+        returns = EXCLUDED.returns";
 
 const CHECK_TERM: &str = "SELECT term FROM countersign_lease WHERE id = 1 FOR SHARE";
 
@@ -161,7 +162,7 @@ const UPSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (teller, serial, reque
 /// The summary's columns, in `summary_of`'s order.
 const SUMMARY: &str = "teller, branch, code, minor_units, currency, submitted_at_ms, \
     updated_at_ms, state, deciders, final_decider, first_accepted_at_ms, finished_at_ms, \
-    on_site_supervisor, on_site_at_ms, review";
+    on_site_supervisor, on_site_at_ms, review, returns";
 
 fn summary_of(row: &Row, at: usize) -> Summary {
     Summary {
@@ -180,6 +181,7 @@ fn summary_of(row: &Row, at: usize) -> Summary {
         on_site_supervisor: row.get(at + 12),
         on_site_at_ms: row.get(at + 13),
         review: row.get(at + 14),
+        returns: u32::try_from(row.get::<_, i32>(at + 15)).unwrap_or(0),
     }
 }
 

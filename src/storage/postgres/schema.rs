@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0002_cosignatures.sql"),
     ),
     (3, "rulebook", include_str!("migrations/0003_rulebook.sql")),
+    (4, "returns", include_str!("migrations/0004_returns.sql")),
 ];
 
 /// The newest schema version this build knows.
