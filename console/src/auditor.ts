@@ -105,41 +105,7 @@ export function auditorScreen(main: HTMLElement): void {
     fill(
       results,
       h("h2", {}, t("results")),
-      list.length === 0
-        ? h("p", { class: "muted" }, t("none"))
-        : h(
-            "table",
-            { class: "grid clickable" },
-            h(
-              "thead",
-              {},
-              h(
-                "tr",
-                {},
-                [t("submittedAt"), t("code"), t("amount"), t("teller"), t("branch"), t("supervisorCol"), t("state"), "ID"].map((c) =>
-                  h("th", {}, c),
-                ),
-              ),
-            ),
-            h(
-              "tbody",
-              {},
-              list.map((r) =>
-                h(
-                  "tr",
-                  { "data-testid": `row-${r.requestId}`, onclick: () => void open(r.requestId), tabindex: 0 },
-                  h("td", {}, dateTime(r.submittedAt ? timestampDate(r.submittedAt) : undefined)),
-                  h("td", {}, r.transactionCode),
-                  h("td", { class: "num" }, r.amount ? money(r.amount.minorUnits, r.amount.currency) : ""),
-                  h("td", {}, r.tellerId),
-                  h("td", {}, r.branchId),
-                  h("td", {}, r.supervisorIds.join(", ")),
-                  h("td", {}, tOr(`state_${r.state}`, String(r.state))),
-                  h("td", { class: "hash" }, r.requestId),
-                ),
-              ),
-            ),
-          ),
+      summaryTable(list, "row", open),
       h(
         "div",
         { class: "actions" },
@@ -149,9 +115,39 @@ export function auditorScreen(main: HTMLElement): void {
     );
   }
 
-  function open(id: string): Promise<void> {
-    return showRequest(detail, id);
+  function open(id: string): void {
+    void showRequest(detail, id);
   }
+}
+
+/** Requests as search and the review queue list them, newest first; a click on a row (test
+ * id `<prefix>-<request id>`) opens it. */
+export function summaryTable(list: RequestSummary[], prefix: string, open: (id: string) => void): HTMLElement {
+  if (list.length === 0) return h("p", { class: "muted" }, t("none"));
+  const columns = [t("submittedAt"), t("code"), t("amount"), t("teller"), t("branch"), t("supervisorCol"), t("state"), "ID"];
+  return h(
+    "table",
+    { class: "grid clickable" },
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
+    h(
+      "tbody",
+      {},
+      list.map((r) =>
+        h(
+          "tr",
+          { "data-testid": `${prefix}-${r.requestId}`, onclick: () => open(r.requestId), tabindex: 0 },
+          h("td", {}, dateTime(r.submittedAt ? timestampDate(r.submittedAt) : undefined)),
+          h("td", {}, r.transactionCode),
+          h("td", { class: "num" }, r.amount ? money(r.amount.minorUnits, r.amount.currency) : ""),
+          h("td", {}, r.tellerId),
+          h("td", {}, r.branchId),
+          h("td", {}, r.supervisorIds.join(", ")),
+          h("td", {}, tOr(`state_${r.state}`, String(r.state))),
+          h("td", { class: "hash" }, r.requestId),
+        ),
+      ),
+    ),
+  );
 }
 
 /** Shows request `id` in `detail`: its facts, ledger records, images and the verify panel;

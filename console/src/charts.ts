@@ -31,28 +31,36 @@ function niceMax(max: number): number {
   return 10 * p;
 }
 
+/** The chart's size and margins, in viewBox units. */
+const W = 720;
+const H = 220;
+const LEFT = 56;
+const BOTTOM = 28;
+const TOP = 12;
+
+/** An empty chart for `n` labels up to `top`: the scale (rounded up) with its grid lines. */
+function frame(n: number, top: number, format: (v: number) => string, testid: string) {
+  const max = niceMax(top);
+  const step = (W - LEFT - 8) / Math.max(1, n);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "data-testid": testid });
+  for (const f of [0, 0.5, 1]) {
+    const y = H - BOTTOM - f * (H - BOTTOM - TOP);
+    chart.appendChild(svg("line", { x1: LEFT, x2: W - 8, y1: y, y2: y, class: "grid-line" }));
+    chart.appendChild(label(LEFT - 6, y + 4, format(max * f), "end"));
+  }
+  return { chart, max, step };
+}
+
 /** Vertical bars, one per label. */
 export function bars(labels: string[], values: number[], format: (v: number) => string, testid: string): SVGSVGElement {
-  const w = 720;
-  const hgt = 220;
-  const left = 48;
-  const bottom = 28;
-  const top = 12;
-  const max = niceMax(Math.max(0, ...values));
-  const step = (w - left - 8) / Math.max(1, labels.length);
-  const chart = svg("svg", { viewBox: `0 0 ${w} ${hgt}`, class: "chart", role: "img", "data-testid": testid });
-  for (const f of [0, 0.5, 1]) {
-    const y = hgt - bottom - f * (hgt - bottom - top);
-    chart.appendChild(svg("line", { x1: left, x2: w - 8, y1: y, y2: y, class: "grid-line" }));
-    chart.appendChild(label(left - 6, y + 4, format(max * f), "end"));
-  }
+  const { chart, max, step } = frame(labels.length, Math.max(0, ...values), format, testid);
   values.forEach((v, i) => {
-    const bh = (v / max) * (hgt - bottom - top);
-    const x = left + i * step + step * 0.15;
+    const bh = (v / max) * (H - BOTTOM - TOP);
+    const x = LEFT + i * step + step * 0.15;
     chart.appendChild(
-      svg("rect", { x, y: hgt - bottom - bh, width: step * 0.7, height: Math.max(0, bh), class: "bar", "data-value": v }, title(`${labels[i]}: ${format(v)}`)),
+      svg("rect", { x, y: H - BOTTOM - bh, width: step * 0.7, height: Math.max(0, bh), class: "bar", "data-value": v }, title(`${labels[i]}: ${format(v)}`)),
     );
-    if (labels.length <= 24) chart.appendChild(label(x + step * 0.35, hgt - bottom + 16, labels[i]));
+    if (labels.length <= 24) chart.appendChild(label(x + step * 0.35, H - BOTTOM + 16, labels[i]));
   });
   return chart;
 }
@@ -64,27 +72,15 @@ export function lines(
   format: (v: number) => string,
   testid: string,
 ): HTMLElement {
-  const w = 720;
-  const hgt = 220;
-  const left = 56;
-  const bottom = 28;
-  const top = 12;
   const all = series.flatMap((s) => s.values.filter((v): v is number => v !== null));
-  const max = niceMax(Math.max(0, ...all));
-  const step = (w - left - 8) / Math.max(1, labels.length);
-  const chart = svg("svg", { viewBox: `0 0 ${w} ${hgt}`, class: "chart", role: "img", "data-testid": testid });
-  for (const f of [0, 0.5, 1]) {
-    const y = hgt - bottom - f * (hgt - bottom - top);
-    chart.appendChild(svg("line", { x1: left, x2: w - 8, y1: y, y2: y, class: "grid-line" }));
-    chart.appendChild(label(left - 6, y + 4, format(max * f), "end"));
-  }
-  labels.forEach((l, i) => chart.appendChild(label(left + i * step + step / 2, hgt - bottom + 16, l)));
+  const { chart, max, step } = frame(labels.length, Math.max(0, ...all), format, testid);
+  labels.forEach((l, i) => chart.appendChild(label(LEFT + i * step + step / 2, H - BOTTOM + 16, l)));
   for (const s of series) {
     let d = "";
     s.values.forEach((v, i) => {
       if (v === null) return;
-      const x = left + i * step + step / 2;
-      const y = hgt - bottom - (v / max) * (hgt - bottom - top);
+      const x = LEFT + i * step + step / 2;
+      const y = H - BOTTOM - (v / max) * (H - BOTTOM - TOP);
       d += `${d && s.values[i - 1] !== null ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)} `;
       chart.appendChild(svg("circle", { cx: x, cy: y, r: 3, class: `point ${s.cls}` }, title(`${s.name} ${labels[i]}: ${format(v)}`)));
     });

@@ -6,11 +6,11 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { h, fill } from "./dom";
 import { t, tOr } from "./i18n";
-import { money, dateTime } from "./format";
+import { dateTime } from "./format";
 import { client, message } from "./rpc";
 import { ReviewService } from "./gen/countersign/v1/review_pb";
 import { ReviewOutcome, ReviewStatus, type AuthorizationRequest } from "./gen/countersign/v1/types_pb";
-import { showRequest } from "./auditor";
+import { showRequest, summaryTable } from "./auditor";
 
 const api = client(ReviewService);
 
@@ -34,34 +34,7 @@ export function reviewerScreen(main: HTMLElement): void {
   async function load(): Promise<void> {
     try {
       const res = await api.listReviews({ status, pageSize: 100 });
-      fill(
-        list,
-        res.requests.length === 0
-          ? h("p", { class: "muted" }, t("none"))
-          : h(
-              "table",
-              { class: "grid clickable" },
-              h("thead", {}, h("tr", {}, [t("submittedAt"), t("code"), t("amount"), t("teller"), t("branch"), t("supervisorCol"), t("state"), "ID"].map((c) => h("th", {}, c)))),
-              h(
-                "tbody",
-                {},
-                res.requests.map((r) =>
-                  h(
-                    "tr",
-                    { "data-testid": `review-row-${r.requestId}`, onclick: () => void open(r.requestId), tabindex: 0 },
-                    h("td", {}, dateTime(r.submittedAt ? timestampDate(r.submittedAt) : undefined)),
-                    h("td", {}, r.transactionCode),
-                    h("td", { class: "num" }, r.amount ? money(r.amount.minorUnits, r.amount.currency) : ""),
-                    h("td", {}, r.tellerId),
-                    h("td", {}, r.branchId),
-                    h("td", {}, r.supervisorIds.join(", ")),
-                    h("td", {}, tOr(`state_${r.state}`, String(r.state))),
-                    h("td", { class: "hash" }, r.requestId),
-                  ),
-                ),
-              ),
-            ),
-      );
+      fill(list, summaryTable(res.requests, "review-row", (id) => void open(id)));
     } catch (e) {
       fill(list, h("p", { class: "notice error" }, t("failed", { msg: message(e) })));
     }

@@ -14,8 +14,6 @@ use anyhow::Context as _;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::api::pb;
-use crate::config::Config;
-use crate::engine::SystemClock;
 use crate::tools::{client, pki, png};
 
 /// Requests one simulated teller keeps open at most.
@@ -55,20 +53,7 @@ pub async fn run(data: PathBuf, listen: SocketAddr, every: Duration) -> anyhow::
         let ids: Vec<&str> = pki::DEMO_PRINCIPALS.iter().map(|p| p.id).collect();
         pki::browser_files(&pki_dir, &ids, pki::BROWSER_FILE_PASSWORD)?;
     }
-    let config_text = crate::config::SAMPLE
-        .replace(
-            "listen = \"127.0.0.1:7443\"",
-            &format!("listen = \"{listen}\""),
-        )
-        .replace("data_dir = \"data\"", "data_dir = \"../data\"")
-        .replace(crate::config::SAMPLE_WITNESS, "");
-    let config = Config::parse(&config_text, &pki_dir)?;
-    let server = crate::server::start(
-        &config,
-        Arc::new(SystemClock),
-        Box::new(rand_chacha::ChaCha20Rng::from_os_rng()),
-    )
-    .await?;
+    let server = super::demo::sample_server(&pki_dir, &listen.to_string(), "").await?;
     let addr = server.addr;
     let ledger_pub = std::fs::read_to_string(pki_dir.join("ledger.pub"))
         .context("read ledger.pub")?

@@ -125,6 +125,29 @@ fn demo_trust(pki: &std::path::Path) -> anyhow::Result<crate::verify::Trust> {
     })
 }
 
+/// Starts a server on the sample configuration with the PKI in `pki`, its data in `data`
+/// beside it, listening at `listen`, with `witnesses` as its `[[ledger.witnesses]]` section.
+pub(crate) async fn sample_server(
+    pki: &std::path::Path,
+    listen: &str,
+    witnesses: &str,
+) -> anyhow::Result<crate::server::Server> {
+    let config_text = crate::config::SAMPLE
+        .replace(
+            "listen = \"127.0.0.1:7443\"",
+            &format!("listen = \"{listen}\""),
+        )
+        .replace("data_dir = \"data\"", "data_dir = \"../data\"")
+        .replace(crate::config::SAMPLE_WITNESS, witnesses);
+    let config = Config::parse(&config_text, pki)?;
+    crate::server::start(
+        &config,
+        Arc::new(SystemClock),
+        Box::new(rand_chacha::ChaCha20Rng::from_os_rng()),
+    )
+    .await
+}
+
 /// How long a client keeps looking for a leader after a call found it gone.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
@@ -146,17 +169,7 @@ pub async fn run(requests: usize, target: Target) -> anyhow::Result<()> {
                 ),
                 None => String::new(),
             };
-            let config_text = crate::config::SAMPLE
-                .replace("listen = \"127.0.0.1:7443\"", "listen = \"127.0.0.1:0\"")
-                .replace("data_dir = \"data\"", "data_dir = \"../data\"")
-                .replace(crate::config::SAMPLE_WITNESS, &witness_section);
-            let config = Config::parse(&config_text, &pki)?;
-            let server = crate::server::start(
-                &config,
-                Arc::new(SystemClock),
-                Box::new(rand_chacha::ChaCha20Rng::from_os_rng()),
-            )
-            .await?;
+            let server = sample_server(&pki, "127.0.0.1:0", &witness_section).await?;
             let addr = server.addr;
             println!(
                 "Countersign demo: server on {addr} (gRPC, mutual TLS), data in {}",
