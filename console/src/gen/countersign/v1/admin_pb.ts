@@ -533,7 +533,10 @@ export const AdminService: GenService<{
    * (AttendResponse.presence). Recorded in the ledger as the caller's (`supervisor_paused`),
    * since choosing who may be offered requests could steer the draw; answered once durable.
    * FAILED_PRECONDITION (NOT_ATTENDING) when the supervisor has no open Attend stream;
-   * INVALID_ARGUMENT when supervisor_id names no supervisor.
+   * INVALID_ARGUMENT when supervisor_id names no supervisor. Like a supervisor's own pause it
+   * lasts until someone resumes (the duty manager, or the supervisor with Resume) or the
+   * Attend stream ends: it is for running the room (a supervisor called away), not a
+   * sanction; to keep someone from deciding, take them out of the principal directory.
    *
    * @generated from rpc countersign.v1.AdminService.PauseSupervisor
    */
