@@ -241,6 +241,8 @@ impl Command {
                     ServiceCommand::Revoke { .. }
                         | ServiceCommand::SetPolicy { .. }
                         | ServiceCommand::Review { .. }
+                        // A duty manager's pause is recorded; a supervisor's own is not.
+                        | ServiceCommand::Pause { by: Some(_), .. }
                 )
             }
         }

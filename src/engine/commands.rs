@@ -1006,7 +1006,8 @@ impl Core {
         let Some(before) = self.sessions.get(supervisor).map(|s| s.paused) else {
             return Err(PauseError::NotAttending);
         };
-        if let Some(by) = &by {
+        // A duty manager's change is recorded, once: pausing the paused records nothing.
+        if let Some(by) = by.as_ref().filter(|_| before != paused) {
             let event = crate::domain::EngineEvent::SupervisorPaused {
                 supervisor: supervisor.clone(),
                 paused,
@@ -1018,13 +1019,12 @@ impl Core {
                 paused: before,
             };
             self.undo_unless_durable(index, undo);
-            if let Some(s) = self.sessions.get(supervisor) {
-                // The console says who paused them (try_send: a full buffer only loses this).
-                let _ = s.tx.try_send(SupervisorEvent::Presence {
-                    paused,
-                    by: by.clone(),
-                });
-            }
+            // The console says who paused them, once the record is durable.
+            let told = SupervisorEvent::Presence {
+                paused,
+                by: by.clone(),
+            };
+            self.send_supervisor(supervisor, told);
         }
         self.sessions.pause(supervisor, paused);
         self.dispatch_all |= !paused;

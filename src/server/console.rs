@@ -81,14 +81,13 @@ fn respond(asset: &Asset, method: &Method) -> Response<Full<Bytes>> {
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::X_FRAME_OPTIONS, "DENY")
         .header(header::REFERRER_POLICY, "no-referrer")
-        .header(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")
         .header("cross-origin-opener-policy", "same-origin")
         .header("cross-origin-resource-policy", "same-origin")
         // Always asked again: a new binary's console replaces the old at once.
         .header(header::CACHE_CONTROL, "no-cache");
+    // HEAD gets the same body, which the HTTP layer leaves out (keeping its length).
     let (status, body) = match *method {
-        Method::GET => (StatusCode::OK, Bytes::from_static(asset.body)),
-        Method::HEAD => (StatusCode::OK, Bytes::new()),
+        Method::GET | Method::HEAD => (StatusCode::OK, Bytes::from_static(asset.body)),
         _ => (StatusCode::METHOD_NOT_ALLOWED, Bytes::new()),
     };
     let builder = if status == StatusCode::METHOD_NOT_ALLOWED {

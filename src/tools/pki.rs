@@ -388,7 +388,6 @@ pub fn fingerprint_pem(pem: &str) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&der)))
 }
 
-/// A freshly issued leaf certificate and its key.
 /// The password of the PKCS#12 files `pki init` writes for browsers. A development PKI's: its
 /// PEM keys lie unencrypted beside them, so the password protects nothing they do not; it is
 /// there because browsers and keychains ask for one.
@@ -427,31 +426,14 @@ pub fn browser_files(dir: &Path, ids: &[&str], password: &str) -> Result<Vec<Pat
             .write()
             .with_context(|| format!("encode {id}.p12"))?;
         let path = dir.join(format!("{id}.p12"));
-        write_bytes(&path, &bytes).with_context(|| format!("write {}", path.display()))?;
+        write_file(&path, &bytes, Secrecy::Private, Existing::Replace)
+            .with_context(|| format!("write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
 }
 
-/// Writes a private binary file (mode 0600 on unix), replacing one that is there.
-fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()
-}
-
+/// A freshly issued leaf certificate and its key.
 struct Issued {
     cert_pem: String,
     key_pem: String,
@@ -580,7 +562,7 @@ enum Existing {
 
 fn write_file(
     path: &Path,
-    contents: &str,
+    contents: impl AsRef<[u8]>,
     secrecy: Secrecy,
     existing: Existing,
 ) -> std::io::Result<()> {
@@ -605,7 +587,7 @@ fn write_file(
     }
     #[cfg(not(unix))]
     let _ = secrecy;
-    file.write_all(contents.as_bytes())?;
+    file.write_all(contents.as_ref())?;
     file.sync_all()
 }
 

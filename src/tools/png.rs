@@ -72,13 +72,18 @@ fn zlib_stored(data: &[u8]) -> Vec<u8> {
     if blocks.is_empty() {
         out.extend_from_slice(&[1, 0, 0, 0xFF, 0xFF]);
     }
+    out.extend_from_slice(&adler32(data).to_be_bytes());
+    out
+}
+
+/// Adler-32, zlib's checksum of the uncompressed data.
+fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);
     for &byte in data {
         a = (a + u32::from(byte)) % 65_521;
         b = (b + a) % 65_521;
     }
-    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    out
+    (b << 16) | a
 }
 
 /// CRC-32 (IEEE, as PNG uses it), bit by bit: the images are small.
@@ -104,6 +109,33 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn adler32_matches_the_standard_check_value() {
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+    }
+
+    /// The stored blocks carry the data as it is, split at 65,535 bytes, last block marked.
+    #[test]
+    fn stored_blocks_round_trip() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let z = zlib_stored(&data);
+        assert_eq!(&z[..2], &[0x78, 0x01]);
+        let (mut at, mut out) = (2, Vec::new());
+        loop {
+            let last = z[at] == 1;
+            let len = usize::from(u16::from_le_bytes([z[at + 1], z[at + 2]]));
+            let nlen = u16::from_le_bytes([z[at + 3], z[at + 4]]);
+            assert_eq!(nlen, !(len as u16));
+            out.extend_from_slice(&z[at + 5..at + 5 + len]);
+            at += 5 + len;
+            if last {
+                break;
+            }
+        }
+        assert_eq!(out, data);
+        assert_eq!(&z[at..], &adler32(&data).to_be_bytes());
     }
 
     #[test]

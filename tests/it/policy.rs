@@ -330,10 +330,12 @@ async fn a_duty_manager_pauses_a_supervisor_and_it_is_recorded() {
     assert_status(
         teller_as_admin.pause_supervisor(pause("sup-02")).await,
         Code::PermissionDenied,
-        "",
+        "has role teller",
     );
 
     let mut s = Console::open(&t, "sup-02").await;
+    admin.pause_supervisor(pause("sup-02")).await.unwrap();
+    // A second pause of the paused (a double click) changes and records nothing.
     admin.pause_supervisor(pause("sup-02")).await.unwrap();
     match s.next().await {
         pb::attend_response::Event::Presence(p) => {
