@@ -150,6 +150,11 @@ export function summaryTable(list: RequestSummary[], prefix: string, open: (id: 
   );
 }
 
+/** Per detail panel: how many requests were asked to be shown, and the object URLs of the
+ * images on show (revoked when another request replaces them). */
+const asked = new WeakMap<HTMLElement, number>();
+const urls = new WeakMap<HTMLElement, string[]>();
+
 /** Shows request `id` in `detail`: its facts, ledger records, images and the verify panel;
  * `extra` adds a section of the caller's (the reviewer's finding) below the facts. */
 export async function showRequest(
@@ -157,9 +162,14 @@ export async function showRequest(
   id: string,
   extra?: (r: AuthorizationRequest) => HTMLElement | null,
 ): Promise<void> {
+  // The latest click wins: an earlier, slower answer does not replace it.
+  const mine = (asked.get(detail) ?? 0) + 1;
+  asked.set(detail, mine);
   try {
     const res = await api.getRequest({ requestId: id });
-    if (!res.request) return;
+    if (!res.request || asked.get(detail) !== mine) return;
+    for (const url of urls.get(detail) ?? []) URL.revokeObjectURL(url);
+    urls.set(detail, []);
     renderDetail(detail, res.request, res.events, extra);
   } catch (e) {
     fill(detail, h("p", { class: "notice error" }, t("failed", { msg: message(e) })));
@@ -202,7 +212,7 @@ function renderDetail(
         fill(steps, h("li", { class: "fail", "data-testid": "verdict" }, `${t("v_key")}: ${e instanceof Error ? e.message : e}`));
         return;
       }
-      const result: Step[] = await verifyBundle(text, pinned, async (sha) => (await api.getImage({ sha256: sha })).content);
+      const result: Step[] = await verifyBundle(text, pinned, r.requestId, async (sha) => (await api.getImage({ sha256: sha })).content);
       const ok = result.length > 0 && result.every((s) => s.ok) && result.some((s) => s.key === "v_inclusion");
       fill(
         steps,
@@ -271,8 +281,9 @@ function renderDetail(
             "data-testid": "export",
             onclick: async () => {
               const text = exported || (await exportBundle());
-              const a = h("a", { href: URL.createObjectURL(new Blob([text], { type: "application/json" })), download: `${r.requestId}.bundle.json` });
-              a.click();
+              const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+              h("a", { href: url, download: `${r.requestId}.bundle.json` }).click();
+              setTimeout(() => URL.revokeObjectURL(url), 60_000);
             },
           },
           t("exportBundle"),
@@ -282,13 +293,21 @@ function renderDetail(
       steps,
     );
     for (const ref of r.images) {
-      // In the request's order, each filled in when its bytes arrive.
-      const img = h("img", { alt: tOr(`img_${ref.kind}`, ""), "data-testid": "audit-image" });
+      // In the request's order, each filled in when its bytes arrive. TIFF and PDF, which
+      // browsers show in no <img>, as a link that opens them in a tab of their own.
+      const inline = ["image/png", "image/jpeg"].includes(ref.mediaType);
+      const img = inline
+        ? h("img", { alt: tOr(`img_${ref.kind}`, ""), "data-testid": "audit-image" })
+        : h("a", { target: "_blank", rel: "noopener" }, `${t("openImage")} (${ref.mediaType})`);
       const frame = h("figure", { class: "thumb-frame" }, img, h("figcaption", {}, tOr(`img_${ref.kind}`, "")));
       images.append(frame);
       void api
         .getImage({ sha256: ref.sha256 })
-        .then((res) => (img.src = URL.createObjectURL(new Blob([res.content as BlobPart], { type: ref.mediaType }))))
+        .then((res) => {
+          const url = URL.createObjectURL(new Blob([res.content as BlobPart], { type: ref.mediaType }));
+          urls.get(detail)?.push(url);
+          img.setAttribute(inline ? "src" : "href", url);
+        })
         .catch((e) => frame.append(h("p", { class: "notice error" }, message(e))));
     }
 }

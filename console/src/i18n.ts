@@ -113,6 +113,7 @@ const zh = {
   rekeyAmount: "金额（元）",
   rekeyRequired: "请录入全部要素后再同意",
   withheld: "（请按凭证影像录入）",
+  openImage: "在新标签页中打开",
   rekeyMismatch: "录入的要素与交易不符（{fields}），已记录；还可再录入 {left} 次",
   pool: "候选主管 {n} 人",
   leaveFirst: "请先结束值守再切换语言",
@@ -217,6 +218,8 @@ const zh = {
   v_inclusion: "记录包含证明（SHA-256，RFC 9162）",
   v_history: "记录属于本请求且顺序正确",
   v_image: "影像 SHA-256",
+  v_request: "证明文件属于本请求",
+  v_images_listed: "影像清单与记录所列一致",
   verified: "验证通过：每条记录都在已签名的账本中",
   notVerified: "验证未通过",
 };
@@ -333,6 +336,7 @@ const en: Record<Key, string> = {
   rekeyAmount: "Amount",
   rekeyRequired: "Type every field before approving",
   withheld: "(type it from the voucher)",
+  openImage: "Open in a new tab",
   rekeyMismatch: "What was typed does not match ({fields}); recorded. Attempts left: {left}",
   pool: "{n} eligible supervisors",
   leaveFirst: "Leave before switching the language",
@@ -437,6 +441,8 @@ const en: Record<Key, string> = {
   v_inclusion: "Record inclusion proof (SHA-256, RFC 9162)",
   v_history: "Records are this request's, in order",
   v_image: "Image SHA-256",
+  v_request: "The bundle is this request's",
+  v_images_listed: "The image list is what the records name",
   verified: "Verified: every record is in the signed ledger",
   notVerified: "NOT verified",
 };

@@ -2,7 +2,7 @@
 // certificate the browser presented) and shows the screen for that role.
 
 import { h, fill } from "./dom";
-import { t, currentLang, setLang } from "./i18n";
+import { t, tOr, currentLang, setLang } from "./i18n";
 import { client, message, Code, ConnectError } from "./rpc";
 import { SessionService, PrincipalRole, type GetSessionResponse } from "./gen/countersign/v1/session_pb";
 import { supervisorScreen } from "./supervisor";
@@ -24,6 +24,12 @@ const roleKey = {
   [PrincipalRole.REVIEWER]: "role_reviewer",
 } as const;
 
+/** A role's name; a role this page does not know yet by its number. */
+function roleName(role: PrincipalRole): string {
+  const key = (roleKey as Record<number, string>)[role];
+  return key ? tOr(key, key) : String(role);
+}
+
 /** The header: who is signed in, the connection's state, the language switch. */
 function header(session: GetSessionResponse, status: HTMLElement): HTMLElement {
   return h(
@@ -33,7 +39,7 @@ function header(session: GetSessionResponse, status: HTMLElement): HTMLElement {
     h(
       "span",
       { class: "who", "data-testid": "who" },
-      `${session.name} (${session.principalId}) · ${t(roleKey[session.role])} · ${session.branchId}`,
+      `${session.name} (${session.principalId}) · ${roleName(session.role)} · ${session.branchId}`,
       session.level > 0 ? ` · ${t("level", { n: session.level })}` : "",
     ),
     status,
@@ -126,7 +132,7 @@ async function start(): Promise<void> {
     default:
       fill(
         main,
-        h("p", { class: "notice error", "data-testid": "refused" }, t("roleRefused", { role: t(roleKey[session.role]) })),
+        h("p", { class: "notice error", "data-testid": "refused" }, t("roleRefused", { role: roleName(session.role) })),
       );
   }
 }

@@ -27,14 +27,31 @@ export function reviewerScreen(main: HTMLElement): void {
         void load();
       },
     },
-    [ReviewStatus.PENDING, ReviewStatus.CONFIRMED, ReviewStatus.FLAGGED].map((s) => h("option", { value: s }, t(`review_${s}` as "review_1"))),
+    [ReviewStatus.PENDING, ReviewStatus.CONFIRMED, ReviewStatus.FLAGGED].map((s) => h("option", { value: s }, tOr(`review_${s}`, String(s)))),
   );
   fill(main, h("div", { class: "stats-head" }, h("h2", {}, t("tab_review")), choose, h("button", { onclick: () => void load() }, t("refresh"))), list, detail);
 
-  async function load(): Promise<void> {
+  let tokens: string[] = [""];
+  let page = 0;
+
+  async function load(reset = true): Promise<void> {
+    if (reset) {
+      tokens = [""];
+      page = 0;
+    }
     try {
-      const res = await api.listReviews({ status, pageSize: 100 });
-      fill(list, summaryTable(res.requests, "review-row", (id) => void open(id)));
+      const res = await api.listReviews({ status, pageSize: 100, pageToken: tokens[page] });
+      tokens[page + 1] = res.nextPageToken;
+      fill(
+        list,
+        summaryTable(res.requests, "review-row", (id) => void open(id)),
+        h(
+          "div",
+          { class: "actions" },
+          page > 0 ? h("button", { onclick: () => ((page -= 1), void load(false)) }, t("prev")) : null,
+          res.nextPageToken ? h("button", { onclick: () => ((page += 1), void load(false)) }, t("next")) : null,
+        ),
+      );
     } catch (e) {
       fill(list, h("p", { class: "notice error" }, t("failed", { msg: message(e) })));
     }
@@ -51,7 +68,7 @@ export function reviewerScreen(main: HTMLElement): void {
       return h(
         "p",
         { class: "notice", "data-testid": "finding" },
-        `${t(`review_${review.status}` as "review_1")} · ${review.reviewerId} · ${dateTime(review.reviewedAt ? timestampDate(review.reviewedAt) : undefined)} · ${review.comment}`,
+        `${tOr(`review_${review.status}`, String(review.status))} · ${review.reviewerId} · ${dateTime(review.reviewedAt ? timestampDate(review.reviewedAt) : undefined)} · ${review.comment}`,
       );
     }
     let comment = "";

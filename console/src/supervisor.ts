@@ -36,6 +36,9 @@ interface Held {
 type Presence = "offline" | "attending" | "paused";
 type Dialog = { kind: "decline" | "reject" | "return"; code: string; comment: string } | null;
 
+/** The image types a browser shows in an <img>. */
+const INLINE = ["image/png", "image/jpeg"];
+
 const REJECT_CODES = ["ID_MISMATCH", "VOUCHER_INVALID", "OVER_AUTHORITY", "SUSPECTED_FRAUD", "POLICY_BREACH", "OTHER"];
 const RETURN_CODES = ["IMAGE_UNCLEAR", "MISSING_DOCUMENT", "DATA_MISMATCH", "NEEDS_EXPLANATION", "OTHER"];
 
@@ -49,6 +52,9 @@ function backoff(attempt: number): number {
 export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => boolean {
   let presence: Presence = "offline";
   let stream: AbortController | null = null;
+  /** Which run of Attend is current: a Leave, or a new Attend, retires the one before, which
+   * checks after each wait whether it is still current. */
+  let generation = 0;
   let held: Held[] = [];
   let current: string | null = null;
   let dialog: Dialog = null;
@@ -111,6 +117,7 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
   }
 
   function leave(): void {
+    generation += 1;
     stream?.abort();
     stream = null;
     presence = "offline";
@@ -123,6 +130,8 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
     try {
       if (on) await api.pause({});
       else await api.resume({});
+      // Unless they left meanwhile.
+      if (presence === "offline") return;
       presence = on ? "paused" : "attending";
       renderPresence();
     } catch (e) {
@@ -132,17 +141,24 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
 
   /** Keeps Attend open while attending: each time it drops, waits and opens it again. */
   async function run(): Promise<void> {
+    const mine = ++generation;
+    const current = () => mine === generation && presence !== "offline";
     let attempt = 0;
-    while (presence !== "offline") {
+    while (current()) {
       const abort = new AbortController();
       stream = abort;
       setConnection("connecting", attempt, 0);
       try {
         // Connected once the server answers with headers (it sends nothing else until an offer).
-        const events = api.attend({}, { signal: abort.signal, onHeader: () => setConnection("connected") });
+        const events = api.attend({}, {
+          signal: abort.signal,
+          onHeader: () => {
+            attempt = 0;
+            setConnection("connected");
+          },
+        });
         for await (const res of events) {
-          attempt = 0;
-          setConnection("connected");
+          if (!current()) return;
           onEvent(res.event);
         }
       } catch (e) {
@@ -164,14 +180,14 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
           return;
         }
       }
-      if (abort.signal.aborted) return;
+      if (abort.signal.aborted || !current()) return;
       // The stream ended: what we held went back to the queue (reviews come back on the
       // next stream, as ReviewResumed, when the server still keeps them for us).
       dropAll();
       if (presence === "paused") presence = "attending";
       renderPresence();
       attempt += 1;
-      for (let s = backoff(attempt); s > 0 && (presence as Presence) !== "offline"; s--) {
+      for (let s = backoff(attempt); s > 0 && current(); s--) {
         setConnection("connecting", attempt, s);
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -497,6 +513,14 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
   }
 
   function imageFrame(item: Held, ref: ImageRef): HTMLElement {
+    if (!INLINE.includes(ref.mediaType)) {
+      // TIFF and PDF: browsers show neither in an <img>; open it in a tab of its own.
+      const link = h("a", { "data-testid": "image-download", target: "_blank", rel: "noopener" }, `${t("openImage")} (${ref.mediaType})`);
+      void load(item, ref).then((url) => {
+        if (url) link.setAttribute("href", url);
+      });
+      return h("figure", { class: "frame" }, link, h("figcaption", {}, tOr(`img_${ref.kind}`, "")));
+    }
     const img = h("img", {
       alt: tOr(`img_${ref.kind}`, ""),
       "data-testid": "image",

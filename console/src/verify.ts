@@ -1,15 +1,23 @@
 // Checking a proof bundle (`ExportProof`, docs/ledger.md) in the browser, with WebCrypto only
 // and against a verifier key the auditor pinned: the checkpoint's Ed25519 signature, each
 // record's leaf hash and inclusion proof (RFC 9162 §2.1.3.2) against the signed root, that the
-// records are the request's and in order, and each image's SHA-256. Every step says whether it
-// held, so a tampered bundle shows where it fails. The same checks as `countersign ledger
-// verify-proof`, which stays the reference.
+// records are the request's (the one on screen) and in ledger order, that they hold its
+// submission, that the bundle's image list is the images the records name, and each image's
+// SHA-256. Every step says whether it held, so a tampered bundle shows where it fails.
+// `countersign ledger verify-proof` stays the reference: it also checks the witnesses'
+// cosignatures and replays the records through the state machine.
 
 /** One step of the check. */
 export interface Step {
   key: string;
   ok: boolean;
   detail: string;
+}
+
+/** The parts of a ledger record the checks read. */
+interface Rec {
+  request?: string;
+  event?: { type?: string; submission?: { images?: { sha256: string }[] }; added?: { sha256: string }[] };
 }
 
 interface Bundle {
@@ -100,6 +108,7 @@ async function rootFromInclusion(index: number, size: number, leaf: Uint8Array, 
 export async function verifyBundle(
   text: string,
   pinned: VerifierKey,
+  requestId: string,
   image: (sha256: string) => Promise<Uint8Array>,
 ): Promise<Step[]> {
   const steps: Step[] = [];
@@ -115,6 +124,7 @@ export async function verifyBundle(
     return steps;
   }
   if (!step("v_format", b.format === "countersign-proof-bundle/1", b.format)) return steps;
+  if (!step("v_request", b.request_id === requestId, b.request_id)) return steps;
 
   // The checkpoint: a signed note whose text ends at the blank line before the signatures.
   const cut = b.checkpoint.indexOf("\n\n");
@@ -141,21 +151,32 @@ export async function verifyBundle(
 
   // Every record: its leaf hash leads, by its proof, to the signed root.
   let previous = -1;
-  for (const r of b.records) {
+  const named = new Set<string>();
+  for (const [i, r] of b.records.entries()) {
+    if (!step("v_history", Number.isSafeInteger(r.index) && r.index >= 0, `#${r.index}`)) return steps;
     const payload = b64(r.record);
     const leaf = await sha256(new Uint8Array([0x00]), payload);
     const got = await rootFromInclusion(r.index, size, leaf, r.inclusion_proof.map(b64));
     if (!step("v_inclusion", got !== null && equal(got, root), `#${r.index}`)) return steps;
-    let parsed: { request?: string };
+    let parsed: Rec;
     try {
-      parsed = JSON.parse(new TextDecoder().decode(payload));
+      parsed = JSON.parse(new TextDecoder().decode(payload)) as Rec;
     } catch {
       step("v_history", false, `#${r.index}`);
       return steps;
     }
-    if (!step("v_history", parsed.request === b.request_id && r.index > previous, `#${r.index}`)) return steps;
+    // The first record is the request's submission (or its registered fallback).
+    const opens = ["submitted", "fallback_registered"].includes(parsed.event?.type ?? "");
+    const ok = parsed.request === requestId && r.index > previous && (i > 0 || opens);
+    if (!step("v_history", ok, `#${r.index} ${parsed.event?.type ?? ""}`)) return steps;
     previous = r.index;
+    for (const img of parsed.event?.submission?.images ?? []) named.add(img.sha256);
+    for (const img of parsed.event?.added ?? []) named.add(img.sha256);
   }
+  if (!step("v_history", b.records.length > 0, String(b.records.length))) return steps;
+  const listed = new Set(b.images.map((i) => i.sha256));
+  const same = listed.size === named.size && [...listed].every((h) => named.has(h));
+  if (!step("v_images_listed", same, `${listed.size} / ${named.size}`)) return steps;
 
   // Every image the records name: its bytes hash to the name.
   for (const img of b.images) {

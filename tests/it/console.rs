@@ -702,6 +702,30 @@ async fn an_auditor_finds_and_verifies_a_request_and_a_tampered_bundle_is_refuse
         "the signature holds, the changed record's proof fails: {steps}"
     );
     b.screenshot("audit", "auditor-tampered").await;
+    // Whole parts changed rather than bytes: each fails at its own step.
+    let untouched: Value = serde_json::from_slice(&bundle).expect("bundle JSON");
+    type Change<'a> = &'a dyn Fn(&mut Value);
+    let variants: [(&str, Change); 3] = [
+        ("✗ 证明文件属于本请求", &|d| {
+            d["request_id"] = json!("0123456789abcdef0123456789abcdef")
+        }),
+        ("✗ 记录属于本请求且顺序正确", &|d| {
+            d["records"].as_array_mut().expect("records").remove(0);
+        }),
+        ("✗ 影像清单与记录所列一致", &|d| {
+            d["images"].as_array_mut().expect("images").pop();
+        }),
+    ];
+    for (i, (step, change)) in variants.iter().enumerate() {
+        let mut d = untouched.clone();
+        change(&mut d);
+        let file = b64.encode(serde_json::to_vec(&d).expect("JSON"));
+        b.ok(json!({"op": "upload", "page": "audit", "selector": tid("bundle-file"), "file": format!("variant-{i}.json"), "base64": file}))
+            .await;
+        b.wait_text("audit", "verdict", "未通过").await;
+        let steps = b.text("audit", "steps").await;
+        assert!(steps.contains(step), "{step} in: {steps}");
+    }
     // And the untouched bundle, loaded as a file, passes: the failure above is the change.
     b.ok(json!({"op": "upload", "page": "audit", "selector": tid("bundle-file"), "file": "bundle.json", "base64": b64.encode(&bundle)}))
         .await;
