@@ -3,7 +3,7 @@
 // policy in force with its hash. A pause by the duty manager is recorded in the ledger as
 // theirs and told to the supervisor's console.
 
-import { h, fill } from "./dom";
+import { h, fill, say } from "./dom";
 import { t } from "./i18n";
 import { dateTime, minutesSeconds } from "./format";
 import { client, message } from "./rpc";
@@ -22,12 +22,7 @@ export function adminScreen(main: HTMLElement, status: HTMLElement): void {
   const policy = h("section", { class: "panel", "data-testid": "policy" });
   fill(main, notices, h("div", { class: "dashboard" }, queue, policy), sups);
 
-  function notice(text: string, kind: "info" | "error" = "info"): void {
-    const el = h("p", { class: `notice ${kind}` }, text);
-    notices.prepend(el);
-    while (notices.childElementCount > 4) notices.lastElementChild?.remove();
-    setTimeout(() => el.remove(), 15_000);
-  }
+  const notice = (text: string, kind: "info" | "error" = "info") => say(notices, text, kind);
 
   async function refresh(): Promise<void> {
     try {

@@ -34,3 +34,12 @@ export function fill(el: Element, ...children: (Child | Child[])[]): void {
   el.replaceChildren();
   append(el, children);
 }
+
+/** Says something in a list of notices (an aria-live region): newest first, the last four,
+ * each gone after 15 s. */
+export function say(notices: HTMLElement, text: string, kind: "info" | "error" = "info"): void {
+  const el = h("p", { class: `notice ${kind}` }, text);
+  notices.prepend(el);
+  while (notices.childElementCount > 4) notices.lastElementChild?.remove();
+  setTimeout(() => el.remove(), 15_000);
+}

@@ -7,9 +7,9 @@
 // (ReviewResumed) are shown again.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { h, fill } from "./dom";
+import { h, fill, say } from "./dom";
 import { t, tOr } from "./i18n";
-import { money, dateTime, minutesSeconds } from "./format";
+import { money, dateTime, minutesSeconds, toMinor } from "./format";
 import { client, message, errorInfo, Code, ConnectError } from "./rpc";
 import { SupervisorService, type AttendResponse } from "./gen/countersign/v1/supervisor_pb";
 import {
@@ -69,12 +69,7 @@ export function supervisorScreen(main: HTMLElement, status: HTMLElement): () => 
   const task = h("section", { class: "task", "data-testid": "task" });
   fill(main, presenceBar, notices, tabs, task);
 
-  function notice(text: string, kind: "info" | "error" = "info"): void {
-    const el = h("p", { class: `notice ${kind}` }, text);
-    notices.prepend(el);
-    while (notices.childElementCount > 4) notices.lastElementChild?.remove();
-    setTimeout(() => el.remove(), 15_000);
-  }
+  const notice = (text: string, kind: "info" | "error" = "info") => say(notices, text, kind);
 
   function setConnection(state: "idle" | "connecting" | "connected" | "replaced", attempt = 0, inS = 0): void {
     status.dataset.state = state === "connected" ? "up" : state === "idle" ? "idle" : "down";
@@ -781,17 +776,4 @@ function tick(el: HTMLElement): void {
   const text = minutesSeconds(left);
   el.textContent = (el.dataset.label ?? "{t}").replace("{t}", text);
   el.classList.toggle("urgent", left < 15_000);
-}
-
-/** A typed amount ("1,234.5") in minor units of the currency, or null when it is not one. */
-function toMinor(typed: string, currency: string): bigint | null {
-  let digits = 2;
-  try {
-    digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits ?? 2;
-  } catch {
-    return null;
-  }
-  const m = /^(\d+)(?:\.(\d*))?$/.exec(typed.replace(/[,\s¥￥]/g, ""));
-  if (!m || (m[2] ?? "").length > digits) return null;
-  return BigInt(m[1]) * 10n ** BigInt(digits) + BigInt((m[2] ?? "").padEnd(digits, "0") || "0");
 }
