@@ -485,17 +485,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
-                let mut written = countersign::tools::pki::init(&out)?;
-                // For people: each principal's certificate and key to import into a browser.
-                let ids: Vec<&str> = countersign::tools::pki::DEMO_PRINCIPALS
-                    .iter()
-                    .map(|p| p.id)
-                    .collect();
-                written.extend(countersign::tools::pki::browser_files(
-                    &out,
-                    &ids,
-                    countersign::tools::pki::BROWSER_FILE_PASSWORD,
-                )?);
+                let written = countersign::tools::pki::init_for_people(&out)?;
                 let config = out.join("countersign.toml");
                 std::fs::write(&config, countersign::config::SAMPLE)
                     .with_context(|| format!("write {}", config.display()))?;

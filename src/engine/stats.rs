@@ -315,9 +315,9 @@ pub fn compute_with(
     let mut by_supervisor = BTreeMap::new();
     let mut waits = Vec::new();
     let mut decisions = Vec::new();
-    // (approved, rejected, returned at least once, all) per branch; turned into rates once all
-    // rows are counted.
-    let mut branch_counts: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
+    // (approved, rejected, returned at least once) per branch; turned into rates (over
+    // `by_branch`'s counts for returns) once all rows are counted.
+    let mut branch_counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     let mut fallbacks: BTreeMap<String, BranchFallbacks> = BTreeMap::new();
     let mut reviews = ReviewCounts::default();
 
@@ -367,9 +367,8 @@ pub fn compute_with(
 
         let counts = branch_counts
             .entry(row.branch.as_str())
-            .or_insert((0, 0, 0, 0));
+            .or_insert((0, 0, 0));
         counts.2 += u64::from(row.returns > 0);
-        counts.3 += 1;
         let decided = match row.state.as_str() {
             "approved" => {
                 counts.0 += 1;
@@ -390,7 +389,8 @@ pub fn compute_with(
 
     let branch_rejection_rate = branch_counts
         .into_iter()
-        .map(|(branch, (approved, rejected, returned, all))| {
+        .map(|(branch, (approved, rejected, returned))| {
+            let all = by_branch.get(branch).copied().unwrap_or(0);
             let decided = approved + rejected;
             let rate = if decided == 0 {
                 0.0

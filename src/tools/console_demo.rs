@@ -49,9 +49,7 @@ const CUSTOMERS: &[(&str, &str)] = &[
 pub async fn run(data: PathBuf, listen: SocketAddr, every: Duration) -> anyhow::Result<()> {
     let pki_dir = data.join("pki");
     if !pki_dir.join("ca.pem").exists() {
-        pki::init(&pki_dir)?;
-        let ids: Vec<&str> = pki::DEMO_PRINCIPALS.iter().map(|p| p.id).collect();
-        pki::browser_files(&pki_dir, &ids, pki::BROWSER_FILE_PASSWORD)?;
+        pki::init_for_people(&pki_dir)?;
     }
     let server = super::demo::sample_server(&pki_dir, &listen.to_string(), "").await?;
     let addr = server.addr;

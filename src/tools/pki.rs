@@ -190,6 +190,15 @@ pub fn init(out: &Path) -> Result<Vec<PathBuf>> {
     init_with(out, DEMO_PRINCIPALS)
 }
 
+/// As [`init`], and each demo principal's PKCS#12 file for a browser ([`browser_files`],
+/// with [`BROWSER_FILE_PASSWORD`]): what `pki init` and `demo --console` write for people.
+pub fn init_for_people(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = init(out)?;
+    let ids: Vec<&str> = DEMO_PRINCIPALS.iter().map(|p| p.id).collect();
+    written.extend(browser_files(out, &ids, BROWSER_FILE_PASSWORD)?);
+    Ok(written)
+}
+
 /// As [`init`], with the given principals instead of the demo ones (the load generator
 /// issues many tellers and supervisors this way).
 pub fn init_with(out: &Path, principals: &[DemoPrincipal<'_>]) -> Result<Vec<PathBuf>> {
