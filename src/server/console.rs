@@ -100,3 +100,67 @@ fn respond(asset: &Asset, method: &Method) -> Response<Full<Bytes>> {
         .body(Full::new(body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
+
+/// gRPC-Web for the page's calls, and the console's files for any HTTP version: tonic-web's
+/// layer answers every HTTP/1.1 request that is not gRPC-Web with 400, so a browser on
+/// HTTP/1.1 (behind a proxy without HTTP/2, say) could call the services but not load the
+/// page. Those requests go past it, to the routes.
+#[derive(Clone, Copy, Default)]
+pub(super) struct WebLayer;
+
+impl<S: Clone> tower::Layer<S> for WebLayer {
+    type Service = Web<S>;
+
+    fn layer(&self, inner: S) -> Web<S> {
+        Web {
+            grpc_web: tonic_web::GrpcWebLayer::new().layer(inner.clone()),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Web<S> {
+    grpc_web: tonic_web::GrpcWebService<S>,
+    inner: S,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower::Service<Request<tonic::body::Body>> for Web<S>
+where
+    S: tower::Service<Request<tonic::body::Body>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + std::fmt::Display,
+{
+    type Response = hyper::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        use tower::ServiceExt as _;
+        let grpc_web = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc-web"));
+        if req.version() == hyper::Version::HTTP_2 || grpc_web {
+            let web = self.grpc_web.clone();
+            Box::pin(web.oneshot(req))
+        } else {
+            // `inner` was made ready by poll_ready; a clone takes its place for the next call.
+            let clone = self.inner.clone();
+            let mut ready = std::mem::replace(&mut self.inner, clone);
+            Box::pin(async move { Ok(ready.call(req).await?.map(tonic::body::Body::new)) })
+        }
+    }
+}

@@ -194,7 +194,7 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         // Outermost: a gRPC-Web call becomes a gRPC call before anything else sees it.
-        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(console::WebLayer)
         // Next, so it counts the status the client gets (after the mapping below).
         .layer(rpc_metrics::RpcMetricsLayer(metrics_series.clone()))
         .layer(tower::util::MapResponseLayer::new({

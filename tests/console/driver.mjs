@@ -135,6 +135,11 @@ const commands = {
   async attrs({ page: name, selector, attr }) {
     return await page(name).$$eval(selector, (els, a) => els.map((e) => e.getAttribute(a)), attr);
   },
+  /** A plain HTTP request from the page's context (its certificate): status and headers. */
+  async fetch({ page: name, path, method }) {
+    const res = await pages.get(name).context.request.fetch(base + path, { method, timeout });
+    return { status: res.status(), headers: res.headers(), body: (await res.text()).slice(0, 200) };
+  },
   /** Gives a file input a file, as a person choosing one would. */
   async upload({ page: name, selector, file, base64 }) {
     await page(name)

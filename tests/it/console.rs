@@ -303,6 +303,22 @@ async fn a_supervisor_approves_from_the_console_and_the_teller_sees_it() {
         csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
         "a strict CSP: {csp}"
     );
+    // The files answer GET and HEAD (with the body's length) and nothing else, over HTTP/1.1
+    // too (Playwright's API requests use it; tonic-web alone answered them 400).
+    let head = b
+        .ok(json!({"op": "fetch", "page": "sup", "path": "/console/app.js", "method": "HEAD"}))
+        .await;
+    assert_eq!(head["status"], json!(200), "{head}");
+    let length: usize = head["headers"]["content-length"]
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .expect("a content-length");
+    assert!(length > 10_000, "the script's length, not 0: {length}");
+    let post = b
+        .ok(json!({"op": "fetch", "page": "sup", "path": "/", "method": "POST"}))
+        .await;
+    assert_eq!(post["status"], json!(405));
+    assert_eq!(post["headers"]["allow"], json!("GET, HEAD"));
     let who = b.text("sup", "who").await;
     assert!(who.contains("sup-01") && who.contains("授权主管"), "{who}");
     b.screenshot("sup", "supervisor-idle").await;
