@@ -442,6 +442,23 @@ where
     driver.await.unwrap_or(Ok(()))
 }
 
+/// At most one row, found by a key, with a statement planned for this call (`query_typed`: one
+/// round trip). A statement prepared once keeps the generic plan PostgreSQL made when it was
+/// prepared; made while a table was small (a fresh database), that is a sequential scan, which
+/// then reads the whole table on every call until autovacuum's next ANALYZE invalidates it.
+/// Reads of a growing table go through here; the hot path's batched writes, whose plans do not
+/// scan them, stay prepared.
+async fn by_key(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[(
+        &(dyn tokio_postgres::types::ToSql + Sync),
+        tokio_postgres::types::Type,
+    )],
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    Ok(client.query_typed(sql, params).await?.into_iter().next())
+}
+
 /// The connection pool: libpq's URL (several hosts and `target_session_attrs` included), with
 /// TLS when a CA is configured.
 fn pool(connect: &Connector, size: usize) -> Result<Pool, StorageError> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::{Db, SharedError, no_connection, unavailable};
 use crate::domain::{PrincipalId, RequestId, State, TellerSerial};
@@ -45,6 +45,8 @@ const LOOKUPS_QUEUED_MAX: usize = 4096;
 /// Most lookups one statement carries.
 const LOOKUPS_PER_STATEMENT: usize = 256;
 
+/// Planned on every call, as `by_key` explains: prepared once, this kept a hash join over a
+/// sequential scan of `idempotency` and read the whole table on every lookup.
 const LOOK_UP: &str = "SELECT k.n, i.request, i.fingerprint \
     FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(teller, serial, n) \
     JOIN idempotency i ON i.teller = k.teller AND i.serial = k.serial";
@@ -64,12 +66,11 @@ async fn look_up(pool: deadpool_postgres::Pool, mut rx: mpsc::Receiver<Lookup>) 
         let serials: Vec<&str> = batch.iter().map(|(_, s, _)| s.as_str()).collect();
         let found = async {
             let client = pool.get().await.map_err(no_connection)?;
-            let read = client
-                .prepare_cached(LOOK_UP)
-                .await
-                .map_err(unavailable("read idempotency rows"))?;
             let rows = client
-                .query(&read, &[&tellers, &serials])
+                .query_typed(
+                    LOOK_UP,
+                    &[(&tellers, Type::TEXT_ARRAY), (&serials, Type::TEXT_ARRAY)],
+                )
                 .await
                 .map_err(unavailable("read idempotency rows"))?;
             let mut found = vec![None; batch.len()];
@@ -311,14 +312,13 @@ impl Projection for PgProjection {
         let id = id.to_string();
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let read = client
-                .prepare_cached("SELECT state, records FROM requests WHERE id = $1")
-                .await
-                .map_err(unavailable("read request row"))?;
-            let Some(row) = client
-                .query_opt(&read, &[&id])
-                .await
-                .map_err(unavailable("read request row"))?
+            let Some(row) = super::by_key(
+                &client,
+                "SELECT state, records FROM requests WHERE id = $1",
+                &[(&id, Type::TEXT)],
+            )
+            .await
+            .map_err(unavailable("read request row"))?
             else {
                 return Ok(None);
             };
@@ -341,16 +341,13 @@ impl Projection for PgProjection {
         let (teller, serial) = (teller.to_string(), serial.to_string());
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let read = client
-                .prepare_cached(
-                    "SELECT request, fingerprint FROM idempotency WHERE teller = $1 AND serial = $2",
-                )
-                .await
-                .map_err(unavailable("read idempotency row"))?;
-            let Some(row) = client
-                .query_opt(&read, &[&teller, &serial])
-                .await
-                .map_err(unavailable("read idempotency row"))?
+            let Some(row) = super::by_key(
+                &client,
+                "SELECT request, fingerprint FROM idempotency WHERE teller = $1 AND serial = $2",
+                &[(&teller, Type::TEXT), (&serial, Type::TEXT)],
+            )
+            .await
+            .map_err(unavailable("read idempotency row"))?
             else {
                 return Ok(None);
             };
@@ -390,14 +387,13 @@ impl Projection for PgProjection {
         let id = id.to_string();
         self.db.run(move |pool| async move {
             let client = pool.get().await.map_err(no_connection)?;
-            let read = client
-                .prepare_cached(&format!("SELECT {SUMMARY} FROM requests WHERE id = $1"))
-                .await
-                .map_err(unavailable("read summary"))?;
-            let row = client
-                .query_opt(&read, &[&id])
-                .await
-                .map_err(unavailable("read summary"))?;
+            let row = super::by_key(
+                &client,
+                &format!("SELECT {SUMMARY} FROM requests WHERE id = $1"),
+                &[(&id, Type::TEXT)],
+            )
+            .await
+            .map_err(unavailable("read summary"))?;
             Ok(row.map(|r| summary_of(&r, 0)))
         })
     }
