@@ -247,7 +247,21 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
         .expect("apply");
     c.state = crate::domain::State::Cancelled;
     c.updated_at = crate::domain::Timestamp(5);
-    p.apply(&[update(2, &c, false)], 3).expect("apply");
+    // Every field set, and names that a text format would have to escape: each reads back as
+    // it was written.
+    let mut last = update(2, &c, false);
+    last.summary.deciders = ["a\"b", "c\\d", "e,f", "NULL", "{g}", " h ", "中"]
+        .map(String::from)
+        .to_vec();
+    last.summary.final_decider = Some("x\"y".into());
+    last.summary.first_accepted_at_ms = Some(3);
+    last.summary.finished_at_ms = Some(5);
+    last.summary.on_site_supervisor = Some("on-site".into());
+    last.summary.on_site_at_ms = Some(4);
+    last.summary.review = Some("pending".into());
+    last.summary.returns = 2;
+    let c_summary = last.summary.clone();
+    p.apply(&[last], 3).expect("apply");
     assert_eq!(p.applied().expect("applied"), 3);
     let check = |p: &std::sync::Arc<dyn Projection>| {
         assert_eq!(
@@ -268,10 +282,8 @@ pub(crate) fn projection_applies_and_answers(b: &impl Backend) {
                 .expect("idem"),
             None
         );
-        assert_eq!(
-            p.summary(&c.id).expect("summary").map(|s| s.state),
-            Some("cancelled".to_string())
-        );
+        assert_eq!(p.summary(&c.id).expect("summary"), Some(c_summary.clone()));
+        assert_eq!(c_summary.state, "cancelled");
         // Lookups made together (a database answers them in one statement) each get their
         // own answer.
         let runtime = tokio::runtime::Builder::new_current_thread()
