@@ -29,6 +29,30 @@ pub fn submit_request(
     minor_units: i64,
     account: &str,
 ) -> pb::SubmitRequest {
+    let images = vec![
+        pb::ImageUpload {
+            kind: pb::ImageKind::Voucher as i32,
+            media_type: "image/jpeg".into(),
+            content: fake_jpeg(32 * 1024),
+        },
+        pb::ImageUpload {
+            kind: pb::ImageKind::IdFront as i32,
+            media_type: "image/jpeg".into(),
+            content: fake_jpeg(16 * 1024),
+        },
+    ];
+    submit_request_with(serial, code, minor_units, account, images)
+}
+
+/// The same submission with the caller's images (a load generator's, made without drawing
+/// random bytes for each request).
+pub fn submit_request_with(
+    serial: &str,
+    code: &str,
+    minor_units: i64,
+    account: &str,
+    images: Vec<pb::ImageUpload>,
+) -> pb::SubmitRequest {
     pb::SubmitRequest {
         teller_serial: serial.into(),
         transaction: Some(pb::Transaction {
@@ -50,18 +74,7 @@ pub fn submit_request(
             expiry_date: "2036-05-01".into(),
             verification: pb::IdVerification::Matched as i32,
         }),
-        images: vec![
-            pb::ImageUpload {
-                kind: pb::ImageKind::Voucher as i32,
-                media_type: "image/jpeg".into(),
-                content: fake_jpeg(32 * 1024),
-            },
-            pb::ImageUpload {
-                kind: pb::ImageKind::IdFront as i32,
-                media_type: "image/jpeg".into(),
-                content: fake_jpeg(16 * 1024),
-            },
-        ],
+        images,
         note: "customer is a long-standing client; withdrawal for a house deposit".into(),
     }
 }

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::Workload;
 use crate::api::pb::{self, supervisor_service_client::SupervisorServiceClient};
 use crate::tools::client::{self, CallError, Cluster};
-use crate::tools::workload::{JPEG_HEADER, fake_jpeg, submit_request};
+use crate::tools::workload::{JPEG_HEADER, fake_jpeg, submit_request_with};
 
 /// Image size of workload W1.
 const W1_IMAGE_BYTES: usize = 64 * 1024;
@@ -119,8 +119,8 @@ impl Lifecycle {
         self.offer_clock.sent(serial, sent);
         let r = c
             .call(|ch| {
-                let mut req = submit_request(serial, "WDL-CASH", self.amount, ACCOUNT);
-                req.images = self.images.for_request(serial);
+                let images = self.images.for_request(serial);
+                let req = submit_request_with(serial, "WDL-CASH", self.amount, ACCOUNT, images);
                 async move { client::teller_on(ch).submit(req).await }
             })
             .await?

@@ -18,7 +18,7 @@ use super::lifecycle::{ACCOUNT, Counters, Images, Lifecycle, OfferClock, Sample,
 use super::report::{Percentiles, Report};
 use super::server::{Server, Usage};
 use crate::tools::client;
-use crate::tools::workload::submit_request;
+use crate::tools::workload::submit_request_with;
 
 /// Under the sample policy: CNY 60,000.00 cash needs one level-2 approval, CNY 600,000.00
 /// two level-3 approvals.
@@ -259,8 +259,13 @@ pub(super) async fn fill(server: &Server, opts: &Options, n: usize) -> anyhow::R
                         break;
                     }
                     let serial = format!("F{run_id}T{t}N{i}");
-                    let mut req = submit_request(&serial, "WDL-CASH", amount, ACCOUNT);
-                    req.images = images.for_request(&serial);
+                    let req = submit_request_with(
+                        &serial,
+                        "WDL-CASH",
+                        amount,
+                        ACCOUNT,
+                        images.for_request(&serial),
+                    );
                     if let Err(e) = c.submit(req).await
                         && failed.fetch_add(1, Ordering::Relaxed) < 3
                     {
