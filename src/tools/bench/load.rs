@@ -69,6 +69,7 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
     let disk_before = server.disk_bytes();
     let usage_before = server.usage();
     let own_before = Usage::of("/proc/self");
+    let database_before = server.database_cpu();
     let started = Instant::now();
     let window_end = started + Duration::from_secs_f64(opts.duration);
     let amount = if opts.dual {
@@ -130,6 +131,7 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
     let elapsed = started.elapsed();
     let usage_after = server.usage();
     let own_after = Usage::of("/proc/self");
+    let database_after = server.database_cpu();
     for c in consoles {
         c.abort();
     }
@@ -162,6 +164,9 @@ pub(super) async fn timed(server: &Server, opts: &Options) -> anyhow::Result<()>
         server: usage_before.zip(usage_after).map(|(b, a)| a.since(&b)),
         server_rss_peak_mib: usage_after.map(|u| u.rss_peak_kib as f64 / 1024.0),
         clients: own_before.zip(own_after).map(|(b, a)| a.since(&b)),
+        database: database_before
+            .zip(database_after)
+            .map(|(b, a)| ((a - b) * 100.0).round() / 100.0),
         disk: disk_before.zip(disk_after).map(|(b, a)| a.since(&b)),
     };
     report.print(opts.json);

@@ -60,6 +60,8 @@ pub(super) struct Report {
     pub(super) server: Option<f64>,
     pub(super) server_rss_peak_mib: Option<f64>,
     pub(super) clients: Option<f64>,
+    /// The local PostgreSQL's CPU seconds over the run (`--backend postgres`).
+    pub(super) database: Option<f64>,
     pub(super) disk: Option<DiskBytes>,
 }
 
@@ -78,8 +80,7 @@ impl Report {
             if self.dual { ", dual control" } else { "" },
             match self.backend {
                 Some(super::Backend::Embedded) => "embedded storage",
-                Some(super::Backend::Postgres) =>
-                    "PostgreSQL (its CPU not counted as the server's)",
+                Some(super::Backend::Postgres) => "PostgreSQL on this machine",
                 None => "the target server",
             },
             self.tellers,
@@ -115,13 +116,14 @@ impl Report {
             );
         }
         println!(
-            "\n| server CPU | clients' CPU | server RSS peak | disk per lifecycle (ledger / images / sled) |"
+            "\n| server CPU | clients' CPU | PostgreSQL's CPU | server RSS peak | disk per lifecycle (ledger / images / sled) |"
         );
-        println!("|---|---|---|---|");
+        println!("|---|---|---|---|---|");
         println!(
-            "| {} s | {} s | {} MiB | {} B ({} / {} / {}) |",
+            "| {} s | {} s | {} s | {} MiB | {} B ({} / {} / {}) |",
             opt(self.server, 2),
             opt(self.clients, 2),
+            opt(self.database, 2),
             opt(self.server_rss_peak_mib, 1),
             opt(disk_per, 0),
             opt(self.disk.and_then(|d| per(d.ledger)), 0),
@@ -147,6 +149,8 @@ impl Report {
                 "notify_p999_ms": self.notify.p999,
                 "offer_p99_ms": self.offer.p99,
                 "server_cpu_s": self.server,
+                "clients_cpu_s": self.clients,
+                "database_cpu_s": self.database,
                 "server_rss_peak_mib": self.server_rss_peak_mib,
                 "disk_bytes_per_lifecycle": disk_per,
             });

@@ -34,6 +34,12 @@ impl Server {
         self.pid.and_then(|p| Usage::of(&format!("/proc/{p}")))
     }
 
+    /// The CPU seconds of this machine's PostgreSQL so far, with `--backend postgres` (bench's
+    /// own database is on the server bench found on loopback); `None` otherwise.
+    pub(super) fn database_cpu(&self) -> Option<f64> {
+        self.database.as_ref().and_then(|_| postgres_cpu_s())
+    }
+
     pub(super) fn disk_bytes(&self) -> Option<DiskBytes> {
         self.data.as_deref().map(DiskBytes::of)
     }
@@ -232,6 +238,35 @@ impl Usage {
     pub(super) fn since(&self, before: &Usage) -> f64 {
         self.cpu_s - before.cpu_s
     }
+}
+
+/// CPU seconds of every process named `postgres` on this machine, with what their exited
+/// children used (a backend that ended is counted in the postmaster's). Every database of that
+/// server is in it, not only bench's; `None` when there is no such process.
+fn postgres_cpu_s() -> Option<f64> {
+    let mut ticks = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        // utime, stime, cutime and cstime: fields 14 to 17 of stat(5), in USER_HZ (100).
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        for i in 11..=14 {
+            ticks += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        found = true;
+    }
+    found.then(|| ticks as f64 / 100.0)
 }
 
 /// Bytes under a data directory, by part.
