@@ -244,6 +244,25 @@ async fn submit_pictures(t: &TestServer, serial: &str, code: &str) -> pb::Author
         .expect("request")
 }
 
+/// sup-01 attends in the browser, teller-01 submits with pictures and watches, and sup-01
+/// accepts the offer: the request's review is on the supervisor's screen.
+async fn in_review(
+    t: &TestServer,
+    b: &mut Browser,
+    serial: &str,
+    code: &str,
+) -> (
+    pb::AuthorizationRequest,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    b.open("sup", "sup-01").await;
+    b.click("sup", "attend").await;
+    let r = submit_pictures(t, serial, code).await;
+    let w = watch(t, &r.request_id).await;
+    b.click("sup", "accept").await;
+    (r, w)
+}
+
 /// The teller's Watch on a request, past its current state.
 async fn watch(t: &TestServer, id: &str) -> tonic::Streaming<pb::WatchResponse> {
     let mut w = t
@@ -413,12 +432,8 @@ async fn the_console_speaks_english_when_asked() {
 async fn a_supervisor_types_the_withheld_fields_from_the_voucher() {
     let t = TestServer::start().await;
     let mut b = Browser::start(&t).await;
-    b.open("sup", "sup-01").await;
-    b.click("sup", "attend").await;
     // The test policy's "rekey" rule asks for the amount and the account, two attempts.
-    let r = submit_pictures(&t, "CON-11", "REKEY").await;
-    let mut w = watch(&t, &r.request_id).await;
-    b.click("sup", "accept").await;
+    let (r, mut w) = in_review(&t, &mut b, "CON-11", "REKEY").await;
     assert_eq!(b.text("sup", "amount").await, "（请按凭证影像录入）");
     let review = b.text("sup", "review").await;
     assert!(
@@ -436,12 +451,7 @@ async fn a_supervisor_types_the_withheld_fields_from_the_voucher() {
     b.click("sup", "approve").await;
     let done = settled(&mut w).await;
     assert_eq!(state(&done), pb::RequestState::Approved);
-    let kinds: Vec<String> = t
-        .history(&r.request_id)
-        .await
-        .iter()
-        .map(|e| e["event"]["type"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let kinds = t.history_kinds(&r.request_id).await;
     assert!(
         kinds.contains(&"rekey_mismatched".to_string()),
         "the mistake is recorded: {kinds:?}"
@@ -476,11 +486,7 @@ async fn an_offer_not_accepted_in_time_moves_on() {
 async fn a_supervisor_rejects_with_a_reason() {
     let t = TestServer::start().await;
     let mut b = Browser::start(&t).await;
-    b.open("sup", "sup-01").await;
-    b.click("sup", "attend").await;
-    let r = submit_pictures(&t, "CON-3", "WDL-CASH").await;
-    let mut w = watch(&t, &r.request_id).await;
-    b.click("sup", "accept").await;
+    let (_, mut w) = in_review(&t, &mut b, "CON-3", "WDL-CASH").await;
     b.text("sup", "review").await;
     b.press("sup", "r").await;
     b.ok(json!({"op": "select", "page": "sup", "selector": tid("reason-code"), "value": "ID_MISMATCH"}))
@@ -502,11 +508,7 @@ async fn a_supervisor_rejects_with_a_reason() {
 async fn a_return_and_the_tellers_resubmission() {
     let t = TestServer::start().await;
     let mut b = Browser::start(&t).await;
-    b.open("sup", "sup-01").await;
-    b.click("sup", "attend").await;
-    let r = submit_pictures(&t, "CON-4", "WDL-CASH").await;
-    let mut w = watch(&t, &r.request_id).await;
-    b.click("sup", "accept").await;
+    let (r, mut w) = in_review(&t, &mut b, "CON-4", "WDL-CASH").await;
     b.text("sup", "review").await;
     b.press("sup", "t").await;
     b.ok(json!({"op": "select", "page": "sup", "selector": tid("reason-code"), "value": "IMAGE_UNCLEAR"}))

@@ -717,6 +717,20 @@ impl TestServer {
             .map(|e| serde_json::from_slice(&e.record).expect("record is JSON"))
             .collect()
     }
+
+    /// The event type of each of a request's records, in ledger order.
+    pub async fn history_kinds(&self, id: &str) -> Vec<String> {
+        self.history(id)
+            .await
+            .iter()
+            .map(|e| {
+                e["event"]["type"]
+                    .as_str()
+                    .expect("an event type")
+                    .to_owned()
+            })
+            .collect()
+    }
 }
 
 impl Console {
