@@ -52,25 +52,31 @@ impl PgImages {
 async fn write(pool: deadpool_postgres::Pool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Put>>>) {
     let mut carry: Option<Put> = None;
     loop {
-        let mut rx = queue.lock().await;
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+        // A put carried over from a full batch goes first and needs no new upload: the queue
+        // is drained behind it only if free, since the other writer may hold it waiting for
+        // one (and this put would wait with it).
+        let (first, queued) = match carry.take() {
+            Some(p) => (p, queue.try_lock().ok()),
+            None => {
+                let mut rx = queue.lock().await;
+                match rx.recv().await {
+                    Some(p) => (p, Some(rx)),
+                    None => return,
+                }
+            }
         };
         let mut bytes = first.1.len();
         let mut batch = vec![first];
-        while let Ok(p) = rx.try_recv() {
-            if bytes + p.1.len() > BATCH_BYTES_MAX {
-                carry = Some(p);
-                break;
+        if let Some(mut rx) = queued {
+            while let Ok(p) = rx.try_recv() {
+                if bytes + p.1.len() > BATCH_BYTES_MAX {
+                    carry = Some(p);
+                    break;
+                }
+                bytes += p.1.len();
+                batch.push(p);
             }
-            bytes += p.1.len();
-            batch.push(p);
         }
-        drop(rx);
         // In hash order: two writers inserting the same two images in opposite orders would
         // each wait for the other's uncommitted row (a deadlock PostgreSQL breaks after a
         // second by failing one); in one order, the second waits, then finds the row there.

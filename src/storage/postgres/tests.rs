@@ -355,3 +355,22 @@ async fn the_same_images_put_at_once_in_every_order_are_all_stored() {
         assert_eq!(&back.unwrap(), bytes);
     }
 }
+
+/// Many statements' worth of images queued at once, then nothing more: every put is answered,
+/// those left over from a full batch included (a writer holding one must not wait for a next
+/// upload behind the other writer; whether that meeting happens here is timing, so this checks
+/// the outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn images_past_a_full_batch_are_stored_without_a_next_upload() {
+    let pg = Postgres::new();
+    let s = pg.open();
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..16u8 {
+        let store = s.images.clone();
+        puts.spawn(async move { store.put(vec![i; 6 << 20]).await });
+    }
+    let all = tokio::time::timeout(std::time::Duration::from_secs(60), puts.join_all())
+        .await
+        .expect("every put is answered");
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
+}
